@@ -1,0 +1,70 @@
+# zerodowntime.migration — run as root on Debian 12 (the lab provisions services on this machine).
+#   make demo   provision the lab and run the migration phases that exist, printing what happened
+#   make test   install everything the tests need, then lint, sanity, unit, integration, molecule
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR := 0
+# ansible-test needs the collection under ansible_collections/<namespace>/<name>, outside this
+# git checkout (it lists files with git), so `make sanity` assembles a copy there.
+SANITY_COPY := /tmp/zerodowntime-sanity/ansible_collections/zerodowntime/migration
+ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+
+.PHONY: demo test system-deps venv lab lint ruff ansible-lint sanity unit integration molecule clean
+
+demo: venv system-deps
+	ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks ansible-playbook playbooks/demo.yml
+
+test: venv system-deps lint sanity unit integration molecule
+	@echo "make test: all suites passed"
+
+# Debian packages the tooling needs; the roles install the services themselves.
+system-deps: .make/system-deps
+.make/system-deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		python3-venv git tar ca-certificates util-linux procps iproute2 >/dev/null
+	mkdir -p .make && touch $@
+
+venv: .make/venv
+.make/venv: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q ".[test]"
+	mkdir -p .make && touch $@
+
+lab: venv system-deps
+	ansible-playbook playbooks/site.yml
+
+lint: ruff ansible-lint
+
+ruff: venv
+	ruff check .
+	ruff format --check .
+
+ansible-lint: venv
+	ansible-lint
+
+sanity: venv
+	mkdir -p $(dir $(ANSIBLE_TEST_PIP))
+	cp .ci/get_pip_offline.py $(ANSIBLE_TEST_PIP)
+	rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)
+	git ls-files -z --cached --others --exclude-standard | grep -zv '^\.ansible/' \
+		| tar --null -T - -cf - | tar -xf - -C $(SANITY_COPY)
+	cd $(SANITY_COPY) && ansible-test sanity --venv --python 3.11 --color no
+
+unit: venv
+	pytest tests/unit
+
+integration: venv system-deps
+	pytest tests/integration
+
+molecule: venv system-deps
+	molecule test -s postgresql
+
+clean:
+	rm -rf .make /tmp/zerodowntime-sanity .pytest_cache .ruff_cache

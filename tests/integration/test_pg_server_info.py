@@ -1,0 +1,53 @@
+"""zerodowntime.migration.pg_server_info run by Ansible against the lab."""
+
+from __future__ import annotations
+
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, run_module
+
+MODULE = "zerodowntime.migration.pg_server_info"
+
+
+def test_reports_version_wal_and_settings(lab):
+    run, result = run_module(MODULE, dict(BLUE, settings=["max_wal_senders", "wal_level"], require_logical=True))
+    assert run.status == "successful", run.stdout
+    assert result["changed"] is False
+    assert result["version"].startswith("15.")
+    assert result["wal_level"] == "logical"
+    assert result["in_recovery"] is False
+    assert "/" in result["wal_lsn"]
+    assert result["settings"] == {"max_wal_senders": "10", "wal_level": "logical"}
+    assert result["queries"] == []
+
+
+def test_check_mode_gives_the_same_answer(lab):
+    result = run_module(MODULE, dict(GREEN, settings=["port"]), check=True)[1]
+    assert result["settings"] == {"port": "5434"}
+    assert result["changed"] is False
+
+
+def test_server_without_logical_wal_fails_with_the_fix(replica_wal_server):
+    result = run_module(MODULE, dict(replica_wal_server, require_logical=True))[1]
+    assert result["failed"] is True
+    assert "wal_level is 'replica' on 127.0.0.1:5499" in result["msg"]
+    assert "wal_level=logical" in result["msg"]
+
+
+def test_wrong_password_names_the_user_and_hides_the_password(lab):
+    run, result = run_module(MODULE, dict(BLUE, login_password="Wrong-Secret-9"))
+    assert result["failed"] is True
+    assert "authentication failed for user 'migrator'" in result["msg"]
+    assert "Wrong-Secret-9" not in run.stdout
+    assert "Wrong-Secret-9" not in str(result)
+
+
+def test_unknown_setting_is_an_error(lab):
+    result = run_module(MODULE, dict(BLUE, settings=["wal_level", "no_such_setting"]))[1]
+    assert result["failed"] is True
+    assert "unknown setting(s) on 127.0.0.1:5433: no_such_setting" in result["msg"]
+
+
+def test_password_is_not_logged_in_invocation(lab):
+    run, result = run_module(MODULE, dict(BLUE, login_password=LAB_PASSWORD))
+    assert result["failed"] is False
+    assert LAB_PASSWORD not in str(result.get("invocation", {}))
+    assert LAB_PASSWORD not in run.stdout

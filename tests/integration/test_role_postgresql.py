@@ -1,0 +1,101 @@
+"""roles/postgresql against this machine: the lab's blue and green instances."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_tuning import memory_settings
+from tests.lab import BLUE, GREEN, connect, run_playbook
+
+LAB_INSTANCES = [
+    {"name": "blue", "port": 5433},
+    {"name": "green", "port": 5434, "settings": {"maintenance_work_mem": "1GB", "random_page_cost": 1.1}},
+]
+
+
+def host_memory_mb() -> int:
+    """MemTotal as Ansible's memtotal_mb fact reads it."""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+def size_bytes(conn, value: str) -> int:
+    return conn.execute("SELECT pg_size_bytes(%s)", (value,)).fetchone()[0]
+
+
+def setting_bytes(conn, name: str) -> int:
+    return conn.execute("SELECT pg_size_bytes(current_setting(%s))", (name,)).fetchone()[0]
+
+
+def started_at(endpoint: dict):
+    with connect(endpoint) as conn:
+        return conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+
+
+def test_second_converge_changes_nothing(lab):
+    again = run_playbook("site.yml")
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0, again.changed_tasks()
+
+
+@pytest.mark.parametrize(("endpoint", "port"), [(BLUE, 5433), (GREEN, 5434)])
+def test_each_instance_listens_on_its_port_with_logical_wal(lab, endpoint, port):
+    with connect(endpoint) as conn:
+        assert conn.execute("SHOW port").fetchone()[0] == str(port)
+        assert conn.execute("SHOW wal_level").fetchone()[0] == "logical"
+        assert conn.execute("SHOW max_slot_wal_keep_size").fetchone()[0] == "10GB"
+
+
+def test_memory_settings_follow_the_host_memory(blue):
+    expected = memory_settings(host_memory_mb() // 2, 100)  # two instances share the host
+    for name in ("shared_buffers", "effective_cache_size", "maintenance_work_mem", "work_mem"):
+        assert setting_bytes(blue, name) == size_bytes(blue, expected[name]), name
+
+
+def test_instance_overrides_win_over_derived_settings(green, blue):
+    assert setting_bytes(green, "maintenance_work_mem") == 1024**3
+    assert green.execute("SHOW random_page_cost").fetchone()[0] == "1.1"
+    assert setting_bytes(blue, "maintenance_work_mem") != 1024**3
+    assert blue.execute("SHOW random_page_cost").fetchone()[0] == "4"
+
+
+def test_reload_for_reloadable_settings_restart_only_where_needed(lab):
+    blue_started, green_started = started_at(BLUE), started_at(GREEN)
+    try:
+        # A reload-only setting on every instance: applied, nobody restarts.
+        run = run_playbook("site.yml", extravars={"postgresql_settings": {"log_min_duration_statement": "250ms"}})
+        assert run.status == "successful", run.stdout
+        for endpoint in (BLUE, GREEN):
+            with connect(endpoint) as conn:
+                assert conn.execute("SHOW log_min_duration_statement").fetchone()[0] == "250ms"
+        assert (started_at(BLUE), started_at(GREEN)) == (blue_started, green_started)
+
+        # A restart-only setting on green alone: green restarts, blue keeps running.
+        instances = [LAB_INSTANCES[0], dict(LAB_INSTANCES[1], settings=dict(LAB_INSTANCES[1]["settings"], max_wal_senders=12))]
+        run = run_playbook("site.yml", extravars={"postgresql_instances": instances})
+        assert run.status == "successful", run.stdout
+        with connect(GREEN) as conn:
+            assert conn.execute("SHOW max_wal_senders").fetchone()[0] == "12"
+        assert started_at(GREEN) > green_started
+        assert started_at(BLUE) == blue_started
+    finally:
+        restored = run_playbook("site.yml")
+        assert restored.status == "successful", restored.stdout
+    with connect(GREEN) as conn:
+        assert conn.execute("SHOW max_wal_senders").fetchone()[0] == "10"
+
+
+def test_roles_and_databases_exist_on_both(lab):
+    for endpoint in (BLUE, GREEN):
+        with connect(endpoint) as conn:
+            roles = dict(
+                conn.execute(
+                    "SELECT rolname, rolreplication FROM pg_roles WHERE rolname IN ('replicator', 'migrator', 'novacron')"
+                ).fetchall()
+            )
+            assert roles == {"replicator": True, "migrator": False, "novacron": False}
+            owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'novacron'").fetchone()[0]
+            assert owner == "novacron"

@@ -1,0 +1,92 @@
+"""The lab as the tests see it: endpoints, and running playbooks and modules through
+ansible-runner with the checkout's ansible.cfg (assertions look at events, not stdout text)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import ansible_runner
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB_PASSWORD = "zerodowntime-lab"  # inventories/lab/group_vars/all.yml
+BLUE = {"login_host": "127.0.0.1", "login_port": 5433, "login_user": "migrator", "login_password": LAB_PASSWORD, "login_db": "novacron"}
+GREEN = dict(BLUE, login_port=5434)
+
+
+class PlaybookRun:
+    """One ansible-runner run: its status, per-host stats and task results."""
+
+    def __init__(self, runner):
+        self.status = runner.status
+        self.rc = runner.rc
+        self.stats = runner.stats or {}
+        self.events = list(runner.events)
+        self.stdout = runner.stdout.read()
+
+    def changed(self, host="lab-db") -> int:
+        return self.stats.get("changed", {}).get(host, 0)
+
+    def task_results(self, task_name: str) -> list[dict]:
+        """event_data.res of every result event of the task with this name; `failed` is set
+        from the event type (ansible-core 2.19 leaves it out of res)."""
+        return [
+            dict(event["event_data"]["res"], failed=event["event"] == "runner_on_failed")
+            for event in self.events
+            if event.get("event", "").startswith("runner_on_")
+            and event["event"] not in ("runner_on_start", "runner_on_skipped")
+            and event.get("event_data", {}).get("task") == task_name
+        ]
+
+    def changed_tasks(self) -> list[str]:
+        return [e["event_data"]["task"] for e in self.events if e.get("event") == "runner_on_ok" and e["event_data"]["res"].get("changed")]
+
+
+def run_playbook(playbook, extravars: dict | None = None, inventory: str | None = None, cmdline: str | None = None) -> PlaybookRun:
+    """Run a playbook (a path under playbooks/, or a list of plays) with the checkout's ansible.cfg."""
+    private_dir = tempfile.mkdtemp(prefix="zdm-runner-")
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=private_dir,
+            playbook=str(ROOT / "playbooks" / playbook) if isinstance(playbook, str) else playbook,
+            inventory=inventory or str(ROOT / "inventories" / "lab"),
+            extravars=extravars or {},
+            cmdline=cmdline,
+            envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+            quiet=True,
+            settings={"suppress_env_files": True},
+        )
+        return PlaybookRun(runner)
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False) -> tuple[PlaybookRun, dict]:
+    """Run one module on the lab host; returns the run and the module's result."""
+    play = [
+        {
+            "name": "module under test",
+            "hosts": "lab-db",
+            "gather_facts": False,
+            "tasks": [{"name": "under test", module: args, "ignore_errors": True}],
+        }
+    ]
+    flags = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+    run = run_playbook(play, cmdline=flags or None)
+    results = run.task_results("under test")
+    assert len(results) == 1, run.stdout
+    return run, results[0]
+
+
+def connect(endpoint: dict, **overrides) -> psycopg.Connection:
+    params = dict(endpoint, **overrides)
+    return psycopg.connect(
+        host=params["login_host"],
+        port=params["login_port"],
+        user=params["login_user"],
+        password=params["login_password"],
+        dbname=params["login_db"],
+        autocommit=True,
+    )

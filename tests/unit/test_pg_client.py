@@ -1,0 +1,60 @@
+"""The connection helper's pure parts; the messages are checked against real servers in
+tests/integration/test_pg_client.py."""
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import (
+    CONNECTION_ARGUMENT_SPEC,
+    connection_params,
+    describe_endpoint,
+    parse_version,
+)
+
+
+def defaults(**overrides):
+    params = {name: spec.get("default") for name, spec in CONNECTION_ARGUMENT_SPEC.items()}
+    params.update(overrides)
+    return params
+
+
+def test_defaults_map_to_libpq_keywords():
+    assert connection_params(defaults()) == {
+        "host": "localhost",
+        "port": 5432,
+        "user": "postgres",
+        "dbname": "postgres",
+        "sslmode": "prefer",
+        "connect_timeout": 10,
+        "application_name": "zerodowntime.migration",
+    }
+
+
+def test_unix_socket_wins_over_host():
+    params = connection_params(defaults(login_unix_socket="/var/run/postgresql", login_port=5433))
+    assert params["host"] == "/var/run/postgresql"
+    assert (
+        describe_endpoint(defaults(login_unix_socket="/var/run/postgresql", login_port=5433)) == "socket /var/run/postgresql/.s.PGSQL.5433"
+    )
+
+
+def test_certificates_are_passed_when_set():
+    params = connection_params(defaults(ssl_mode="verify-full", ssl_rootcert="/ca.pem", ssl_cert="/c.pem", ssl_key="/k.pem"))
+    assert (params["sslmode"], params["sslrootcert"], params["sslcert"], params["sslkey"]) == ("verify-full", "/ca.pem", "/c.pem", "/k.pem")
+
+
+def test_password_is_not_in_the_endpoint_description():
+    assert "s3cret" not in describe_endpoint(defaults(login_password="s3cret", login_host="db1", login_port=6000))
+    assert describe_endpoint(defaults(login_host="db1", login_port=6000)) == "db1:6000"
+
+
+def test_password_only_passed_when_given():
+    assert "password" not in connection_params(defaults())
+    assert connection_params(defaults(login_password="pw"))["password"] == "pw"
+
+
+def test_the_spec_hides_the_password():
+    assert CONNECTION_ARGUMENT_SPEC["login_password"]["no_log"] is True
+
+
+def test_parse_version():
+    assert parse_version(150018) == (15, 18)
+    assert parse_version(170002) == (17, 2)
+    assert parse_version(90624) == (9, 6)
