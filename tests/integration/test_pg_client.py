@@ -68,7 +68,7 @@ def test_require_logical_wal_explains_the_fix(replica_wal_server):
     with Client(params(**replica_wal_server)) as client, pytest.raises(PgError) as caught:
         client.require_logical_wal()
     message = str(caught.value)
-    assert "wal_level is 'replica' on 127.0.0.1:5499" in message
+    assert f"wal_level is 'replica' on 127.0.0.1:{replica_wal_server['login_port']}" in message
     assert "wal_level=logical" in message and "restart" in message
 
 

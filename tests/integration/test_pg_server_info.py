@@ -28,7 +28,7 @@ def test_check_mode_gives_the_same_answer(lab):
 def test_server_without_logical_wal_fails_with_the_fix(replica_wal_server):
     result = run_module(MODULE, dict(replica_wal_server, require_logical=True))[1]
     assert result["failed"] is True
-    assert "wal_level is 'replica' on 127.0.0.1:5499" in result["msg"]
+    assert f"wal_level is 'replica' on 127.0.0.1:{replica_wal_server['login_port']}" in result["msg"]
     assert "wal_level=logical" in result["msg"]
 
 
