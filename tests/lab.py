@@ -30,14 +30,12 @@ class PlaybookRun:
         return self.stats.get("changed", {}).get(host, 0)
 
     def task_results(self, task_name: str) -> list[dict]:
-        """event_data.res of every result event of the task with this name; `failed` is set
-        from the event type (ansible-core 2.19 leaves it out of res)."""
+        """event_data.res of every result of the task with this name; `failed` is set from the
+        event type (ansible-core 2.19 leaves it out of res)."""
         return [
             dict(event["event_data"]["res"], failed=event["event"] == "runner_on_failed")
             for event in self.events
-            if event.get("event", "").startswith("runner_on_")
-            and event["event"] not in ("runner_on_start", "runner_on_skipped")
-            and event.get("event_data", {}).get("task") == task_name
+            if event.get("event") in ("runner_on_ok", "runner_on_failed") and event.get("event_data", {}).get("task") == task_name
         ]
 
     def changed_tasks(self) -> list[str]:

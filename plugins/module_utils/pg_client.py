@@ -44,7 +44,12 @@ CONNECTION_ARGUMENT_SPEC = dict(
 
 
 class PgError(Exception):
-    """An error whose message is meant for the person running the playbook."""
+    """An error whose message is meant for the person running the playbook; `details` are
+    figures the module returns with the failure (for example per-table states on a timeout)."""
+
+    def __init__(self, message: str, **details):
+        super().__init__(message)
+        self.details = details
 
 
 def connection_params(params: dict) -> dict:
@@ -225,7 +230,9 @@ class Client:
 
     def explain(self, exc: Exception, statement, audit: str | None = None) -> str:
         shown = audit if audit is not None else self.render(statement)
-        return f"{first_line(str(exc))} (on {self.endpoint}, running: {shown})"
+        diag = getattr(exc, "diag", None)
+        message = (diag.message_primary if diag else None) or first_line(str(exc))
+        return f"{message} (on {self.endpoint}, running: {shown})"
 
     def transaction(self):
         """A transaction block: everything inside commits together or not at all."""

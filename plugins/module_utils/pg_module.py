@@ -35,5 +35,5 @@ def run(module, work) -> None:
         with client:
             result = work(client)
     except PgError as exc:
-        module.fail_json(msg=str(exc), changed=False, queries=client.queries if client else [])
+        module.fail_json(msg=str(exc), changed=False, queries=client.queries if client else [], **exc.details)
     module.exit_json(**result)

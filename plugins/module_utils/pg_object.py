@@ -66,7 +66,7 @@ class PgObject:
         return {
             "changed": before != after,
             "state": "absent" if after is None else "present",
-            self.kind: after if after is not None else {},
+            self.kind: self.diff_view(after),
             "diff": {"before": self.diff_view(before), "after": self.diff_view(after)},
             "queries": list(self.client.queries),
         }
@@ -78,5 +78,5 @@ class PgObject:
         return merged
 
     def diff_view(self, attributes: dict | None) -> dict:
-        """What diff mode shows; override to hide secrets."""
+        """The attributes as diff mode and the result show them; override to hide secrets."""
         return dict(attributes) if attributes is not None else {}

@@ -1,0 +1,106 @@
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The lab's write workload, and the check that blue and green hold the same rows.
+
+  workload.py run --port 5433 --stop-file FILE [--max-seconds 600]
+      inserts, updates and deletes on blue until the stop file appears; prints a JSON summary.
+  workload.py verify --port 5433 --other-port 5434 --tables vms,vm_metrics [--timeout 120]
+      waits (bounded) until every table has the same row count and row checksum on both
+      sides; prints them as JSON; exits 1 naming the tables that still differ.
+
+Connection: --host, --port, --user, --dbname; the password comes from PGPASSWORD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import psycopg
+from psycopg import sql
+
+
+def connect(args, port: int) -> psycopg.Connection:
+    return psycopg.connect(host=args.host, port=port, user=args.user, dbname=args.dbname, autocommit=True, application_name="zdm-workload")
+
+
+def run(args) -> dict:
+    counts = {"inserts": 0, "updates": 0, "deletes": 0, "errors": 0}
+    started = time.monotonic()
+    rng = random.Random(args.seed)  # noqa: S311 (a repeatable workload, not a secret)
+    with connect(args, args.port) as conn:
+        max_vm = conn.execute("SELECT max(id) FROM vms").fetchone()[0]
+        max_metric = conn.execute("SELECT max(id) FROM vm_metrics").fetchone()[0]
+        while not os.path.exists(args.stop_file) and time.monotonic() - started < args.max_seconds:
+            try:
+                with conn.transaction():
+                    vm_id = rng.randint(1, max_vm)
+                    conn.execute(
+                        "INSERT INTO audit_log (tenant_id, user_id, action, object_type, object_id, details) "
+                        "SELECT tenant_id, NULL, 'vm.resize', 'vm', id, '{\"source\": \"workload\"}' FROM vms WHERE id = %s",
+                        (vm_id,),
+                    )
+                    conn.execute("UPDATE vms SET vcpus = vcpus + 1, updated_at = now(), state = 'resized' WHERE id = %s", (vm_id,))
+                    conn.execute(
+                        "INSERT INTO vm_metrics (vm_id, collected_at, cpu_pct, memory_pct, disk_read_bytes, disk_write_bytes, "
+                        "net_rx_bytes, net_tx_bytes) VALUES (%s, now(), 50, 50, 1, 1, 1, 1)",
+                        (vm_id,),
+                    )
+                    deleted = conn.execute("DELETE FROM vm_metrics WHERE id = %s", (rng.randint(1, max_metric),)).rowcount
+                counts["inserts"] += 2
+                counts["updates"] += 1
+                counts["deletes"] += deleted
+            except psycopg.Error as exc:
+                counts["errors"] += 1
+                counts["last_error"] = str(exc).strip()
+            time.sleep(args.pause)
+    counts["seconds"] = round(time.monotonic() - started, 1)
+    return counts
+
+
+def table_figures(conn, table: str) -> list:
+    query = sql.SQL("SELECT count(*), coalesce(sum(hashtext(t::text)), 0) FROM {} AS t").format(sql.Identifier(table))
+    return list(conn.execute(query).fetchone())
+
+
+def verify(args) -> tuple[bool, dict]:
+    tables = [name for name in args.tables.split(",") if name]
+    deadline = time.monotonic() + args.timeout
+    with connect(args, args.port) as blue, connect(args, args.other_port) as green:
+        while True:
+            figures = {table: {"blue": table_figures(blue, table), "green": table_figures(green, table)} for table in tables}
+            differing = [table for table, pair in figures.items() if pair["blue"] != pair["green"]]
+            if not differing or time.monotonic() > deadline:
+                return not differing, {"equal": not differing, "differing": differing, "tables": figures}
+            time.sleep(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "verify"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5433)
+    parser.add_argument("--other-port", type=int, default=5434)
+    parser.add_argument("--user", default="migrator")
+    parser.add_argument("--dbname", default="novacron")
+    parser.add_argument("--stop-file", required=True)
+    parser.add_argument("--max-seconds", type=float, default=600)
+    parser.add_argument("--pause", type=float, default=0.005)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--tables", default="tenants,users,compute_nodes,vms,vm_metrics,audit_log")
+    parser.add_argument("--timeout", type=float, default=120)
+    args = parser.parse_args()
+    if args.command == "run":
+        print(json.dumps(run(args)))
+        return 0
+    equal, report = verify(args)
+    print(json.dumps(report))
+    return 0 if equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""zerodowntime.migration.pg_schema_apply against a scratch database on green."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg import sql
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import ident
+from tests.lab import GREEN, connect, run_module
+
+MODULE = "zerodowntime.migration.pg_schema_apply"
+DB = "zdm_schema_test"
+TARGET = dict(GREEN, login_db=DB)
+
+
+@pytest.fixture()
+def database(lab):
+    with connect(GREEN, login_db="postgres") as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
+    yield
+    with connect(GREEN, login_db="postgres") as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
+
+
+@pytest.fixture()
+def schema_dir(tmp_path):
+    (tmp_path / "001_tables.sql").write_text(
+        "CREATE TABLE things (id int PRIMARY KEY, note text);\nINSERT INTO things VALUES (1, '100%; done');\n"
+    )
+    (tmp_path / "002_index.sql").write_text(
+        "-- zerodowntime: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS things_note_idx ON things (note);\n"
+    )
+    (tmp_path / "README.txt").write_text("not SQL, ignored")
+    return tmp_path
+
+
+def tables(conn) -> set:
+    return {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def test_check_mode_lists_pending_and_runs_nothing(database, schema_dir):
+    result = run_module(MODULE, dict(TARGET, path=str(schema_dir)), check=True)[1]
+    assert result["failed"] is False, result.get("msg")
+    assert (result["changed"], result["pending"], result["applied"]) == (True, ["001_tables.sql", "002_index.sql"], [])
+    with connect(TARGET) as conn:
+        assert tables(conn) == set()
+
+
+def test_applies_in_order_once_including_concurrent_index(database, schema_dir):
+    first = run_module(MODULE, dict(TARGET, path=str(schema_dir)))[1]
+    assert first["failed"] is False, first.get("msg")
+    assert [f["name"] for f in first["applied"]] == ["001_tables.sql", "002_index.sql"]
+    assert any(q.endswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS things_note_idx ON things (note)") for q in first["queries"])
+    with connect(TARGET) as conn:
+        assert conn.execute("SELECT note FROM things").fetchone()[0] == "100%; done"
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'things_note_idx'::regclass").fetchone()[0] is True
+        history = conn.execute("SELECT filename, length(checksum) FROM zerodowntime_schema_history ORDER BY 1").fetchall()
+        assert history == [("001_tables.sql", 64), ("002_index.sql", 64)]
+    second = run_module(MODULE, dict(TARGET, path=str(schema_dir)))[1]
+    assert (second["changed"], second["applied"], second["already_applied"]) == (False, [], ["001_tables.sql", "002_index.sql"])
+    assert run_module(MODULE, dict(TARGET, path=str(schema_dir)), check=True)[1]["pending"] == []
+
+
+def test_a_changed_applied_file_is_an_error_and_nothing_runs(database, schema_dir):
+    run_module(MODULE, dict(TARGET, path=str(schema_dir)))
+    (schema_dir / "001_tables.sql").write_text("CREATE TABLE things (id bigint PRIMARY KEY);\n")
+    (schema_dir / "003_more.sql").write_text("CREATE TABLE more_things (id int);\n")
+    result = run_module(MODULE, dict(TARGET, path=str(schema_dir)))[1]
+    assert result["failed"] is True
+    assert "changed after they were applied: 001_tables.sql" in result["msg"] and "new file" in result["msg"]
+    with connect(TARGET) as conn:
+        assert "more_things" not in tables(conn)
+
+
+def test_a_failing_file_leaves_no_trace(database, schema_dir):
+    (schema_dir / "003_broken.sql").write_text("CREATE TABLE half_done (id int);\nINSERT INTO no_such_table VALUES (1);\n")
+    result = run_module(MODULE, dict(TARGET, path=str(schema_dir)))[1]
+    assert result["failed"] is True
+    assert "schema file 003_broken.sql failed and is not recorded" in result["msg"]
+    assert 'relation "no_such_table" does not exist' in result["msg"]
+    assert [f["name"] for f in result["applied"]] == ["001_tables.sql", "002_index.sql"]
+    with connect(TARGET) as conn:
+        assert "half_done" not in tables(conn)
+        assert conn.execute("SELECT count(*) FROM zerodowntime_schema_history WHERE filename = '003_broken.sql'").fetchone()[0] == 0
+
+
+def test_hostile_history_table_name_is_just_a_name(database, schema_dir):
+    hostile = 'h"; DROP TABLE things; --'
+    result = run_module(MODULE, dict(TARGET, path=str(schema_dir), history_table=hostile))[1]
+    assert result["failed"] is False, result.get("msg")
+    with connect(TARGET) as conn:
+        assert {"things", hostile} <= tables(conn)
+
+
+def test_missing_directory_and_wrong_password(database, tmp_path):
+    missing = run_module(MODULE, dict(TARGET, path=str(tmp_path / "nope")))[1]
+    assert missing["failed"] is True and "schema directory" in missing["msg"] and "does not exist" in missing["msg"]
+    denied = run_module(MODULE, dict(TARGET, path=str(tmp_path), login_password="wrong"))[1]
+    assert denied["failed"] is True and "authentication failed for user 'migrator'" in denied["msg"]

@@ -1,0 +1,278 @@
+"""zerodowntime.migration.pg_subscription between the lab's blue (publisher) and green
+(subscriber), in scratch databases of its own."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from psycopg import sql
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import ident
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, run_module
+
+MODULE = "zerodowntime.migration.pg_subscription"
+DB = "zdm_sub_test"
+PUBLISHER = {"host": "127.0.0.1", "port": 5433, "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
+SUBSCRIBER = dict(GREEN, login_db=DB)
+HOSTILE = 'a"; DROP TABLE zdm_victim; --'
+
+
+def recreate_database(endpoint: dict) -> None:
+    with connect(endpoint, login_db="postgres") as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
+
+
+def drop_subscriptions() -> None:
+    with connect(SUBSCRIBER) as green:
+        for (name,) in green.execute(
+            "SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = %s)", (DB,)
+        ).fetchall():
+            green.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident(name)))
+            green.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident(name)))
+            green.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident(name)))
+    with connect(BLUE, login_db="postgres") as blue:
+        blue.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s AND NOT active", (DB,))
+
+
+@pytest.fixture(scope="module")
+def databases(lab):
+    """blue: two published tables with rows; green: the same tables, `items` hash-partitioned."""
+    recreate_database(BLUE)
+    recreate_database(GREEN)
+    with connect(BLUE, login_db=DB) as blue:
+        blue.execute("CREATE TABLE items (id bigint PRIMARY KEY, tenant_id int NOT NULL, note text)")
+        blue.execute("INSERT INTO items SELECT g, g % 17, 'row ' || g FROM generate_series(1, 200000) g")
+        # green's key is (tenant_id, id): blue must send tenant_id with every UPDATE/DELETE
+        blue.execute("CREATE UNIQUE INDEX items_tenant_id_id_key ON items (tenant_id, id)")
+        blue.execute("ALTER TABLE items REPLICA IDENTITY USING INDEX items_tenant_id_id_key")
+        blue.execute("CREATE TABLE tags (id int PRIMARY KEY, label text)")
+        blue.execute("INSERT INTO tags SELECT g, 'tag ' || g FROM generate_series(1, 100) g")
+        blue.execute("CREATE TABLE extra (id int PRIMARY KEY)")
+        blue.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO replicator")
+        blue.execute("CREATE PUBLICATION zdm_pub FOR TABLE items, tags")
+    with connect(SUBSCRIBER) as green:
+        columns = "id bigint NOT NULL, tenant_id int NOT NULL, note text, PRIMARY KEY (tenant_id, id)"
+        green.execute(f"CREATE TABLE items ({columns}) PARTITION BY HASH (tenant_id)")
+        for remainder in range(4):
+            green.execute(f"CREATE TABLE items_p{remainder} PARTITION OF items FOR VALUES WITH (MODULUS 4, REMAINDER {remainder})")
+        green.execute("CREATE UNIQUE INDEX ON items_p0 (id)")  # not required; shows extra indexes are fine
+        green.execute("CREATE TABLE tags (id int PRIMARY KEY, label text)")
+        green.execute("CREATE TABLE extra (id int PRIMARY KEY)")
+        green.execute("CREATE TABLE zdm_victim (id int)")
+    yield
+    drop_subscriptions()
+    for endpoint in (GREEN, BLUE):
+        with connect(endpoint, login_db="postgres") as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
+
+
+def args(**overrides) -> dict:
+    base = dict(SUBSCRIBER, name="zdm_sub", publications=["zdm_pub"], publisher=dict(PUBLISHER))
+    base.update(overrides)
+    return base
+
+
+class Writer(threading.Thread):
+    """Inserts, updates and deletes on blue while the initial copy runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.operations = 0
+
+    def run(self):
+        with connect(BLUE, login_db=DB) as blue:
+            next_id = 1_000_000
+            while not self.stop.is_set():
+                next_id += 1
+                blue.execute("INSERT INTO items VALUES (%s, %s, 'written during copy')", (next_id, next_id % 17))
+                blue.execute("UPDATE items SET note = 'updated during copy' WHERE id = %s", (next_id % 200000 + 1,))
+                blue.execute("DELETE FROM items WHERE id = %s", (next_id % 200000 + 7,))
+                self.operations += 3
+                time.sleep(0.002)
+
+
+def table_digest(endpoint: dict, table: str) -> tuple:
+    with connect(endpoint, login_db=DB) as conn:
+        return conn.execute(sql.SQL("SELECT count(*), sum(hashtext(t::text)) FROM {} AS t").format(ident(table))).fetchone()
+
+
+def wait_until_equal(table: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while table_digest(BLUE, table) != table_digest(SUBSCRIBER, table):
+        assert time.monotonic() < deadline, f"{table} differs between blue and green after {seconds} s"
+        time.sleep(0.5)
+
+
+def test_check_mode_creates_nothing_and_masks_the_password(databases):
+    run, result = run_module(MODULE, args(), check=True, diff=True)
+    assert result["failed"] is False, result
+    assert result["changed"] is True
+    assert result["queries"][0].startswith('CREATE SUBSCRIPTION "zdm_sub" CONNECTION')
+    assert "password=********" in result["queries"][0]
+    assert LAB_PASSWORD not in json.dumps(run.events)
+    with connect(SUBSCRIBER) as green:
+        assert green.execute("SELECT count(*) FROM pg_subscription WHERE subname = 'zdm_sub'").fetchone()[0] == 0
+
+
+def test_sync_under_writes_replicates_updates_and_deletes_into_partitions(databases):
+    writer = Writer()
+    writer.start()
+    try:
+        run, result = run_module(MODULE, args(wait_for_sync=True, timeout=120, poll_interval=0.2), diff=True)
+    finally:
+        time.sleep(1)  # writes keep going a moment after the copy
+        writer.stop.set()
+        writer.join()
+    assert result["failed"] is False, result.get("msg")
+    assert result["changed"] is True
+    assert (result["tables_ready"], result["tables_total"]) == (2, 2)
+    assert {t["table_name"]: t["state"] for t in result["tables"]} == {"public.items": "r", "public.tags": "r"}
+    assert result["history"] and result["history"][-1]["tables_ready"] == 2
+    assert result["subscription"]["enabled"] is True
+    assert "password=********" in result["subscription"]["conninfo"]
+    assert "password=********" in result["diff"]["after"]["conninfo"]
+    assert LAB_PASSWORD not in json.dumps(run.events)
+    assert writer.operations > 0
+    wait_until_equal("items")
+    wait_until_equal("tags")
+    with connect(SUBSCRIBER) as green:
+        assert green.execute("SELECT count(*) FROM items WHERE note = 'updated during copy'").fetchone()[0] > 0
+        assert green.execute("SELECT count(*) FROM items WHERE note = 'written during copy'").fetchone()[0] > 0
+        partitions_used = green.execute("SELECT count(DISTINCT tableoid) FROM items").fetchone()[0]
+        assert partitions_used == 4
+
+
+def test_second_run_changes_nothing(databases):
+    result = run_module(MODULE, args())[1]
+    assert (result["failed"], result["changed"], result["queries"]) == (False, False, [])
+    assert result["lag_bytes"] is not None
+
+
+def test_disable_and_enable_show_in_the_diff(databases):
+    disabled = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub", enabled=False), diff=True)[1]
+    assert disabled["changed"] is True
+    assert (disabled["diff"]["before"]["enabled"], disabled["diff"]["after"]["enabled"]) == (True, False)
+    assert disabled["queries"] == ['ALTER SUBSCRIPTION "zdm_sub" DISABLE']
+    enabled = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub", enabled=True))[1]
+    assert enabled["changed"] is True and enabled["subscription"]["enabled"] is True
+
+
+def test_options_are_read_back_and_only_changes_are_applied(databases):
+    changed = run_module(MODULE, args(binary=True, disable_on_error=True, synchronous_commit="local"))[1]
+    assert changed["changed"] is True
+    assert changed["queries"] == [
+        "ALTER SUBSCRIPTION \"zdm_sub\" SET (binary = true, disable_on_error = true, synchronous_commit = 'local')"
+    ]
+    again = run_module(MODULE, args(binary=True, disable_on_error=True, synchronous_commit="local"))[1]
+    assert again["changed"] is False
+
+
+def test_refresh_adds_a_table_published_later(databases):
+    with connect(BLUE, login_db=DB) as blue:
+        blue.execute("INSERT INTO extra SELECT generate_series(1, 50)")
+        blue.execute("ALTER PUBLICATION zdm_pub ADD TABLE extra")
+    refreshed = run_module(MODULE, args(refresh=True, wait_for_sync=True, timeout=120))[1]
+    assert refreshed["failed"] is False, refreshed.get("msg")
+    assert refreshed["changed"] is True
+    assert refreshed["refreshed"] == {"added": ["public.extra"], "removed": []}
+    assert refreshed["tables_total"] == 3
+    wait_until_equal("tags")
+    with connect(SUBSCRIBER) as green:
+        assert green.execute("SELECT count(*) FROM extra").fetchone()[0] == 50
+    assert run_module(MODULE, args(refresh=True))[1]["changed"] is False
+
+
+def test_timeout_names_the_tables_not_ready(databases):
+    with connect(BLUE, login_db=DB) as blue:
+        blue.execute("CREATE TABLE broken (id int PRIMARY KEY, payload text)")
+        blue.execute("INSERT INTO broken VALUES (1, 'x')")
+        blue.execute("GRANT SELECT ON broken TO replicator")
+        blue.execute("CREATE PUBLICATION zdm_pub_broken FOR TABLE broken")
+    with connect(SUBSCRIBER) as green:
+        green.execute("CREATE TABLE broken (id int PRIMARY KEY)")  # no payload column: the copy fails
+    result = run_module(
+        MODULE, args(name="zdm_sub_broken", publications=["zdm_pub_broken"], wait_for_sync=True, timeout=10, poll_interval=0.5)
+    )[1]
+    assert result["failed"] is True
+    assert "subscription 'zdm_sub_broken': 1 of 1 tables not ready after" in result["msg"]
+    assert "public.broken" in result["msg"]
+    assert "time(s) copying tables" in result["msg"]  # the sync worker's failures are counted
+    assert result["tables"][0]["table_name"] == "public.broken"
+    assert result["history"]
+
+
+def test_missing_subscription_without_what_creates_it(databases):
+    result = run_module(MODULE, dict(SUBSCRIBER, name="zdm_nothing_here", enabled=True))[1]
+    assert result["failed"] is True
+    assert (
+        "subscription 'zdm_nothing_here' does not exist on 127.0.0.1:5434: to create it, give publications and publisher" in result["msg"]
+    )
+    assert run_module(MODULE, dict(SUBSCRIBER, name="zdm_nothing_here", state="absent"))[1]["changed"] is False
+
+
+def test_wrong_publisher_password_is_named_and_hidden(databases):
+    run, result = run_module(MODULE, args(name="zdm_sub_badpw", publisher=dict(PUBLISHER, password="Bad-Pass-77")))
+    assert result["failed"] is True
+    assert "authentication failed for user 'replicator' on 127.0.0.1:5433" in result["msg"]
+    assert "Bad-Pass-77" not in json.dumps(run.events)
+    with connect(SUBSCRIBER) as green:
+        assert green.execute("SELECT count(*) FROM pg_subscription WHERE subname = 'zdm_sub_badpw'").fetchone()[0] == 0
+
+
+def test_wrong_subscriber_credentials(databases):
+    result = run_module(MODULE, args(login_password="nope-nope"))[1]
+    assert result["failed"] is True
+    assert "authentication failed for user 'migrator' on 127.0.0.1:5434" in result["msg"]
+
+
+def test_publisher_without_logical_wal_is_refused_with_the_fix(databases, replica_wal_server):
+    publisher = {
+        "host": "127.0.0.1",
+        "port": replica_wal_server["login_port"],
+        "dbname": "postgres",
+        "user": "postgres",
+        "password": LAB_PASSWORD,
+    }
+    result = run_module(MODULE, args(name="zdm_sub_nolog", publisher=publisher))[1]
+    assert result["failed"] is True
+    assert "wal_level is 'replica'" in result["msg"] and "wal_level=logical" in result["msg"]
+
+
+def test_hostile_name_round_trips_and_executes_nothing(databases):
+    created = run_module(MODULE, args(name=HOSTILE, connect=False, slot_name="zdm_hostile_slot"))[1]
+    assert created["failed"] is False, created.get("msg")
+    with connect(SUBSCRIBER) as green:
+        assert green.execute("SELECT count(*) FROM pg_subscription WHERE subname = %s", (HOSTILE,)).fetchone()[0] == 1
+        assert green.execute("SELECT to_regclass('zdm_victim')").fetchone()[0] is not None
+    dropped = run_module(MODULE, dict(SUBSCRIBER, name=HOSTILE, state="absent", drop_slot=False))[1]
+    assert dropped["changed"] is True
+
+
+def test_drop_with_unreachable_publisher_needs_drop_slot_false(databases):
+    unreachable = dict(PUBLISHER, port=5497)
+    created = run_module(MODULE, args(name="zdm_sub_orphan", publisher=unreachable, connect=False))[1]
+    assert created["failed"] is False, created.get("msg")
+    refused = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub_orphan", state="absent"))[1]
+    assert refused["failed"] is True
+    assert "the publisher is unreachable" in refused["msg"] and "drop_slot: false" in refused["msg"]
+    with connect(SUBSCRIBER) as green:
+        assert green.execute("SELECT count(*) FROM pg_subscription WHERE subname = 'zdm_sub_orphan'").fetchone()[0] == 1
+    dropped = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub_orphan", state="absent", drop_slot=False))[1]
+    assert dropped["changed"] is True
+    assert dropped["queries"][-1] == 'DROP SUBSCRIPTION "zdm_sub_orphan"'
+    with connect(SUBSCRIBER) as green:
+        assert green.execute("SELECT count(*) FROM pg_subscription WHERE subname = 'zdm_sub_orphan'").fetchone()[0] == 0
+
+
+def test_drop_removes_subscription_and_slot(databases):
+    dropped = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub", state="absent"), diff=True)[1]
+    assert dropped["failed"] is False, dropped.get("msg")
+    assert dropped["changed"] is True and dropped["diff"]["after"] == {}
+    with connect(BLUE, login_db="postgres") as blue:
+        assert blue.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'zdm_sub'").fetchone()[0] == 0
+    assert run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub", state="absent"))[1]["changed"] is False
