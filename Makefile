@@ -11,7 +11,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 # ansible-test needs the collection under ansible_collections/<namespace>/<name>, outside this
 # git checkout (it lists files with git), so `make sanity` assembles a copy there.
-SANITY_COPY := /tmp/zerodowntime-sanity/ansible_collections/zerodowntime/migration
+# One copy per checkout, so two checkouts on a machine do not step on each other.
+SANITY_ROOT := /tmp/zerodowntime-sanity-$(shell printf %s "$(CURDIR)" | cksum | cut -d" " -f1)
+SANITY_COPY := $(SANITY_ROOT)/ansible_collections/zerodowntime/migration
 ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
 .PHONY: demo test system-deps venv lab lint ruff ansible-lint sanity unit integration molecule clean
@@ -67,4 +69,4 @@ molecule: venv system-deps
 	molecule test -s postgresql
 
 clean:
-	rm -rf .make /tmp/zerodowntime-sanity .pytest_cache .ruff_cache
+	rm -rf .make $(SANITY_ROOT) .pytest_cache .ruff_cache
