@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import ansible_runner
 import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_PASSWORD = "zerodowntime-lab"  # inventories/lab/group_vars/all.yml
@@ -88,3 +90,26 @@ def connect(endpoint: dict, **overrides) -> psycopg.Connection:
         dbname=params["login_db"],
         autocommit=True,
     )
+
+
+def recreate_database(endpoint: dict, name: str) -> dict:
+    """An empty database `name` on the endpoint's server (an old one is dropped with its
+    sessions); returns the connection options for it."""
+    drop_database(endpoint, name)
+    with connect(endpoint, login_db="postgres") as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return dict(endpoint, login_db=name)
+
+
+def drop_database(endpoint: dict, name: str) -> None:
+    with connect(endpoint, login_db="postgres") as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def scratch_database(endpoint: dict, name: str):
+    """A database of a test's own for the duration of a with-block: tests share the lab."""
+    try:
+        yield recreate_database(endpoint, name)
+    finally:
+        drop_database(endpoint, name)

@@ -26,7 +26,7 @@ from psycopg import sql  # noqa: E402
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, ident  # noqa: E402
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import Subscription  # noqa: E402
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect  # noqa: E402
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database  # noqa: E402
 
 DB = "zdm_bench_sync"
 TABLE_DDL = (
@@ -40,10 +40,7 @@ OWN_SUBSCRIPTIONS = "SELECT subname FROM pg_subscription WHERE subname LIKE 'zdm
 
 def recreate(endpoint: dict) -> None:
     """An empty scratch database with the benchmark table (WITH (FORCE) also drops subscriptions)."""
-    with connect(endpoint, login_db="postgres") as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
-    with connect(endpoint, login_db=DB) as conn:
+    with connect(recreate_database(endpoint, DB)) as conn:
         conn.execute(TABLE_DDL)
 
 
@@ -125,11 +122,9 @@ def main() -> int:
         section = "\n".join(["## Initial sync: subscription vs pg_dump | pg_restore", "", "```", *lines, "```", ""])
         text = args.results.read_text() if args.results.exists() else "# Benchmark results\n\n"
         args.results.write_text(text + "\n" + section)
-    recreate(GREEN)
-    with connect(BLUE, login_db="postgres") as blue:
-        blue.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-    with connect(GREEN, login_db="postgres") as green:
-        green.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
+    empty_green()  # its subscriptions first: a database with one cannot be dropped
+    for endpoint in (BLUE, GREEN):
+        drop_database(endpoint, DB)
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from tests.lab import GREEN, connect, run_module
+from tests.lab import GREEN, connect, run_module, scratch_database
 
 MODULE = "zerodowntime.migration.pg_partition"
 SCRATCH = "zdm_partition_test"
@@ -16,12 +16,8 @@ HOSTILE = 'a"; DROP TABLE zdm_victim; --'
 @pytest.fixture(scope="module")
 def scratch(lab):
     """A database of our own on green, dropped at the end."""
-    with connect(GREEN, login_db="postgres") as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SCRATCH)))
-    yield dict(GREEN, login_db=SCRATCH)
-    with connect(GREEN, login_db="postgres") as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH)))
+    with scratch_database(GREEN, SCRATCH) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture()

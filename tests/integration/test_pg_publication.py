@@ -9,7 +9,7 @@ import re
 import pytest
 from psycopg import sql
 
-from tests.lab import BLUE, connect, run_module
+from tests.lab import BLUE, connect, drop_database, recreate_database, run_module
 
 MODULE = "zerodowntime.migration.pg_publication"
 DB = "zdm_pub_test"
@@ -20,16 +20,17 @@ ALL_ACTIONS = ["insert", "update", "delete", "truncate"]
 WITH_DEFAULTS = "WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = false)"
 
 
-def drop_scratch(conn):
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
-    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(OWNER)))
+def drop_scratch():
+    drop_database(BLUE, DB)
+    with connect(BLUE, login_db="postgres") as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(OWNER)))
 
 
 @pytest.fixture(scope="module")
 def scratch(lab):
+    drop_scratch()
+    recreate_database(BLUE, DB)
     with connect(BLUE, login_db="postgres") as conn:
-        drop_scratch(conn)
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
         conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(OWNER)))
         conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(DB), sql.Identifier(OWNER)))
     with connect(ARGS) as conn:
@@ -47,8 +48,7 @@ def scratch(lab):
         conn.execute("CREATE VIEW customer_ids AS SELECT id FROM customers")
         conn.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(HOSTILE)))
     yield
-    with connect(BLUE, login_db="postgres") as conn:
-        drop_scratch(conn)
+    drop_scratch()
 
 
 @pytest.fixture()

@@ -10,9 +10,8 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from psycopg import sql
 
-from tests.lab import BLUE, LAB_PASSWORD, connect, run_module
+from tests.lab import BLUE, LAB_PASSWORD, connect, drop_database, recreate_database, run_module
 
 MODULE = "zerodowntime.migration.pg_replication_slot"
 DB = "zdm_slot_test"
@@ -38,20 +37,20 @@ def drop_scratch(conn):
         time.sleep(0.1)
     for row in rows:
         conn.execute("SELECT pg_drop_replication_slot(%s)", (row[0],))
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
 
 
 @pytest.fixture(scope="module")
 def scratch(lab):
     with connect(BLUE, login_db="postgres") as conn:
         drop_scratch(conn)
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
+    recreate_database(BLUE, DB)
     with connect(ARGS) as conn:
         conn.execute("CREATE TABLE zdm_victim (id int)")
         conn.execute("CREATE TABLE wal_maker (id int, filler text)")
     yield
     with connect(BLUE, login_db="postgres") as conn:
         drop_scratch(conn)
+    drop_database(BLUE, DB)
 
 
 @pytest.fixture()

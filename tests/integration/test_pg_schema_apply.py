@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from psycopg import sql
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import ident
-from tests.lab import GREEN, connect, run_module
+from tests.lab import GREEN, connect, run_module, scratch_database
 
 MODULE = "zerodowntime.migration.pg_schema_apply"
 DB = "zdm_schema_test"
@@ -15,12 +13,8 @@ TARGET = dict(GREEN, login_db=DB)
 
 @pytest.fixture()
 def database(lab):
-    with connect(GREEN, login_db="postgres") as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
-    yield
-    with connect(GREEN, login_db="postgres") as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
+    with scratch_database(GREEN, DB):
+        yield
 
 
 @pytest.fixture()

@@ -11,19 +11,13 @@ import pytest
 from psycopg import sql
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import ident
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, run_module
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module
 
 MODULE = "zerodowntime.migration.pg_subscription"
 DB = "zdm_sub_test"
 PUBLISHER = {"host": "127.0.0.1", "port": 5433, "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
 SUBSCRIBER = dict(GREEN, login_db=DB)
 HOSTILE = 'a"; DROP TABLE zdm_victim; --'
-
-
-def recreate_database(endpoint: dict) -> None:
-    with connect(endpoint, login_db="postgres") as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident(DB)))
 
 
 def drop_subscriptions() -> None:
@@ -41,8 +35,8 @@ def drop_subscriptions() -> None:
 @pytest.fixture(scope="module")
 def databases(lab):
     """blue: two published tables with rows; green: the same tables, `items` hash-partitioned."""
-    recreate_database(BLUE)
-    recreate_database(GREEN)
+    recreate_database(BLUE, DB)
+    recreate_database(GREEN, DB)
     with connect(BLUE, login_db=DB) as blue:
         blue.execute("CREATE TABLE items (id bigint PRIMARY KEY, tenant_id int NOT NULL, note text)")
         blue.execute("INSERT INTO items SELECT g, g % 17, 'row ' || g FROM generate_series(1, 200000) g")
@@ -66,8 +60,7 @@ def databases(lab):
     yield
     drop_subscriptions()
     for endpoint in (GREEN, BLUE):
-        with connect(endpoint, login_db="postgres") as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(DB)))
+        drop_database(endpoint, DB)
 
 
 def args(**overrides) -> dict:
