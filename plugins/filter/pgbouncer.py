@@ -1,0 +1,51 @@
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters for PgBouncer's auth_file: SCRAM-SHA-256 verifiers computed from plain passwords.
+
+pgbouncer_scram_verifier(password, existing=None, iterations=4096)
+    The SCRAM-SHA-256 verifier of `password`, as PostgreSQL stores it and PgBouncer's auth_file
+    takes it. When `existing` is already a verifier of that password it is returned unchanged
+    (so a template that uses it stays idempotent); otherwise a new one with a random salt.
+
+pgbouncer_auth_file_secrets(content)
+    {user: secret} read from an auth_file's text ("user" "secret" lines).
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import (
+    SCRAM_ITERATIONS,
+    parse_auth_file,
+    scram_verifier,
+    scram_verifier_matches,
+)
+
+
+def pgbouncer_scram_verifier(password, existing=None, iterations=SCRAM_ITERATIONS):
+    """The SCRAM-SHA-256 verifier of `password`; `existing` is kept when it already matches."""
+    if password is None or str(password) == "":
+        raise AnsibleFilterError("pgbouncer_scram_verifier needs a non-empty password")
+    password = str(password)
+    if existing and scram_verifier_matches(existing, password):
+        return existing
+    try:
+        return scram_verifier(password, iterations=int(iterations))
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def pgbouncer_auth_file_secrets(content):
+    """{user: secret} of an auth_file's text."""
+    return parse_auth_file(content if isinstance(content, str) else "")
+
+
+class FilterModule:
+    """zerodowntime.migration PgBouncer filters."""
+
+    def filters(self):
+        return {
+            "pgbouncer_scram_verifier": pgbouncer_scram_verifier,
+            "pgbouncer_auth_file_secrets": pgbouncer_auth_file_secrets,
+        }

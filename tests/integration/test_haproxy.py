@@ -1,0 +1,486 @@
+"""roles/haproxy and the read shift (tasks_from: shift_reads, playbooks/shift_reads.yml) against
+the lab's real HAProxy 2.6: writes :5000, reads :5001, HTTP :8080, stats :8404, admin socket.
+Routing is checked by connecting through HAProxy and asking PostgreSQL for its port."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import http.client
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.lab import BLUE, ROOT, connect, run_module, run_playbook
+
+SOCKET = "/run/haproxy/admin.sock"
+STATE_FILE = Path("/var/lib/haproxy/server-state")
+CONFIG = Path("/etc/haproxy/haproxy.cfg")
+PIDFILE = Path("/var/run/haproxy.pid")
+WRITES = dict(BLUE, login_port=5000)
+READS = dict(BLUE, login_port=5001)
+BLUE_PORT, GREEN_PORT = "5433", "5434"
+HAPROXY_PLAY = [
+    {"name": "Provision HAProxy", "hosts": "haproxy_servers", "become": True, "roles": [{"role": "zerodowntime.migration.haproxy"}]}
+]
+RELOAD_PLAY = [
+    {
+        "name": "Reload HAProxy, keeping its runtime state",
+        "hosts": "haproxy_servers",
+        "gather_facts": False,
+        "tasks": [{"name": "reload", "ansible.builtin.include_role": {"name": "zerodowntime.migration.haproxy", "tasks_from": "reload"}}],
+    }
+]
+
+
+def admin(command: str, sock_path: str = SOCKET) -> str:
+    """One command on HAProxy's admin socket (it closes the connection after the answer)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(sock_path)
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def servers_state(backend: str = "pg_read", sock_path: str = SOCKET) -> dict[str, dict[str, str]]:
+    """`show servers state BACKEND` by server name: srv_uweight, srv_admin_state, ..."""
+    lines = admin(f"show servers state {backend}", sock_path).splitlines()
+    assert lines[0] == "1", lines
+    header = lines[1].lstrip("# ").split()
+    rows = (dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip())
+    return {row["srv_name"]: row for row in rows}
+
+
+def weights(backend: str = "pg_read", sock_path: str = SOCKET) -> dict[str, int]:
+    return {name: int(row["srv_uweight"]) for name, row in servers_state(backend, sock_path).items()}
+
+
+def status(backend: str, server: str, sock_path: str = SOCKET) -> str:
+    """The server's status in `show stat` (UP, DOWN, DRAIN, MAINT, ...)."""
+    rows = csv.DictReader(admin("show stat", sock_path).lstrip("# ").splitlines())
+    return next(row["status"] for row in rows if row["pxname"] == backend and row["svname"] == server)
+
+
+def wait_up(backend: str, *servers: str, timeout: float = 30) -> None:
+    """Others' tests may restart green: wait until HAProxy's checks see the servers up."""
+    deadline = time.monotonic() + timeout
+    while any(not status(backend, server).startswith("UP") for server in servers):
+        assert time.monotonic() < deadline, {server: status(backend, server) for server in servers}
+        time.sleep(0.5)
+
+
+def ports_reached(endpoint: dict, connections: int) -> Counter:
+    """Open `connections` new connections through HAProxy; count the PostgreSQL ports they reach."""
+    seen: Counter = Counter()
+    for _attempt in range(connections):
+        with connect(endpoint) as conn:
+            seen[conn.execute("SHOW port").fetchone()[0]] += 1
+    return seen
+
+
+def haproxy_module(**args):
+    """community.general.haproxy on the lab's admin socket, backend pg_read unless told."""
+    return run_module("community.general.haproxy", {"socket": SOCKET, "backend": "pg_read", **args})
+
+
+def shift_reads(percent: int, check: bool = False, **extravars):
+    return run_playbook("shift_reads.yml", extravars=dict(extravars, green_read_percent=percent), cmdline="--check" if check else None)
+
+
+def haproxy_pid() -> int:
+    return int(PIDFILE.read_text().split()[0])
+
+
+def wait_for_new_process(old_pid: int, timeout: float = 15) -> None:
+    """After a reload: wait until the admin socket answers from the new process."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = dict(line.split(": ", 1) for line in admin("show info").splitlines() if ": " in line)
+            if int(info["Pid"]) != old_pid:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "HAProxy did not reload"
+        time.sleep(0.2)
+
+
+def saved_weights(backend: str = "pg_read") -> dict[str, int]:
+    """srv_uweight by server in the server-state file."""
+    rows = [line.split() for line in STATE_FILE.read_text().splitlines()[2:] if line.strip()]
+    return {row[3]: int(row[7]) for row in rows if row[1] == backend}
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on 127.0.0.1:{port}"
+            time.sleep(0.2)
+
+
+def baseline() -> None:
+    """What haproxy.cfg says: reads all on blue, writes on blue, green in maintenance for writes."""
+    for command in (
+        "set server pg_read/blue state ready",
+        "set server pg_read/green state ready",
+        "set weight pg_read/blue 256",
+        "set weight pg_read/green 0",
+        "set server pg_write/blue state ready",
+        "set server pg_write/green state maint",
+    ):
+        assert admin(command).strip() == "", command
+
+
+@pytest.fixture(scope="module")
+def haproxy(lab):
+    """The role converged on the lab; at the end the runtime state goes back to the configured
+    one and is saved (a reload), so later reloads do not bring back a test's weights."""
+    run = run_playbook(HAPROXY_PLAY)
+    assert run.status == "successful", run.stdout
+    baseline()
+    yield run
+    baseline()
+    assert run_playbook(RELOAD_PLAY).status == "successful"
+
+
+def test_second_converge_changes_nothing(haproxy):
+    again = run_playbook(HAPROXY_PLAY)
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0, again.changed_tasks()
+
+
+def test_installed_config_is_valid_and_keeps_runtime_state(haproxy):
+    check = subprocess.run(["haproxy", "-c", "-f", str(CONFIG)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert "Configuration file is valid" in check.stdout
+    config = CONFIG.read_text()
+    assert "stats socket /run/haproxy/admin.sock mode 660 level admin" in config
+    assert f"server-state-file {STATE_FILE}" in config
+    assert "load-server-state-from-file global" in config
+    assert "option httpchk GET /health" in config
+
+
+def test_invalid_config_is_refused_and_the_running_one_stays(haproxy):
+    before, pid = CONFIG.read_bytes(), haproxy_pid()
+    run = run_playbook(HAPROXY_PLAY, extravars={"haproxy_pg_server_options": "inter 2s no-such-keyword"})
+    assert run.status == "failed"
+    [result] = run.task_results("Write haproxy.cfg")
+    assert result["failed"] is True
+    assert "no-such-keyword" in result.get("stderr", "") + result["msg"]
+    assert CONFIG.read_bytes() == before
+    assert haproxy_pid() == pid
+
+
+def test_writes_reach_blue_and_green_waits_in_maintenance(haproxy):
+    wait_up("pg_write", "blue")
+    assert status("pg_write", "green") == "MAINT"
+    assert ports_reached(WRITES, 10) == Counter({BLUE_PORT: 10})
+
+
+def test_reads_follow_the_weights(haproxy):
+    wait_up("pg_read", "blue", "green")
+    admin("set weight pg_read/green 256")
+    admin("set weight pg_read/blue 0")
+    assert ports_reached(READS, 20) == Counter({GREEN_PORT: 20})
+
+    admin("set weight pg_read/blue 128")
+    admin("set weight pg_read/green 128")
+    seen = ports_reached(READS, 40)
+    assert set(seen) == {BLUE_PORT, GREEN_PORT}
+    assert 14 <= seen[GREEN_PORT] <= 26, seen  # round robin: 20 each, nobody else reads through :5001
+
+
+def test_shift_reads_sets_weights_once(haproxy):
+    baseline()
+    wait_up("pg_read", "blue", "green")
+    run = shift_reads(25)
+    assert run.status == "successful", run.stdout
+    assert weights() == {"blue": 192, "green": 64}
+    assert run.changed() == 2, run.changed_tasks()  # one task per server
+
+    again = shift_reads(25)
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0, again.changed_tasks()
+    assert weights() == {"blue": 192, "green": 64}
+
+    seen = ports_reached(READS, 40)
+    assert 6 <= seen[GREEN_PORT] <= 14, seen  # a quarter of 40
+
+
+def test_shift_reads_check_mode_predicts_and_changes_nothing(haproxy):
+    assert shift_reads(25).status == "successful"
+    planned = shift_reads(100, check=True)
+    assert planned.status == "successful", planned.stdout
+    assert planned.changed() == 1
+    predictions = planned.task_results("Predict the change (check mode, where community.general.haproxy does not run)")
+    assert [item["msg"] for item in predictions[0]["results"]] == ["green: weight 64 -> 256", "blue: weight 192 -> 0"]
+    assert weights() == {"blue": 192, "green": 64}
+
+    unchanged = shift_reads(25, check=True)
+    assert unchanged.changed() == 0, unchanged.changed_tasks()
+
+
+STEPS = [(10, {"blue": 230, "green": 26}), (50, {"blue": 128, "green": 128}), (100, {"blue": 0, "green": 256})]
+
+
+@pytest.mark.parametrize(("percent", "expected"), STEPS)
+def test_shift_reads_steps(haproxy, percent, expected):
+    run = shift_reads(percent)
+    assert run.status == "successful", run.stdout
+    assert weights() == expected
+
+
+def test_shift_reads_takes_servers_out_of_drain_and_maintenance(haproxy):
+    admin("set server pg_read/green state maint")
+    admin("set server pg_read/blue state drain")
+    run = shift_reads(50)
+    assert run.status == "successful", run.stdout
+    state = servers_state()
+    assert (state["blue"]["srv_admin_state"], state["green"]["srv_admin_state"]) == ("0", "0")
+    assert weights() == {"blue": 128, "green": 128}
+
+
+def test_weights_survive_a_reload(haproxy):
+    assert shift_reads(10).status == "successful"
+    pid = haproxy_pid()
+    run = run_playbook(RELOAD_PLAY)
+    assert run.status == "successful", run.stdout
+    wait_for_new_process(pid)
+    assert saved_weights() == {"blue": 230, "green": 26}
+    assert weights() == {"blue": 230, "green": 26}
+
+    # Control: a reload without saving first loads the file's (older) state, not the runtime one.
+    admin("set weight pg_read/green 77")
+    pid = haproxy_pid()
+    reload = subprocess.run(["/etc/init.d/haproxy", "reload"], capture_output=True, text=True, check=False)
+    assert reload.returncode == 0, reload.stdout + reload.stderr
+    wait_for_new_process(pid)
+    assert weights() == {"blue": 230, "green": 26}
+    assert ports_reached(READS, 1)  # the new process serves
+
+
+def test_drain_and_maintenance_with_community_general_haproxy(haproxy):
+    wait_up("pg_read", "blue", "green")
+    admin("set weight pg_read/blue 128")
+    admin("set weight pg_read/green 128")
+    args = {"host": "green", "fail_on_not_found": True}
+
+    run, result = haproxy_module(**args, state="drain")
+    assert result["failed"] is False, run.stdout
+    assert result["changed"] is True
+    assert result["state_after"][0]["status"] == "DRAIN"
+    assert status("pg_read", "green") == "DRAIN"
+    assert ports_reached(READS, 10) == Counter({BLUE_PORT: 10})  # no new connections for green
+
+    result = haproxy_module(**args, state="disabled")[1]
+    assert result["changed"] is True
+    assert status("pg_read", "green") == "MAINT"
+    assert servers_state()["green"]["srv_admin_state"] == "1"  # forced maintenance
+
+    result = haproxy_module(**args, state="enabled", wait=True, wait_interval=1, wait_retries=20)[1]
+    assert result["failed"] is False
+    assert status("pg_read", "green").startswith("UP")
+    assert weights()["green"] == 128
+
+
+def test_missing_backend_or_server_fails_clearly(haproxy):
+    run = shift_reads(25, haproxy_shift_to="purple")
+    assert run.status == "failed"
+    [result] = run.task_results("Fail when the backend or a server is missing")
+    assert result["msg"] == "No server purple in backend pg_read (servers: blue, green)"
+
+    run = shift_reads(25, haproxy_pg_read_backend="pg_nosuch")
+    assert run.status == "failed"
+    [result] = run.task_results("Fail when the backend or a server is missing")
+    assert result["msg"] == "Backend pg_nosuch: Can't find backend."
+
+    result = haproxy_module(host="purple", state="drain", fail_on_not_found=True)[1]
+    assert result["failed"] is True
+    assert result["msg"] == "The specified backend 'pg_read/purple' was not found!"
+
+
+def test_community_general_haproxy_gaps_that_shift_reads_covers(haproxy):
+    """Why shift_reads passes fail_on_not_found and asserts what HAProxy applied: by default the
+    module succeeds on a missing server, and it reports success when HAProxy refuses a weight."""
+    result = haproxy_module(host="purple", state="enabled")[1]
+    assert (result["failed"], result["changed"], result["state_after"]) == (False, False, None)
+
+    before = weights()["green"]
+    result = haproxy_module(host="green", state="enabled", weight="300")[1]
+    assert result["failed"] is False
+    assert "Absolute weight can only be between 0 and 256 inclusive." in result["output"][0]
+    assert weights()["green"] == before
+
+    play = [
+        {
+            "name": "check mode",
+            "hosts": "lab-db",
+            "gather_facts": False,
+            "tasks": [
+                {"name": "drain", "community.general.haproxy": {"socket": SOCKET, "backend": "pg_read", "host": "green", "state": "drain"}}
+            ],
+        }
+    ]
+    run = run_playbook(play, cmdline="--check")
+    assert run.status == "successful", run.stdout
+    skipped = [e["event_data"]["task"] for e in run.events if e["event"] == "runner_on_skipped"]
+    assert skipped == ["drain"], run.stdout  # no check mode support: skipped, no prediction either
+    assert status("pg_read", "green") != "DRAIN"
+
+
+def test_shift_reads_refuses_the_write_backend(haproxy):
+    run = shift_reads(50, haproxy_pg_read_backend="pg_write")
+    assert run.status == "failed"
+    assert status("pg_write", "green") == "MAINT"
+    assert weights("pg_write") == {"blue": 1, "green": 1}
+
+
+def test_http_frontend_monitor_uri_and_app_health_checks(haproxy, tmp_path):
+    assert http_get(8080, "/haproxy-health")[0] == 200
+    assert status("app", "app1").startswith("DOWN")  # nothing answers /health on 127.0.0.1:18081
+    assert http_get(8080, "/")[0] == 503
+
+    (tmp_path / "health").write_text("ok\n")
+    (tmp_path / "index.html").write_text("lab app\n")
+    app = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "18081", "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_up("app", "app1")  # GET /health answered 200 twice (rise 2)
+        code, body = http_get(8080, "/")
+        assert (code, body) == (200, b"lab app\n")
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
+
+
+def test_stats_page_on_loopback(haproxy):
+    code, body = http_get(8404, "/stats;csv")
+    assert code == 200
+    assert b"pg_read,green," in body
+
+
+@contextlib.contextmanager
+def side_haproxy(directory: Path, tls: bool = False, **overrides):
+    """A throwaway HAProxy from the role's template (and TLS tasks), with its own ports, socket and
+    state file, so tests that need another configuration leave the lab's HAProxy alone (others
+    converge it concurrently). Yields the role's runs (two: idempotence), the ports and the socket."""
+    ports = {name: free_port() for name in ("write", "read", "http", "tls", "stats")}
+    sock_path = str(directory / "admin.sock")
+    extravars = {
+        "haproxy_reload_on_change": False,  # a notified handler must not reload the lab's HAProxy
+        "haproxy_stats_socket": sock_path,
+        "haproxy_server_state_file": str(directory / "server-state"),
+        "haproxy_pg_servers": [{"name": "blue", "address": "127.0.0.1", "port": 5433, "read_weight": 256}],
+        "haproxy_pg_primary": "blue",
+        "haproxy_pg_write_bind": f"127.0.0.1:{ports['write']}",
+        "haproxy_pg_read_bind": f"127.0.0.1:{ports['read']}",
+        "haproxy_http_bind": f"127.0.0.1:{ports['http']}",
+        "haproxy_tls_bind": f"127.0.0.1:{ports['tls']}",
+        "haproxy_stats_bind": f"127.0.0.1:{ports['stats']}",
+        "haproxy_tls_enabled": tls,
+        "haproxy_tls_certificate": str(directory / "haproxy.pem"),
+        "haproxy_tls_common_name": "localhost",
+        "haproxy_tls_subject_alt_names": ["DNS:localhost", "IP:127.0.0.1"],
+        **overrides,
+    }
+    role = ROOT / "roles" / "haproxy"
+    tasks = [{"name": "certificate", "ansible.builtin.include_role": {"name": "zerodowntime.migration.haproxy", "tasks_from": "tls"}}]
+    config = {"src": str(role / "templates" / "haproxy.cfg.j2"), "dest": str(directory / "haproxy.cfg"), "mode": "0640"}
+    tasks = [*(tasks if tls else []), {"name": "config", "ansible.builtin.template": dict(config, validate="haproxy -c -f %s")}]
+    play = [
+        {
+            "name": "HAProxy on the side",
+            "hosts": "lab-db",
+            "gather_facts": False,
+            "vars_files": [str(role / "defaults" / "main.yml")],
+            "tasks": tasks,
+        }
+    ]
+    pid = haproxy_pid()
+    runs = [run_playbook(play, extravars=extravars) for _attempt in range(2)]
+    for run in runs:
+        assert run.status == "successful", run.stdout
+    assert haproxy_pid() == pid  # the lab's HAProxy was not reloaded
+    proxy = subprocess.Popen(["haproxy", "-f", str(directory / "haproxy.cfg"), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(ports["read"])
+        yield runs, ports, sock_path
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+
+
+def test_shift_to_a_down_server_fails_before_the_other_loses_weight(lab, tmp_path):
+    down_port = free_port()  # nothing listens there
+    servers = [
+        {"name": "blue", "address": "127.0.0.1", "port": 5433, "read_weight": 256},
+        {"name": "green", "address": "127.0.0.1", "port": down_port, "read_weight": 0},
+    ]
+    with side_haproxy(tmp_path, haproxy_pg_servers=servers, haproxy_pg_server_options="inter 500ms fall 1 rise 1") as (_runs, ports, sock):
+        deadline = time.monotonic() + 15
+        while not status("pg_read", "green", sock).startswith("DOWN"):
+            assert time.monotonic() < deadline, status("pg_read", "green", sock)
+            time.sleep(0.2)
+
+        run = shift_reads(100, haproxy_stats_socket=sock, haproxy_shift_wait_seconds=3)
+        assert run.status == "failed"
+        [result] = run.task_results("Set the weight of the server that gains and make it ready")
+        assert "server pg_read/green not status 'UP' after 3 retries" in str(result), result
+        assert weights(sock_path=sock) == {"blue": 256, "green": 256}  # blue kept its weight
+        assert run.task_results("Set the weight of the other server and make it ready") == []
+        assert ports_reached(dict(READS, login_port=ports["read"]), 5) == Counter({BLUE_PORT: 5})
+
+
+def test_tls_termination_with_the_role_made_certificate(lab, tmp_path):
+    with side_haproxy(tmp_path, tls=True) as (runs, ports, _sock):
+        assert runs[0].changed() > 0
+        assert runs[1].changed() == 0, runs[1].changed_tasks()
+        check_tls(ports, tmp_path)
+
+
+def check_tls(ports: dict, tmp_path: Path) -> None:
+    assert "ssl crt " + str(tmp_path / "haproxy.pem") in (tmp_path / "haproxy.cfg").read_text()
+    assert oct(os.stat(tmp_path / "haproxy.pem.key").st_mode & 0o777) == "0o640"
+
+    context = ssl.create_default_context(cafile=str(tmp_path / "haproxy.pem"))  # verifies chain and host name
+    conn = http.client.HTTPSConnection("localhost", ports["tls"], context=context, timeout=5)
+    try:
+        conn.request("GET", "/haproxy-health")
+        assert conn.getresponse().status == 200
+        assert conn.sock.getpeercert()["subjectAltName"] == (("DNS", "localhost"), ("IP Address", "127.0.0.1"))
+    finally:
+        conn.close()
+    assert http_get(ports["http"], "/haproxy-health")[0] == 200  # plain HTTP still answers

@@ -1,0 +1,315 @@
+"""roles/pgbouncer and zerodowntime.migration.pgbouncer_pool against a real PgBouncer 1.18 on
+this machine (127.0.0.1:6432, pool `novacron` -> blue 127.0.0.1:5433).
+
+Every test leaves the pool resumed and pointing at blue (the `pool_restored` fixture), so a
+failure does not leak into the next test or into other people's runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import stat
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import (
+    AdminConsole,
+    parse_auth_file,
+    repoint,
+    resume,
+    scram_verifier_matches,
+)
+from tests.lab import LAB_PASSWORD, run_module, run_playbook
+
+MODULE = "zerodowntime.migration.pgbouncer_pool"
+CONFIG = Path("/etc/pgbouncer/pgbouncer.ini")
+AUTH_FILE = Path("/etc/pgbouncer/userlist.txt")
+ADMIN = {"login_host": "127.0.0.1", "login_port": 6432, "login_user": "pgbouncer_admin", "login_password": LAB_PASSWORD}
+CONSOLE = dict(ADMIN, login_db="pgbouncer", connect_timeout=5)
+POOL = "novacron"
+ROLE_PLAY = [
+    {
+        "name": "Provision PgBouncer",
+        "hosts": "pgbouncer_servers",
+        "become": True,
+        "roles": [{"role": "zerodowntime.migration.pgbouncer"}],
+    }
+]
+
+
+def app_connect(**overrides) -> psycopg.Connection:
+    """A client of the pool, through PgBouncer, as the application role."""
+    params = dict(host="127.0.0.1", port=6432, user="novacron", password=LAB_PASSWORD, dbname=POOL, connect_timeout=10, autocommit=True)
+    params.update(overrides)
+    return psycopg.connect(**params)
+
+
+def pool_row() -> dict:
+    with AdminConsole(CONSOLE) as console:
+        return console.require_database(POOL)
+
+
+def restore_pool() -> None:
+    """Resumed, and pointing at blue (in the file and in PgBouncer)."""
+    with AdminConsole(CONSOLE) as console:
+        resume(console, POOL)
+        repoint(console, POOL, str(CONFIG), host="127.0.0.1", port=5433, dbname=POOL)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(lab):
+    """PgBouncer converged by the role (a fresh machine gets it here), pool restored."""
+    run = run_playbook(ROLE_PLAY)
+    assert run.status == "successful", run.stdout
+    restore_pool()
+    return run
+
+
+@pytest.fixture()
+def pool_restored(pgbouncer):
+    yield
+    restore_pool()
+
+
+# --- the role -------------------------------------------------------------------------------
+
+
+def test_role_converges_again_without_changes(pgbouncer):
+    again = run_playbook(ROLE_PLAY)
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0, again.changed_tasks()
+
+
+def test_pgbouncer_answers_with_transaction_pooling_and_scram(pgbouncer):
+    with AdminConsole(CONSOLE) as console:
+        config = {row["key"]: row["value"] for row in console.show("CONFIG")}
+        row = console.require_database(POOL)
+    assert config["pool_mode"] == "transaction"
+    assert config["listen_addr"] == "127.0.0.1"
+    assert config["listen_port"] == "6432"
+    assert config["auth_type"] == "scram-sha-256"
+    assert config["admin_users"] == "pgbouncer_admin"
+    assert config["ignore_startup_parameters"] == "extra_float_digits"
+    assert (row["host"], row["port"], row["database"]) == ("127.0.0.1", 5433, POOL)
+
+
+def test_auth_file_is_private_and_holds_a_scram_verifier_for_the_admin(pgbouncer):
+    info = AUTH_FILE.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o640
+    assert (pwd.getpwuid(info.st_uid).pw_name, info.st_gid) == ("postgres", pwd.getpwnam("postgres").pw_gid)
+    entries = parse_auth_file(AUTH_FILE.read_text())
+    assert entries["pgbouncer_admin"].startswith("SCRAM-SHA-256$4096:")
+    assert scram_verifier_matches(entries["pgbouncer_admin"], LAB_PASSWORD)
+    assert LAB_PASSWORD not in entries["pgbouncer_admin"]
+
+
+def test_a_client_reads_novacron_through_pgbouncer(pgbouncer):
+    with app_connect() as conn:
+        assert conn.execute("SELECT current_database(), current_user").fetchone() == (POOL, "novacron")
+        assert conn.execute("SHOW port").fetchone()[0] == "5433"  # blue
+        assert conn.execute("SELECT count(*) FROM pg_catalog.pg_tables").fetchone()[0] > 0
+
+
+# --- pause / resume ---------------------------------------------------------------------------
+
+
+def test_pause_makes_clients_wait_until_resume(pool_restored):
+    run, paused = run_module(MODULE, dict(ADMIN, database=POOL, state="paused", timeout=5))
+    assert run.status == "successful", run.stdout
+    assert paused["changed"] is True
+    assert paused["paused"] is True
+    assert paused["queries"] == [f"PAUSE {POOL}"]
+    assert isinstance(paused["pause_ms"], float) and paused["pause_ms"] < 5000
+    assert pool_row()["paused"] == 1
+
+    outcome = {}
+
+    def client():
+        started = time.monotonic()
+        try:
+            with app_connect() as conn:
+                outcome["row"] = conn.execute("SELECT 42").fetchone()
+        except psycopg.Error as exc:  # recorded: the test fails on it below
+            outcome["error"] = exc
+        outcome["waited"] = time.monotonic() - started
+
+    waiter = threading.Thread(target=client)
+    waiter.start()
+    time.sleep(1.5)
+    assert waiter.is_alive(), outcome  # blocked, not failed
+    with AdminConsole(CONSOLE) as console:
+        assert console.pools(POOL)["cl_waiting"] >= 1
+    resumed = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed"))[1]
+    waiter.join(timeout=30)
+    assert resumed["changed"] is True and resumed["paused"] is False
+    assert "error" not in outcome, outcome
+    assert outcome["row"] == (42,)
+    assert outcome["waited"] >= 1.5
+
+
+def test_pause_and_resume_are_idempotent(pool_restored):
+    first = run_module(MODULE, dict(ADMIN, database=POOL, state="paused"))[1]
+    second = run_module(MODULE, dict(ADMIN, database=POOL, state="paused"))[1]
+    assert (first["changed"], second["changed"]) == (True, False)
+    assert second["queries"] == [] and second["pause_ms"] is None and second["paused"] is True
+    third = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed"))[1]
+    fourth = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed"))[1]
+    assert (third["changed"], fourth["changed"]) == (True, False)
+    assert third["queries"] == [f"RESUME {POOL}"] and fourth["queries"] == []
+    assert pool_row()["paused"] == 0
+
+
+def test_check_mode_changes_nothing(pool_restored):
+    before = digest(CONFIG)
+    paused = run_module(MODULE, dict(ADMIN, database=POOL, state="paused"), check=True)[1]
+    assert paused["changed"] is True and paused["paused"] is True
+    assert paused["queries"] == [f"PAUSE {POOL}"]
+    assert pool_row()["paused"] == 0
+    moved = run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5434), check=True)[1]
+    assert moved["changed"] is True and moved["port"] == 5434
+    assert moved["queries"] == ["RELOAD"]
+    assert pool_row()["port"] == 5433
+    assert digest(CONFIG) == before
+
+
+def test_diff_shows_host_port_and_paused(pool_restored):
+    result = run_module(MODULE, dict(ADMIN, database=POOL, state="paused", port=5434, host="127.0.0.1"), check=True, diff=True)[1]
+    assert result["diff"]["before"] == {"host": "127.0.0.1", "port": 5433, "dbname": POOL, "paused": False}
+    assert result["diff"]["after"] == {"host": "127.0.0.1", "port": 5434, "dbname": POOL, "paused": True}
+    assert "diff" not in run_module(MODULE, dict(ADMIN, database=POOL), check=True)[1]
+
+
+def test_pause_held_by_an_open_transaction_is_aborted_and_the_pool_serves(pool_restored):
+    holder = app_connect(autocommit=False, application_name="zdm-holder")
+    try:
+        holder.execute("SELECT 1")  # BEGIN; SELECT 1; and no COMMIT: keeps a server connection active
+        started = time.monotonic()
+        result = run_module(MODULE, dict(ADMIN, database=POOL, state="paused", timeout=1.5))[1]
+        assert result["failed"] is True
+        assert f"PAUSE {POOL} did not finish within 1.5 s" in result["msg"]
+        assert f"pool '{POOL}' is serving again" in result["msg"]
+        assert "1 active server connection(s) held it" in result["msg"]
+        assert "application 'zdm-holder'" in result["msg"]
+        assert result["holders"][0]["application_name"] == "zdm-holder"
+        assert result["pools"]["sv_active"] == 1
+        assert result["waited_ms"] >= 1500
+        assert result["queries"] == [f"PAUSE {POOL}", f"RESUME {POOL}"]
+        assert time.monotonic() - started < 30
+        assert pool_row()["paused"] == 0
+        served = time.monotonic()
+        with app_connect(connect_timeout=5) as conn:
+            assert conn.execute("SELECT 7").fetchone() == (7,)
+        assert time.monotonic() - served < 2  # served at once, not after the holder
+        assert holder.execute("SELECT 2").fetchone() == (2,)  # the holder's transaction was never touched
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+# --- repoint ---------------------------------------------------------------------------------
+
+
+def test_repoint_to_green_and_back(pool_restored):
+    original = CONFIG.read_bytes()
+    run, moved = run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5434, backup=True))
+    assert run.status == "successful", run.stdout
+    try:
+        assert moved["changed"] is True
+        assert (moved["host"], moved["port"], moved["paused"]) == ("127.0.0.1", 5434, False)
+        assert moved["queries"] == ["RELOAD"]
+        assert pool_row()["port"] == 5434
+        changed_lines = [
+            (old, new)
+            for old, new in zip(original.splitlines(keepends=True), CONFIG.read_bytes().splitlines(keepends=True), strict=True)
+            if old != new
+        ]
+        assert changed_lines == [
+            (
+                f"{POOL} = host=127.0.0.1 port=5433 dbname={POOL} pool_size=20\n".encode(),
+                f"{POOL} = host=127.0.0.1 port=5434 dbname={POOL} pool_size=20\n".encode(),
+            )
+        ]
+        assert len(CONFIG.read_bytes()) == len(original)
+        backup = Path(moved["backup_file"])
+        assert backup.read_bytes() == original
+        assert stat.S_IMODE(backup.stat().st_mode) == 0o640 and backup.stat().st_uid == CONFIG.stat().st_uid
+        with app_connect() as conn:
+            assert conn.execute("SHOW port").fetchone()[0] == "5434"  # a new server connection goes to green
+
+        again = run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5434))[1]
+        assert again["changed"] is False and again["queries"] == []
+
+        back = run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5433))[1]
+        assert back["changed"] is True and back["port"] == 5433
+        assert CONFIG.read_bytes() == original  # byte-identical again
+        with app_connect() as conn:
+            assert conn.execute("SHOW port").fetchone()[0] == "5433"
+    finally:
+        if moved.get("backup_file"):
+            Path(moved["backup_file"]).unlink(missing_ok=True)
+
+
+def test_repoint_then_resume_in_one_call(pool_restored):
+    run_module(MODULE, dict(ADMIN, database=POOL, state="paused"))
+    result = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed", host="127.0.0.1", port=5434))[1]
+    assert result["changed"] is True
+    assert result["queries"] == ["RELOAD", f"RESUME {POOL}"]
+    assert (result["port"], result["paused"]) == (5434, False)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def test_wrong_admin_password_names_the_user_not_the_password(pgbouncer):
+    run, result = run_module(MODULE, dict(ADMIN, login_password="Wrong-Secret-7", database=POOL, state="paused"))
+    assert result["failed"] is True
+    assert "authentication failed for user 'pgbouncer_admin' on PgBouncer's admin console at 127.0.0.1:6432" in result["msg"]
+    assert "Wrong-Secret-7" not in run.stdout and "Wrong-Secret-7" not in str(result)
+    assert pool_row()["paused"] == 0
+
+
+def test_a_user_outside_admin_users_is_told_so(pgbouncer):
+    result = run_module(MODULE, dict(ADMIN, login_user="novacron", database=POOL, state="paused"))[1]
+    assert result["failed"] is True
+    assert "user 'novacron' may not use PgBouncer's admin console at 127.0.0.1:6432: add it to admin_users" in result["msg"]
+
+
+def test_hostile_pool_name_is_refused(pgbouncer):
+    result = run_module(MODULE, dict(ADMIN, database='a"; SHUTDOWN; --', state="paused"))[1]
+    assert result["failed"] is True
+    assert "pool name 'a\"; SHUTDOWN; --' is not allowed" in result["msg"]
+    assert "cannot be parameterised" in result["msg"]
+    assert pool_row()["paused"] == 0  # and PgBouncer is still up
+
+
+def test_unknown_pool_is_named(pgbouncer):
+    result = run_module(MODULE, dict(ADMIN, database="no_such_pool", state="paused"))[1]
+    assert result["failed"] is True
+    assert "has no pool 'no_such_pool' (SHOW DATABASES lists: novacron)" in result["msg"]
+
+
+def test_unreachable_console_names_host_and_port(pgbouncer):
+    result = run_module(MODULE, dict(ADMIN, login_port=1, database=POOL, state="resumed"))[1]
+    assert result["failed"] is True
+    assert "cannot reach PgBouncer's admin console at 127.0.0.1:1" in result["msg"]
+    assert "listen_port" in result["msg"]
+
+
+def test_config_file_must_hold_the_entry(pool_restored, tmp_path):
+    other = tmp_path / "pgbouncer.ini"
+    other.write_text("[databases]\nsomething_else = host=x\n")
+    os.chmod(other, 0o600)
+    result = run_module(MODULE, dict(ADMIN, database=POOL, port=5434, config_file=str(other)))[1]
+    assert result["failed"] is True
+    assert f"{other} has no [databases] entry for '{POOL}'" in result["msg"]
+    assert pool_row()["port"] == 5433
