@@ -87,13 +87,15 @@ def main() -> int:
     parser.add_argument("--other-port", type=int, default=5434)
     parser.add_argument("--user", default="migrator")
     parser.add_argument("--dbname", default="novacron")
-    parser.add_argument("--stop-file", required=True)
+    parser.add_argument("--stop-file", help="run: stop when this file exists (required)")
     parser.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--pause", type=float, default=0.005)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--tables", default="tenants,users,compute_nodes,vms,vm_metrics,audit_log")
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
+    if args.command == "run" and not args.stop_file:
+        parser.error("run needs --stop-file")
     if args.command == "run":
         print(json.dumps(run(args)))
         return 0

@@ -3,9 +3,14 @@ subscription that has copied blue's tables; a second run changes nothing."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
-from tests.lab import BLUE, GREEN, connect, run_playbook
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_playbook
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +75,26 @@ def test_second_run_changes_nothing(phase2):
     again = run_playbook("phase2_schema.yml")
     assert again.status == "successful", again.stdout
     assert again.changed("localhost") == 0, again.changed_tasks()
+
+
+def workload(*argv) -> subprocess.CompletedProcess:
+    script = ROOT / "playbooks" / "files" / "workload.py"
+    env = dict(os.environ, PGPASSWORD=LAB_PASSWORD)
+    return subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, env=env, timeout=180, check=False)
+
+
+def test_demo_workload_writes_and_green_catches_up(phase2, tmp_path):
+    ran = workload("run", "--stop-file", str(tmp_path / "stop"), "--max-seconds", "2")
+    assert ran.returncode == 0, ran.stderr
+    writes = json.loads(ran.stdout)
+    assert writes["inserts"] > 0 and writes["updates"] > 0 and writes["errors"] == 0
+    verified = workload("verify", "--tables", "vms,vm_metrics,audit_log", "--timeout", "60")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["equal"] is True and report["differing"] == []
+    assert report["tables"]["audit_log"]["blue"] == report["tables"]["audit_log"]["green"]
+
+
+def test_workload_run_without_a_stop_file_is_refused():
+    refused = workload("run")
+    assert refused.returncode == 2 and "run needs --stop-file" in refused.stderr
