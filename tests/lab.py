@@ -4,6 +4,8 @@ ansible-runner with the checkout's ansible.cfg (assertions look at events, not s
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,3 +115,46 @@ def scratch_database(endpoint: dict, name: str):
         yield recreate_database(endpoint, name)
     finally:
         drop_database(endpoint, name)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def throwaway_postgres(prefix: str, **settings):
+    """A PostgreSQL 15 of a test's own (initdb, pg_ctl as postgres) on a free loopback port, with
+    `settings` on its command line (e.g. wal_level="replica"); stopped and removed afterwards.
+    Yields connection options for its superuser."""
+    bindir = Path("/usr/lib/postgresql/15/bin")
+    datadir = Path(tempfile.mkdtemp(prefix=prefix))
+    shutil.chown(datadir, "postgres", "postgres")
+    pwfile = datadir.parent / (datadir.name + ".pw")
+    pwfile.write_text(LAB_PASSWORD + "\n")
+    shutil.chown(pwfile, "postgres", "postgres")
+
+    def as_postgres(*argv):
+        subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], check=True, capture_output=True)
+
+    try:
+        as_postgres(bindir / "initdb", "-D", datadir, "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}")
+        port = free_port()
+        options = " ".join([f"-p {port} -c listen_addresses=127.0.0.1 -k {datadir}", *(f"-c {k}={v}" for k, v in settings.items())])
+        as_postgres(bindir / "pg_ctl", "-D", datadir, "-w", "-l", datadir / "log", "start", "-o", options)
+        yield {
+            "login_host": "127.0.0.1",
+            "login_port": port,
+            "login_user": "postgres",
+            "login_password": LAB_PASSWORD,
+            "login_db": "postgres",
+        }
+    finally:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(datadir, ignore_errors=True)
+        pwfile.unlink(missing_ok=True)

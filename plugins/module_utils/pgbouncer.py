@@ -20,6 +20,7 @@ Pure helpers (no PgBouncer needed): `check_name`, `scram_verifier`, `scram_verif
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -33,6 +34,8 @@ import unicodedata
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import (
     CONNECTION_ARGUMENT_SPEC,
+    HAS_PSYCOPG,
+    PSYCOPG_IMPORT_ERROR,
     PgError,
     connection_params,
     describe_endpoint,
@@ -40,15 +43,9 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client i
     first_line,
 )
 
-try:
+with contextlib.suppress(ImportError):  # pg_client says whether it is there (HAS_PSYCOPG)
     import psycopg
     from psycopg.rows import dict_row
-
-    HAS_PSYCOPG = True
-    PSYCOPG_IMPORT_ERROR = None
-except ImportError as exc:  # reported by the module through missing_required_lib
-    HAS_PSYCOPG = False
-    PSYCOPG_IMPORT_ERROR = exc
 
 
 # The admin console's connection options: the shared ones (pg_client) without their short

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import BLUE, ROOT, connect, run_module, run_playbook
+from tests.lab import BLUE, ROOT, connect, free_port, run_module, run_playbook
 
 SOCKET = "/run/haproxy/admin.sock"
 STATE_FILE = Path("/var/lib/haproxy/server-state")
@@ -129,12 +129,6 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 15) -> None:

@@ -5,20 +5,15 @@ database-wide freeze on scratch databases of blue."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import ident
-from tests.integration.conftest import free_port
-from tests.lab import BLUE, LAB_PASSWORD, connect, run_module
+from tests.lab import BLUE, connect, run_module, throwaway_postgres
 
 MODULE = "zerodowntime.migration.pg_readonly"
 READ_ONLY = "in a read-only transaction"
@@ -32,37 +27,12 @@ HOSTILE_DB = 'zdm_ro "; DROP DATABASE postgres; --'
 def server(lab):
     """A throwaway PostgreSQL 15 (wal_level=logical) on a free port, with a non-superuser `app`
     and a table `t`; stopped and removed at the end."""
-    bindir = Path("/usr/lib/postgresql/15/bin")
-    datadir = Path(tempfile.mkdtemp(prefix="zdm-readonly-"))
-    shutil.chown(datadir, "postgres", "postgres")
-    pwfile = datadir.parent / (datadir.name + ".pw")
-    pwfile.write_text(LAB_PASSWORD + "\n")
-    shutil.chown(pwfile, "postgres", "postgres")
-
-    def as_postgres(*argv):
-        subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], check=True, capture_output=True)
-
-    as_postgres(bindir / "initdb", "-D", datadir, "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}")
-    port = free_port()
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -c wal_level=logical -k {datadir}"
-    as_postgres(bindir / "pg_ctl", "-D", datadir, "-w", "-l", datadir / "log", "start", "-o", options)
-    endpoint = {
-        "login_host": "127.0.0.1",
-        "login_port": port,
-        "login_user": "postgres",
-        "login_password": LAB_PASSWORD,
-        "login_db": "postgres",
-    }
-    try:
+    with throwaway_postgres("zdm-readonly-", wal_level="logical") as endpoint:
         with connect(endpoint) as conn:
             conn.execute(sql.SQL("CREATE ROLE app LOGIN PASSWORD {}").format(sql.Literal(APP_PASSWORD)))
             conn.execute("CREATE TABLE t (id serial PRIMARY KEY, note text)")
             conn.execute("GRANT ALL ON t, t_id_seq TO app")
         yield endpoint
-    finally:
-        as_postgres(bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "stop")
-        shutil.rmtree(datadir, ignore_errors=True)
-        pwfile.unlink(missing_ok=True)
 
 
 @pytest.fixture()
