@@ -273,17 +273,23 @@ PUBLISHER_SPEC = dict(
 )
 
 
+# What the module compares with the subscription (the create-only options are ignored after creation).
+DESIRED_OPTIONS = (
+    *("publications", "enabled", "binary", "streaming", "disable_on_error", "synchronous_commit"),
+    *("copy_data", "create_slot", "connect", "two_phase"),
+)
+
+
 def manage(client: Client, params: dict, log) -> dict:
     publisher = params["publisher"] or {}
     subscription = Subscription(client, params["name"], publisher, drop_slot=params["drop_slot"])
     if params["state"] == "absent":
         return subscription.ensure("absent")
 
-    desired = {key: params[key] for key in ("publications", "enabled", "binary", "streaming", "disable_on_error", "synchronous_commit")}
-    desired.update({key: params[key] for key in ("copy_data", "create_slot", "connect", "two_phase")})
-    desired["slot_name"] = (
-        params["slot_name"].lower() if params["slot_name"] and params["slot_name"].lower() == "none" else params["slot_name"]
-    )
+    desired = {key: params[key] for key in DESIRED_OPTIONS}
+    slot_name = params["slot_name"]
+    # PostgreSQL takes NONE (a detached slot) in any case; attrs() reads it back as "none".
+    desired["slot_name"] = "none" if slot_name and slot_name.lower() == "none" else slot_name
     desired["conninfo"] = build_conninfo(publisher) if publisher else None
     exists = subscription.exists()
     if not exists:
