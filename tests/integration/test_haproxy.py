@@ -173,6 +173,21 @@ def test_second_converge_changes_nothing(haproxy):
     assert again.changed() == 0, again.changed_tasks()
 
 
+def test_converge_starts_haproxy_after_an_unclean_stop(haproxy):
+    """A killed HAProxy leaves its pid file and socket behind; Debian's init script then reports
+    "haproxy dead, but /var/run/haproxy.pid exists.", which must not pass for running."""
+    subprocess.run(["pkill", "-KILL", "-x", "haproxy"], check=True)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pgrep", "-x", "haproxy"], capture_output=True, check=False).returncode == 0:
+        assert time.monotonic() < deadline, "haproxy survived SIGKILL"
+        time.sleep(0.1)
+    assert PIDFILE.exists() and Path(SOCKET).exists()
+    run = run_playbook(HAPROXY_PLAY)
+    assert run.status == "successful", run.stdout
+    assert [task for task in run.changed_tasks() if task == "Start HAProxy"]
+    assert "Uptime" in admin("show info")
+
+
 def test_installed_config_is_valid_and_keeps_runtime_state(haproxy):
     check = subprocess.run(["haproxy", "-c", "-f", str(CONFIG)], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stderr
