@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -158,3 +159,51 @@ def throwaway_postgres(prefix: str, **settings):
         )
         shutil.rmtree(datadir, ignore_errors=True)
         pwfile.unlink(missing_ok=True)
+
+
+@contextmanager
+def throwaway_pgbouncer(databases: dict[str, dict], pool_size: int = 20):
+    """A PgBouncer of a test's own (as postgres) on a free loopback port, transaction pooling,
+    `migrator` as admin and client user. `databases` maps pool names to connection options.
+    Yields {"port", "config_file", "admin": admin console options}; stopped afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="zdm-pgbouncer-"))
+    port = free_port()
+    lines = ["[databases]"]
+    lines += [f"{name} = host={o['login_host']} port={o['login_port']} dbname={o['login_db']}" for name, o in databases.items()]
+    lines += [
+        "[pgbouncer]",
+        "listen_addr = 127.0.0.1",
+        f"listen_port = {port}",
+        "unix_socket_dir =",
+        "auth_type = scram-sha-256",
+        f"auth_file = {workdir / 'userlist.txt'}",
+        "admin_users = migrator",
+        "pool_mode = transaction",
+        f"default_pool_size = {pool_size}",
+        "max_client_conn = 500",
+        f"logfile = {workdir / 'pgbouncer.log'}",
+        "server_login_retry = 1",
+    ]
+    config_file = workdir / "pgbouncer.ini"
+    config_file.write_text("\n".join(lines) + "\n")
+    (workdir / "userlist.txt").write_text(f'"migrator" "{LAB_PASSWORD}"\n')
+    for path in (workdir, config_file, workdir / "userlist.txt"):
+        shutil.chown(path, "postgres", "postgres")
+    process = subprocess.Popen(["runuser", "-u", "postgres", "--", "/usr/sbin/pgbouncer", str(config_file)], stderr=subprocess.DEVNULL)
+    try:
+        admin = dict(BLUE, login_port=port, login_db="pgbouncer")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                connect(admin).close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"PgBouncer did not start: {(workdir / 'pgbouncer.log').read_text()}") from None
+                time.sleep(0.05)
+        yield {"port": port, "config_file": str(config_file), "admin": admin, "log": workdir / "pgbouncer.log"}
+    finally:
+        subprocess.run(["pkill", "-INT", "-P", str(process.pid)], check=False)
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)

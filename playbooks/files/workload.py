@@ -2,8 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab's write workload, and the check that blue and green hold the same rows.
 
-  workload.py run --port 5433 --stop-file FILE [--max-seconds 600]
-      inserts, updates and deletes on blue until the stop file appears; prints a JSON summary.
+  workload.py run --port 6432 --stop-file FILE [--max-seconds 600]
+      inserts, updates and deletes (through PgBouncer on 6432, or on a server directly) until
+      the stop file appears; prints a JSON summary: counts, errors, the slowest transaction, and
+      how many committed transactions are missing on blue (--check-port) and green (--other-port).
   workload.py verify --port 5433 --other-port 5434 --tables vms,vm_metrics [--timeout 120]
       waits (bounded) until every table has the same row count and row checksum on both
       sides; prints them as JSON; exits 1 naming the tables that still differ.
@@ -25,25 +27,37 @@ from psycopg import sql
 
 
 def connect(args, port: int) -> psycopg.Connection:
-    return psycopg.connect(host=args.host, port=port, user=args.user, dbname=args.dbname, autocommit=True, application_name="zdm-workload")
+    # prepare_threshold=None: no server-side prepared statements, so it also runs through
+    # PgBouncer in transaction pooling
+    return psycopg.connect(
+        host=args.host,
+        port=port,
+        user=args.user,
+        dbname=args.dbname,
+        autocommit=True,
+        application_name="zdm-workload",
+        prepare_threshold=None,
+    )
 
 
 def run(args) -> dict:
-    counts = {"inserts": 0, "updates": 0, "deletes": 0, "errors": 0}
+    counts = {"inserts": 0, "updates": 0, "deletes": 0, "errors": 0, "max_latency_ms": 0.0}
+    committed_audit_ids = []
     started = time.monotonic()
     rng = random.Random(args.seed)  # noqa: S311 (a repeatable workload, not a secret)
     with connect(args, args.port) as conn:
         max_vm = conn.execute("SELECT max(id) FROM vms").fetchone()[0]
         max_metric = conn.execute("SELECT max(id) FROM vm_metrics").fetchone()[0]
         while not os.path.exists(args.stop_file) and time.monotonic() - started < args.max_seconds:
+            begun = time.monotonic()
             try:
                 with conn.transaction():
                     vm_id = rng.randint(1, max_vm)
-                    conn.execute(
+                    audit_id = conn.execute(
                         "INSERT INTO audit_log (tenant_id, user_id, action, object_type, object_id, details) "
-                        "SELECT tenant_id, NULL, 'vm.resize', 'vm', id, '{\"source\": \"workload\"}' FROM vms WHERE id = %s",
+                        "SELECT tenant_id, NULL, 'vm.resize', 'vm', id, '{\"source\": \"workload\"}' FROM vms WHERE id = %s RETURNING id",
                         (vm_id,),
-                    )
+                    ).fetchone()[0]
                     conn.execute("UPDATE vms SET vcpus = vcpus + 1, updated_at = now(), state = 'resized' WHERE id = %s", (vm_id,))
                     conn.execute(
                         "INSERT INTO vm_metrics (vm_id, collected_at, cpu_pct, memory_pct, disk_read_bytes, disk_write_bytes, "
@@ -51,6 +65,8 @@ def run(args) -> dict:
                         (vm_id,),
                     )
                     deleted = conn.execute("DELETE FROM vm_metrics WHERE id = %s", (rng.randint(1, max_metric),)).rowcount
+                committed_audit_ids.append(audit_id)
+                counts["max_latency_ms"] = max(counts["max_latency_ms"], round((time.monotonic() - begun) * 1000, 1))
                 counts["inserts"] += 2
                 counts["updates"] += 1
                 counts["deletes"] += deleted
@@ -59,6 +75,12 @@ def run(args) -> dict:
                 counts["last_error"] = str(exc).strip()
             time.sleep(args.pause)
     counts["seconds"] = round(time.monotonic() - started, 1)
+    counts["committed"] = len(committed_audit_ids)
+    for name, port in (("blue", args.check_port), ("green", args.other_port)):
+        # "lost": a transaction the workload saw commit whose audit_log row is missing there
+        with connect(args, port) as conn:
+            found = conn.execute("SELECT count(*) FROM audit_log WHERE id = ANY(%s)", (committed_audit_ids,)).fetchone()[0]
+        counts[f"lost_on_{name}"] = len(committed_audit_ids) - found
     return counts
 
 
@@ -85,6 +107,7 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5433)
     parser.add_argument("--other-port", type=int, default=5434)
+    parser.add_argument("--check-port", type=int, default=5433, help="run: blue's port, where committed writes are looked up")
     parser.add_argument("--user", default="migrator")
     parser.add_argument("--dbname", default="novacron")
     parser.add_argument("--stop-file", help="run: stop when this file exists (required)")

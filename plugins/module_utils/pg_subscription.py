@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import SSL_MODES, Client, PgError, ident
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_object import PgObject
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
@@ -35,6 +35,19 @@ ALTERABLE_OPTIONS = ("binary", "streaming", "disable_on_error", "synchronous_com
 CREATE_ONLY_OPTIONS = ("copy_data", "create_slot", "connect", "two_phase")
 
 # The publisher's structured parameters, by libpq keyword.
+# The publisher's connection as module options (pg_subscription, pg_switchover's reverse_publisher).
+PUBLISHER_SPEC = dict(
+    host=dict(type="str", required=True),
+    port=dict(type="int", default=5432),
+    dbname=dict(type="str", required=True),
+    user=dict(type="str", required=True),
+    password=dict(type="str", no_log=True),
+    sslmode=dict(type="str", choices=SSL_MODES),
+    sslrootcert=dict(type="str"),
+    sslcert=dict(type="str"),
+    sslkey=dict(type="str", no_log=False),
+    connect_timeout=dict(type="int"),
+)
 PUBLISHER_KEYWORDS = ("host", "port", "dbname", "user", "password", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
 
 

@@ -251,27 +251,14 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import SSL_MODES, Client, PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import pg_argument_spec, run
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import (
+    PUBLISHER_SPEC,
     Subscription,
     build_conninfo,
     publisher_client_params,
 )
-
-PUBLISHER_SPEC = dict(
-    host=dict(type="str", required=True),
-    port=dict(type="int", default=5432),
-    dbname=dict(type="str", required=True),
-    user=dict(type="str", required=True),
-    password=dict(type="str", no_log=True),
-    sslmode=dict(type="str", choices=SSL_MODES),
-    sslrootcert=dict(type="str"),
-    sslcert=dict(type="str"),
-    sslkey=dict(type="str", no_log=False),
-    connect_timeout=dict(type="int"),
-)
-
 
 # What the module compares with the subscription (the create-only options are ignored after creation).
 DESIRED_OPTIONS = (

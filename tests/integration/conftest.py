@@ -23,6 +23,14 @@ def sample_data(lab):
     return run
 
 
+@pytest.fixture(scope="session")
+def phase2(sample_data):
+    """playbooks/phase2_schema.yml run on the lab: green subscribed to blue's novacron."""
+    run = run_playbook("phase2_schema.yml")
+    assert run.status == "successful", run.stdout
+    return run
+
+
 @pytest.fixture()
 def blue(lab):
     with connect(BLUE) as conn:

@@ -8,16 +8,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_playbook
-
-
-@pytest.fixture(scope="module")
-def phase2(sample_data):
-    run = run_playbook("phase2_schema.yml")
-    assert run.status == "successful", run.stdout
-    return run
 
 
 def test_initial_copy_completes_with_every_table_ready(phase2):

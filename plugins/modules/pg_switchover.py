@@ -1,0 +1,473 @@
+#!/usr/bin/python
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_switchover
+short_description: Move writes from one PostgreSQL database to its logical replica behind a bounded PgBouncer pause
+description:
+  - The cutover's critical section in one module run, so the write pause never spans Ansible tasks.
+    Clients connected through PgBouncer wait (they get no error) and continue on O(target).
+  - B(Before the pause), bounded by O(prepare_timeout) - checks that the forward subscription
+    O(subscription) on the target is enabled with every table ready, that its slot exists on the
+    source, that every table it receives (and every partition) has a replica identity on the target,
+    and that no slot named O(reverse_subscription) exists there; creates the reverse publication
+    O(reverse_publication) on the target (the same tables, C(publish_via_partition_root)); makes
+    the forward subscription commit synchronously (so the source's slot confirms applied positions
+    within milliseconds); waits until its lag is at most O(max_lag_bytes).
+  - B(The pause), bounded by O(timeout) (every statement also by C(statement_timeout)) -
+    C(PAUSE) the pool, freeze the source (C(default_transaction_read_only) for the instance), wait
+    for sessions still in a read-write transaction (or terminate them with O(terminate_writers)),
+    wait until the forward slot confirms the source's WAL position, copy every sequence (plus
+    O(sequence_margin)), disable the forward subscription, create the reverse slot on the target and
+    the reverse subscription on the source (C(copy_data false)) so every write made on the target
+    reaches the source, unfreeze the target if an earlier switchover froze it, repoint the pool to
+    the target and C(RESUME).
+  - B(On any error or when the deadline passes), every step done is undone, newest first - the
+    reverse objects dropped, the forward subscription enabled, the source unfrozen, the pool pointed
+    back at the source and resumed - and the module fails naming the step (RV(ignore:failed_step)) and
+    what was undone.
+  - B(After the pause) the disabled forward subscription is dropped with its slot on the source (an
+    inactive slot retains WAL) unless O(drop_forward_subscription=false), and the reverse
+    subscription is watched until it streams. Problems there are warnings - writes already go to the
+    target.
+  - The source stays read-only after a switchover. Switching back (playbooks/rollback.yml) is the
+    same module with O(source) and O(target) swapped and the reverse subscription as O(subscription).
+  - Idempotent - when the pool already points at the target and the reverse subscription exists, nothing is done.
+  - Check mode runs every check and reports the steps and the change without pausing anything.
+version_added: 0.1.0
+author:
+  - zerodowntime.migration maintainers (@zerodowntime)
+options:
+  source:
+    description:
+      - The database that takes the writes now (blue, or green when rolling back). A superuser, as the
+        freeze uses C(ALTER SYSTEM) and the reverse subscription is created here.
+    type: dict
+    required: true
+    suboptions:
+      login_host:
+        description: Host name or address of the source server.
+        type: str
+        default: localhost
+        aliases: [host]
+      login_port:
+        description: Port of the source server.
+        type: int
+        default: 5432
+        aliases: [port]
+      login_unix_socket:
+        description: Directory of the source server's unix socket; when set it is used instead of O(source.login_host).
+        type: str
+        aliases: [unix_socket]
+      login_user:
+        description: Role on the source (a superuser).
+        type: str
+        default: postgres
+        aliases: [user]
+      login_password:
+        description: Password of O(source.login_user). Never logged, returned or shown.
+        type: str
+        aliases: [password]
+      login_db:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, database]
+      ssl_mode:
+        description: libpq C(sslmode).
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      ssl_rootcert:
+        description: CA certificate file used to verify the server.
+        type: path
+      ssl_cert:
+        description: Client certificate file.
+        type: path
+      ssl_key:
+        description: Client private key file.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for the server to answer before failing.
+        type: int
+        default: 10
+      application_name:
+        description: C(application_name) the session shows in C(pg_stat_activity).
+        type: str
+        default: zerodowntime.migration
+  target:
+    description:
+      - The database that takes the writes afterwards, subscribed to the source by O(subscription). A superuser.
+    type: dict
+    required: true
+    suboptions:
+      login_host:
+        description: Host name or address of the target server.
+        type: str
+        default: localhost
+        aliases: [host]
+      login_port:
+        description: Port of the target server.
+        type: int
+        default: 5432
+        aliases: [port]
+      login_unix_socket:
+        description: Directory of the target server's unix socket; when set it is used instead of O(target.login_host).
+        type: str
+        aliases: [unix_socket]
+      login_user:
+        description: Role on the target (a superuser).
+        type: str
+        default: postgres
+        aliases: [user]
+      login_password:
+        description: Password of O(target.login_user). Never logged, returned or shown.
+        type: str
+        aliases: [password]
+      login_db:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, database]
+      ssl_mode:
+        description: libpq C(sslmode).
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      ssl_rootcert:
+        description: CA certificate file used to verify the server.
+        type: path
+      ssl_cert:
+        description: Client certificate file.
+        type: path
+      ssl_key:
+        description: Client private key file.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for the server to answer before failing.
+        type: int
+        default: 10
+      application_name:
+        description: C(application_name) the session shows in C(pg_stat_activity).
+        type: str
+        default: zerodowntime.migration
+  subscription:
+    description: The forward subscription on the target (source to target).
+    type: str
+    required: true
+  reverse_publication:
+    description:
+      - Publication on the target that sends the writes made there back to the source; created when
+        missing with the tables the forward subscription receives.
+    type: str
+    required: true
+  reverse_subscription:
+    description:
+      - Subscription created on the source (target to source); the logical slot on the target gets the
+        same name. Neither may exist before.
+    type: str
+    required: true
+  reverse_publisher:
+    description:
+      - How the source reaches the target to replicate (the reverse subscription's connection). The
+        password is stored by PostgreSQL and never returned, logged or shown.
+    type: dict
+    required: true
+    suboptions:
+      host:
+        description: Target host name or address, as the source sees it.
+        type: str
+        required: true
+      port:
+        description: Target port.
+        type: int
+        default: 5432
+      dbname:
+        description: Target database.
+        type: str
+        required: true
+      user:
+        description: Role with the REPLICATION attribute on the target.
+        type: str
+        required: true
+      password:
+        description: Password of O(reverse_publisher.user).
+        type: str
+      sslmode:
+        description: libpq sslmode of the reverse subscription's connection.
+        type: str
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: CA certificate file on the source's host.
+        type: str
+      sslcert:
+        description: Client certificate file on the source's host.
+        type: str
+      sslkey:
+        description: Client key file on the source's host.
+        type: str
+      connect_timeout:
+        description: Seconds the source waits for the target to answer.
+        type: int
+  pgbouncer:
+    description:
+      - PgBouncer's admin console, the pool the clients use, and the pgbouncer.ini the module rewrites
+        (run the module on the PgBouncer host).
+    type: dict
+    required: true
+    suboptions:
+      login_host:
+        description: Host of PgBouncer's admin console.
+        type: str
+        default: localhost
+      login_port:
+        description: Port of PgBouncer.
+        type: int
+        default: 6432
+      login_unix_socket:
+        description: Directory of PgBouncer's unix socket; when set it is used instead of O(pgbouncer.login_host).
+        type: str
+      login_user:
+        description: A user listed in PgBouncer's C(admin_users).
+        type: str
+        default: pgbouncer
+      login_password:
+        description: Password of O(pgbouncer.login_user). Never logged, returned or shown.
+        type: str
+      login_db:
+        description: The admin console's virtual database.
+        type: str
+        default: pgbouncer
+      ssl_mode:
+        description: libpq C(sslmode).
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      ssl_rootcert:
+        description: CA certificate file used to verify PgBouncer.
+        type: path
+      ssl_cert:
+        description: Client certificate file.
+        type: path
+      ssl_key:
+        description: Client private key file.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for PgBouncer to answer before failing.
+        type: int
+        default: 10
+      application_name:
+        description: C(application_name) of the admin connections.
+        type: str
+        default: zerodowntime.migration
+      database:
+        description: The pool (the C([databases]) entry) the clients use.
+        type: str
+        required: true
+      config_file:
+        description: The pgbouncer.ini PgBouncer runs with.
+        type: path
+        default: /etc/pgbouncer/pgbouncer.ini
+      target_host:
+        description: Host the pool points at afterwards. Default O(target.login_host).
+        type: str
+      target_port:
+        description: Port the pool points at afterwards. Default O(target.login_port).
+        type: int
+      target_dbname:
+        description: Database the pool uses afterwards. Default O(target.login_db).
+        type: str
+  timeout:
+    description:
+      - Hard bound of the write pause in seconds (more than 0, at most 60). When it passes, the
+        switchover is undone and the pool resumes on the source.
+    type: float
+    default: 5
+  prepare_timeout:
+    description: Seconds to wait before the pause for the forward lag to drop to O(max_lag_bytes).
+    type: float
+    default: 120
+  max_lag_bytes:
+    description: The forward lag (bytes of the source's WAL not yet confirmed) below which the pause starts.
+    type: int
+    default: 1048576
+  sequence_margin:
+    description: How far past the source's last value each target sequence is set.
+    type: int
+    default: 1000
+  terminate_writers:
+    description:
+      - Terminate sessions on the source that are still in a read-write transaction once the freeze is
+        on (they bypass PgBouncer). Without it such a session aborts the switchover.
+    type: bool
+    default: false
+  drop_forward_subscription:
+    description: After the pause, drop the disabled forward subscription and its slot on the source.
+    type: bool
+    default: true
+notes:
+  - The write pause clients feel is RV(write_pause_ms) plus the wait of C(PAUSE) for transactions
+    running on the pool when it starts (RV(steps)).
+  - Sessions connected to the source directly are made read-only by the freeze; only PgBouncer's clients wait.
+requirements:
+  - psycopg >= 3.1 (Python library, on the host that runs the module)
+"""
+
+EXAMPLES = r"""
+- name: Switch writes from blue to green
+  zerodowntime.migration.pg_switchover:
+    source: "{{ migration_blue | combine({'login_password': migration_password}) }}"
+    target: "{{ migration_green | combine({'login_password': migration_password}) }}"
+    subscription: novacron_blue_to_green
+    reverse_publication: novacron_green_to_blue
+    reverse_subscription: novacron_green_to_blue
+    reverse_publisher:
+      host: 127.0.0.1
+      port: 5434
+      dbname: novacron
+      user: replicator
+      password: "{{ migration_replication_password }}"
+    pgbouncer:
+      login_host: 127.0.0.1
+      login_user: pgbouncer_admin
+      login_password: "{{ pgbouncer_admin_password }}"
+      database: novacron
+    timeout: 2
+  register: switchover
+
+- name: Show the write pause
+  ansible.builtin.debug:
+    msg: "write pause {{ switchover.write_pause_ms }} ms"
+"""
+
+RETURN = r"""
+switched:
+  description: Whether writes go to the target (in check mode - would go).
+  returned: success
+  type: bool
+write_pause_ms:
+  description: Milliseconds from C(PAUSE) to C(RESUME) (also on failure, until the undo began). Null when nothing was paused.
+  returned: always
+  type: float
+  sample: 84.2
+steps:
+  description:
+    - Each step of the pause with its duration in milliseconds and whether it finished.
+    - Some carry figures - C(source_lsn), C(waited_ms), C(sequences_changed), C(terminated).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {"step": "pause_pgbouncer", "ms": 1.3, "ok": true}
+    - {"step": "wait_for_catch_up", "ms": 4.1, "ok": true, "source_lsn": "0/3A5F2C8"}
+failed_step:
+  description: The step that failed or ran out of time (C(prepare) before the pause).
+  returned: failure
+  type: str
+  sample: wait_for_catch_up
+undone:
+  description: The undo steps run after a failure, newest first, with their outcome.
+  returned: failure
+  type: list
+  elements: dict
+serving:
+  description: Host, port and database the pool points at when the module ends.
+  returned: always
+  type: dict
+lag_before_pause:
+  description: Forward lag in bytes when the pause began.
+  returned: success
+  type: int
+sequences:
+  description: The sequences copied (see zerodowntime.migration.pg_sequence_sync).
+  returned: success
+  type: list
+  elements: dict
+reverse_streaming:
+  description: Whether the reverse subscription's worker was streaming when the module ended.
+  returned: success
+  type: bool
+queries:
+  description: Statements and console commands run (passwords masked).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import (
+    CONNECTION_ARGUMENT_SPEC,
+    HAS_PSYCOPG,
+    PSYCOPG_IMPORT_ERROR,
+    Client,
+    PgError,
+)
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_sequences import DEFAULT_MARGIN
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import PUBLISHER_SPEC
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_switchover import switchover
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import ADMIN_CONNECTION_ARGUMENT_SPEC, AdminConsole
+
+PGBOUNCER_SPEC = dict(
+    ADMIN_CONNECTION_ARGUMENT_SPEC,
+    database=dict(type="str", required=True),
+    config_file=dict(type="path", default="/etc/pgbouncer/pgbouncer.ini"),
+    target_host=dict(type="str"),
+    target_port=dict(type="int"),
+    target_dbname=dict(type="str"),
+)
+
+
+def connect(params: dict, side: str, check_mode: bool):
+    try:
+        if side == "pgbouncer":
+            return AdminConsole(params, check_mode=check_mode)
+        return Client(params, check_mode=check_mode)
+    except PgError as exc:
+        raise PgError(f"cannot connect to the {side} (options under {side}): {exc}") from None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            source=dict(type="dict", required=True, options=dict(CONNECTION_ARGUMENT_SPEC)),
+            target=dict(type="dict", required=True, options=dict(CONNECTION_ARGUMENT_SPEC)),
+            subscription=dict(type="str", required=True),
+            reverse_publication=dict(type="str", required=True),
+            reverse_subscription=dict(type="str", required=True),
+            reverse_publisher=dict(type="dict", required=True, options=PUBLISHER_SPEC),
+            pgbouncer=dict(type="dict", required=True, options=PGBOUNCER_SPEC),
+            timeout=dict(type="float", default=5.0),
+            prepare_timeout=dict(type="float", default=120.0),
+            max_lag_bytes=dict(type="int", default=1048576),
+            sequence_margin=dict(type="int", default=DEFAULT_MARGIN),
+            terminate_writers=dict(type="bool", default=False),
+            drop_forward_subscription=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_PSYCOPG:
+        module.fail_json(msg=missing_required_lib("psycopg >= 3.1"), exception=str(PSYCOPG_IMPORT_ERROR))
+    opened = {}
+    try:
+        for side in ("source", "target", "pgbouncer"):
+            opened[side] = connect(module.params[side], side, module.check_mode)
+        result = switchover(opened["source"], opened["target"], opened["pgbouncer"], module.params, module.log)
+    except PgError as exc:
+        queries = [query for connection in opened.values() for query in connection.queries]
+        module.fail_json(msg=str(exc), changed=False, queries=queries, **exc.details)
+    finally:
+        for connection in opened.values():
+            connection.close()
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

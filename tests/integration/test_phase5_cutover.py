@@ -1,0 +1,104 @@
+"""playbooks/phase5_cutover.yml and playbooks/rollback.yml on the lab's novacron database after
+phase 2, with the demo workload writing through PgBouncer (127.0.0.1:6432). Every test ends
+with the lab back on blue (rollback), the state phase 2 leaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_playbook
+
+APPROVED = {"cutover_approved": True}
+
+
+@pytest.fixture()
+def on_blue(phase2):
+    """The lab serving from blue before and after the test."""
+    yield
+    run = run_playbook("rollback.yml")
+    assert run.status == "successful", run.stdout
+    assert serving_port() == 5433
+
+
+def serving_port() -> int:
+    """The port of the server PgBouncer's pool sends the application to."""
+    with psycopg.connect(
+        host="127.0.0.1", port=6432, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
+    ) as conn:
+        return conn.execute("SELECT inet_server_port()").fetchone()[0]
+
+
+def readonly(side: dict) -> str:
+    with connect(side) as conn:
+        return conn.execute("SHOW default_transaction_read_only").fetchone()[0]
+
+
+class Workload:
+    """playbooks/files/workload.py through PgBouncer, in the background."""
+
+    def __init__(self, tmp_path):
+        self.stop_file = tmp_path / "stop"
+        env = dict(os.environ, PGPASSWORD=LAB_PASSWORD)
+        argv = [sys.executable, str(ROOT / "playbooks/files/workload.py"), "run", "--port", "6432", "--stop-file", str(self.stop_file)]
+        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self) -> dict:
+        self.stop_file.touch()
+        stdout, stderr = self.process.communicate(timeout=120)
+        assert self.process.returncode == 0, stderr
+        return json.loads(stdout)
+
+
+def test_without_approval_nothing_changes(on_blue):
+    run = run_playbook("phase5_cutover.yml")  # no terminal: the prompt gets no "yes"
+    assert run.status == "failed"
+    [gate] = run.task_results("Stop unless approved")
+    assert gate["failed"] and "cutover_approved=true" in gate["msg"]
+    assert not run.task_results("Switch writes from blue to green")
+    assert serving_port() == 5433 and readonly(BLUE) == "off"
+
+
+def test_awx_approval_node_replaces_the_prompt(on_blue):
+    run = run_playbook("phase5_cutover.yml", extravars={"awx_job_id": 42})
+    assert run.status == "successful", run.stdout
+    assert not run.task_results("Ask for approval")
+    assert serving_port() == 5434
+
+
+def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
+    workload = Workload(tmp_path)
+    cutover = run_playbook("phase5_cutover.yml", extravars=APPROVED)
+    assert cutover.status == "successful", cutover.stdout
+    [switch] = [result for result in cutover.task_results("Switch writes from blue to green") if "write_pause_ms" in result]
+    assert switch["write_pause_ms"] < 1000
+    assert serving_port() == 5434 and readonly(BLUE) == "on" and readonly(GREEN) == "off"
+    [probe] = cutover.task_results("Post-check - a write through PgBouncer lands on green")
+    assert probe["stdout"].endswith("|5434")
+
+    rollback = run_playbook("rollback.yml")
+    assert rollback.status == "successful", rollback.stdout
+    assert serving_port() == 5433 and readonly(BLUE) == "off"
+    writes = workload.finish()
+    assert writes["errors"] == 0, writes.get("last_error")
+    assert writes["committed"] > 0
+    assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
+
+
+def test_rollback_refuses_when_blue_cannot_get_greens_writes(on_blue):
+    cutover = run_playbook("phase5_cutover.yml", extravars=APPROVED)
+    assert cutover.status == "successful", cutover.stdout
+    with connect(BLUE) as conn:
+        conn.execute("ALTER SUBSCRIPTION novacron_green_to_blue DISABLE")
+    refused = run_playbook("rollback.yml")
+    assert refused.status == "failed"
+    [reason] = refused.task_results("Refuse unless forced")
+    assert "Rollback refused" in reason["msg"] and "rollback_force=true" in reason["msg"] and "disabled" in reason["msg"]
+    assert serving_port() == 5434  # the application still writes to green
+    with connect(BLUE) as conn:
+        conn.execute("ALTER SUBSCRIPTION novacron_green_to_blue ENABLE")
