@@ -47,8 +47,14 @@ class PlaybookRun:
         return [e["event_data"]["task"] for e in self.events if e.get("event") == "runner_on_ok" and e["event_data"]["res"].get("changed")]
 
 
-def run_playbook(playbook, extravars: dict | None = None, inventory: str | None = None, cmdline: str | None = None) -> PlaybookRun:
-    """Run a playbook (a path under playbooks/, or a list of plays) with the checkout's ansible.cfg."""
+def run_playbook(
+    playbook, extravars: dict | None = None, inventory: str | None = None, cmdline: str | None = None, answers: dict | None = None
+) -> PlaybookRun:
+    """Run a playbook (a path under playbooks/, or a list of plays) with the checkout's ansible.cfg.
+
+    ansible-runner gives the playbook a terminal: `answers` maps a prompt (a regular expression)
+    to what is typed at it. A run that prints nothing for 10 minutes is stopped (a prompt nobody
+    answers must not hang the suite)."""
     private_dir = tempfile.mkdtemp(prefix="zdm-runner-")
     try:
         runner = ansible_runner.run(
@@ -59,7 +65,8 @@ def run_playbook(playbook, extravars: dict | None = None, inventory: str | None 
             cmdline=cmdline,
             envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
             quiet=True,
-            settings={"suppress_env_files": True},
+            passwords=answers or {},
+            settings={"suppress_env_files": True, "idle_timeout": 600},
         )
         return PlaybookRun(runner)
     finally:

@@ -15,6 +15,7 @@ import pytest
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_playbook
 
 APPROVED = {"cutover_approved": True}
+PROMPT = r"Type yes to proceed"
 
 
 @pytest.fixture()
@@ -54,13 +55,24 @@ class Workload:
         assert self.process.returncode == 0, stderr
         return json.loads(stdout)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        # also when the test failed half-way: a workload left running would write into later tests
+        self.stop_file.touch()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
 
 def test_without_approval_nothing_changes(on_blue):
-    run = run_playbook("phase5_cutover.yml")  # no terminal: the prompt gets no "yes"
+    run = run_playbook("phase5_cutover.yml", answers={PROMPT: "no"})
     assert run.status == "failed"
     [gate] = run.task_results("Stop unless approved")
     assert gate["failed"] and "cutover_approved=true" in gate["msg"]
-    assert not run.task_results("Switch writes from blue to green")
+    assert not run.task_results("Switch writes with pg_switchover blue to green")
     assert serving_port() == 5433 and readonly(BLUE) == "off"
 
 
@@ -72,19 +84,19 @@ def test_awx_approval_node_replaces_the_prompt(on_blue):
 
 
 def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
-    workload = Workload(tmp_path)
-    cutover = run_playbook("phase5_cutover.yml", extravars=APPROVED)
-    assert cutover.status == "successful", cutover.stdout
-    [switch] = [result for result in cutover.task_results("Switch writes from blue to green") if "write_pause_ms" in result]
-    assert switch["write_pause_ms"] < 1000
-    assert serving_port() == 5434 and readonly(BLUE) == "on" and readonly(GREEN) == "off"
-    [probe] = cutover.task_results("Post-check - a write through PgBouncer lands on green")
-    assert probe["stdout"].endswith("|5434")
+    with Workload(tmp_path) as workload:
+        cutover = run_playbook("phase5_cutover.yml", answers={PROMPT: "yes"})  # approved at the prompt
+        assert cutover.status == "successful", cutover.stdout
+        [switch] = cutover.task_results("Switch writes with pg_switchover blue to green")
+        assert switch["write_pause_ms"] < 1000
+        assert serving_port() == 5434 and readonly(BLUE) == "on" and readonly(GREEN) == "off"
+        [probe] = cutover.task_results("Post-check - a write through PgBouncer lands on green")
+        assert probe["stdout"].endswith("|5434")
 
-    rollback = run_playbook("rollback.yml")
-    assert rollback.status == "successful", rollback.stdout
-    assert serving_port() == 5433 and readonly(BLUE) == "off"
-    writes = workload.finish()
+        rollback = run_playbook("rollback.yml")
+        assert rollback.status == "successful", rollback.stdout
+        assert serving_port() == 5433 and readonly(BLUE) == "off"
+        writes = workload.finish()
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["committed"] > 0
     assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
@@ -94,6 +106,7 @@ def test_rollback_refuses_when_blue_cannot_get_greens_writes(on_blue):
     cutover = run_playbook("phase5_cutover.yml", extravars=APPROVED)
     assert cutover.status == "successful", cutover.stdout
     with connect(BLUE) as conn:
+        conn.execute("SET default_transaction_read_only = off")  # blue is frozen since the cutover
         conn.execute("ALTER SUBSCRIPTION novacron_green_to_blue DISABLE")
     refused = run_playbook("rollback.yml")
     assert refused.status == "failed"
@@ -101,4 +114,5 @@ def test_rollback_refuses_when_blue_cannot_get_greens_writes(on_blue):
     assert "Rollback refused" in reason["msg"] and "rollback_force=true" in reason["msg"] and "disabled" in reason["msg"]
     assert serving_port() == 5434  # the application still writes to green
     with connect(BLUE) as conn:
+        conn.execute("SET default_transaction_read_only = off")
         conn.execute("ALTER SUBSCRIPTION novacron_green_to_blue ENABLE")
