@@ -111,6 +111,39 @@ def recreate_database(endpoint: dict, name: str) -> dict:
     return dict(endpoint, login_db=name)
 
 
+def writable_again(*endpoints: dict) -> None:
+    """Undo an instance-wide write freeze (a switchover leaves its source read-only)."""
+    for endpoint in endpoints:
+        with connect(endpoint, login_db="postgres") as conn:
+            conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def drop_replication(endpoint: dict, name: str) -> None:
+    """Every subscription of database `name` on this server (slots detached, so the publisher
+    need not answer), then every slot of that database (walsenders terminated first)."""
+    with connect(endpoint, login_db="postgres") as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return
+    with connect(endpoint, login_db=name) as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        rows = conn.execute("SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE datname = %s", (name,))
+        for (subscription,) in rows.fetchall():
+            for statement in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)", "DROP SUBSCRIPTION {}"):
+                conn.execute(sql.SQL(statement).format(sql.Identifier(subscription)))
+    with connect(endpoint, login_db="postgres") as conn:
+        for _attempt in range(50):
+            slots = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)).fetchall()
+            if not slots:
+                return
+            for slot, pid in slots:
+                if pid:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                else:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            time.sleep(0.1)
+
+
 def drop_database(endpoint: dict, name: str) -> None:
     with connect(endpoint, login_db="postgres") as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

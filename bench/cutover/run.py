@@ -46,10 +46,12 @@ from tests.lab import (  # noqa: E402
     LAB_PASSWORD,
     connect,
     drop_database,
+    drop_replication,
     recreate_database,
     run_module,
     run_playbook,
     throwaway_pgbouncer,
+    writable_again,
 )
 
 DB = "zdm_bench_cutover"
@@ -95,34 +97,10 @@ def prepare_pair() -> tuple[dict, dict]:
 
 
 def drop_pair() -> None:
-    """The benchmark's databases, with their subscriptions (slots detached) and slots; both
-    instances writable again (a switchover leaves its source read-only)."""
+    """The benchmark's databases with their replication; both instances writable again."""
+    writable_again(BLUE, GREEN)
     for side in (BLUE, GREEN):
-        with connect(side, login_db="postgres") as conn:
-            conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
-            conn.execute("SELECT pg_reload_conf()")
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone()
-        if exists:
-            with connect(side, login_db=DB) as conn:
-                subscriptions = conn.execute(
-                    "SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                ).fetchall()
-                for (name,) in subscriptions:
-                    conn.execute(f'ALTER SUBSCRIPTION "{name}" DISABLE')
-                    conn.execute(f'ALTER SUBSCRIPTION "{name}" SET (slot_name = NONE)')
-                    conn.execute(f'DROP SUBSCRIPTION "{name}"')
-    for side in (BLUE, GREEN):
-        with connect(side, login_db="postgres") as conn:
-            for _attempt in range(50):
-                rows = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (DB,)).fetchall()
-                if not rows:
-                    break
-                for slot, pid in rows:
-                    if pid:
-                        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                    else:
-                        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                time.sleep(0.1)
+        drop_replication(side, DB)
         drop_database(side, DB)
 
 

@@ -12,7 +12,18 @@ import time
 import psycopg
 import pytest
 
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module, throwaway_pgbouncer
+from tests.lab import (
+    BLUE,
+    GREEN,
+    LAB_PASSWORD,
+    connect,
+    drop_database,
+    drop_replication,
+    recreate_database,
+    run_module,
+    throwaway_pgbouncer,
+    writable_again,
+)
 
 DB = "zdm_switch"
 MODULE = "zerodowntime.migration.pg_switchover"
@@ -37,38 +48,6 @@ TABLES = ["accounts", "history", "events"]
 CLIENT = {"host": "127.0.0.1", "user": "migrator", "password": LAB_PASSWORD, "dbname": DB, "prepare_threshold": None}
 
 
-def reset_freeze() -> None:
-    for side in (BLUE, GREEN):
-        with connect(side, login_db="postgres") as conn:
-            conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
-            conn.execute("SELECT pg_reload_conf()")
-
-
-def drop_replication(side: dict) -> None:
-    """Every subscription of the tests' database on this side (slots detached), then its slots."""
-    with connect(side, login_db="postgres") as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone():
-            return
-    with connect(side, login_db=DB) as conn:
-        names = conn.execute("SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE datname = %s", (DB,))
-        for (name,) in names.fetchall():
-            ident = psycopg.sql.Identifier(name)
-            conn.execute(psycopg.sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
-            conn.execute(psycopg.sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
-            conn.execute(psycopg.sql.SQL("DROP SUBSCRIPTION {}").format(ident))
-    with connect(side) as conn:
-        for _attempt in range(50):
-            rows = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (DB,)).fetchall()
-            if not rows:
-                break
-            for slot, pid in rows:
-                if pid:
-                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                else:
-                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            time.sleep(0.1)
-
-
 def wait_ready(side: dict, subscription: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     with connect(side) as conn:
@@ -87,9 +66,9 @@ def wait_ready(side: dict, subscription: str, timeout: float = 60) -> None:
 def lab_pair(lab):
     """Blue and green databases with blue -> green replication and a PgBouncer pool on blue.
     Afterwards: replication dropped, both instances writable again, databases dropped."""
-    reset_freeze()
-    drop_replication(BLUE)
-    drop_replication(GREEN)
+    writable_again(BLUE, GREEN)
+    drop_replication(BLUE, DB)
+    drop_replication(GREEN, DB)
     blue, green = recreate_database(BLUE, DB), recreate_database(GREEN, DB)
     with connect(blue) as conn:
         for statement in SCHEMA + BLUE_EVENTS:
@@ -111,9 +90,9 @@ def lab_pair(lab):
         with throwaway_pgbouncer({DB: blue}) as bouncer:
             yield {"blue": blue, "green": green, "bouncer": bouncer}
     finally:
-        reset_freeze()
-        drop_replication(BLUE)
-        drop_replication(GREEN)
+        writable_again(BLUE, GREEN)
+        drop_replication(BLUE, DB)
+        drop_replication(GREEN, DB)
         drop_database(BLUE, DB)
         drop_database(GREEN, DB)
 

@@ -95,7 +95,7 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
 
         rollback = run_playbook("rollback.yml")
         assert rollback.status == "successful", rollback.stdout
-        assert serving_port() == 5433 and readonly(BLUE) == "off"
+        assert serving_port() == 5433 and readonly(BLUE) == "off" and readonly(GREEN) == "off"
         writes = workload.finish()
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["committed"] > 0
