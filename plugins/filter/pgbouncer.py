@@ -9,14 +9,22 @@ pgbouncer_scram_verifier(password, existing=None, iterations=4096)
 
 pgbouncer_auth_file_secrets(content)
     {user: secret} read from an auth_file's text ("user" "secret" lines).
+
+pgbouncer_repointed_pools(content, databases)
+    The pools of `databases` (the role's pgbouncer_databases) that pgbouncer.ini's text points
+    somewhere else than they say - as a cutover leaves them: [{name, installed, configured}],
+    each target as "host:port/dbname". Pools the text does not define are left out.
 """
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import (
     SCRAM_ITERATIONS,
+    entry_target,
+    find_database_entry,
     parse_auth_file,
     scram_verifier,
     scram_verifier_matches,
@@ -41,6 +49,29 @@ def pgbouncer_auth_file_secrets(content):
     return parse_auth_file(content if isinstance(content, str) else "")
 
 
+def pgbouncer_repointed_pools(content, databases):
+    """The pools whose target in pgbouncer.ini's text differs from `databases`."""
+    raw = (content if isinstance(content, str) else "").encode("utf-8", "surrogateescape")
+    moved = []
+    for database in databases or []:
+        name = database["name"]
+        try:
+            entry = find_database_entry(raw, name)
+        except PgError as exc:
+            raise AnsibleFilterError(str(exc)) from exc
+        if entry is None:
+            continue
+        installed = entry_target(entry["values"], name)
+        configured = {"host": database.get("host"), "port": int(database.get("port", 5432)), "dbname": database.get("dbname", name)}
+        if installed != configured:
+            moved.append({"name": name, "installed": describe_target(installed), "configured": describe_target(configured)})
+    return moved
+
+
+def describe_target(target: dict) -> str:
+    return f"{target['host']}:{target['port']}/{target['dbname']}"
+
+
 class FilterModule:
     """zerodowntime.migration PgBouncer filters."""
 
@@ -48,4 +79,5 @@ class FilterModule:
         return {
             "pgbouncer_scram_verifier": pgbouncer_scram_verifier,
             "pgbouncer_auth_file_secrets": pgbouncer_auth_file_secrets,
+            "pgbouncer_repointed_pools": pgbouncer_repointed_pools,
         }

@@ -219,6 +219,23 @@ def test_pause_held_by_an_open_transaction_is_aborted_and_the_pool_serves(pool_r
 # --- repoint ---------------------------------------------------------------------------------
 
 
+def test_role_refuses_to_undo_a_cutover_unless_allowed(pool_restored):
+    """After a repoint (what a cutover does), converging the role must not send the application
+    back to the old primary: it fails, naming the pool and both targets, and changes nothing."""
+    run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5434))
+    moved = CONFIG.read_bytes()
+    refused = run_playbook(ROLE_PLAY)
+    assert refused.status == "failed"
+    [result] = refused.task_results("Refuse to undo a repoint made since the last converge")
+    assert f"{POOL} goes to 127.0.0.1:5434/{POOL}, the inventory says 127.0.0.1:5433/{POOL}" in result["msg"]
+    assert "pgbouncer_allow_repoint" in result["msg"]
+    assert CONFIG.read_bytes() == moved and pool_row()["port"] == 5434
+
+    allowed = run_playbook(ROLE_PLAY, extravars={"pgbouncer_allow_repoint": True})
+    assert allowed.status == "successful", allowed.stdout
+    assert pool_row()["port"] == 5433
+
+
 def test_repoint_to_green_and_back(pool_restored):
     original = CONFIG.read_bytes()
     run, moved = run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5434, backup=True))

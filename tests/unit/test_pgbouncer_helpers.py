@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.filter.pgbouncer import FilterModule
+from ansible_collections.zerodowntime.migration.plugins.filter.pgbouncer import FilterModule, pgbouncer_repointed_pools
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import (
     check_host,
@@ -242,3 +242,16 @@ def test_a_verifier_postgresql_made_is_reproduced_exactly(scratch_postgres):
     salt = base64.b64decode(theirs.split("$")[1].split(":")[1])
     assert scram_verifier("p\u00e4ss word", salt=salt) == theirs
     assert scram_verifier_matches(theirs, "p\u00e4ss word")
+
+
+def test_repointed_pools_names_the_pools_a_cutover_moved():
+    ini = "[databases]\napp = host=10.0.0.2 port=5434 dbname=app pool_size=20\nother = host=10.0.0.1 port=5433\n[pgbouncer]\n"
+    configured = [
+        {"name": "app", "host": "10.0.0.1", "port": 5433, "dbname": "app"},
+        {"name": "other", "host": "10.0.0.1", "port": "5433"},
+        {"name": "new", "host": "10.0.0.1", "port": 5433},
+    ]
+    assert pgbouncer_repointed_pools(ini, configured) == [
+        {"name": "app", "installed": "10.0.0.2:5434/app", "configured": "10.0.0.1:5433/app"}
+    ]
+    assert pgbouncer_repointed_pools("", configured) == []
