@@ -205,7 +205,8 @@ def throwaway_postgres(prefix: str, **settings):
 def throwaway_pgbouncer(databases: dict[str, dict], pool_size: int = 20):
     """A PgBouncer of a test's own (as postgres) on a free loopback port, transaction pooling,
     `migrator` as admin and client user. `databases` maps pool names to connection options.
-    Yields {"port", "config_file", "admin": admin console options}; stopped afterwards."""
+    Yields {"port", "config_file", "admin": admin console options, "restart": a callable};
+    stopped afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="zdm-pgbouncer-"))
     port = free_port()
     lines = ["[databases]"]
@@ -229,21 +230,38 @@ def throwaway_pgbouncer(databases: dict[str, dict], pool_size: int = 20):
     (workdir / "userlist.txt").write_text(f'"migrator" "{LAB_PASSWORD}"\n')
     for path in (workdir, config_file, workdir / "userlist.txt"):
         shutil.chown(path, "postgres", "postgres")
-    process = subprocess.Popen(["runuser", "-u", "postgres", "--", "/usr/sbin/pgbouncer", str(config_file)], stderr=subprocess.DEVNULL)
-    try:
-        admin = dict(BLUE, login_port=port, login_db="pgbouncer")
+    admin = dict(BLUE, login_port=port, login_db="pgbouncer")
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(["runuser", "-u", "postgres", "--", "/usr/sbin/pgbouncer", str(config_file)], stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
                 connect(admin).close()
-                break
+                return process
             except psycopg.OperationalError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"PgBouncer did not start: {(workdir / 'pgbouncer.log').read_text()}") from None
-                time.sleep(0.05)
-        yield {"port": port, "config_file": str(config_file), "admin": admin, "log": workdir / "pgbouncer.log"}
+                time.sleep(0.01)
+
+    def stop(process: subprocess.Popen) -> None:
+        subprocess.run(["pkill", "-INT", "-P", str(process.pid)], check=False)  # PgBouncer, the child of runuser
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(timeout=10)
+
+    running = [start()]
+
+    def restart() -> None:
+        """Stop PgBouncer (its clients lose their connections) and start it again."""
+        stop(running.pop())
+        running.append(start())
+
+    try:
+        yield {"port": port, "config_file": str(config_file), "admin": admin, "log": workdir / "pgbouncer.log", "restart": restart}
     finally:
-        subprocess.run(["pkill", "-INT", "-P", str(process.pid)], check=False)
-        process.terminate()
-        process.wait(timeout=10)
+        if running:
+            stop(running.pop())
         shutil.rmtree(workdir, ignore_errors=True)

@@ -24,7 +24,6 @@ to the restarted PgBouncer) against pg_switchover's pause.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import glob
 import os
@@ -188,25 +187,6 @@ def naive_playbook(blue: dict, green: dict, bouncer: dict) -> list:
     ]
 
 
-def restart_pgbouncer(bouncer: dict) -> None:
-    """Stop the PgBouncer (its clients lose their connections) and start it again."""
-    subprocess.run(["pkill", "-INT", "-f", f"pgbouncer {bouncer['config_file']}"], check=False)
-    deadline = time.monotonic() + 10
-    while subprocess.run(["pgrep", "-f", f"pgbouncer {bouncer['config_file']}"], capture_output=True, check=False).returncode == 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError("PgBouncer did not stop")
-        time.sleep(0.02)
-    # stopped by measure() (pkill on its config file) once pgbench is done
-    subprocess.Popen(["runuser", "-u", "postgres", "--", "/usr/sbin/pgbouncer", bouncer["config_file"]], stderr=subprocess.DEVNULL)
-    while True:
-        with contextlib.suppress(Exception):
-            connect(bouncer["admin"]).close()
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError("PgBouncer did not restart")
-        time.sleep(0.01)
-
-
 def measure(way: str, clients: int, seconds: int) -> dict:
     blue, green = prepare_pair()
     workdir = Path(tempfile.mkdtemp(prefix="zdm-bench-cutover-"))
@@ -224,10 +204,9 @@ def measure(way: str, clients: int, seconds: int) -> dict:
                 run = run_playbook(naive_playbook(blue, green, bouncer))
                 if run.status != "successful":
                     raise RuntimeError(run.stdout)
-                restart_pgbouncer(bouncer)
+                bouncer["restart"]()
                 unavailable = time.time() - started
             load.join()
-            subprocess.run(["pkill", "-INT", "-f", f"pgbouncer {bouncer['config_file']}"], check=False)
         outcome = load.outcome  # type: ignore[attr-defined]
         processed = int(re.search(r"number of transactions actually processed: (\d+)", outcome["stdout"]).group(1))
         failed = re.search(r"number of failed transactions: (\d+)", outcome["stdout"])

@@ -22,18 +22,37 @@ def pg_argument_spec(**module_options) -> dict:
     return spec
 
 
-def run(module, work) -> None:
-    """Connect, call work(client) -> result dict, exit; a PgError fails with its message.
+def connect_option(params: dict, option: str, check_mode: bool = False, opener=Client):
+    """A connection from the options under `option` (source, target, ...); an error names the option."""
+    try:
+        return opener(params, check_mode=check_mode)
+    except PgError as exc:
+        raise PgError(f"cannot connect to the {option} (options under {option}): {exc}") from None
 
-    `queries` is returned on failure too, so the audit trail shows what ran before the error.
+
+def run(module, work) -> None:
+    """Connect with the module's own connection options, call work(client) -> result dict, exit."""
+    run_with(module, {"client": lambda: Client(module.params, check_mode=module.check_mode)}, lambda opened: work(opened["client"]))
+
+
+def run_with(module, openers: dict, work) -> None:
+    """Open every connection of `openers` ({name: () -> Client or AdminConsole}, in order), call
+    work(opened) -> result dict, close them, exit. A PgError fails with its message and details.
+
+    `queries` is returned on failure too (every connection's, in order), so the audit trail shows
+    what ran before the error.
     """
     if not HAS_PSYCOPG:
         module.fail_json(msg=missing_required_lib("psycopg >= 3.1"), exception=str(PSYCOPG_IMPORT_ERROR))
-    client = None
+    opened = {}
     try:
-        client = Client(module.params, check_mode=module.check_mode)
-        with client:
-            result = work(client)
+        for name, opener in openers.items():
+            opened[name] = opener()
+        result = work(opened)
     except PgError as exc:
-        module.fail_json(msg=str(exc), changed=False, queries=client.queries if client else [], **exc.details)
+        queries = [query for connection in opened.values() for query in connection.queries]
+        module.fail_json(msg=str(exc), changed=False, queries=queries, **exc.details)
+    finally:
+        for connection in opened.values():
+            connection.close()
     module.exit_json(**result)

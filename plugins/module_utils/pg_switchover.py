@@ -115,7 +115,8 @@ class Switchover:
         self.reverse = Subscription(source, self.reverse_name)
         self.reverse_slot = ReplicationSlot(target, self.reverse_name, force=True)
         self.steps: list[dict] = []
-        self.undo_stack: list[tuple[str, object]] = []
+        self.undo_stack: list[tuple[str, object]] = []  # (step, callable), newest last
+        self.spare: pgbouncer.AdminConsole | None = None  # second admin connection the undo uses
         self.undone: list[dict] = []
         self.warnings: list[str] = []
         self.deadline = math.inf
@@ -139,9 +140,9 @@ class Switchover:
     def status(self) -> str:
         """`switched` when the pool points at the target and the reverse subscription exists;
         `pending` when it points elsewhere and the forward subscription is enabled."""
-        pool = self.pool_endpoint()
+        pool = self.facts["pool_before"] = self.pool_endpoint()
         on_target = {key: pool[key] for key in ("host", "port", "dbname")} == self.target_endpoint()
-        forward = self.forward.attrs() if self.forward.exists() else None
+        forward = self.forward.row()
         reverse = self.reverse.exists()
         if on_target and reverse:
             return "switched"
@@ -156,7 +157,7 @@ class Switchover:
                 f"subscription '{self.forward.name}' does not exist on the target {self.target.endpoint}: the target is "
                 f"not replicating from the source. Run phase 2 (playbooks/phase2_schema.yml) or fix subscription"
             )
-        if not forward["enabled"]:
+        if not forward["subenabled"]:
             raise PgError(
                 f"subscription '{self.forward.name}' on the target {self.target.endpoint} is disabled: the target is not "
                 f"receiving the source's writes. Enable it (zerodowntime.migration.pg_subscription enabled: true) first"
@@ -212,7 +213,6 @@ class Switchover:
                 f"a replication slot '{self.reverse_name}' already exists on the target {self.target.endpoint}: drop it "
                 f"(zerodowntime.migration.pg_replication_slot state: absent) or choose another reverse_subscription"
             )
-        self.facts["pool_before"] = self.pool_endpoint()
 
     # --- before the pause ----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -294,7 +294,7 @@ class Switchover:
     def switch(self) -> None:
         """The critical section. Raises after undoing when a step fails or the deadline passes."""
         timeout = self.params["timeout"]
-        spare = self.console.sibling()  # for the undo, should the first console connection break
+        self.spare = self.console.sibling()  # opened now: the undo must not wait for a connect
         for client in (self.source, self.target):
             statement_timeout(client, max(1, timeout * 1000))
         self.deadline = time.monotonic() + timeout
@@ -303,17 +303,17 @@ class Switchover:
             self.run_steps()
         except BaseException:
             self.facts["write_pause_ms"] = round((time.monotonic() - pause_started) * 1000, 1)
-            self.undo(spare)
+            self.undo()
             raise
         finally:
-            spare.close()
+            self.spare.close()
         self.facts["write_pause_ms"] = round((time.monotonic() - pause_started) * 1000, 1)
 
     def run_steps(self) -> None:
         source, target, params = self.source, self.target, self.params
         with self.step("pause_pgbouncer"):
             pgbouncer.pause(self.console, self.pool, self.remaining("pause_pgbouncer"))
-        self.undo_stack.append(("resume_pgbouncer", None))  # handled by undo() on the spare console
+        self.undo_stack.append(("resume_pgbouncer", lambda: pgbouncer.resume(self.spare, self.pool)))
         with self.step("freeze_source"):
             since = pg_readonly.server_now(source)
             pg_readonly.freeze(source, "instance")
@@ -358,8 +358,8 @@ class Switchover:
         self.undo_stack.append(
             (
                 "repoint_pgbouncer_to_source",
-                lambda console: pgbouncer.repoint(
-                    console, self.pool, params["pgbouncer"]["config_file"], before["host"], before["port"], before["dbname"]
+                lambda: pgbouncer.repoint(
+                    self.spare, self.pool, params["pgbouncer"]["config_file"], before["host"], before["port"], before["dbname"]
                 ),
             )
         )
@@ -426,7 +426,7 @@ class Switchover:
         if current is not None:
             self.reverse_slot.drop(current)
 
-    def undo(self, spare: pgbouncer.AdminConsole) -> None:
+    def undo(self) -> None:
         """Undo every step done, newest first; each undo is tried even if an earlier one failed.
         The pool resumes last, on the source, once the source takes writes again."""
         for client in (self.source, self.target):
@@ -435,12 +435,7 @@ class Switchover:
         for name, action in reversed(self.undo_stack):
             started = time.monotonic()
             try:
-                if name == "resume_pgbouncer":
-                    pgbouncer.resume(spare, self.pool)
-                elif name == "repoint_pgbouncer_to_source":
-                    action(spare)
-                else:
-                    action()
+                action()
                 outcome = {"step": name, "ok": True}
             except PgError as exc:
                 outcome = {"step": name, "ok": False, "error": str(exc)}
@@ -503,8 +498,8 @@ def switchover(source: Client, target: Client, console: pgbouncer.AdminConsole, 
     run = Switchover(source, target, console, params, log)
     status = run.status()
     wanted = run.target_endpoint()
-    before_pool = run.pool_endpoint()
-    before = view(status, {key: before_pool[key] for key in ("host", "port", "dbname")}, run.forward.name, "absent")
+    before_pool = {key: run.facts["pool_before"][key] for key in ("host", "port", "dbname")}
+    before = view(status, before_pool, run.forward.name, "absent")
     result = {"changed": False, "switched": status == "switched", "steps": [], "write_pause_ms": None, "queries": []}
     if status == "switched":
         result["diff"] = {"before": before, "after": before}
@@ -526,28 +521,24 @@ def switchover(source: Client, target: Client, console: pgbouncer.AdminConsole, 
         exc = error if isinstance(error, PgError) else PgError(f"unexpected error: {error!r}")
         failed = run.failed_step or "prepare"
         if run.undo_stack:  # a failure before the pause: undo prepare()
-            with console.sibling() as spare:
-                run.undo(spare)
+            run.undo()
         exc.details.update(
             failed_step=failed,
             steps=run.steps,
             undone=run.undone,
             write_pause_ms=run.facts.get("write_pause_ms"),
-            serving={key: before_pool[key] for key in ("host", "port", "dbname")},
+            serving=before_pool,
         )
         exc.args = (f"switchover aborted at step {failed}: {exc}; undone: {', '.join(u['step'] for u in run.undone) or 'nothing'}",)
         raise exc from None
-    finally:
-        result["queries"] = source.queries + target.queries + console.queries
     if not run.check_mode:
         try:
             run.cleanup()
         except PgError as exc:  # writes already go to the target: report, do not fail
             run.warnings.append(f"after the switchover: {exc}")
-        result["queries"] = source.queries + target.queries + console.queries
-    if not run.check_mode:
         result["steps"] = run.steps
     result.update(
+        queries=source.queries + target.queries + console.queries,
         write_pause_ms=run.facts.get("write_pause_ms"),
         lag_before_pause=run.facts.get("lag_before_pause"),
         sequences=run.facts.get("sequences", []),

@@ -166,20 +166,13 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC, Client, PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC, Client
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import connect_option, pg_argument_spec, run
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_sequences import DEFAULT_MARGIN, sync_sequences
 
 
-def connect_source(params: dict) -> Client:
-    try:
-        return Client(params)
-    except PgError as exc:
-        raise PgError(f"cannot connect to the source (options under source): {exc}") from None
-
-
 def manage(client: Client, params: dict) -> dict:
-    with connect_source(params["source"]) as source:
+    with connect_option(params["source"], "source") as source:
         result = sync_sequences(source, client, params["margin"], params["schemas"], params["sequences"])
     result["diff"] = {
         "before": {entry["name"]: entry["old_target_value"] for entry in result["sequences"]},

@@ -397,15 +397,10 @@ queries:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import (
-    CONNECTION_ARGUMENT_SPEC,
-    HAS_PSYCOPG,
-    PSYCOPG_IMPORT_ERROR,
-    Client,
-    PgError,
-)
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import connect_option, run_with
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_sequences import DEFAULT_MARGIN
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import PUBLISHER_SPEC
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_switchover import switchover
@@ -421,13 +416,13 @@ PGBOUNCER_SPEC = dict(
 )
 
 
-def connect(params: dict, side: str, check_mode: bool):
-    try:
-        if side == "pgbouncer":
-            return AdminConsole(params, check_mode=check_mode)
-        return Client(params, check_mode=check_mode)
-    except PgError as exc:
-        raise PgError(f"cannot connect to the {side} (options under {side}): {exc}") from None
+def manage(module, opened: dict) -> dict:
+    result = switchover(opened["source"], opened["target"], opened["pgbouncer"], module.params, module.log)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    if not module._diff:
+        result.pop("diff", None)
+    return result
 
 
 def main():
@@ -449,24 +444,12 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PSYCOPG:
-        module.fail_json(msg=missing_required_lib("psycopg >= 3.1"), exception=str(PSYCOPG_IMPORT_ERROR))
-    opened = {}
-    try:
-        for side in ("source", "target", "pgbouncer"):
-            opened[side] = connect(module.params[side], side, module.check_mode)
-        result = switchover(opened["source"], opened["target"], opened["pgbouncer"], module.params, module.log)
-    except PgError as exc:
-        queries = [query for connection in opened.values() for query in connection.queries]
-        module.fail_json(msg=str(exc), changed=False, queries=queries, **exc.details)
-    finally:
-        for connection in opened.values():
-            connection.close()
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    openers = {
+        "source": lambda: connect_option(module.params["source"], "source", module.check_mode),
+        "target": lambda: connect_option(module.params["target"], "target", module.check_mode),
+        "pgbouncer": lambda: connect_option(module.params["pgbouncer"], "pgbouncer", module.check_mode, opener=AdminConsole),
+    }
+    run_with(module, openers, lambda opened: manage(module, opened))
 
 
 if __name__ == "__main__":

@@ -222,17 +222,27 @@ queries:
   sample: ["PAUSE novacron"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import run_with
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import (
     ADMIN_CONNECTION_ARGUMENT_SPEC,
-    HAS_PSYCOPG,
-    PSYCOPG_IMPORT_ERROR,
     AdminConsole,
     check_params,
     ensure_pool,
 )
+
+
+def open_console(module) -> AdminConsole:
+    check_params(module.params)  # names and values are refused before anything connects
+    return AdminConsole(module.params, check_mode=module.check_mode)
+
+
+def manage(module, console: AdminConsole) -> dict:
+    result = ensure_pool(console, module.params)
+    if not module._diff:
+        result.pop("diff")
+    return result
 
 
 def main():
@@ -250,19 +260,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PSYCOPG:
-        module.fail_json(msg=missing_required_lib("psycopg >= 3.1"), exception=str(PSYCOPG_IMPORT_ERROR))
-    console = None
-    try:
-        check_params(module.params)
-        console = AdminConsole(module.params, check_mode=module.check_mode)
-        with console:
-            result = ensure_pool(console, module.params)
-    except PgError as exc:
-        module.fail_json(msg=str(exc), changed=False, queries=console.queries if console else [], **exc.details)
-    if not module._diff:
-        result.pop("diff")
-    module.exit_json(**result)
+    run_with(module, {"console": lambda: open_console(module)}, lambda opened: manage(module, opened["console"]))
 
 
 if __name__ == "__main__":
