@@ -1,0 +1,448 @@
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Compare a table on two servers: row counts and checksums over key-range chunks.
+
+How it works, per table:
+- The key is the source's replica identity index, else its primary key (or the `key` asked for).
+  Chunk bounds are key values sampled from the source (TABLESAMPLE), so chunks hold about
+  `chunk_rows` rows whatever the key's type (integer, text, uuid, composite...).
+- Each chunk is summarised on both sides at once (one thread per side): count(*) and the XOR of a
+  64-bit digest per row, hash_record_extended over the source's columns. Columns are hashed
+  natively when equal values of that type always print the same; otherwise (numeric, float,
+  json, arrays, ... or a type that differs between the sides) their text form is hashed, so
+  1.0 vs 1.00 is a difference. Columns only the target has are ignored.
+- A chunk that differs is split at its median key and both halves compared again, down to
+  `leaf_rows` rows, whose keys and digests are fetched and diffed: missing (on the target),
+  extra (only on the target), changed.
+- Consistency with live replication: the sides are read at nearly the same moment, not at one
+  snapshot, so rows in flight can differ. Every differing key is re-read up to `rechecks` times,
+  each time after the target has confirmed the source's current WAL position (when `slot`, the
+  slot feeding the target, is given; else after `recheck_delay` seconds). Only keys that still
+  differ are reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_lsn import parse_lsn
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_publication import (
+    format_qualified_name,
+    split_qualified_name,
+)
+
+try:
+    from psycopg import sql
+except ImportError:  # reported by the module through missing_required_lib
+    sql = None
+
+# Types whose equal values always have the same text form: hashed natively (cheaper than text).
+NATIVE_HASH_TYPES = frozenset(
+    [
+        "int2",
+        "int4",
+        "int8",
+        "bool",
+        "text",
+        "varchar",
+        "bpchar",
+        "bytea",
+        "uuid",
+        "date",
+        "timestamp",
+        "timestamptz",
+        "jsonb",
+        "oid",
+        "name",
+        "char",
+    ]
+)
+
+# Session settings that make both sides print values the same way.
+SESSION_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+    "jit": "off",  # JIT compilation costs more than it saves on these scans
+}
+
+COLUMNS_QUERY = """
+SELECT a.attname AS name, t.typname AS type_name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+ WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum
+"""
+
+# The key: the replica identity index first (what the target's key is built on), else the primary key.
+KEY_QUERY = """
+SELECT array_agg(a.attname ORDER BY k.ord) AS columns
+  FROM pg_catalog.pg_index i
+  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+ WHERE i.indrelid = %s AND (i.indisreplident OR i.indisprimary) AND k.ord <= i.indnkeyatts
+ GROUP BY i.indexrelid, i.indisreplident
+ ORDER BY i.indisreplident DESC
+ LIMIT 1
+"""
+
+# reltuples of the table, or of its leaf partitions (a partitioned parent has none of its own).
+ESTIMATE_QUERY = """
+SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS rows, bool_or(c.reltuples < 0) AS never_analyzed
+  FROM pg_catalog.pg_partition_tree(%s) p JOIN pg_catalog.pg_class c ON c.oid = p.relid
+ WHERE p.isleaf
+"""
+
+
+def natively_hashable(column: dict) -> bool:
+    """Whether equal values of this column always print the same, so the type's own hash will do.
+    numeric(p,s) qualifies: its typmod fixes the scale, so 1.0 vs 1.00 cannot happen there."""
+    return column["type_name"] in NATIVE_HASH_TYPES or (column["type_name"] == "numeric" and "(" in column["type"])
+
+
+def prepare_session(client) -> None:
+    """Same output formats on both sides; reads only, so it runs in check mode too."""
+    for name, value in SESSION_SETTINGS.items():
+        client.query("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
+
+
+class Side:
+    """One table on one server, and the queries the comparison runs there."""
+
+    def __init__(self, client, role: str, table: str):
+        self.client = client
+        self.role = role  # "source" or "target", for messages
+        self.schema, self.name = split_qualified_name(table)
+        row = client.query_one(
+            "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+            (self.schema, self.name),
+        )
+        if row is None:
+            raise PgError(
+                f"table {format_qualified_name(self.schema, self.name)} does not exist on the {role} "
+                f"({client.endpoint}, database {client.params.get('login_db')}): check the name in `tables`"
+            )
+        self.oid = row["oid"]
+        self.columns = {column["name"]: column for column in client.query(COLUMNS_QUERY, (self.oid,))}
+        self.relation = ident(self.schema, self.name)
+        self.digest = None  # set by TableComparison once both sides' columns are known
+        self.key = []
+        self.key_types = []
+
+    def text_columns(self) -> sql.Composable:
+        """The key columns as text, aliased: ORDER BY the key must not sort by the text form."""
+        return sql.SQL(", ").join(
+            sql.SQL("{}::text AS {}").format(ident(column), ident(f"zdm_key_{index}")) for index, column in enumerate(self.key)
+        )
+
+    def key_row(self):
+        return sql.SQL(", ").join(ident(column) for column in self.key)
+
+    def bound(self, values) -> sql.Composable:
+        """A key value as SQL: text parameters cast to the source's key types (catalog names)."""
+        casts = [
+            sql.SQL("{}::{}").format(sql.Literal(value), sql.SQL(key_type)) for value, key_type in zip(values, self.key_types, strict=True)
+        ]
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(casts)) if len(casts) > 1 else casts[0]
+
+    def where(self, lower, upper) -> sql.Composable:
+        """lower <= key < upper (None: unbounded), as a row comparison for composite keys."""
+        key = sql.SQL("ROW({})").format(self.key_row()) if len(self.key) > 1 else ident(self.key[0])
+        conditions = [sql.SQL("TRUE")]
+        if lower is not None:
+            conditions.append(sql.SQL("{} >= {}").format(key, self.bound(lower)))
+        if upper is not None:
+            conditions.append(sql.SQL("{} < {}").format(key, self.bound(upper)))
+        return sql.SQL(" AND ").join(conditions)
+
+    def summary(self, lower=None, upper=None, keyless: bool = False) -> tuple[int, str]:
+        """(rows, checksum) of the rows in [lower, upper)."""
+        # XOR is cheap and order-free; without a unique key duplicates would cancel out, so a keyless table sums.
+        aggregate = sql.SQL("sum({}::numeric)") if keyless else sql.SQL("bit_xor({})")
+        statement = sql.SQL("SELECT count(*) AS rows, ({})::text AS checksum FROM {} WHERE {}").format(
+            aggregate.format(self.digest), self.relation, self.where(lower, upper) if self.key else sql.SQL("TRUE")
+        )
+        row = self.client.query_one(statement)
+        return row["rows"], row["checksum"]
+
+    def text_keys(self, condition: sql.Composable, suffix: sql.Composable | None = None) -> sql.Composable:
+        columns = self.text_columns()
+        return sql.SQL("SELECT {} FROM {} WHERE {} {}").format(columns, self.relation, condition, suffix or sql.SQL(""))
+
+    def key_at(self, lower, upper, offset: int) -> tuple | None:
+        """The key at `offset` (in key order) within [lower, upper)."""
+        suffix = sql.SQL("ORDER BY {} OFFSET {} LIMIT 1").format(self.key_row(), sql.Literal(offset))
+        rows = self.client.query(self.text_keys(self.where(lower, upper), suffix))
+        return tuple(rows[0].values()) if rows else None
+
+    def first_keys(self, lower, upper, limit: int) -> list[tuple]:
+        suffix = sql.SQL("ORDER BY {} LIMIT {}").format(self.key_row(), sql.Literal(limit))
+        return [tuple(row.values()) for row in self.client.query(self.text_keys(self.where(lower, upper), suffix))]
+
+    def digests(self, condition: sql.Composable) -> dict[tuple, int]:
+        columns = self.text_columns()
+        statement = sql.SQL("SELECT {} , {} AS zdm_digest FROM {} WHERE {}").format(columns, self.digest, self.relation, condition)
+        result = {}
+        for row in self.client.query(statement):
+            values = list(row.values())
+            result[tuple(values[:-1])] = values[-1]
+        return result
+
+    def digests_in(self, lower, upper) -> dict[tuple, int]:
+        return self.digests(self.where(lower, upper))
+
+    def digests_of(self, keys: list[tuple]) -> dict[tuple, int]:
+        key = sql.SQL("ROW({})").format(self.key_row()) if len(self.key) > 1 else ident(self.key[0])
+        listed = sql.SQL(", ").join(self.bound(values) for values in keys)
+        return self.digests(sql.SQL("{} IN ({})").format(key, listed))
+
+
+class TableComparison:
+    """Compare one table; `compare()` returns the per-table result."""
+
+    def __init__(self, source, target, table: str, params: dict, pool: ThreadPoolExecutor, log=None):
+        self.table = table
+        self.params = params
+        self.pool = pool
+        self.log = log or (lambda message: None)
+        self.source = Side(source, "source", table)
+        self.target = Side(target, "target", table)
+        self.warnings: list[str] = []
+        self.differences: dict[tuple, str] = {}
+        missing_columns = [name for name in self.source.columns if name not in self.target.columns]
+        if missing_columns:
+            raise PgError(
+                f"table {table} on the target has no column {', '.join(missing_columns)} that the source has: "
+                f"add the columns on the target (or compare a view that leaves them out)"
+            )
+        self.choose_key()
+        for side in (self.source, self.target):
+            side.digest = self.digest_expression()
+            side.key = self.key
+            side.key_types = [self.source.columns[column]["type"] for column in self.key]
+
+    def choose_key(self) -> None:
+        asked = (self.params.get("key") or {}).get(self.table)
+        if asked:
+            unknown = [column for column in asked if column not in self.source.columns or column not in self.target.columns]
+            if unknown:
+                raise PgError(f"key column {', '.join(unknown)} of {self.table} is not on both sides: fix `key` for {self.table}")
+            self.key = list(asked)
+            return
+        row = self.source.client.query_one(KEY_QUERY, (self.source.oid,))
+        self.key = list(row["columns"]) if row else []
+        if not self.key:
+            self.warnings.append(
+                f"{self.table} has no primary key or replica identity index on the source: compared as one whole-table "
+                f"checksum, so differences are not located (give `key` to locate them)"
+            )
+
+    def digest_expression(self) -> sql.Composable:
+        parts = []
+        for name, column in self.source.columns.items():
+            native = natively_hashable(column) and self.target.columns[name]["type"] == column["type"]
+            parts.append(ident(name) if native else sql.SQL("{}::text").format(ident(name)))
+        return sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(parts))
+
+    def both(self, method: str, *args):
+        """Run Side.method(*args) on source and target at the same time."""
+        futures = [self.pool.submit(getattr(side, method), *args) for side in (self.source, self.target)]
+        return [future.result() for future in futures]
+
+    # Chunks -------------------------------------------------------------------------------
+    def chunk_bounds(self) -> list[tuple]:
+        """[(lower, upper)] covering every key, about chunk_rows rows each, bounds sampled on the source."""
+        estimate = self.source.client.query_one(ESTIMATE_QUERY, (self.source.oid,))
+        rows = estimate["rows"]
+        if estimate["never_analyzed"] or rows == 0:
+            rows = self.source.client.query_one(sql.SQL("SELECT count(*) AS rows FROM {}").format(self.source.relation))["rows"]
+        wanted = math.ceil(rows / self.params["chunk_rows"])
+        if wanted <= 1 or not self.key:
+            return [(None, None)]
+        # About 20 sampled keys per chunk; SYSTEM samples whole pages, so small tables read them all.
+        percent = min(100.0, 100.0 * max(wanted * 20, 5000) / rows)
+        suffix = sql.SQL("ORDER BY {}").format(self.source.key_row())
+        keys = [tuple(row.values()) for row in self.source.client.query(self.sample_statement(percent, suffix))]
+        if len(keys) < wanted * 2:
+            keys = [tuple(row.values()) for row in self.source.client.query(self.sample_statement(100.0, suffix))]
+        cuts = []
+        for index in range(1, wanted):
+            candidate = keys[index * len(keys) // wanted] if keys else None
+            if candidate is not None and (not cuts or candidate != cuts[-1]):
+                cuts.append(candidate)
+        return list(itertools.pairwise([None, *cuts, None]))
+
+    def sample_statement(self, percent: float, suffix) -> sql.Composable:
+        columns = self.source.text_columns()
+        return sql.SQL("SELECT {} FROM {} TABLESAMPLE SYSTEM ({}) {}").format(columns, self.source.relation, sql.Literal(percent), suffix)
+
+    def chosen(self, chunks: list[tuple]) -> list[tuple]:
+        """Every chunk, or a random `sample_percent` of them (at least one)."""
+        percent = self.params["sample_percent"]
+        if percent >= 100 or len(chunks) <= 1:
+            return chunks
+        count = max(1, math.ceil(len(chunks) * percent / 100))
+        sampler = random.Random(self.params.get("seed"))  # noqa: S311 - picks chunks, not secrets
+        picked = set(sampler.sample(range(len(chunks)), count))
+        return [chunk for index, chunk in enumerate(chunks) if index in picked]
+
+    # Finding the keys ---------------------------------------------------------------------
+    def locate(self, lower, upper, source_rows: int, target_rows: int) -> None:
+        """Record the keys that differ in [lower, upper), bisecting at the median key."""
+        if source_rows == 0 or target_rows == 0:
+            # Everything here is missing or extra: no need to read each row's digest.
+            side, kind, rows = (self.target, "extra", target_rows) if source_rows == 0 else (self.source, "missing", source_rows)
+            shown = max(0, self.params["max_keys"] - len(self.differences))
+            for key in side.first_keys(lower, upper, shown):
+                self.differences[key] = kind
+            self.uncounted[kind] += rows - min(rows, shown)
+            return
+        larger = self.source if source_rows >= target_rows else self.target
+        middle = (
+            larger.key_at(lower, upper, max(source_rows, target_rows) // 2)
+            if max(source_rows, target_rows) > self.params["leaf_rows"]
+            else None
+        )
+        if middle is None or middle == lower:
+            source_digests, target_digests = self.both("digests_in", lower, upper)
+            self.record(source_digests, target_digests)
+            return
+        for half in ((lower, middle), (middle, upper)):
+            (source_half_rows, source_sum), (target_half_rows, target_sum) = self.both("summary", *half)
+            if (source_half_rows, source_sum) != (target_half_rows, target_sum):
+                self.locate(*half, source_half_rows, target_half_rows)
+
+    def record(self, source_digests: dict, target_digests: dict) -> None:
+        for key, digest in source_digests.items():
+            if key not in target_digests:
+                self.differences[key] = "missing"
+            elif target_digests[key] != digest:
+                self.differences[key] = "changed"
+        for key in target_digests.keys() - source_digests.keys():
+            self.differences[key] = "extra"
+
+    def recheck(self) -> None:
+        """Re-read the differing keys after the target caught up; keep those that still differ."""
+        for attempt in range(self.params["rechecks"]):
+            listed = list(self.differences)
+            if not listed or sum(self.uncounted.values()):
+                return  # nothing to recheck, or too many differences to be replication in flight
+            self.wait_for_target()
+            self.log(f"{self.table}: re-reading {len(listed)} differing keys (recheck {attempt + 1})")
+            still = {}
+            for start in range(0, len(listed), 500):
+                batch = listed[start : start + 500]
+                source_digests, target_digests = self.both("digests_of", batch)
+                for key in batch:
+                    kind = "missing" if key not in target_digests else "extra" if key not in source_digests else None
+                    if kind is None and source_digests[key] != target_digests[key]:
+                        kind = "changed"
+                    if kind:
+                        still[key] = kind
+            self.differences = still
+
+    def wait_for_target(self) -> None:
+        slot = self.params.get("slot")
+        if not slot:
+            time.sleep(self.params["recheck_delay"])
+            return
+        client = self.source.client
+        wanted = client.query_one("SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn")["lsn"]
+        deadline = time.monotonic() + self.params["timeout"]
+        while True:
+            row = client.query_one(
+                "SELECT confirmed_flush_lsn::text AS lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = %s", (slot,)
+            )
+            if row is None:
+                raise PgError(f"replication slot {slot} does not exist on the source: fix `slot` (the slot that feeds the target)")
+            if row["lsn"] and parse_lsn(row["lsn"]) >= parse_lsn(wanted):
+                return
+            if time.monotonic() > deadline:
+                raise PgError(
+                    f"the target did not confirm the source's WAL position {wanted} through slot {slot} within "
+                    f"{self.params['timeout']} s (confirmed {row['lsn']}): is the subscription running? Raise `timeout` "
+                    f"or compare without `slot`"
+                )
+            time.sleep(0.05)
+
+    # The whole table ----------------------------------------------------------------------
+    def compare(self) -> dict:
+        started = time.monotonic()
+        self.uncounted = {"missing": 0, "extra": 0, "changed": 0}
+        chunks = self.chunk_bounds()
+        checked = self.chosen(chunks)
+        rows = {"source": 0, "target": 0}
+        differing_chunks = 0
+        for number, (lower, upper) in enumerate(checked, start=1):
+            (source_rows, source_sum), (target_rows, target_sum) = self.both("summary", lower, upper, not self.key)
+            rows["source"] += source_rows
+            rows["target"] += target_rows
+            if (source_rows, source_sum) != (target_rows, target_sum):
+                differing_chunks += 1
+                if self.key:
+                    self.locate(lower, upper, source_rows, target_rows)
+                else:
+                    self.differences[("<whole table>",)] = "changed"
+            if number % 20 == 0:
+                self.log(f"{self.table}: {number}/{len(checked)} chunks compared, {differing_chunks} differ")
+        if self.key:
+            self.recheck()
+        kinds = {kind: list(self.differences.values()).count(kind) + self.uncounted[kind] for kind in self.uncounted}
+        keys = sorted(self.differences)[: self.params["max_keys"]]
+        return {
+            "table": self.table,
+            "key": self.key,
+            "rows_source": rows["source"],
+            "rows_target": rows["target"],
+            "chunks": len(chunks),
+            "chunks_checked": len(checked),
+            "chunks_differing": differing_chunks,
+            "differences": sum(kinds.values()),
+            "missing": kinds["missing"],
+            "extra": kinds["extra"],
+            "changed": kinds["changed"],
+            "differing_keys": [
+                {"key": dict(zip(self.key, key, strict=True)) if self.key else {}, "kind": self.differences[key]} for key in keys
+            ],
+            "equal": not self.differences and not sum(self.uncounted.values()),
+            "duration_seconds": round(time.monotonic() - started, 3),
+            "warnings": self.warnings,
+        }
+
+
+def compare_tables(source, target, params: dict, log=None) -> dict:
+    """Compare every table of params['tables']; the module's result."""
+    started = time.monotonic()
+    for client in (source, target):
+        prepare_session(client)
+    results = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        comparisons = [TableComparison(source, target, table, params, pool, log) for table in params["tables"]]
+        for comparison in comparisons:
+            results.append(comparison.compare())
+    differing = [result["table"] for result in results if not result["equal"]]
+    summary = {
+        "changed": False,
+        "equal": not differing,
+        "differing_tables": differing,
+        "tables": results,
+        "rows_compared": sum(result["rows_source"] for result in results),
+        "duration_seconds": round(time.monotonic() - started, 3),
+        "warnings": [warning for result in results for warning in result["warnings"]],
+    }
+    if differing:
+        summary["msg"] = "tables differ between source and target: " + ", ".join(
+            f"{result['table']} ({result['missing']} missing, {result['extra']} extra, {result['changed']} changed)"
+            for result in results
+            if not result["equal"]
+        )
+    else:
+        summary["msg"] = f"{len(results)} tables equal ({summary['rows_compared']} rows)"
+    return summary

@@ -1,0 +1,355 @@
+#!/usr/bin/python
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_compare
+short_description: Prove two PostgreSQL databases hold the same rows, and find the keys that differ
+description:
+  - For each table of O(tables), compares row counts and checksums over key-range chunks, computed
+    on the source and the target at the same time. A chunk that differs is bisected at its median
+    key down to O(leaf_rows) rows, whose keys are then diffed - the result names the keys that are
+    missing on the target, extra on the target, or changed.
+  - The key is the source's replica identity index, else its primary key, or O(key). Integer,
+    text, uuid, timestamp and composite keys all work; chunk bounds are key values sampled from the
+    source, so chunks hold about O(chunk_rows) rows whatever the key's distribution.
+  - Rows are compared by a 64-bit digest of the source's columns. Columns whose equal values always
+    print the same (integers, text, uuid, timestamps, jsonb, ...) are hashed natively; the others
+    (numeric, float, json, arrays, ...) and any column whose type differs between the sides are
+    hashed in their text form, so C(1.0) vs C(1.00) is a difference. Columns only the target has
+    are ignored, and the target may be partitioned differently - only the rows matter.
+  - A table with neither a primary key nor a replica identity index is compared as one
+    whole-table checksum, with a warning - a difference is then found but not located.
+  - B(Consistency while replication is live) - the sides are read at nearly the same moment, not
+    in one snapshot, so rows still in flight can differ. Every differing key is re-read up to
+    O(rechecks) times, each time after the target has confirmed the source's current WAL position
+    through O(slot) (else after O(recheck_delay) seconds); only keys that still differ are reported.
+  - Reads only; the result is the same in check mode.
+version_added: 0.1.0
+author:
+  - zerodowntime.migration maintainers (@zerodowntime)
+options:
+  source:
+    description:
+      - The database compared from (blue). Its columns, key and chunk bounds define the comparison.
+    type: dict
+    required: true
+    suboptions:
+      login_host:
+        description: Host name or address of the source server.
+        type: str
+        default: localhost
+        aliases: [host]
+      login_port:
+        description: Port of the source server.
+        type: int
+        default: 5432
+        aliases: [port]
+      login_unix_socket:
+        description: Directory of the source server's unix socket; when set it is used instead of O(source.login_host).
+        type: str
+        aliases: [unix_socket]
+      login_user:
+        description: Role on the source; it needs C(SELECT) on the tables.
+        type: str
+        default: postgres
+        aliases: [user]
+      login_password:
+        description: Password of O(source.login_user). Never logged, returned or shown.
+        type: str
+        aliases: [password]
+      login_db:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, database]
+      ssl_mode:
+        description: libpq C(sslmode).
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      ssl_rootcert:
+        description: CA certificate file used to verify the server.
+        type: path
+      ssl_cert:
+        description: Client certificate file.
+        type: path
+      ssl_key:
+        description: Client private key file.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for the server to answer before failing.
+        type: int
+        default: 10
+      application_name:
+        description: C(application_name) the session shows in C(pg_stat_activity).
+        type: str
+        default: zerodowntime.migration
+  target:
+    description:
+      - The database compared with the source (green).
+    type: dict
+    required: true
+    suboptions:
+      login_host:
+        description: Host name or address of the target server.
+        type: str
+        default: localhost
+        aliases: [host]
+      login_port:
+        description: Port of the target server.
+        type: int
+        default: 5432
+        aliases: [port]
+      login_unix_socket:
+        description: Directory of the target server's unix socket; when set it is used instead of O(target.login_host).
+        type: str
+        aliases: [unix_socket]
+      login_user:
+        description: Role on the target; it needs C(SELECT) on the tables.
+        type: str
+        default: postgres
+        aliases: [user]
+      login_password:
+        description: Password of O(target.login_user). Never logged, returned or shown.
+        type: str
+        aliases: [password]
+      login_db:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, database]
+      ssl_mode:
+        description: libpq C(sslmode).
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      ssl_rootcert:
+        description: CA certificate file used to verify the server.
+        type: path
+      ssl_cert:
+        description: Client certificate file.
+        type: path
+      ssl_key:
+        description: Client private key file.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for the server to answer before failing.
+        type: int
+        default: 10
+      application_name:
+        description: C(application_name) the session shows in C(pg_stat_activity).
+        type: str
+        default: zerodowntime.migration
+  tables:
+    description:
+      - Tables to compare, C(table) or C(schema.table) (names are taken literally; quote a part that
+        contains a dot with double quotes).
+    type: list
+    elements: str
+    required: true
+  key:
+    description:
+      - "Key columns to use per table, for example C({vms: [tenant_id, id]}), instead of the source's
+        replica identity or primary key. The columns must identify a row on both sides."
+    type: dict
+    default: {}
+  chunk_rows:
+    description: About how many rows each checksummed chunk holds.
+    type: int
+    default: 100000
+  leaf_rows:
+    description: Bisection stops at this many rows and diffs the rows' digests.
+    type: int
+    default: 1000
+  sample_percent:
+    description:
+      - Compare only this percentage of each table's chunks, chosen at random (at least one). For a
+        quick check of huge tables; C(100) compares everything.
+    type: float
+    default: 100
+  seed:
+    description: Seed of the chunk sampling, to repeat a sampled comparison exactly.
+    type: int
+  max_keys:
+    description: How many differing keys to return per table (all are counted).
+    type: int
+    default: 20
+  rechecks:
+    description: How many times differing keys are re-read before they are reported; C(0) reports the first reading.
+    type: int
+    default: 3
+  recheck_delay:
+    description: Seconds to wait before a re-read when O(slot) is not given.
+    type: float
+    default: 1.0
+  slot:
+    description:
+      - The replication slot on the source that feeds the target. Before each re-read the module
+        waits (up to O(timeout)) until the slot confirms the source's current WAL position.
+    type: str
+  timeout:
+    description: Seconds to wait for the target to catch up before a re-read.
+    type: float
+    default: 60
+  fail_on_difference:
+    description:
+      - Fail when a table differs. With C(false) the module succeeds and reports RV(equal=false), for
+        playbooks that write a report either way.
+    type: bool
+    default: true
+notes:
+  - Session settings are made equal on both sides (C(TimeZone=UTC), C(DateStyle=ISO), ...), so text
+    forms depend on the data only.
+  - Partitioned tables are compared through their parent. C(hash_record_extended) needs PostgreSQL 14.
+"""
+
+EXAMPLES = r"""
+- name: Compare every replicated table, blue against green
+  zerodowntime.migration.pg_compare:
+    source: "{{ migration_blue | combine({'login_password': migration_password}) }}"
+    target: "{{ migration_green | combine({'login_password': migration_password}) }}"
+    tables: [tenants, users, vms, vm_metrics]
+    slot: novacron_blue_to_green
+    fail_on_difference: false
+  register: compared
+
+- name: Spot-check a huge table (5 % of its chunks)
+  zerodowntime.migration.pg_compare:
+    source: "{{ migration_blue | combine({'login_password': migration_password}) }}"
+    target: "{{ migration_green | combine({'login_password': migration_password}) }}"
+    tables: [vm_metrics]
+    sample_percent: 5
+"""
+
+RETURN = r"""
+equal:
+  description: Whether every table holds the same rows on both sides.
+  returned: always
+  type: bool
+differing_tables:
+  description: The tables that differ.
+  returned: always
+  type: list
+  elements: str
+rows_compared:
+  description: Rows read on the source, over every table.
+  returned: always
+  type: int
+duration_seconds:
+  description: How long the comparison took.
+  returned: always
+  type: float
+tables:
+  description: One entry per table.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    table:
+      description: The table.
+      type: str
+    key:
+      description: The key columns used (empty for a whole-table checksum).
+      type: list
+    rows_source:
+      description: Rows on the source (in the chunks checked).
+      type: int
+    rows_target:
+      description: Rows on the target (in the chunks checked).
+      type: int
+    chunks:
+      description: Chunks the table was divided into.
+      type: int
+    chunks_checked:
+      description: Chunks compared (fewer than RV(tables[].chunks) with O(sample_percent)).
+      type: int
+    chunks_differing:
+      description: Chunks whose count or checksum differed at first reading.
+      type: int
+    differences:
+      description: Keys that differ, after the re-reads.
+      type: int
+    missing:
+      description: Keys on the source that the target lacks.
+      type: int
+    extra:
+      description: Keys only the target has.
+      type: int
+    changed:
+      description: Keys on both sides whose rows differ.
+      type: int
+    differing_keys:
+      description: The first O(max_keys) differing keys, each C({key, kind}).
+      type: list
+      sample: [{"key": {"id": "42"}, "kind": "changed"}]
+    equal:
+      description: Whether this table is the same on both sides.
+      type: bool
+    duration_seconds:
+      description: How long this table took.
+      type: float
+progress:
+  description: What the comparison reported while it ran (chunks done, re-reads).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_compare import compare_tables
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import connect_option, run_with
+
+
+def compare(module, opened) -> dict:
+    progress = []
+
+    def log(message):
+        progress.append(message)
+        module.log(message)
+
+    result = compare_tables(opened["source"], opened["target"], module.params, log)
+    result["progress"] = progress
+    if not result["equal"] and module.params["fail_on_difference"]:
+        module.fail_json(**result)
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            source=dict(type="dict", required=True, options=dict(CONNECTION_ARGUMENT_SPEC)),
+            target=dict(type="dict", required=True, options=dict(CONNECTION_ARGUMENT_SPEC)),
+            tables=dict(type="list", elements="str", required=True),
+            key=dict(type="dict", default={}, no_log=False),
+            chunk_rows=dict(type="int", default=100000),
+            leaf_rows=dict(type="int", default=1000),
+            sample_percent=dict(type="float", default=100.0),
+            seed=dict(type="int"),
+            max_keys=dict(type="int", default=20, no_log=False),
+            rechecks=dict(type="int", default=3),
+            recheck_delay=dict(type="float", default=1.0),
+            slot=dict(type="str"),
+            timeout=dict(type="float", default=60.0),
+            fail_on_difference=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    for option in ("chunk_rows", "leaf_rows"):
+        if module.params[option] < 1:
+            module.fail_json(msg=f"{option} must be at least 1")
+    if not 0 < module.params["sample_percent"] <= 100:
+        module.fail_json(msg="sample_percent must be more than 0 and at most 100")
+    openers = {
+        "source": lambda: connect_option(module.params["source"], "source"),
+        "target": lambda: connect_option(module.params["target"], "target"),
+    }
+    run_with(module, openers, lambda opened: compare(module, opened))
+
+
+if __name__ == "__main__":
+    main()
