@@ -48,3 +48,11 @@ def replica_wal_server(lab):
     """A throwaway PostgreSQL with wal_level=replica: a server that cannot publish."""
     with throwaway_postgres("zdm-replica-wal-", wal_level="replica") as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def validated(phase2):
+    """Phases 3 and 4 run on the lab after phase 2: green optimized and validated, so phase 5 may start."""
+    for playbook in ("phase3_optimize.yml", "phase4_validate.yml"):
+        run = run_playbook(playbook)
+        assert run.status == "successful", run.stdout

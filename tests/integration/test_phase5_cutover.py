@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,10 +17,11 @@ from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_playbook
 
 APPROVED = {"cutover_approved": True}
 PROMPT = r"Type yes to proceed"
+REPORT_DIR = Path("/var/tmp/zerodowntime/reports")
 
 
 @pytest.fixture()
-def on_blue(phase2):
+def on_blue(validated):
     """The lab serving from blue before and after the test."""
     yield
     run = run_playbook("rollback.yml")
@@ -116,3 +118,30 @@ def test_rollback_refuses_when_blue_cannot_get_greens_writes(on_blue):
     with connect(BLUE) as conn:
         conn.execute("SET default_transaction_read_only = off")
         conn.execute("ALTER SUBSCRIPTION novacron_green_to_blue ENABLE")
+
+
+def test_phase6_verifies_green_after_the_cutover(on_blue):
+    cutover = run_playbook("phase5_cutover.yml", extravars=APPROVED)
+    assert cutover.status == "successful", cutover.stdout
+    verify = run_playbook("phase6_verify.yml")
+    assert verify.status == "successful", verify.stdout
+    [write] = verify.task_results("Write through PgBouncer (the application's path)")
+    read_back = verify.task_results("Read the write back on green (PgBouncer writes to green) and on blue (reverse replication)")
+    assert [item["stdout"] for item in read_back[0]["results"]] == ["1", "1"] and int(write["stdout"]) > 0
+    [compared] = verify.task_results("Compare green with blue again")
+    assert compared["equal"] and compared["rows_compared"] > 0
+    report = json.loads((REPORT_DIR / "migration_report.json").read_text())
+    statuses = {phase["phase"]: phase["status"] for phase in report["phases"]}
+    assert statuses == dict.fromkeys(
+        ["phase2_schema", "phase3_optimize", "phase4_validate", "phase5_cutover", "phase6_verify"], "succeeded"
+    )
+    assert all(phase["duration_seconds"] > 0 for phase in report["phases"])
+    assert "green compared with blue: 6 tables equal" in (REPORT_DIR / "migration_report.md").read_text()
+
+
+def test_phase6_refuses_to_run_without_a_cutover(on_blue):
+    run = run_playbook("phase6_verify.yml")
+    assert run.status == "failed"
+    [refused] = run.task_results("Record phase6_verify started")
+    assert refused["failed"] and "phase5_cutover" in refused["msg"]
+    assert not run.task_results("Write through PgBouncer (the application's path)")
