@@ -115,8 +115,9 @@ def prepare_session(client) -> None:
 class Side:
     """One table on one server, and the queries the comparison runs there."""
 
-    def __init__(self, client, role: str, table: str):
+    def __init__(self, client, role: str, table: str, readers: list | None = None):
         self.client = client
+        self.readers = readers or [client]  # connections that read chunks at the same time
         self.role = role  # "source" or "target", for messages
         self.schema, self.name = split_qualified_name(table)
         row = client.query_one(
@@ -162,14 +163,14 @@ class Side:
             conditions.append(sql.SQL("{} < {}").format(key, self.bound(upper)))
         return sql.SQL(" AND ").join(conditions)
 
-    def summary(self, lower=None, upper=None, keyless: bool = False) -> tuple[int, str]:
-        """(rows, checksum) of the rows in [lower, upper)."""
+    def summary(self, lower=None, upper=None, keyless: bool = False, client=None) -> tuple[int, str]:
+        """(rows, checksum) of the rows in [lower, upper), read through `client` (default the side's own)."""
         # XOR is cheap and order-free; without a unique key duplicates would cancel out, so a keyless table sums.
         aggregate = sql.SQL("sum({}::numeric)") if keyless else sql.SQL("bit_xor({})")
         statement = sql.SQL("SELECT count(*) AS rows, ({})::text AS checksum FROM {} WHERE {}").format(
             aggregate.format(self.digest), self.relation, self.where(lower, upper) if self.key else sql.SQL("TRUE")
         )
-        row = self.client.query_one(statement)
+        row = (client or self.client).query_one(statement)
         return row["rows"], row["checksum"]
 
     def text_keys(self, condition: sql.Composable, suffix: sql.Composable | None = None) -> sql.Composable:
@@ -207,13 +208,14 @@ class Side:
 class TableComparison:
     """Compare one table; `compare()` returns the per-table result."""
 
-    def __init__(self, source, target, table: str, params: dict, pool: ThreadPoolExecutor, log=None):
+    def __init__(self, source, target, table: str, params: dict, pool: ThreadPoolExecutor, log=None, readers=None):
         self.table = table
         self.params = params
         self.pool = pool
         self.log = log or (lambda message: None)
-        self.source = Side(source, "source", table)
-        self.target = Side(target, "target", table)
+        readers = readers or {}
+        self.source = Side(source, "source", table, readers.get("source"))
+        self.target = Side(target, "target", table, readers.get("target"))
         self.warnings: list[str] = []
         self.differences: dict[tuple, str] = {}
         missing_columns = [name for name in self.source.columns if name not in self.target.columns]
@@ -372,26 +374,44 @@ class TableComparison:
                 )
             time.sleep(0.05)
 
+    def first_pass(self, chunks: list[tuple]) -> tuple[list, list]:
+        """(rows, checksum) of every chunk on each side; every reader of both sides at once."""
+        keyless = not self.key
+
+        def read(side, reader, indexes):
+            return [(index, side.summary(*chunks[index], keyless, client=reader)) for index in indexes]
+
+        jobs = [
+            (side, self.pool.submit(read, side, reader, range(number, len(chunks), len(side.readers))))
+            for side in (self.source, self.target)
+            for number, reader in enumerate(side.readers)
+        ]
+        summaries = {self.source.role: [None] * len(chunks), self.target.role: [None] * len(chunks)}
+        for side, job in jobs:
+            for index, summary in job.result():
+                summaries[side.role][index] = summary
+        return summaries["source"], summaries["target"]
+
     # The whole table ----------------------------------------------------------------------
     def compare(self) -> dict:
         started = time.monotonic()
         self.uncounted = {"missing": 0, "extra": 0, "changed": 0}
         chunks = self.chunk_bounds()
         checked = self.chosen(chunks)
-        rows = {"source": 0, "target": 0}
-        differing_chunks = 0
-        for number, (lower, upper) in enumerate(checked, start=1):
-            (source_rows, source_sum), (target_rows, target_sum) = self.both("summary", lower, upper, not self.key)
-            rows["source"] += source_rows
-            rows["target"] += target_rows
-            if (source_rows, source_sum) != (target_rows, target_sum):
-                differing_chunks += 1
-                if self.key:
-                    self.locate(lower, upper, source_rows, target_rows)
-                else:
-                    self.differences[("<whole table>",)] = "changed"
-            if number % 20 == 0:
-                self.log(f"{self.table}: {number}/{len(checked)} chunks compared, {differing_chunks} differ")
+        source_summaries, target_summaries = self.first_pass(checked)
+        rows = {"source": sum(summary[0] for summary in source_summaries), "target": sum(summary[0] for summary in target_summaries)}
+        differing = [
+            (bounds, source_summary[0], target_summary[0])
+            for bounds, source_summary, target_summary in zip(checked, source_summaries, target_summaries, strict=True)
+            if source_summary != target_summary
+        ]
+        differing_chunks = len(differing)
+        self.log(f"{self.table}: {len(checked)} chunks compared, {differing_chunks} differ")
+        for (lower, upper), source_rows, target_rows in differing:
+            if self.key:
+                self.locate(lower, upper, source_rows, target_rows)
+            else:
+                self.differences[("<whole table>",)] = "changed"
         if self.key:
             self.recheck()
         kinds = {kind: list(self.differences.values()).count(kind) + self.uncounted[kind] for kind in self.uncounted}
@@ -417,16 +437,27 @@ class TableComparison:
         }
 
 
-def compare_tables(source, target, params: dict, log=None) -> dict:
-    """Compare every table of params['tables']; the module's result."""
+def compare_tables(source, target, params: dict, log=None, open_reader=None) -> dict:
+    """Compare every table of params['tables']; the module's result.
+
+    `open_reader(client)` opens one more connection like `client`; with params['parallel'] > 1
+    each side reads chunks through that many connections at once (closed at the end)."""
     started = time.monotonic()
-    for client in (source, target):
-        prepare_session(client)
+    parallel = max(1, params.get("parallel") or 1) if open_reader else 1
+    readers = {"source": [source], "target": [target]}
+    for role, client in (("source", source), ("target", target)):
+        readers[role] += [open_reader(client) for extra in range(parallel - 1)]
     results = []
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        comparisons = [TableComparison(source, target, table, params, pool, log) for table in params["tables"]]
-        for comparison in comparisons:
-            results.append(comparison.compare())
+    try:
+        for client in readers["source"] + readers["target"]:
+            prepare_session(client)
+        with ThreadPoolExecutor(max_workers=2 * parallel) as pool:
+            comparisons = [TableComparison(source, target, table, params, pool, log, readers) for table in params["tables"]]
+            for comparison in comparisons:
+                results.append(comparison.compare())
+    finally:
+        for client in readers["source"][1:] + readers["target"][1:]:
+            client.close()
     differing = [result["table"] for result in results if not result["equal"]]
     summary = {
         "changed": False,

@@ -194,6 +194,12 @@ options:
     description: Seconds to wait for the target to catch up before a re-read.
     type: float
     default: 60
+  parallel:
+    description:
+      - Connections per side that read chunks at the same time in the first pass (bisection and
+        re-reads use one). More than the server's cores buys nothing.
+    type: int
+    default: 2
   fail_on_difference:
     description:
       - Fail when a table differs. With C(false) the module succeeds and reports RV(equal=false), for
@@ -292,7 +298,7 @@ tables:
       description: How long this table took.
       type: float
 progress:
-  description: What the comparison reported while it ran (chunks done, re-reads).
+  description: What the comparison reported while it ran (chunks compared, re-reads).
   returned: always
   type: list
   elements: str
@@ -300,7 +306,7 @@ progress:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC, Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_compare import compare_tables
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import connect_option, run_with
 
@@ -312,7 +318,7 @@ def compare(module, opened) -> dict:
         progress.append(message)
         module.log(message)
 
-    result = compare_tables(opened["source"], opened["target"], module.params, log)
+    result = compare_tables(opened["source"], opened["target"], module.params, log, open_reader=lambda client: Client(client.params))
     result["progress"] = progress
     if not result["equal"] and module.params["fail_on_difference"]:
         module.fail_json(**result)
@@ -336,12 +342,15 @@ def main():
             slot=dict(type="str"),
             timeout=dict(type="float", default=60.0),
             fail_on_difference=dict(type="bool", default=True),
+            parallel=dict(type="int", default=2),
         ),
         supports_check_mode=True,
     )
     for option in ("chunk_rows", "leaf_rows"):
         if module.params[option] < 1:
             module.fail_json(msg=f"{option} must be at least 1")
+    if module.params["parallel"] < 1:
+        module.fail_json(msg="parallel must be at least 1")
     if not 0 < module.params["sample_percent"] <= 100:
         module.fail_json(msg="sample_percent must be more than 0 and at most 100")
     openers = {
