@@ -15,10 +15,10 @@ How it works, per table:
   `leaf_rows` rows, whose keys and digests are fetched and diffed: missing (on the target),
   extra (only on the target), changed.
 - Consistency with live replication: the sides are read at nearly the same moment, not at one
-  snapshot, so rows in flight can differ. Every differing key is re-read up to `rechecks` times,
-  each time after the target has confirmed the source's current WAL position (when `slot`, the
-  slot feeding the target, is given; else after `recheck_delay` seconds). Only keys that still
-  differ are reported.
+  snapshot, so rows in flight can differ. Every differing chunk is compared again up to
+  `rechecks` times, each time after the target has confirmed the source's current WAL position
+  (when `slot`, the slot feeding the target, is given; else after `recheck_delay` seconds), and
+  its keys located again. Only what still differs is reported.
 """
 
 from __future__ import annotations
@@ -199,11 +199,6 @@ class Side:
     def digests_in(self, lower, upper) -> dict[tuple, int]:
         return self.digests(self.where(lower, upper))
 
-    def digests_of(self, keys: list[tuple]) -> dict[tuple, int]:
-        key = sql.SQL("ROW({})").format(self.key_row()) if len(self.key) > 1 else ident(self.key[0])
-        listed = sql.SQL(", ").join(self.bound(values) for values in keys)
-        return self.digests(sql.SQL("{} IN ({})").format(key, listed))
-
 
 class TableComparison:
     """Compare one table; `compare()` returns the per-table result."""
@@ -217,7 +212,8 @@ class TableComparison:
         self.source = Side(source, "source", table, readers.get("source"))
         self.target = Side(target, "target", table, readers.get("target"))
         self.warnings: list[str] = []
-        self.differences: dict[tuple, str] = {}
+        self.differences: dict[tuple, str] = {}  # key -> missing / extra / changed
+        self.uncounted = {"missing": 0, "extra": 0, "changed": 0}  # counted, but keys not listed
         missing_columns = [name for name in self.source.columns if name not in self.target.columns]
         if missing_columns:
             raise PgError(
@@ -330,25 +326,33 @@ class TableComparison:
         for key in target_digests.keys() - source_digests.keys():
             self.differences[key] = "extra"
 
-    def recheck(self) -> None:
-        """Re-read the differing keys after the target caught up; keep those that still differ."""
+    def locate_all(self, differing: list[tuple]) -> None:
+        """Record the differing keys of every differing chunk [((lower, upper), source_rows, target_rows)]."""
+        self.differences = {}
+        self.uncounted = {"missing": 0, "extra": 0, "changed": 0}
+        for (lower, upper), source_rows, target_rows in differing:
+            if self.key:
+                self.locate(lower, upper, source_rows, target_rows)
+            else:
+                self.differences[("<whole table>",)] = "changed"
+
+    def recheck(self, differing: list[tuple]) -> None:
+        """Compare the differing chunks again once the target caught up, and locate what still differs.
+
+        Rows in flight (replication not yet applied) stop differing; a real difference persists."""
         for attempt in range(self.params["rechecks"]):
-            listed = list(self.differences)
-            if not listed or sum(self.uncounted.values()):
-                return  # nothing to recheck, or too many differences to be replication in flight
+            if not differing:
+                return
             self.wait_for_target()
-            self.log(f"{self.table}: re-reading {len(listed)} differing keys (recheck {attempt + 1})")
-            still = {}
-            for start in range(0, len(listed), 500):
-                batch = listed[start : start + 500]
-                source_digests, target_digests = self.both("digests_of", batch)
-                for key in batch:
-                    kind = "missing" if key not in target_digests else "extra" if key not in source_digests else None
-                    if kind is None and source_digests[key] != target_digests[key]:
-                        kind = "changed"
-                    if kind:
-                        still[key] = kind
-            self.differences = still
+            self.log(f"{self.table}: re-reading {len(differing)} differing chunks, {len(self.differences)} keys (recheck {attempt + 1})")
+            still = []
+            for entry in differing:
+                bounds = entry[0]
+                (source_rows, source_sum), (target_rows, target_sum) = self.both("summary", *bounds, not self.key)
+                if (source_rows, source_sum) != (target_rows, target_sum):
+                    still.append((bounds, source_rows, target_rows))
+            differing = still
+            self.locate_all(differing)
 
     def wait_for_target(self) -> None:
         slot = self.params.get("slot")
@@ -395,7 +399,6 @@ class TableComparison:
     # The whole table ----------------------------------------------------------------------
     def compare(self) -> dict:
         started = time.monotonic()
-        self.uncounted = {"missing": 0, "extra": 0, "changed": 0}
         chunks = self.chunk_bounds()
         checked = self.chosen(chunks)
         source_summaries, target_summaries = self.first_pass(checked)
@@ -407,13 +410,8 @@ class TableComparison:
         ]
         differing_chunks = len(differing)
         self.log(f"{self.table}: {len(checked)} chunks compared, {differing_chunks} differ")
-        for (lower, upper), source_rows, target_rows in differing:
-            if self.key:
-                self.locate(lower, upper, source_rows, target_rows)
-            else:
-                self.differences[("<whole table>",)] = "changed"
-        if self.key:
-            self.recheck()
+        self.locate_all(differing)
+        self.recheck(differing)
         kinds = {kind: list(self.differences.values()).count(kind) + self.uncounted[kind] for kind in self.uncounted}
         keys = sorted(self.differences)[: self.params["max_keys"]]
         return {

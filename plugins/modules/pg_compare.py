@@ -23,9 +23,10 @@ description:
   - A table with neither a primary key nor a replica identity index is compared as one
     whole-table checksum, with a warning - a difference is then found but not located.
   - B(Consistency while replication is live) - the sides are read at nearly the same moment, not
-    in one snapshot, so rows still in flight can differ. Every differing key is re-read up to
-    O(rechecks) times, each time after the target has confirmed the source's current WAL position
-    through O(slot) (else after O(recheck_delay) seconds); only keys that still differ are reported.
+    in one snapshot, so rows still in flight can differ. Every differing chunk is compared again
+    up to O(rechecks) times, each time after the target has confirmed the source's current WAL
+    position through O(slot) (else after O(recheck_delay) seconds), and its keys located again;
+    only what still differs is reported.
   - Reads only; the result is the same in check mode.
 version_added: 0.1.0
 author:
@@ -178,7 +179,7 @@ options:
     type: int
     default: 20
   rechecks:
-    description: How many times differing keys are re-read before they are reported; C(0) reports the first reading.
+    description: How many times differing chunks are compared again before their keys are reported; C(0) reports the first reading.
     type: int
     default: 3
   recheck_delay:
