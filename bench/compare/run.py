@@ -17,7 +17,6 @@ Prints each time and its ratio to (a). Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client  # noqa: E402
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_compare import compare_tables  # noqa: E402
+from bench.results import append_section  # noqa: E402
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database  # noqa: E402
 
 DATABASE = "zdm_compare_bench"
@@ -160,13 +160,13 @@ def main() -> int:
     report = "\n".join(lines)
     print(report)
     if args.results:
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        with args.results.open("a") as handle:
-            handle.write(
-                f"\n## Compare: pg_compare vs count(*) and the whole-table hashtext sum\n\n{report}\n\n"
-                f"- Command: `.venv/bin/python bench/compare/run.py --rows {args.rows} --repeat {args.repeat} "
-                f"--results bench/RESULTS.md`\n- Date: {stamp}; 2 CPUs, PostgreSQL 15 (blue and green on the same machine).\n"
-            )
+        append_section(
+            args.results,
+            "Compare: pg_compare vs count(*) and the whole-table hashtext sum",
+            report,
+            f".venv/bin/python bench/compare/run.py --rows {args.rows} --repeat {args.repeat} --results bench/RESULTS.md",
+            "2 CPUs, PostgreSQL 15 (blue and green on the same machine)",
+        )
     return 0 if equal and located else 1
 
 

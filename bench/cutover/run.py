@@ -24,7 +24,6 @@ to the restarted PgBouncer) against pg_switchover's pause.
 from __future__ import annotations
 
 import argparse
-import datetime
 import glob
 import os
 import re
@@ -39,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
 
+from bench.results import append_section  # noqa: E402
 from tests.lab import (  # noqa: E402
     BLUE,
     GREEN,
@@ -258,13 +258,13 @@ def main() -> int:
     report = "\n".join(lines)
     print(report)
     if args.results:
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        with args.results.open("a") as handle:
-            handle.write(
-                f"\n## Cutover: pg_switchover vs the naive runbook\n\n{report}\n\n"
-                f"- Command: `.venv/bin/python bench/cutover/run.py --clients {args.clients} --seconds {args.seconds} "
-                f"--results bench/RESULTS.md`\n- Date: {stamp}; 2 CPUs, PostgreSQL 15, PgBouncer 1.18.\n"
-            )
+        append_section(
+            args.results,
+            "Cutover: pg_switchover vs the naive runbook",
+            report,
+            f".venv/bin/python bench/cutover/run.py --clients {args.clients} --seconds {args.seconds} --results bench/RESULTS.md",
+            "2 CPUs, PostgreSQL 15, PgBouncer 1.18",
+        )
     return 0 if ours["errors"] == 0 and ours["lost"] == 0 else 1
 
 

@@ -173,31 +173,25 @@ class Side:
         row = (client or self.client).query_one(statement)
         return row["rows"], row["checksum"]
 
-    def text_keys(self, condition: sql.Composable, suffix: sql.Composable | None = None) -> sql.Composable:
-        columns = self.text_columns()
-        return sql.SQL("SELECT {} FROM {} WHERE {} {}").format(columns, self.relation, condition, suffix or sql.SQL(""))
+    def keys(self, lower=None, upper=None, limit: int | None = None, offset: int = 0, sample_percent: float | None = None) -> list[tuple]:
+        """Keys (as text tuples, in key order) within [lower, upper); from a TABLESAMPLE with `sample_percent`."""
+        sample = sql.SQL("TABLESAMPLE SYSTEM ({})").format(sql.Literal(sample_percent)) if sample_percent else sql.SQL("")
+        limited = sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL("")
+        statement = sql.SQL("SELECT {} FROM {} {} WHERE {} ORDER BY {} OFFSET {} {}").format(
+            self.text_columns(), self.relation, sample, self.where(lower, upper), self.key_row(), sql.Literal(offset), limited
+        )
+        return [tuple(row.values()) for row in self.client.query(statement)]
 
-    def key_at(self, lower, upper, offset: int) -> tuple | None:
-        """The key at `offset` (in key order) within [lower, upper)."""
-        suffix = sql.SQL("ORDER BY {} OFFSET {} LIMIT 1").format(self.key_row(), sql.Literal(offset))
-        rows = self.client.query(self.text_keys(self.where(lower, upper), suffix))
-        return tuple(rows[0].values()) if rows else None
-
-    def first_keys(self, lower, upper, limit: int) -> list[tuple]:
-        suffix = sql.SQL("ORDER BY {} LIMIT {}").format(self.key_row(), sql.Literal(limit))
-        return [tuple(row.values()) for row in self.client.query(self.text_keys(self.where(lower, upper), suffix))]
-
-    def digests(self, condition: sql.Composable) -> dict[tuple, int]:
-        columns = self.text_columns()
-        statement = sql.SQL("SELECT {} , {} AS zdm_digest FROM {} WHERE {}").format(columns, self.digest, self.relation, condition)
+    def digests(self, lower, upper) -> dict[tuple, int]:
+        """{key: row digest} of the rows in [lower, upper)."""
+        statement = sql.SQL("SELECT {} , {} AS zdm_digest FROM {} WHERE {}").format(
+            self.text_columns(), self.digest, self.relation, self.where(lower, upper)
+        )
         result = {}
         for row in self.client.query(statement):
             values = list(row.values())
             result[tuple(values[:-1])] = values[-1]
         return result
-
-    def digests_in(self, lower, upper) -> dict[tuple, int]:
-        return self.digests(self.where(lower, upper))
 
 
 class TableComparison:
@@ -266,20 +260,15 @@ class TableComparison:
             return [(None, None)]
         # About 20 sampled keys per chunk; SYSTEM samples whole pages, so small tables read them all.
         percent = min(100.0, 100.0 * max(wanted * 20, 5000) / rows)
-        suffix = sql.SQL("ORDER BY {}").format(self.source.key_row())
-        keys = [tuple(row.values()) for row in self.source.client.query(self.sample_statement(percent, suffix))]
+        keys = self.source.keys(sample_percent=percent)
         if len(keys) < wanted * 2:
-            keys = [tuple(row.values()) for row in self.source.client.query(self.sample_statement(100.0, suffix))]
+            keys = self.source.keys(sample_percent=100.0)
         cuts = []
         for index in range(1, wanted):
             candidate = keys[index * len(keys) // wanted] if keys else None
             if candidate is not None and (not cuts or candidate != cuts[-1]):
                 cuts.append(candidate)
         return list(itertools.pairwise([None, *cuts, None]))
-
-    def sample_statement(self, percent: float, suffix) -> sql.Composable:
-        columns = self.source.text_columns()
-        return sql.SQL("SELECT {} FROM {} TABLESAMPLE SYSTEM ({}) {}").format(columns, self.source.relation, sql.Literal(percent), suffix)
 
     def chosen(self, chunks: list[tuple]) -> list[tuple]:
         """Every chunk, or a random `sample_percent` of them (at least one)."""
@@ -298,21 +287,18 @@ class TableComparison:
             # Everything here is missing or extra: no need to read each row's digest.
             side, kind, rows = (self.target, "extra", target_rows) if source_rows == 0 else (self.source, "missing", source_rows)
             shown = max(0, self.params["max_keys"] - len(self.differences))
-            for key in side.first_keys(lower, upper, shown):
+            for key in side.keys(lower, upper, limit=shown):
                 self.differences[key] = kind
             self.uncounted[kind] += rows - min(rows, shown)
             return
         larger = self.source if source_rows >= target_rows else self.target
-        middle = (
-            larger.key_at(lower, upper, max(source_rows, target_rows) // 2)
-            if max(source_rows, target_rows) > self.params["leaf_rows"]
-            else None
-        )
-        if middle is None or middle == lower:
-            source_digests, target_digests = self.both("digests_in", lower, upper)
+        rows = max(source_rows, target_rows)
+        middle = larger.keys(lower, upper, limit=1, offset=rows // 2) if rows > self.params["leaf_rows"] else []
+        if not middle or middle[0] == lower:
+            source_digests, target_digests = self.both("digests", lower, upper)
             self.record(source_digests, target_digests)
             return
-        for half in ((lower, middle), (middle, upper)):
+        for half in ((lower, middle[0]), (middle[0], upper)):
             (source_half_rows, source_sum), (target_half_rows, target_sum) = self.both("summary", *half)
             if (source_half_rows, source_sum) != (target_half_rows, target_sum):
                 self.locate(*half, source_half_rows, target_half_rows)
