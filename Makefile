@@ -67,6 +67,9 @@ integration: venv system-deps
 
 molecule: venv system-deps
 	molecule test -s postgresql
+	molecule test -s redis
+	molecule test -s rabbitmq
+	molecule test -s monitoring
 
 clean:
 	rm -rf .make $(SANITY_ROOT) .pytest_cache .ruff_cache

@@ -1,0 +1,259 @@
+#!/usr/bin/python
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rabbitmq_queue
+short_description: Declare or delete a RabbitMQ queue through the management API, comparing every argument
+description:
+  - Declares a queue with C(PUT /api/queues/{vhost}/{name}) on RabbitMQ's management HTTP API
+    (plugin C(rabbitmq_management)), or deletes it.
+  - Reads the existing queue first (C(GET /api/queues/{vhost}/{name})) and compares C(durable),
+    C(auto_delete) and B(every) argument, C(x-queue-type) included (an existing queue's type is
+    taken from the API's C(type) field when it was declared without the argument). Identical -
+    nothing is sent, C(changed=false). Different - RabbitMQ cannot change a declared queue, so the
+    module fails naming each differing argument with what the queue has and what the task wants,
+    and changes nothing.
+  - With O(recreate=true) a differing queue is deleted and declared again, only while it is empty -
+    it refuses (naming the message count) when the queue holds messages, and the delete is sent with
+    C(if-empty=true) so a message arriving in the meantime makes RabbitMQ refuse it too. No message
+    is ever dropped by this module.
+  - O(state=absent) deletes the queue only when it is empty, for the same reason.
+  - Queue names containing C(/) are refused with an error - the name travels in the URL path, where
+    an encoded slash is decoded by many proxies and path prefixes in front of the API. Names starting
+    with C(amq.) (reserved) and names over 255 bytes are refused too.
+version_added: 0.1.0
+author:
+  - zerodowntime.migration maintainers (@zerodowntime)
+options:
+  name:
+    description:
+      - The queue's name (no C(/), not starting with C(amq.), at most 255 bytes).
+    type: str
+    required: true
+  vhost:
+    description:
+      - The virtual host; it must exist (the module fails naming it otherwise).
+    type: str
+    default: /
+  state:
+    description:
+      - V(present) - the queue exists as declared; V(absent) - it does not exist (deleted only when empty).
+    type: str
+    choices: [present, absent]
+    default: present
+  durable:
+    description:
+      - Whether the queue survives a broker restart. Quorum and stream queues must be durable.
+    type: bool
+    default: true
+  auto_delete:
+    description:
+      - Whether the queue is deleted when its last consumer unsubscribes.
+    type: bool
+    default: false
+  type:
+    description:
+      - The queue type, declared as argument C(x-queue-type) and compared like every other argument.
+    type: str
+    choices: [classic, quorum, stream]
+    default: classic
+  message_ttl:
+    description:
+      - Argument C(x-message-ttl), milliseconds a message may stay in the queue.
+    type: int
+  max_priority:
+    description:
+      - Argument C(x-max-priority) (classic queues), the highest message priority the queue supports.
+    type: int
+  dead_letter_exchange:
+    description:
+      - Argument C(x-dead-letter-exchange). V("") is the default exchange, which routes by queue name.
+    type: str
+  dead_letter_routing_key:
+    description:
+      - Argument C(x-dead-letter-routing-key); with the default exchange, the dead-letter queue's name.
+    type: str
+  max_length:
+    description:
+      - Argument C(x-max-length), the most messages the queue holds.
+    type: int
+  arguments:
+    description:
+      - Further arguments, merged with those of the typed options above. The same key given here and by a
+        typed option with another value is an error.
+    type: dict
+    default: {}
+  recreate:
+    description:
+      - When the queue exists with another declaration, delete it and declare it again - only while it is
+        empty. Without it such a queue is an error.
+    type: bool
+    default: false
+  login_host:
+    description:
+      - Host of the management API.
+    type: str
+    default: 127.0.0.1
+  login_port:
+    description:
+      - Port of the management API.
+    type: int
+    default: 15672
+  login_protocol:
+    description:
+      - V(https) when the management listener has TLS.
+    type: str
+    choices: [http, https]
+    default: http
+  login_user:
+    description:
+      - User of the management API (tag C(administrator), or C(management) with configure permission on the vhost).
+    type: str
+    default: guest
+  login_password:
+    description:
+      - Password of O(login_user). Never logged, returned or shown in messages.
+    type: str
+    required: true
+  path_prefix:
+    description:
+      - The management API's C(management.path_prefix), when it is served under a prefix (e.g. C(/rabbitmq)).
+    type: str
+    default: ""
+  validate_certs:
+    description:
+      - Verify the server's TLS certificate (O(login_protocol=https)).
+    type: bool
+    default: true
+  ca_path:
+    description:
+      - CA certificate file to verify the server's certificate with.
+    type: path
+  timeout:
+    description:
+      - Seconds to wait for each answer of the API.
+    type: float
+    default: 10.0
+attributes:
+  check_mode:
+    support: full
+    description: Reads the queue and reports what would change; sends no PUT or DELETE.
+  diff_mode:
+    support: full
+    description: Shows durable, auto_delete and the arguments before and after.
+requirements:
+  - The C(rabbitmq_management) plugin enabled on the broker.
+"""
+
+EXAMPLES = r"""
+- name: Dead-letter queue of vcenter_sync
+  zerodowntime.migration.rabbitmq_queue:
+    name: vcenter_sync_dlq
+    login_user: admin
+    login_password: "{{ rabbitmq_admin_password }}"
+
+- name: vcenter_sync - priorities up to 10, 1 h TTL, expired messages to vcenter_sync_dlq
+  zerodowntime.migration.rabbitmq_queue:
+    name: vcenter_sync
+    max_priority: 10
+    message_ttl: 3600000
+    dead_letter_exchange: ""
+    dead_letter_routing_key: vcenter_sync_dlq
+    login_user: admin
+    login_password: "{{ rabbitmq_admin_password }}"
+
+- name: Make jobs a quorum queue (it was classic) - only while it is empty
+  zerodowntime.migration.rabbitmq_queue:
+    name: jobs
+    vhost: app
+    type: quorum
+    recreate: true
+    login_user: admin
+    login_password: "{{ rabbitmq_admin_password }}"
+"""
+
+RETURN = r"""
+name:
+  description: The queue.
+  returned: always
+  type: str
+  sample: vcenter_sync
+vhost:
+  description: Its virtual host.
+  returned: always
+  type: str
+  sample: /
+state:
+  description: Whether the queue exists afterwards (would exist, in check mode).
+  returned: success
+  type: str
+  sample: present
+queue:
+  description: The queue's durable, auto_delete and arguments (x-queue-type included) afterwards; empty when absent.
+  returned: success
+  type: dict
+  sample: {"durable": true, "auto_delete": false, "arguments": {"x-queue-type": "classic", "x-max-priority": 10}}
+messages:
+  description: Messages in the queue as the management API last reported them (its statistics lag a few seconds); null when unknown.
+  returned: success
+  type: int
+differences:
+  description: Each differing field or argument of an existing queue with what it has and what the task wants.
+  returned: when the declaration differs and recreate is false
+  type: dict
+  sample: {"x-queue-type": {"have": "classic", "want": "quorum"}}
+queries:
+  description: The changing API calls made (in check mode, those that would have been made).
+  returned: always
+  type: list
+  elements: str
+  sample: ["PUT /api/queues/%2F/vcenter_sync"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.rabbitmq_api import (
+    API_ARGUMENT_SPEC,
+    ManagementApi,
+    RabbitMQError,
+    ensure_queue,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            API_ARGUMENT_SPEC,
+            name=dict(type="str", required=True),
+            vhost=dict(type="str", default="/"),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            durable=dict(type="bool", default=True),
+            auto_delete=dict(type="bool", default=False),
+            type=dict(type="str", default="classic", choices=["classic", "quorum", "stream"]),
+            message_ttl=dict(type="int"),
+            max_priority=dict(type="int"),
+            dead_letter_exchange=dict(type="str"),
+            dead_letter_routing_key=dict(type="str", no_log=False),
+            max_length=dict(type="int"),
+            arguments=dict(type="dict", default={}),
+            recreate=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    api = ManagementApi(module.params, check_mode=module.check_mode)
+    try:
+        result = ensure_queue(api, module.params)
+    except RabbitMQError as exc:
+        module.fail_json(
+            msg=str(exc), changed=False, name=module.params["name"], vhost=module.params["vhost"], queries=api.queries, **exc.details
+        )
+    if not module._diff:
+        result.pop("diff")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+#!/usr/bin/python
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: redis_switchover
+short_description: Promote a Redis replica once it has caught up, retire the old primary, or undo
+description:
+  - The steps of a Redis cutover between an old primary (O(source), blue) and its replica (O(target), green)
+    that need both servers. Writes are paused and released with C(zerodowntime.migration.redis_write_pause);
+    C(playbooks/tasks/redis_switchover.yml) runs the whole sequence.
+  - O(state=promoted) - the source must hold writes (checked with a probe, see O(require_source_paused)).
+    Reads the source's C(master_repl_offset), waits (at most O(timeout) seconds) until the target's
+    C(slave_repl_offset) has reached it, then runs C(REPLICAOF NO ONE) on the target. A wait that runs out
+    fails and promotes nothing. After the promotion the source's offset is read again - if it moved (the
+    pause ended early), the module fails with C(promoted=true) so the caller can undo it (O(state=replica)).
+    Then the source becomes a replica of the target (O(demote_source)), so it can no longer acknowledge a
+    write the target does not get, whenever its pause ends.
+  - O(state=retired) - the source becomes a replica of the (promoted) target if it is not yet, and while it
+    still holds writes its normal client connections are killed (O(kill_clients)).
+    Writes still held by a pause on the source are dropped with
+    their connections - never acknowledged, never applied to the old primary - and their clients reconnect
+    (through the proxy) to the new primary. The old primary follows the new one from then on (a rollback
+    path).
+  - O(state=replica) - undo - the source becomes a primary again if it followed the target, and the target
+    becomes a replica of the source again (replacing its data with the source's).
+  - Idempotent - a target that is already a primary is not promoted again, a source already replicating
+    the target and holding no writes is not retired again, a target already replicating the source is left alone (changed=false).
+  - The new role is written to each changed server's configuration file with C(CONFIG REWRITE) (O(persist)),
+    so a restart keeps it. C(roles/redis) refuses to write back an instance's C(replicaof) once that happened.
+version_added: 0.1.0
+author:
+  - zerodowntime.migration maintainers (@zerodowntime)
+options:
+  source:
+    description:
+      - The old primary (blue).
+    type: dict
+    required: true
+    suboptions: &connection
+      host:
+        description:
+          - Host name or address. The replica must know its primary by the same host and port (or share
+            its replication id), and the other side connects to this address when it becomes a replica.
+        type: str
+        default: 127.0.0.1
+      port:
+        description:
+          - TCP port.
+        type: int
+        default: 6379
+      username:
+        description:
+          - ACL user (Redis 6+); used as C(masteruser) by the other side when it becomes a replica.
+        type: str
+      password:
+        description:
+          - Password; used as C(masterauth) by the other side when it becomes a replica. Never logged or returned.
+        type: str
+      tls:
+        description:
+          - Connect with TLS.
+        type: bool
+        default: false
+      tls_ca_cert:
+        description:
+          - CA certificate file to verify the server with.
+        type: path
+      connect_timeout:
+        description:
+          - Seconds to wait for the connection.
+        type: float
+        default: 5.0
+  target:
+    description:
+      - The replica of O(source) that becomes the primary (green).
+    type: dict
+    required: true
+    suboptions: *connection
+  state:
+    description:
+      - V(promoted) - the target caught up and is the primary; V(retired) - the source is a replica of the
+        target and its clients were disconnected; V(replica) - the target is a replica of the source (undo).
+    type: str
+    choices: [promoted, retired, replica]
+    default: promoted
+  timeout:
+    description:
+      - Seconds O(state=promoted) waits for the target to catch up (more than 0, at most 300). Keep it well
+        below the pause's C(duration_ms).
+    type: float
+    default: 5.0
+  require_source_paused:
+    description:
+      - With O(state=promoted), refuse to promote unless the source holds writes (a write after the catch-up
+        would be lost). Turn off only when clients cannot write to the source some other way.
+    type: bool
+    default: true
+  probe_timeout_ms:
+    description:
+      - How long the probe for held writes waits (see C(zerodowntime.migration.redis_write_pause)), 10 to 10000.
+    type: int
+    default: 200
+  kill_clients:
+    description:
+      - With O(state=retired), kill the source's normal client connections while it still holds writes (the
+        held writes are dropped, unacknowledged) so clients reconnect to the new primary.
+    type: bool
+    default: true
+  demote_source:
+    description:
+      - With O(state=promoted), make the source a replica of the target right after the promotion. The source
+        then refuses writes (C(READONLY)) should its pause end before the clients were moved, instead of
+        acknowledging writes the new primary never gets. Its clients keep waiting while the pause lasts.
+    type: bool
+    default: true
+  persist:
+    description:
+      - Run C(CONFIG REWRITE) on each server whose role changed. A failure there is a warning.
+    type: bool
+    default: true
+requirements:
+  - redis (Python library, 4.0 or later, on the host that runs the module)
+attributes:
+  check_mode:
+    support: full
+    description: Connects, checks versions, roles, the link and the pause; sends no REPLICAOF, CLIENT KILL or CONFIG REWRITE.
+  diff_mode:
+    support: full
+    description: Shows both servers' roles before and after.
+"""
+
+EXAMPLES = r"""
+- name: Promote green once it has blue's last write (blue's writes are paused)
+  zerodowntime.migration.redis_switchover:
+    source: {host: 127.0.0.1, port: 6379, password: "{{ redis_password }}"}
+    target: {host: 127.0.0.1, port: 6380, password: "{{ redis_password }}"}
+    state: promoted
+    timeout: 2
+
+- name: Blue follows green, its clients reconnect
+  zerodowntime.migration.redis_switchover:
+    source: {host: 127.0.0.1, port: 6379, password: "{{ redis_password }}"}
+    target: {host: 127.0.0.1, port: 6380, password: "{{ redis_password }}"}
+    state: retired
+"""
+
+RETURN = r"""
+source_role:
+  description: The source's role after the module ran (C(primary) or C(replica of host:port)).
+  returned: success
+  type: str
+target_role:
+  description: The target's role after the module ran.
+  returned: success
+  type: str
+source_offset:
+  description: The source's master_repl_offset the target had to reach.
+  returned: when the target was promoted
+  type: int
+target_offset:
+  description: The target's replication offset when it had caught up.
+  returned: when the target was promoted
+  type: int
+waited_ms:
+  description: How long the catch-up took, in milliseconds.
+  returned: when the target was promoted
+  type: float
+killed_clients:
+  description: Client connections killed on the source.
+  returned: when the source was retired with kill_clients
+  type: int
+promoted:
+  description: On failure, true when the target had been promoted before the failure (undo with state=replica).
+  returned: on failure after the promotion
+  type: bool
+commands:
+  description: Commands that changed something, with the server they ran on (passwords masked).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.redis_client import (
+    CONNECTION_OPTIONS,
+    HAS_REDIS,
+    REDIS_IMPORT_ERROR,
+    SWITCHOVER_STATES,
+    RedisModuleError,
+    ensure_switchover,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            source=dict(type="dict", required=True, options=CONNECTION_OPTIONS),
+            target=dict(type="dict", required=True, options=CONNECTION_OPTIONS),
+            state=dict(type="str", default="promoted", choices=list(SWITCHOVER_STATES)),
+            timeout=dict(type="float", default=5.0),
+            require_source_paused=dict(type="bool", default=True),
+            probe_timeout_ms=dict(type="int", default=200),
+            kill_clients=dict(type="bool", default=True),
+            demote_source=dict(type="bool", default=True),
+            persist=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_REDIS:
+        module.fail_json(msg=missing_required_lib("redis"), exception=str(REDIS_IMPORT_ERROR))
+    try:
+        result = ensure_switchover(module.params, module.check_mode)
+    except RedisModuleError as exc:
+        module.fail_json(msg=str(exc), **dict({"changed": bool(exc.details.get("promoted"))}, **exc.details))
+    for warning in result.pop("warnings"):
+        module.warn(warning)
+    # `diff` is always returned: Ansible shows it with --diff only.
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""roles/monitoring on the lab: Prometheus :9090, Alertmanager :9093, PostgreSQL exporters for
+blue :9187 and green :9188, Redis exporters :9121/:9122 (Redis may not run: the exporter answers
+anyway). Checked through Prometheus's HTTP API; an inactive logical slot on blue makes
+PostgresReplicationSlotInactive fire (the lab sets monitoring_slot_inactive_for: 0s and 5 s
+scrape and evaluation intervals)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.lab import BLUE, LAB_PASSWORD, ROOT, connect, run_playbook, scratch_database
+
+PROMETHEUS = "http://127.0.0.1:9090"
+ALERTMANAGER = "http://127.0.0.1:9093"
+EXPORTERS = {
+    "prometheus-postgres-exporter-blue": "127.0.0.1:9187",
+    "prometheus-postgres-exporter-green": "127.0.0.1:9188",
+    "prometheus-redis-exporter-redis-blue": "127.0.0.1:9121",
+    "prometheus-redis-exporter-redis-green": "127.0.0.1:9122",
+}
+SLOT = "zdm_monitoring_test"
+# The play targets lab-db with the group's variables file, so it runs whether or not
+# inventories/lab/hosts.yml has the monitoring_servers group yet.
+MONITORING_PLAY = [
+    {
+        "name": "Provision monitoring",
+        "hosts": "lab-db",
+        "become": True,
+        "vars_files": [str(ROOT / "inventories" / "lab" / "group_vars" / "monitoring_servers.yml")],
+        "roles": [{"role": "zerodowntime.migration.monitoring"}],
+    }
+]
+
+
+def api(base: str, path: str, **params) -> dict | list:
+    url = f"{base}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (a fixed loopback URL)
+        return json.load(response)
+
+
+def query(expr: str) -> list[dict]:
+    """The series of an instant query: [{"metric": {...}, "value": [ts, "v"]}, ...]."""
+    answer = api(PROMETHEUS, "/api/v1/query", query=expr)
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def wait_for(what: str, probe, timeout: float = 60, interval: float = 1):
+    """Poll probe() until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def monitoring(lab):
+    run = run_playbook(MONITORING_PLAY)
+    assert run.status == "successful", run.stdout
+    return run
+
+
+def test_second_converge_changes_nothing(monitoring):
+    again = run_playbook(MONITORING_PLAY)
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0, again.changed_tasks()
+
+
+def test_every_daemon_listens_on_loopback_only(monitoring):
+    listening = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout.split("\n")
+    local = {line.split()[3] for line in listening if line.strip()}
+    for port in (9090, 9093, 9187, 9188, 9121, 9122):
+        bound = {address for address in local if address.rsplit(":", 1)[1] == str(port)}
+        assert bound == {f"127.0.0.1:{port}"}, (port, bound)
+    assert not {address for address in local if address.endswith(":9094")}, "Alertmanager's cluster port is open"
+
+
+def test_installed_configuration_is_valid(monitoring):
+    for argv in (
+        ["promtool", "check", "config", "/etc/prometheus/prometheus.yml"],
+        ["promtool", "check", "rules", "/etc/prometheus/rules/zerodowntime.yml"],
+        ["amtool", "check-config", "/etc/prometheus/alertmanager.yml"],
+    ):
+        check = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert check.returncode == 0, (argv, check.stdout, check.stderr)
+    rules = {rule["name"]: rule for group in api(PROMETHEUS, "/api/v1/rules")["data"]["groups"] for rule in group["rules"]}
+    expected = {"PostgresReplicationLag", "PostgresReplicationSlotRetainedWal", "PostgresReplicationSlotInactive", "RabbitMQQueueDepth"}
+    assert expected <= set(rules)
+    assert rules["PostgresReplicationSlotInactive"]["duration"] == 0  # the lab's for: 0s
+    assert "rabbitmq_queue_messages_ready" in rules["RabbitMQQueueDepth"]["query"]
+
+
+def test_exporter_secrets_stay_off_command_lines(monitoring):
+    for service in EXPORTERS:
+        env = Path(f"/etc/prometheus/exporters/{service}.env")
+        stat = env.stat()
+        assert stat.st_mode & 0o777 == 0o640, service
+        assert env.group() == "prometheus" and env.owner() == "root"
+    assert LAB_PASSWORD in Path("/etc/prometheus/exporters/prometheus-postgres-exporter-blue.env").read_text()
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout.splitlines()
+    exporters = [line for line in processes if "-exporter --web.listen-address=" in line]
+    assert "/usr/bin/prometheus-postgres-exporter --web.listen-address=127.0.0.1:9187" in " ".join(exporters)
+    assert len(exporters) >= len(EXPORTERS)
+    assert not [line for line in exporters if LAB_PASSWORD in line]
+
+
+def test_postgres_exporter_targets_are_up(monitoring):
+    def both_up():
+        series = query('up{job="postgres"}')
+        return {s["metric"]["pg_instance"]: s["value"][1] for s in series} == {"blue": "1", "green": "1"} and series
+
+    series = wait_for("both PostgreSQL exporters up", both_up, timeout=30)
+    assert {s["metric"]["instance"] for s in series} == {"127.0.0.1:9187", "127.0.0.1:9188"}
+    redis = {s["metric"]["redis_instance"] for s in query('up{job="redis"}')}
+    assert redis == {"redis-blue", "redis-green"}  # listed whether or not Redis runs
+
+
+def test_inactive_slot_shows_up_and_fires_an_alert(monitoring):
+    with scratch_database(BLUE, "zdm_monitoring_test") as scratch:
+        try:
+            with connect(scratch) as conn:
+                conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (SLOT,))
+            series = wait_for(
+                "the slot's metrics",
+                lambda: query(f'pg_replication_slots_retained_wal_bytes{{pg_instance="blue",slot_name="{SLOT}"}}'),
+            )
+            assert series[0]["metric"]["database"] == "zdm_monitoring_test"
+            assert series[0]["metric"]["slot_type"] == "logical"
+            assert float(series[0]["value"][1]) >= 0
+            assert query(f'pg_replication_slots_active{{slot_name="{SLOT}"}}')[0]["value"][1] == "0"
+
+            def firing():
+                alerts = api(PROMETHEUS, "/api/v1/alerts")["data"]["alerts"]
+                return [
+                    a
+                    for a in alerts
+                    if a["labels"].get("alertname") == "PostgresReplicationSlotInactive"
+                    and a["labels"].get("slot_name") == SLOT
+                    and a["state"] == "firing"
+                ]
+
+            alert = wait_for("PostgresReplicationSlotInactive firing", firing)[0]
+            assert alert["labels"]["pg_instance"] == "blue"
+            assert alert["labels"]["severity"] == "warning"
+            # Prometheus hands it to Alertmanager (the null receiver only lists it)
+            wait_for(
+                "the alert in Alertmanager",
+                lambda: [a for a in api(ALERTMANAGER, "/api/v2/alerts") if a["labels"].get("slot_name") == SLOT],
+                timeout=30,
+            )
+        finally:
+            with connect(scratch) as conn:
+                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,))
+    with connect(BLUE, login_db="postgres") as conn:
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)).fetchone()[0] == 0
+
+
+def test_converge_starts_an_exporter_after_an_unclean_stop(monitoring):
+    """A killed exporter leaves its pid file behind: the converge must start it again."""
+    pidfile = Path("/run/prometheus/prometheus-postgres-exporter-blue.pid")
+    pid = int(pidfile.read_text().split()[0])
+    subprocess.run(["kill", "-KILL", str(pid)], check=True)
+    wait_for("the exporter to die", lambda: not Path(f"/proc/{pid}").exists(), timeout=10, interval=0.1)
+    assert pidfile.exists()
+    run = run_playbook(MONITORING_PLAY)
+    assert run.status == "successful", run.stdout
+    assert "Start the exporters" in run.changed_tasks()
+    wait_for("the blue exporter back up", lambda: query('up{pg_instance="blue"} == 1'), timeout=30)

@@ -1,0 +1,473 @@
+"""roles/redis, zerodowntime.migration.redis_write_pause / redis_switchover and
+playbooks/tasks/redis_switchover.yml against real Redis servers on this machine.
+
+The role converges the lab's Redis (blue :6379, green :6380 replicating blue, with the values of
+inventories/lab/group_vars/redis_servers.yml). The modules and the switchover run against
+throwaway redis-server processes of the test's own (free loopback ports), so pausing and promoting
+never disturbs the lab.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tests.lab import LAB_PASSWORD, ROOT, free_port, run_playbook
+
+WRITE_PAUSE = "zerodowntime.migration.redis_write_pause"
+SWITCHOVER = "zerodowntime.migration.redis_switchover"
+GROUP_VARS = ROOT / "inventories" / "lab" / "group_vars" / "redis_servers.yml"
+SWITCHOVER_TASKS = ROOT / "playbooks" / "tasks" / "redis_switchover.yml"
+PASSWORD = "redis-test-Secret"
+
+
+def role_play(**extra_vars) -> list[dict]:
+    return [
+        {
+            "name": "Provision Redis",
+            "hosts": "lab-db",
+            "vars_files": [str(GROUP_VARS)],
+            "roles": [{"role": "zerodowntime.migration.redis", **extra_vars}],  # role params win over vars_files
+        }
+    ]
+
+
+def client(port: int, password: str | None = LAB_PASSWORD, **kwargs) -> redis.Redis:
+    options = dict(host="127.0.0.1", port=port, password=password, socket_timeout=10, decode_responses=True)
+    return redis.Redis(**dict(options, **kwargs))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False):
+    play = [
+        {
+            "name": "module under test",
+            "hosts": "lab-db",
+            "gather_facts": False,
+            "tasks": [{"name": "under test", module: args, "ignore_errors": True}],
+        }
+    ]
+    flags = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+    run = run_playbook(play, cmdline=flags or None)
+    results = run.task_results("under test")
+    assert len(results) == 1, run.stdout
+    return run, results[0]
+
+
+# Throwaway servers ---------------------------------------------------------------------------
+
+
+@contextmanager
+def throwaway_redis(password: str | None = PASSWORD, replicaof: int | None = None):
+    """A redis-server of the test's own on a free loopback port (no persistence); yields its port."""
+    workdir = Path(tempfile.mkdtemp(prefix="zdm-redis-"))
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "", "--appendonly", "no"]
+    argv += ["--logfile", str(workdir / "redis.log"), "--daemonize", "no"]
+    config = workdir / "redis.conf"  # a config file (CONFIG REWRITE needs one); the password stays off the command line
+    config.write_text(f'requirepass "{password}"\nmasterauth "{password}"\n' if password else "")
+    config.chmod(0o600)
+    if replicaof:
+        argv += ["--replicaof", "127.0.0.1", str(replicaof)]
+    process = subprocess.Popen([argv[0], str(config), *argv[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client(port, password).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start: {(workdir / 'redis.log').read_text()}") from None
+                time.sleep(0.02)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_replicating(replica_port: int, password: str = PASSWORD) -> None:
+    deadline = time.monotonic() + 15
+    while client(replica_port, password).info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "replica did not connect"
+        time.sleep(0.05)
+
+
+def pause_args(port: int, **args) -> dict:
+    return dict({"host": "127.0.0.1", "port": port, "password": PASSWORD}, **args)
+
+
+def is_paused(port: int, password: str = PASSWORD) -> bool:
+    probe = client(port, password, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    probe.ping()
+    try:
+        probe.delete("zdm-test:absent")
+    except redis.TimeoutError:
+        return True
+    except redis.ResponseError:
+        return False  # answered (READONLY on a replica)
+    finally:
+        probe.close()
+    return False
+
+
+@pytest.fixture()
+def server():
+    with throwaway_redis() as port:
+        yield port
+
+
+# roles/redis ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_lab():
+    """The lab's Redis converged by the role (a fresh machine gets it here)."""
+    run = run_playbook(role_play())
+    assert run.status == "successful", run.stdout
+    return run
+
+
+def test_second_converge_changes_nothing(redis_lab):
+    again = run_playbook(role_play())
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0, again.changed_tasks()
+
+
+def test_check_mode_changes_nothing(redis_lab):
+    conf = Path("/etc/redis/redis-green.conf")
+    before = digest(conf)
+    run = run_playbook(role_play(redis_maxmemory="64mb"), cmdline="--check --diff")
+    assert run.status == "successful", run.stdout
+    assert run.changed() >= 2  # both configuration files would change (their task is no_log: it holds the password)
+    assert digest(conf) == before
+    assert client(6380).config_get("maxmemory")["maxmemory"] == str(128 * 1024 * 1024)
+
+
+def test_instances_answer_with_the_password_only(redis_lab):
+    for port in (6379, 6380):
+        assert client(port).ping()
+        with pytest.raises(redis.AuthenticationError):
+            client(port, password=None).ping()
+        with pytest.raises(redis.AuthenticationError):
+            client(port, password="wrong").ping()
+
+
+def test_instances_have_their_own_files_and_settings(redis_lab):
+    for name, port in (("blue", 6379), ("green", 6380)):
+        conf = Path(f"/etc/redis/redis-{name}.conf")
+        assert conf.stat().st_mode & 0o777 == 0o640
+        assert conf.owner() == "redis"
+        config = client(port).config_get("*")
+        assert config["dir"] == f"/var/lib/redis/{name}"
+        assert config["pidfile"] == f"/run/redis-{name}/redis-server.pid"
+        assert config["logfile"] == f"/var/log/redis/redis-{name}.log"
+        assert config["bind"] == "127.0.0.1"
+        assert config["maxmemory-policy"] == "allkeys-lru"
+        assert config["maxmemory"] == str(128 * 1024 * 1024)
+        assert config["appendonly"] == "no" and config["save"]
+        status = subprocess.run([f"/etc/init.d/redis-{name}", "status"], capture_output=True, text=True, check=False)
+        assert status.returncode == 0, status.stdout
+
+
+def test_green_replicates_blue(redis_lab):
+    info = client(6380).info("replication")
+    assert info["role"] == "slave" and info["master_port"] == 6379 and info["master_link_status"] == "up"
+    key = f"zdm-test:replication:{os.getpid()}"
+    client(6379).set(key, "from blue", ex=60)
+    deadline = time.monotonic() + 10
+    while client(6380).get(key) != "from blue":
+        assert time.monotonic() < deadline, "green did not get blue's write"
+        time.sleep(0.02)
+    client(6379).delete(key)
+
+
+def test_bad_instance_is_refused_naming_the_fix(redis_lab):
+    confs = {path: digest(path) for path in Path("/etc/redis").glob("redis-*.conf")}
+    run = run_playbook(role_play(redis_instances=[{"name": "Blue Server", "port": 6379}, {"name": "x", "port": 6379}]))
+    assert run.status == "failed"
+    assert "redis_instances" in run.stdout and "Fix the entry" in run.stdout
+    assert {path: digest(path) for path in Path("/etc/redis").glob("redis-*.conf")} == confs
+    assert not Path("/etc/redis/redis-x.conf").exists()
+
+
+def test_role_refuses_to_demote_a_promoted_instance(redis_lab):
+    """A switchover promoted green: converging the inventory's role (replica) would drop its writes."""
+    green = client(6380)
+    green.execute_command("REPLICAOF", "NO", "ONE")
+    try:
+        conf = Path("/etc/redis/redis-green.conf")
+        before = digest(conf)
+        run = run_playbook(role_play())  # blue is unchanged; green runs as a primary
+        assert run.status == "failed"
+        assert "runs as a primary" in run.stdout and "redis_allow_replicaof_change" in run.stdout
+        assert digest(conf) == before
+    finally:
+        green.execute_command("REPLICAOF", "127.0.0.1", "6379")
+        wait_replicating(6380, LAB_PASSWORD)
+
+
+# redis_write_pause ---------------------------------------------------------------------------
+
+
+def timed_set(port: int, key: str, out: dict) -> threading.Thread:
+    def write():
+        started = time.monotonic()
+        out["ok"] = client(port, PASSWORD, socket_timeout=30).set(key, "1")
+        out["done"] = time.monotonic()
+        out["took"] = out["done"] - started
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+def test_pause_holds_writes_until_unpause(server):
+    _run, result = run_module(WRITE_PAUSE, pause_args(server, state="paused", duration_ms=20000))
+    assert not result["failed"], result
+    assert result["changed"] and result["paused"] and result["commands"] == ["CLIENT PAUSE 20000 WRITE"]
+    assert client(server, PASSWORD).get("absent") is None  # reads go on
+    out = {}
+    writer = timed_set(server, "held", out)
+    time.sleep(0.5)
+    assert "done" not in out  # the SET waits
+    released_at = time.monotonic()
+    _run, result = run_module(WRITE_PAUSE, pause_args(server, state="unpaused"))
+    assert not result["failed"] and result["changed"] and result["was_paused"]
+    writer.join(10)
+    assert out["ok"] is True and out["done"] >= released_at
+    assert client(server, PASSWORD).get("held") == "1"
+    # nothing held any more: a second unpause changes nothing
+    _run, result = run_module(WRITE_PAUSE, pause_args(server, state="unpaused"))
+    assert not result["failed"] and not result["changed"] and not result["was_paused"]
+
+
+def test_pause_ends_by_itself(server):
+    _run, result = run_module(WRITE_PAUSE, pause_args(server, state="paused", duration_ms=1500))
+    assert not result["failed"], result
+    out = {}
+    timed_set(server, "late", out).join(20)
+    assert out["ok"] is True
+    assert not is_paused(server)
+
+
+def test_check_mode_pauses_nothing(server):
+    _run, result = run_module(WRITE_PAUSE, pause_args(server, state="paused", duration_ms=20000), check=True, diff=True)
+    assert not result["failed"] and result["changed"]
+    assert result["diff"] == {
+        "before": {"endpoint": f"127.0.0.1:{server}", "paused": False},
+        "after": {"endpoint": f"127.0.0.1:{server}", "paused": True, "duration_ms": 20000, "mode": "write"},
+    }
+    assert not is_paused(server)
+    client(server, PASSWORD).execute_command("CLIENT", "PAUSE", 20000, "WRITE")
+    try:
+        _run, result = run_module(WRITE_PAUSE, pause_args(server, state="unpaused"), check=True, diff=True)
+        assert not result["failed"] and result["changed"] and result["commands"] == ["CLIENT UNPAUSE"]
+        assert result["diff"]["before"]["paused"] and not result["diff"]["after"]["paused"]
+        assert is_paused(server)
+    finally:
+        client(server, PASSWORD).execute_command("CLIENT", "UNPAUSE")
+
+
+def test_bad_duration_is_refused(server):
+    for args, words in (({"duration_ms": 0}, "1 to 600000"), ({"duration_ms": 900000}, "1 to 600000"), ({}, "duration_ms is required")):
+        _run, result = run_module(WRITE_PAUSE, pause_args(server, state="paused", **args))
+        assert result["failed"] and words in result["msg"], result
+        assert not result.get("changed")
+    assert not is_paused(server)
+
+
+def test_wrong_password_unreachable_and_missing_password(server):
+    run, result = run_module(WRITE_PAUSE, pause_args(server, password="not-it", state="unpaused"))
+    assert result["failed"] and f"127.0.0.1:{server} refused the password" in result["msg"]
+    assert "not-it" not in run.stdout
+    run, result = run_module(WRITE_PAUSE, pause_args(server, password=None, state="unpaused"))
+    assert result["failed"] and "requires a password" in result["msg"]
+    closed = free_port()
+    run, result = run_module(WRITE_PAUSE, pause_args(closed, state="unpaused", connect_timeout=2))
+    assert result["failed"] and f"cannot connect to Redis at 127.0.0.1:{closed}" in result["msg"]
+    assert PASSWORD not in run.stdout
+
+
+# redis_switchover and playbooks/tasks/redis_switchover.yml ------------------------------------
+
+
+@pytest.fixture()
+def pair():
+    """A throwaway blue and a green replicating it; yields (blue port, green port)."""
+    with throwaway_redis() as blue, throwaway_redis(replicaof=blue) as green:
+        wait_replicating(green)
+        yield blue, green
+
+
+def sides(blue: int, green: int) -> dict:
+    return {
+        "source": {"host": "127.0.0.1", "port": blue, "password": PASSWORD},
+        "target": {"host": "127.0.0.1", "port": green, "password": PASSWORD},
+    }
+
+
+def test_promotion_needs_blue_paused_and_is_idempotent(pair):
+    blue, green = pair
+    run, result = run_module(SWITCHOVER, dict(sides(blue, green), state="promoted"))
+    assert result["failed"] and "does not hold writes" in result["msg"] and "redis_write_pause" in result["msg"]
+    assert client(green, PASSWORD).info("replication")["role"] == "slave"
+    client(blue, PASSWORD).execute_command("CLIENT", "PAUSE", 20000, "WRITE")
+    try:
+        run, result = run_module(SWITCHOVER, dict(sides(blue, green), state="promoted"), check=True, diff=True)
+        assert not result["failed"] and result["changed"] and result["diff"]["after"]["target"] == "primary"
+        assert client(green, PASSWORD).info("replication")["role"] == "slave"
+        run, result = run_module(SWITCHOVER, dict(sides(blue, green), state="promoted"))
+        assert not result["failed"] and result["changed"] and result["target_offset"] >= result["source_offset"]
+        assert client(green, PASSWORD).info("replication")["role"] == "master"
+        run, result = run_module(SWITCHOVER, dict(sides(blue, green), state="promoted"))
+        assert not result["failed"] and not result["changed"]
+    finally:
+        client(blue, PASSWORD).execute_command("CLIENT", "UNPAUSE")
+    # undo: green follows blue again, twice = once
+    run, result = run_module(SWITCHOVER, dict(sides(blue, green), state="replica"))
+    assert not result["failed"] and result["changed"]
+    wait_replicating(green)
+    run, result = run_module(SWITCHOVER, dict(sides(blue, green), state="replica"))
+    assert not result["failed"] and not result["changed"]
+    assert PASSWORD not in run.stdout
+
+
+class Writer:
+    """A client writing distinct keys as fast as it can; on an error it reconnects to the port in
+    `primary_file` (what the repoint hook wrote) and retries the same key. Counts acknowledged writes."""
+
+    def __init__(self, port: int, primary_file: Path):
+        self.port, self.primary_file = port, primary_file
+        self.acked: list[str] = []
+        self.errors = 0
+        self.error_at: list = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self):
+        conn = client(self.port, PASSWORD, socket_timeout=30)
+        i = 0
+        while not self.stop.is_set():
+            key = f"w:{i}"
+            try:
+                conn.set(key, i)
+            except redis.RedisError as exc:
+                self.errors += 1
+                self.error_at.append((key, repr(exc)[:80]))
+                time.sleep(0.005)
+                if self.primary_file.exists():
+                    conn = client(int(self.primary_file.read_text()), PASSWORD, socket_timeout=30)
+                continue
+            self.acked.append(key)
+            i += 1
+
+    def __enter__(self):
+        self.thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.3)
+        self.stop.set()
+        self.thread.join(30)
+
+
+def switchover_play(blue: int, green: int, hook: Path, **extra) -> list[dict]:
+    return [
+        {
+            "name": "Redis switchover",
+            "hosts": "lab-db",
+            "gather_facts": False,
+            "vars": dict(
+                redis_switchover_source={"host": "127.0.0.1", "port": blue},
+                redis_switchover_target={"host": "127.0.0.1", "port": green},
+                redis_switchover_password=PASSWORD,
+                redis_switchover_pause_ms=extra.pop("redis_switchover_pause_ms", 5000),
+                redis_switchover_catchup_timeout=2,
+                redis_switchover_repoint_tasks=str(hook),
+                **extra,
+            ),
+            "tasks": [{"name": "Switch over", "ansible.builtin.include_tasks": str(SWITCHOVER_TASKS)}],
+        }
+    ]
+
+
+def write_hook(workdir: Path, green: int, fail: bool = False, slow: float = 0) -> tuple[Path, Path]:
+    primary_file = workdir / "primary"
+    hook = workdir / "repoint.yml"
+    tasks = [{"name": "Repointing takes a while", "ansible.builtin.wait_for": {"timeout": slow}}] if slow else []
+    tasks += [
+        {"name": "Point the clients at green", "ansible.builtin.copy": {"dest": str(primary_file), "content": str(green), "mode": "0644"}}
+    ]
+    if fail:
+        tasks.append({"name": "Repointing fails", "ansible.builtin.fail": {"msg": "the proxy said no"}})
+    hook.write_text(yaml.safe_dump(tasks))
+    return hook, primary_file
+
+
+@pytest.mark.parametrize("slow_hook", [0, 4], ids=["fast-repoint", "pause-ends-before-repoint"])
+def test_switchover_loses_no_write(pair, tmp_path, slow_hook):
+    """With a slow hook blue's 3 s pause ends before the clients move: blue, already green's
+    replica, refuses the held writes (READONLY) instead of acknowledging them."""
+    blue, green = pair
+    hook, primary_file = write_hook(tmp_path, green, slow=slow_hook)
+    with Writer(blue, primary_file) as writer:
+        run = run_playbook(switchover_play(blue, green, hook, redis_switchover_pause_ms=3000))
+    assert run.status == "successful", run.stdout
+    assert PASSWORD not in run.stdout
+    green_info = client(green, PASSWORD).info("replication")
+    assert green_info["role"] == "master"
+    assert client(blue, PASSWORD).info("replication")["master_port"] == green
+    assert writer.acked and writer.errors >= 1  # the writer was moved over
+    on_green = client(green, PASSWORD)
+    missing = [key for key in writer.acked if on_green.get(key) is None]
+    on_blue = client(blue, PASSWORD)
+    assert missing == [], (
+        f"{len(missing)} of {len(writer.acked)} acknowledged writes are not on green: {missing[:3]}..{missing[-3:]}; "
+        f"errors {writer.errors} at {writer.error_at}; green has {on_green.dbsize()}, blue {on_blue.dbsize()}, "
+        f"first missing on blue: {on_blue.get(missing[0])}"
+    )
+    assert on_green.dbsize() == len(writer.acked)
+    assert not is_paused(blue)
+    # a second run changes nothing
+    again = run_playbook(switchover_play(blue, green, hook))
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0, again.changed_tasks()
+    assert not is_paused(blue)
+
+
+def test_switchover_failure_is_undone(pair, tmp_path):
+    blue, green = pair
+    hook, _primary_file = write_hook(tmp_path, green, fail=True)
+    with Writer(blue, tmp_path / "never") as writer:
+        run = run_playbook(switchover_play(blue, green, hook))
+    assert run.status == "failed"
+    assert "Repointing fails: the proxy said no" in run.stdout and "blue is the primary again" in run.stdout
+    assert client(blue, PASSWORD).info("replication")["role"] == "master"
+    wait_replicating(green)
+    assert not is_paused(blue)
+    on_blue = client(blue, PASSWORD)
+    assert [key for key in writer.acked if on_blue.get(key) is None] == []
+    assert writer.errors == 0  # clients only waited
