@@ -147,7 +147,7 @@ def test_guest_may_log_in_from_localhost_only(converged):
         ["rabbitmqctl", "-q", "eval", "application:get_env(rabbit, loopback_users)."], check=True, capture_output=True, text=True
     ).stdout
     assert '<<"guest">>' in loopback
-    status, _ = api("GET", "/api/whoami", auth=("guest", "guest"))
+    status = api("GET", "/api/whoami", auth=("guest", "guest"))[0]
     assert status == 200  # from 127.0.0.1 it is allowed
 
 
@@ -177,7 +177,7 @@ def test_seed_queues_exist_with_their_arguments(converged):
 def test_create_then_idempotent(scratch):
     name = scratch("create")
     args = dict(LOGIN, name=name, max_priority=5, message_ttl=60000, max_length=100, arguments={"x-overflow": "reject-publish"})
-    _, result = run_module(MODULE, args)
+    result = run_module(MODULE, args)[1]
     assert result["changed"] is True and not result["failed"], result
     assert result["queries"] == [f"PUT /api/queues/%2F/{name}"]
     assert queue(name)["arguments"] == {
@@ -187,14 +187,14 @@ def test_create_then_idempotent(scratch):
         "x-max-length": 100,
         "x-overflow": "reject-publish",
     }
-    _, again = run_module(MODULE, args)
+    again = run_module(MODULE, args)[1]
     assert again["changed"] is False and not again["failed"], again
     assert again["queries"] == []
 
 
 def test_check_mode_creates_nothing(scratch):
     name = scratch("check")
-    _, result = run_module(MODULE, dict(LOGIN, name=name, type="quorum"), check=True)
+    result = run_module(MODULE, dict(LOGIN, name=name, type="quorum"), check=True)[1]
     assert result["changed"] is True and not result["failed"], result
     assert result["queue"]["arguments"] == {"x-queue-type": "quorum"}
     assert queue(name) is None
@@ -202,7 +202,7 @@ def test_check_mode_creates_nothing(scratch):
 
 def test_diff_shows_the_declaration(scratch):
     name = scratch("diff")
-    _, result = run_module(MODULE, dict(LOGIN, name=name, message_ttl=1000), diff=True)
+    result = run_module(MODULE, dict(LOGIN, name=name, message_ttl=1000), diff=True)[1]
     assert result["diff"]["before"] == {}
     assert result["diff"]["after"]["arguments"] == {"x-queue-type": "classic", "x-message-ttl": 1000}
 
@@ -210,7 +210,7 @@ def test_diff_shows_the_declaration(scratch):
 def test_drift_in_queue_type_is_an_error_naming_it(scratch):
     name = scratch("drift_type")
     run_module(MODULE, dict(LOGIN, name=name))
-    _, result = run_module(MODULE, dict(LOGIN, name=name, type="quorum"))
+    result = run_module(MODULE, dict(LOGIN, name=name, type="quorum"))[1]
     assert result["failed"] and result["changed"] is False
     assert 'x-queue-type: have "classic", want "quorum"' in result["msg"], result["msg"]
     assert "recreate" in result["msg"]
@@ -221,10 +221,10 @@ def test_drift_in_queue_type_is_an_error_naming_it(scratch):
 def test_drift_in_ttl_is_an_error_naming_it(scratch):
     name = scratch("drift_ttl")
     run_module(MODULE, dict(LOGIN, name=name, message_ttl=1000))
-    _, result = run_module(MODULE, dict(LOGIN, name=name, message_ttl=2000))
+    result = run_module(MODULE, dict(LOGIN, name=name, message_ttl=2000))[1]
     assert result["failed"]
     assert "x-message-ttl: have 1000, want 2000" in result["msg"], result["msg"]
-    _, missing = run_module(MODULE, dict(LOGIN, name=name))
+    missing = run_module(MODULE, dict(LOGIN, name=name))[1]
     assert missing["failed"] and "x-message-ttl: have 1000, want (not set)" in missing["msg"], missing["msg"]
     assert queue(name)["arguments"]["x-message-ttl"] == 1000
 
@@ -234,12 +234,12 @@ def test_recreate_refused_while_messages_wait(scratch):
     run_module(MODULE, dict(LOGIN, name=name, message_ttl=600000))
     publish(name)
     wait_for_messages(name, 1)
-    _, result = run_module(MODULE, dict(LOGIN, name=name, message_ttl=1000, recreate=True))
+    result = run_module(MODULE, dict(LOGIN, name=name, message_ttl=1000, recreate=True))[1]
     assert result["failed"] and result["changed"] is False
     assert "holds 1 message(s)" in result["msg"] and "x-message-ttl" in result["msg"], result["msg"]
     after = queue(name)
     assert after["arguments"]["x-message-ttl"] == 600000 and after["messages"] == 1
-    _, absent = run_module(MODULE, dict(LOGIN, name=name, state="absent"))
+    absent = run_module(MODULE, dict(LOGIN, name=name, state="absent"))[1]
     assert absent["failed"] and "holds 1 message(s)" in absent["msg"]
     assert queue(name) is not None
 
@@ -247,27 +247,27 @@ def test_recreate_refused_while_messages_wait(scratch):
 def test_recreate_when_empty(scratch):
     name = scratch("recreate_empty")
     run_module(MODULE, dict(LOGIN, name=name, message_ttl=1000))
-    _, checked = run_module(MODULE, dict(LOGIN, name=name, type="quorum", recreate=True), check=True, diff=True)
+    checked = run_module(MODULE, dict(LOGIN, name=name, type="quorum", recreate=True), check=True, diff=True)[1]
     assert checked["changed"] is True and not checked["failed"], checked
     assert checked["diff"]["before"]["arguments"]["x-queue-type"] == "classic"
     assert checked["diff"]["after"]["arguments"] == {"x-queue-type": "quorum"}
     assert queue(name)["type"] == "classic"  # check mode changed nothing
-    _, result = run_module(MODULE, dict(LOGIN, name=name, type="quorum", recreate=True))
+    result = run_module(MODULE, dict(LOGIN, name=name, type="quorum", recreate=True))[1]
     assert result["changed"] is True and not result["failed"], result
     assert result["queries"] == [f"DELETE /api/queues/%2F/{name}?if-empty=true", f"PUT /api/queues/%2F/{name}"]
     assert queue(name)["type"] == "quorum" and "x-message-ttl" not in queue(name)["arguments"]
-    _, again = run_module(MODULE, dict(LOGIN, name=name, type="quorum", recreate=True))
+    again = run_module(MODULE, dict(LOGIN, name=name, type="quorum", recreate=True))[1]
     assert again["changed"] is False
 
 
 def test_absent_deletes_an_empty_queue(scratch):
     name = scratch("absent")
     run_module(MODULE, dict(LOGIN, name=name))
-    _, checked = run_module(MODULE, dict(LOGIN, name=name, state="absent"), check=True)
+    checked = run_module(MODULE, dict(LOGIN, name=name, state="absent"), check=True)[1]
     assert checked["changed"] is True and queue(name) is not None
-    _, result = run_module(MODULE, dict(LOGIN, name=name, state="absent"))
+    result = run_module(MODULE, dict(LOGIN, name=name, state="absent"))[1]
     assert result["changed"] is True and queue(name) is None
-    _, again = run_module(MODULE, dict(LOGIN, name=name, state="absent"))
+    again = run_module(MODULE, dict(LOGIN, name=name, state="absent"))[1]
     assert again["changed"] is False and not again["failed"]
 
 
@@ -276,42 +276,42 @@ def test_absent_deletes_an_empty_queue(scratch):
     [("zdm_t/slash", "contains '/'"), ("amq.zdm_t", "reserves"), ("x" * 256, "255 bytes")],
 )
 def test_bad_names_are_refused(converged, name, expected):
-    _, result = run_module(MODULE, dict(LOGIN, name=name))
+    result = run_module(MODULE, dict(LOGIN, name=name))[1]
     assert result["failed"] and expected in result["msg"], result["msg"]
     assert result["queries"] == []
 
 
 def test_conflicting_argument_and_option(scratch):
     name = scratch("conflict")
-    _, result = run_module(MODULE, dict(LOGIN, name=name, message_ttl=10, arguments={"x-message-ttl": 20}))
+    result = run_module(MODULE, dict(LOGIN, name=name, message_ttl=10, arguments={"x-message-ttl": 20}))[1]
     assert result["failed"] and "message_ttl" in result["msg"] and "one place" in result["msg"]
     assert queue(name) is None
 
 
 def test_quorum_queue_must_be_durable(scratch):
     name = scratch("quorum_transient")
-    _, result = run_module(MODULE, dict(LOGIN, name=name, type="quorum", durable=False))
+    result = run_module(MODULE, dict(LOGIN, name=name, type="quorum", durable=False))[1]
     assert result["failed"] and "must be durable" in result["msg"]
     assert queue(name) is None
 
 
 def test_unknown_vhost_is_named_with_the_fix(scratch):
     name = scratch("vhost")
-    _, result = run_module(MODULE, dict(LOGIN, name=name, vhost="zdm_no_such_vhost"))
+    result = run_module(MODULE, dict(LOGIN, name=name, vhost="zdm_no_such_vhost"))[1]
     assert result["failed"]
     assert "'zdm_no_such_vhost' does not exist" in result["msg"] and "add_vhost" in result["msg"], result["msg"]
 
 
 def test_wrong_password_is_explained_without_it(scratch):
     name = scratch("password")
-    _, result = run_module(MODULE, dict(LOGIN, name=name, login_password="not-the-password-42"))
+    result = run_module(MODULE, dict(LOGIN, name=name, login_password="not-the-password-42"))[1]
     assert result["failed"] and "401" in result["msg"] and "login_password" in result["msg"], result["msg"]
     assert "not-the-password-42" not in json.dumps(result)
     assert queue(name) is None
 
 
 def test_unreachable_api_names_host_port_and_timeout(converged):
-    _, result = run_module(MODULE, dict(LOGIN, name="zdm_t_unreachable", login_port=1, timeout=3))
+    result = run_module(MODULE, dict(LOGIN, name="zdm_t_unreachable", login_port=1, timeout=3))[1]
     assert result["failed"]
     assert "127.0.0.1:1" in result["msg"] and "3.0 s timeout" in result["msg"], result["msg"]
 

@@ -162,7 +162,7 @@ def test_check_mode_sends_no_change():
     broker = FakeBroker()
     result = ensure_queue(ManagementApi(PARAMS, check_mode=True, opener=broker), queue_params())
     assert result["changed"] is True and result["queries"] == ["PUT /api/queues/%2F/jobs"]
-    assert [method for method, _, _ in broker.calls] == ["GET", "GET"]  # the vhost, the queue
+    assert [call[0] for call in broker.calls] == ["GET", "GET"]  # the vhost, the queue
 
 
 def test_drift_without_recreate_changes_nothing():
@@ -172,7 +172,7 @@ def test_drift_without_recreate_changes_nothing():
     with pytest.raises(RabbitMQError, match='x-queue-type: have "classic", want "quorum"') as caught:
         ensure_queue(ManagementApi(PARAMS, opener=broker), queue_params(type="quorum"))
     assert caught.value.details["differences"] == {"x-queue-type": {"have": "classic", "want": "quorum"}}
-    assert all(method == "GET" for method, _, _ in broker.calls)
+    assert all(call[0] == "GET" for call in broker.calls)
 
 
 def test_recreate_refuses_a_queue_with_messages():
@@ -181,7 +181,7 @@ def test_recreate_refuses_a_queue_with_messages():
     )
     with pytest.raises(RabbitMQError, match="holds 7 message"):
         ensure_queue(ManagementApi(PARAMS, opener=broker), queue_params(type="quorum", recreate=True))
-    assert all(method == "GET" for method, _, _ in broker.calls)
+    assert all(call[0] == "GET" for call in broker.calls)
 
 
 def test_unknown_vhost():
