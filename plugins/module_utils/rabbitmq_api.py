@@ -62,10 +62,9 @@ class RabbitMQError(Exception):
 class ManagementApi:
     """One management API endpoint. `request` sends, or in check mode records, one call."""
 
-    def __init__(self, params: dict, check_mode: bool = False, opener=open_url):
+    def __init__(self, params: dict, check_mode: bool = False):
         self.params = params
         self.check_mode = check_mode
-        self.opener = opener
         self.queries: list[str] = []
         prefix = "/" + params.get("path_prefix", "").strip("/") if params.get("path_prefix", "").strip("/") else ""
         self.endpoint = f"{params['login_protocol']}://{params['login_host']}:{params['login_port']}"
@@ -86,7 +85,7 @@ class ManagementApi:
         data = json.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
         try:
-            response = self.opener(
+            response = open_url(
                 self.base + path,
                 data=data,
                 headers=headers,

@@ -132,8 +132,10 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 def require_version(client, params: dict) -> str:
     """Redis's version (INFO server redis_version); fails below 6.2 (no CLIENT PAUSE WRITE / UNPAUSE)."""
-    info = call(client, params, "INFO", "server")
-    version = str(info.get("redis_version", "0"))
+    return check_version(str(call(client, params, "INFO", "server").get("redis_version", "0")), params)
+
+
+def check_version(version: str, params: dict) -> str:
     if parse_version(version) < MIN_VERSION:
         raise RedisModuleError(
             f"Redis at {endpoint(params)} is version {version}; pausing writes needs Redis 6.2 or later "

@@ -1,5 +1,5 @@
 """Integration tests run against the real lab (inventories/lab): the session starts by
-converging it with playbooks/site.yml, so a fresh machine gets PostgreSQL blue and green."""
+converging it with playbooks/site.yml, so a fresh machine gets every service of the lab."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tests.lab import BLUE, GREEN, connect, run_playbook, throwaway_postgres
 
 @pytest.fixture(scope="session")
 def lab():
-    """Converge the lab (PostgreSQL blue :5433 and green :5434) once per session."""
+    """Converge the lab (PostgreSQL, HAProxy, PgBouncer, Redis, RabbitMQ, monitoring) once per session."""
     run = run_playbook("site.yml")
     assert run.status == "successful", run.stdout
     return run
@@ -24,7 +24,16 @@ def sample_data(lab):
 
 
 @pytest.fixture(scope="session")
-def phase2(sample_data):
+def phase1(sample_data):
+    """playbooks/phase1_infra.yml run on the lab: every service provisioned and healthy, blue's
+    tables published with a slot."""
+    run = run_playbook("phase1_infra.yml")
+    assert run.status == "successful", run.stdout
+    return run
+
+
+@pytest.fixture(scope="session")
+def phase2(phase1):
     """playbooks/phase2_schema.yml run on the lab: green subscribed to blue's novacron."""
     run = run_playbook("phase2_schema.yml")
     assert run.status == "successful", run.stdout

@@ -230,6 +230,24 @@ def test_wrong_password_names_the_fix(converged):
     assert "login_password" in result["msg"]
 
 
+def test_a_role_without_pg_monitor_is_told_the_grant(converged):
+    with connect(endpoint(PRIMARY["port"])) as conn:
+        conn.execute("DROP ROLE IF EXISTS zdm_watcher")
+        conn.execute(f"CREATE ROLE zdm_watcher LOGIN PASSWORD '{LAB_PASSWORD}'")
+    try:
+        result = lag({"login_user": "zdm_watcher", "expected_replicas": 2})
+    finally:
+        with connect(endpoint(PRIMARY["port"])) as conn:
+            conn.execute("DROP ROLE zdm_watcher")
+    assert result["failed"]
+    assert "GRANT pg_monitor TO zdm_watcher" in result["msg"], result["msg"]
+
+
+def test_a_negative_bound_is_refused(converged):
+    result = lag({"max_lag_ms": -1})
+    assert result["failed"] and "max_lag_ms must be 0 or more" in result["msg"]
+
+
 def test_a_standby_without_replicas_is_told_to_connect_to_the_primary(converged):
     _run, result = run_module(MODULE, dict(R1, login_db="postgres", expected_replicas=1))
     assert result["failed"]

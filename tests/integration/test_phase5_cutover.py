@@ -133,7 +133,7 @@ def test_phase6_verifies_green_after_the_cutover(on_blue):
     report = json.loads((REPORT_DIR / "migration_report.json").read_text())
     statuses = {phase["phase"]: phase["status"] for phase in report["phases"]}
     assert statuses == dict.fromkeys(
-        ["phase2_schema", "phase3_optimize", "phase4_validate", "phase5_cutover", "phase6_verify"], "succeeded"
+        ["phase1_infra", "phase2_schema", "phase3_optimize", "phase4_validate", "phase5_cutover", "phase6_verify"], "succeeded"
     )
     assert all(phase["duration_seconds"] > 0 for phase in report["phases"])
     assert "green compared with blue: 6 tables equal" in (REPORT_DIR / "migration_report.md").read_text()

@@ -1,5 +1,5 @@
-"""Pure helpers of plugins/module_utils/pg_replication.py: rows to replicas, the lag gate, and
-the polling loop (against a fake client and clock)."""
+"""Pure helpers of plugins/module_utils/pg_replication.py: rows to replicas and the lag gate's
+verdict. The polling loop runs against real replicas in tests/integration/test_pg_replicas.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client i
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_replication import (
     gate_message,
     lag_problems,
-    replication_lag,
     standby_from_row,
     standby_label,
     validate_expected,
@@ -130,73 +129,3 @@ def test_message_without_standbys_names_the_fix_and_a_standby_endpoint():
     assert "pg_stat_replication is empty" in message
     assert "pg_hba.conf" in message
     assert "is itself a standby: connect to the primary" in message
-
-
-class FakeClient:
-    """Answers the two queries of a poll from a list of row lists, one per poll."""
-
-    endpoint = "127.0.0.1:5441"
-
-    def __init__(self, polls, in_recovery=False):
-        self.polls = list(polls)
-        self.in_recovery = in_recovery
-        self.params = {"login_user": "watcher"}
-        self.reads = 0
-
-    def query(self, statement, args=None):
-        rows = self.polls[min(self.reads, len(self.polls) - 1)]
-        self.reads += 1
-        return rows
-
-    def query_one(self, statement, args=None):
-        return {"in_recovery": self.in_recovery, "current_lsn": "0/3000000"}
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
-def test_the_gate_waits_until_the_replicas_catch_up():
-    clock = FakeClock()
-    client = FakeClient([[row(lag_ms=500)], [row(lag_ms=300)], [row(lag_ms=20)]])
-    result = replication_lag(client, {"max_lag_ms": 100, "timeout": 5}, clock=clock, sleep=clock.sleep)
-    assert result["changed"] is False
-    assert result["problems"] == []
-    assert result["max_replay_lag_ms"] == 20.0
-    assert client.reads == 3
-    assert result["waited_s"] == pytest.approx(0.4)
-
-
-def test_the_gate_fails_at_the_timeout_with_the_figures():
-    clock = FakeClock()
-    client = FakeClient([[row(name="r1", lag_ms=500)]])
-    with pytest.raises(PgError, match=r"after 1\.0 s: replica r1 .* 500 ms is over max_lag_ms 100") as failure:
-        replication_lag(client, {"max_lag_ms": 100, "timeout": 1}, clock=clock, sleep=clock.sleep)
-    assert failure.value.details["replicas"][0]["application_name"] == "r1"
-    assert failure.value.details["problems"]
-
-
-def test_without_timeout_it_checks_once():
-    clock = FakeClock()
-    client = FakeClient([[]])
-    with pytest.raises(PgError, match="pg_stat_replication is empty"):
-        replication_lag(client, {"expected_replicas": 2, "timeout": 0}, clock=clock, sleep=clock.sleep)
-    assert client.reads == 1
-
-
-def test_a_role_without_pg_monitor_is_told_the_grant():
-    hidden = dict(row(), state=None, sent_lsn=None, write_lsn=None, flush_lsn=None, replay_lsn=None)
-    with pytest.raises(PgError, match="GRANT pg_monitor TO watcher"):
-        replication_lag(FakeClient([[hidden]]), {})
-
-
-def test_negative_bounds_are_refused():
-    with pytest.raises(PgError, match="max_lag_ms must be 0 or more"):
-        replication_lag(FakeClient([[]]), {"max_lag_ms": -1})

@@ -1,0 +1,157 @@
+"""playbooks/phase1_infra.yml and playbooks/redis_switchover.yml on the lab: every service
+provisioned and checked, blue's publication and slot made, and Redis switched over through
+HAProxy's Redis frontend (:6389) with a client writing throughout."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from tests.lab import BLUE, LAB_PASSWORD, connect, run_playbook, scratch_database
+
+HAPROXY_REDIS = 6389
+REDIS_BLUE, REDIS_GREEN = 6379, 6380
+
+
+def test_phase1_publishes_blue_and_checks_every_service(phase1, blue):
+    [lag] = phase1.task_results("Wait until green's read replicas stream and replay within phase1_max_replica_lag_ms")
+    [replica] = lag["replicas"]
+    assert (replica["application_name"], replica["state"]) == ("green_r1", "streaming")
+    assert replica["replay_lag_ms"] is None or replica["replay_lag_ms"] <= 100
+    [redis_check] = phase1.task_results("Check that Redis answers and green replicates blue with its link up")
+    assert redis_check["diff"]["before"] == {"source": "primary", "target": "replica of 127.0.0.1:6379"}
+    [rabbitmq] = phase1.task_results("Check RabbitMQ's alarms, virtual hosts and aliveness")
+    assert [item["json"]["status"] for item in rabbitmq["results"]] == ["ok", "ok", "ok"]
+    [queues] = phase1.task_results("Check that RabbitMQ's queues are declared")
+    declared = {item["json"]["name"]: item["json"]["arguments"] for item in queues["results"]}
+    assert declared["vcenter_sync"]["x-dead-letter-routing-key"] == "vcenter_sync_dlq"
+    [targets] = phase1.task_results("Wait until Prometheus scrapes every target")
+    jobs = {target["labels"]["job"] for target in targets["json"]["data"]["activeTargets"]}
+    assert {"postgres", "redis", "rabbitmq"} <= jobs, jobs
+    assert all(target["health"] == "up" for target in targets["json"]["data"]["activeTargets"])
+    publication = blue.execute(
+        "SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'novacron_migration'"
+    ).fetchone()[0]
+    assert publication == sorted(["tenants", "users", "compute_nodes", "vms", "vm_metrics", "audit_log"])
+    assert blue.execute("SELECT plugin FROM pg_replication_slots WHERE slot_name = 'novacron_blue_to_green'").fetchone() == ("pgoutput",)
+    with connect(dict(BLUE, login_db="zerodowntime_state")) as state:
+        status = state.execute("SELECT status, details FROM migration_progress WHERE phase = 'phase1_infra'").fetchone()
+    assert status[0] == "succeeded" and status[1]["green_replicas"] == ["green_r1"]
+    assert status[1]["redis"] == {"source": "primary", "target": "replica of 127.0.0.1:6379"}
+    assert LAB_PASSWORD not in phase1.stdout
+
+
+def test_phase1_second_run_changes_nothing(phase1):
+    again = run_playbook("phase1_infra.yml")
+    assert again.status == "successful", again.stdout
+    assert again.changed("lab-db") == 0, again.changed_tasks()
+    assert again.changed("localhost") == 0, again.changed_tasks()
+
+
+def test_phase1_fails_naming_the_unhealthy_service_and_records_it(phase1):
+    """A replica the inventory expects but that does not stream fails the gate by name; the failure
+    is recorded (in a progress database of the test's own, so the lab's phase order is kept)."""
+    with scratch_database(BLUE, "zdm_phase1_state") as state_db:
+        run = run_playbook(
+            "phase1_infra.yml",
+            extravars={
+                "migration_green_replicas": ["green_r1", "green_r9"],
+                "phase1_health_timeout": 2,
+                "migration_state_db": {key: value for key, value in state_db.items() if key != "login_password"},
+            },
+        )
+        assert run.status == "failed"
+        assert "green_r9" in run.stdout and "phase 1 failed at Wait until green's read replicas" in run.stdout
+        with connect(state_db) as conn:
+            status, details = conn.execute("SELECT status, details FROM migration_progress WHERE phase = 'phase1_infra'").fetchone()
+    assert status == "failed" and "green_r9" in details["error"], details
+
+
+class RedisWriter:
+    """Writes distinct keys through HAProxy's Redis frontend as fast as it can; on an error
+    (READONLY from the demoted primary, a closed connection the client did not retry itself) it
+    retries the same key, which reconnects through HAProxy. Keeps the keys Redis acknowledged."""
+
+    def __init__(self):
+        self.acked: list[str] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+        self.prefix = f"phase1:{time.time_ns()}:"
+
+    def run(self):
+        conn = redis.Redis(host="127.0.0.1", port=HAPROXY_REDIS, password=LAB_PASSWORD, socket_timeout=30)
+        number = 0
+        while not self.stop.is_set():
+            key = f"{self.prefix}{number}"
+            try:
+                conn.set(key, number)
+            except redis.RedisError as exc:
+                self.errors.append(repr(exc)[:80])
+                time.sleep(0.005)
+                continue
+            self.acked.append(key)
+            number += 1
+
+    def __enter__(self):
+        self.thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.5)
+        self.stop.set()
+        self.thread.join(30)
+
+
+def role(port: int) -> str:
+    return redis.Redis(host="127.0.0.1", port=port, password=LAB_PASSWORD).info("replication")["role"]
+
+
+def switch_redis_to(side: str):
+    run = run_playbook("redis_switchover.yml", extravars={"redis_switchover_to": side})
+    assert run.status == "successful", run.stdout
+    assert LAB_PASSWORD not in run.stdout
+    return run
+
+
+@pytest.fixture()
+def redis_on_blue(phase1):
+    assert role(REDIS_BLUE) == "master" and role(REDIS_GREEN) == "slave"
+    try:
+        yield
+    finally:
+        switch_redis_to("blue")
+        assert role(REDIS_BLUE) == "master" and role(REDIS_GREEN) == "slave"
+
+
+def test_redis_switchover_through_haproxy_loses_no_write(redis_on_blue):
+    with RedisWriter() as writer:
+        switch_redis_to("green")
+        acked_at_switch = len(writer.acked)
+        time.sleep(0.5)
+    assert role(REDIS_GREEN) == "master" and role(REDIS_BLUE) == "slave"
+    # blue is a read-only replica from the promotion on: writes acknowledged since went to green
+    assert len(writer.acked) > acked_at_switch > 0, (acked_at_switch, len(writer.acked), writer.errors[:5])
+    on_green = redis.Redis(host="127.0.0.1", port=REDIS_GREEN, password=LAB_PASSWORD)
+    values = on_green.mget(writer.acked)
+    missing = [key for key, value in zip(writer.acked, values, strict=True) if value is None]
+    assert missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes missing on green; errors {writer.errors[:5]}"
+    assert len(on_green.keys(f"{writer.prefix}*")) == len(writer.acked)
+    # through HAProxy a new connection reaches green, the primary
+    via_haproxy = redis.Redis(host="127.0.0.1", port=HAPROXY_REDIS, password=LAB_PASSWORD)
+    assert via_haproxy.info("server")["tcp_port"] == REDIS_GREEN
+    # a second run changes nothing
+    again = switch_redis_to("green")
+    assert again.changed("localhost") == 0, again.changed_tasks()
+    on_green.delete(*writer.acked)
+
+
+def test_redis_switchover_refuses_an_unknown_side(phase1):
+    run = run_playbook("redis_switchover.yml", extravars={"redis_switchover_to": "purple"})
+    assert run.status == "failed"
+    assert "redis_switchover_to is purple: give green (blue -> green) or blue (back). Nothing was changed." in run.stdout
+    assert role(REDIS_BLUE) == "master"
