@@ -7,12 +7,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import ansible_runner
 import psycopg
+import redis
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,3 +267,46 @@ def throwaway_pgbouncer(databases: dict[str, dict], pool_size: int = 20):
         if running:
             stop(running.pop())
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class RedisWriter:
+    """Writes distinct keys (`prefix` + a number) to Redis from a thread, as fast as it can, while
+    a with-block runs. On an error (READONLY from a demoted primary, a connection closed) it retries
+    the same key, reconnecting to the port `primary_file` holds when that file exists (what a test's
+    repoint hook wrote), else to the same port. `acked` keeps the keys Redis acknowledged."""
+
+    def __init__(self, port: int, password: str = LAB_PASSWORD, primary_file: Path | None = None, prefix: str = "w:"):
+        self.port, self.password, self.primary_file, self.prefix = port, password, primary_file, prefix
+        self.acked: list[str] = []
+        self.errors: list[tuple[str, str]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def connect(self) -> redis.Redis:
+        port = int(self.primary_file.read_text()) if self.primary_file and self.primary_file.exists() else self.port
+        return redis.Redis(host="127.0.0.1", port=port, password=self.password, socket_timeout=30)
+
+    def run(self):
+        conn = self.connect()
+        number = 0
+        while not self.stop.is_set():
+            key = f"{self.prefix}{number}"
+            try:
+                conn.set(key, number)
+            except redis.RedisError as exc:
+                self.errors.append((key, repr(exc)[:80]))
+                time.sleep(0.005)
+                conn = self.connect()
+                continue
+            self.acked.append(key)
+            number += 1
+
+    def __enter__(self):
+        self.thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.3)
+        self.stop.set()
+        self.thread.join(30)

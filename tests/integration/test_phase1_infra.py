@@ -4,13 +4,12 @@ HAProxy's Redis frontend (:6389) with a client writing throughout."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 import redis
 
-from tests.lab import BLUE, LAB_PASSWORD, connect, run_playbook, scratch_database
+from tests.lab import BLUE, LAB_PASSWORD, RedisWriter, connect, run_playbook, scratch_database
 
 HAPROXY_REDIS = 6389
 REDIS_BLUE, REDIS_GREEN = 6379, 6380
@@ -70,43 +69,6 @@ def test_phase1_fails_naming_the_unhealthy_service_and_records_it(phase1):
     assert status == "failed" and "green_r9" in details["error"], details
 
 
-class RedisWriter:
-    """Writes distinct keys through HAProxy's Redis frontend as fast as it can; on an error
-    (READONLY from the demoted primary, a closed connection the client did not retry itself) it
-    retries the same key, which reconnects through HAProxy. Keeps the keys Redis acknowledged."""
-
-    def __init__(self):
-        self.acked: list[str] = []
-        self.errors: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run)
-        self.prefix = f"phase1:{time.time_ns()}:"
-
-    def run(self):
-        conn = redis.Redis(host="127.0.0.1", port=HAPROXY_REDIS, password=LAB_PASSWORD, socket_timeout=30)
-        number = 0
-        while not self.stop.is_set():
-            key = f"{self.prefix}{number}"
-            try:
-                conn.set(key, number)
-            except redis.RedisError as exc:
-                self.errors.append(repr(exc)[:80])
-                time.sleep(0.005)
-                continue
-            self.acked.append(key)
-            number += 1
-
-    def __enter__(self):
-        self.thread.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc):
-        time.sleep(0.5)
-        self.stop.set()
-        self.thread.join(30)
-
-
 def role(port: int) -> str:
     return redis.Redis(host="127.0.0.1", port=port, password=LAB_PASSWORD).info("replication")["role"]
 
@@ -129,7 +91,7 @@ def redis_on_blue(phase1):
 
 
 def test_redis_switchover_through_haproxy_loses_no_write(redis_on_blue):
-    with RedisWriter() as writer:
+    with RedisWriter(HAPROXY_REDIS, prefix=f"phase1:{time.time_ns()}:") as writer:
         switch_redis_to("green")
         acked_at_switch = len(writer.acked)
         time.sleep(0.5)
