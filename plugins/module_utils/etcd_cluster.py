@@ -309,12 +309,17 @@ class RaftCluster:
             if not any(statuses.values()):
                 return None
             listed = self.any_client(statuses).member_list().get("members", [])
-            ident, roles = member_roles(listed, self._statuses_by_id(listed, statuses))
+            ident, roles = member_roles(listed, self.statuses_by_id(listed, statuses))
             return {"listed": listed, "statuses": statuses, "leader": ident, "roles": roles} if ident else None
 
         return self.wait("a leader to be elected", leader)
 
-    def _statuses_by_id(self, listed: list[dict], statuses: dict) -> dict:
+    def leader(self, statuses: dict) -> tuple[list, str | None]:
+        """The cluster's member list (gateway form) and its leader's ID (None without one)."""
+        listed = self.any_client(statuses).member_list().get("members", [])
+        return listed, member_roles(listed, self.statuses_by_id(listed, statuses))[0]
+
+    def statuses_by_id(self, listed: list[dict], statuses: dict) -> dict:
         by_peer = {member["peer_url"]: member for member in self.members}
         result = {}
         for entry in listed:
@@ -400,7 +405,9 @@ class RaftCluster:
                     self.service.start(member)
             if self.check_mode:
                 return None
-            return self.wait("a member of the list to answer", lambda: self.probe_all() if any(self.probe_all().values()) else None)
+            for member in with_data:
+                self.wait_member_up(member)
+            return self.probe_all()
         if self.act(f"bootstrap {self.first['name']}"):
             env = {
                 "ETCD_INITIAL_CLUSTER": initial_cluster([(self.first["name"], self.first["peer_url"])]),
@@ -502,7 +509,7 @@ class RaftCluster:
         return result
 
     def describe(self, seen: dict) -> dict:
-        statuses_by_id = self._statuses_by_id(seen["listed"], seen["statuses"])
+        statuses_by_id = self.statuses_by_id(seen["listed"], seen["statuses"])
         health = {}
         members = []
         for entry in seen["listed"]:
@@ -547,7 +554,7 @@ class RaftCluster:
                 members=[],
             )
         listed = self.any_client(statuses).member_list().get("members", [])
-        leader, roles = member_roles(listed, self._statuses_by_id(listed, statuses))
+        leader, roles = member_roles(listed, self.statuses_by_id(listed, statuses))
         seen = {"listed": listed, "statuses": statuses, "leader": leader, "roles": roles}
         report = self.describe(seen)
         if leader is None:
