@@ -77,10 +77,9 @@ def run_module(module, work) -> None:
         cluster = RaftCluster(module.params, module.run_command, check_mode=module.check_mode)
         result = work(cluster)
     except EtcdError as exc:
-        done = cluster.actions if cluster else []
         details = dict(exc.details)
-        details.setdefault("actions", done)
-        module.fail_json(msg=str(exc), changed=bool(done) and not module.check_mode, **details)
+        details.setdefault("actions", cluster.actions if cluster else [])
+        module.fail_json(msg=str(exc), changed=bool(cluster and cluster.done), **details)
     module.exit_json(**result)
 
 
@@ -221,6 +220,7 @@ class RaftCluster:
         self.actions: list[str] = []
         self.progress: list[str] = []
         self.before: list[str] = []
+        self.done = False  # something was changed (a failure then reports changed=true)
 
     # Reading ------------------------------------------------------------------------------
     def client(self, member: dict) -> EtcdClient:
@@ -344,6 +344,10 @@ class RaftCluster:
         self.actions.append(action)
         return not self.check_mode
 
+    def _start(self, member: dict, env: dict | None = None) -> None:
+        self.service.start(member, env)
+        self.done = True
+
     def ensure(self, learners: bool = False, prune: bool = False) -> dict:
         statuses = self.probe_all()
         if any(statuses.values()):
@@ -367,7 +371,7 @@ class RaftCluster:
         for member in self.members:
             entry = by_peer.get(member["peer_url"])
             if entry and entry.get("name") and not statuses[member["name"]] and self.act(f"start {member['name']}"):
-                self.service.start(member)
+                self._start(member)
                 self.wait_member_up(member)
         # Added earlier but never started (a run that stopped half-way): start with existing state.
         for member in self.members:
@@ -402,7 +406,7 @@ class RaftCluster:
         if with_data:
             for member in with_data:
                 if self.act(f"start {member['name']}"):
-                    self.service.start(member)
+                    self._start(member)
             if self.check_mode:
                 return None
             for member in with_data:
@@ -414,7 +418,7 @@ class RaftCluster:
                 "ETCD_INITIAL_CLUSTER_STATE": "new",
                 "ETCD_INITIAL_CLUSTER_TOKEN": self.token,
             }
-            self.service.start(self.first, env)
+            self._start(self.first, env)
             self.wait_member_up(self.first)
             return self.probe_all()
         for member in self.members[1:]:
@@ -442,6 +446,7 @@ class RaftCluster:
                 raise
 
         added = self.wait(f"the cluster to accept member {member['name']} (etcd refuses adds until the last member ran 5 s)", add, 1.0)
+        self.done = True
         listed = added.get("members", [])
         self.progress.append(f"{member['name']} added as {hex_id(added['member']['ID'])}")
         self._start_joining(member, listed, learner=learners, ident=added["member"]["ID"], counted=False)
@@ -460,7 +465,7 @@ class RaftCluster:
             "ETCD_INITIAL_CLUSTER_STATE": "existing",
             "ETCD_INITIAL_CLUSTER_TOKEN": self.token,
         }
-        self.service.start(member, env)
+        self._start(member, env)
         self.wait_member_up(member)
         if learner:
             self._promote(member, ident)
@@ -477,6 +482,7 @@ class RaftCluster:
                 raise
 
         self.wait(f"learner {member['name']} to catch up with the leader and be promoted", promote, 1.0)
+        self.done = True
         self.actions.append(f"promote {member['name']}")
         self.progress.append(f"{member['name']} promoted")
 
@@ -485,6 +491,7 @@ class RaftCluster:
         if not self.act(f"remove {name}"):
             return
         self.wait(f"the cluster to remove member {name}", lambda: client.member_remove(entry["ID"]) or True, 1.0)
+        self.done = True
         self.progress.append(f"{name} removed")
         extra = {"name": name, "service": f"etcd-{name}", "data_dir": None}
         if entry.get("name") and NAME_PATTERN.match(name) and self.service.exists(extra):
@@ -558,7 +565,8 @@ class RaftCluster:
         seen = {"listed": listed, "statuses": statuses, "leader": leader, "roles": roles}
         report = self.describe(seen)
         if leader is None:
-            voters = [entry for entry in listed if not entry.get("isLearner")]
+            order = {member["name"]: position for position, member in enumerate(self.members)}
+            voters = sorted((entry for entry in listed if not entry.get("isLearner")), key=lambda e: order.get(e.get("name"), len(order)))
             up = [entry.get("name", hex_id(entry["ID"])) for entry in voters if roles[entry["ID"]] != "down"]
             down = [entry.get("name", hex_id(entry["ID"])) for entry in voters if roles[entry["ID"]] == "down"]
             need = quorum(len(voters))

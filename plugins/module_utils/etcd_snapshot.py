@@ -124,6 +124,7 @@ class Snapshot:
         if self.cluster.check_mode:
             actions += [f"add {m['name']}" for m in self.cluster.members[1:]]
             return {"changed": True, "snapshot": figures, "actions": actions, "moved_aside": []}
+        self.cluster.done = True
         for member in self.cluster.members:
             if self.cluster.service.exists(member):
                 self.cluster.service.stop(member)
