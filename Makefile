@@ -67,6 +67,7 @@ integration: venv system-deps
 
 molecule: venv system-deps
 	molecule test -s postgresql
+	molecule test -s cluster_node
 
 clean:
 	rm -rf .make $(SANITY_ROOT) .pytest_cache .ruff_cache

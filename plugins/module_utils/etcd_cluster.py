@@ -384,9 +384,9 @@ class RaftCluster:
                 listed = self._add(member, client, learners) or listed
         if prune:
             wanted = {member["peer_url"] for member in self.members}
-            for entry in listed:
-                if not wanted & set(entry.get("peerURLs", [])):
-                    self._remove(entry, client)
+            extra = [entry for entry in listed if not wanted & set(entry.get("peerURLs", []))]
+            for entry in sorted(extra, key=lambda entry: (entry.get("name", ""), entry["ID"])):
+                self._remove(entry, client)
         if self.check_mode and self.actions:
             return self.result(None)
         return self.result(self.wait_leader())
@@ -493,6 +493,7 @@ class RaftCluster:
         self.wait(f"the cluster to remove member {name}", lambda: client.member_remove(entry["ID"]) or True, 1.0)
         self.done = True
         self.progress.append(f"{name} removed")
+        self.wait_leader()  # a removed leader steps down: the next change waits for the new one
         extra = {"name": name, "service": f"etcd-{name}", "data_dir": None}
         if entry.get("name") and NAME_PATTERN.match(name) and self.service.exists(extra):
             self.service.stop(extra)
