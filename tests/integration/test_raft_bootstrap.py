@@ -71,7 +71,11 @@ def members():
     root = Path(tempfile.mkdtemp(prefix="zdm-etcd-"))
     root.chmod(0o755)  # etcd runs as etcd and needs to reach its data dir
     hosts = {
-        name: {"etcd_client_port": client_port(name), "etcd_peer_port": client_port(name) + 1, "etcd_data_dir": str(root / name)}
+        name: {
+            "cluster_node_client_port": client_port(name),
+            "cluster_node_peer_port": client_port(name) + 1,
+            "cluster_node_data_dir": str(root / name),
+        }
         for name in NAMES
     }
     inventory = root / "hosts.yml"

@@ -8,7 +8,7 @@ PKI = "/etc/etcd/pki"
 
 def member(host):
     variables = host.ansible.get_variables()
-    return variables["inventory_hostname"], variables["etcd_client_port"]
+    return variables["inventory_hostname"], variables["cluster_node_client_port"]
 
 
 def etcdctl(host, name, port, *args):
@@ -47,7 +47,7 @@ def test_one_cluster_of_three_over_tls(host):
 
 
 def test_a_client_without_a_certificate_is_refused(host):
-    name, port = member(host)
+    port = member(host)[1]
     probe = (
         "import ssl, urllib.request; "
         f"context = ssl.create_default_context(cafile='{PKI}/ca.crt'); "
