@@ -23,7 +23,7 @@ description:
     is the only one added. With O(prune=true) members not in O(members) are removed (one at a time)
     and their init script C(etcd-<name>), if any, stopped.
   - A cluster bootstrapped from the first member with O(cluster_token) has a known cluster ID. A
-    member answering with another ID was bootstrapped separately: the module refuses, names it,
+    member answering with another ID was bootstrapped separately; the module refuses, names it,
     says what to do and changes nothing. A member to be added whose O(members[].data_dir) already
     holds state is refused the same way.
   - O(state=status) changes nothing and reports each member's role (leader, follower, learner,

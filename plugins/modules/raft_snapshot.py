@@ -14,7 +14,7 @@ description:
     refuses (a snapshot then could miss acknowledged writes).
   - V(verified) reads the file with C(etcdctl snapshot status) (revision, keys, hash) and returns its
     SHA-256; a damaged file is an error. Changes nothing.
-  - V(restored) is offline by nature: every member in O(members) is stopped and its data dir moved
+  - V(restored) is offline by nature. Every member in O(members) is stopped and its data dir moved
     aside (C(<data_dir>.before-restore-<UTC time>); nothing is deleted), the snapshot restored into the
     B(first) member's data dir as a one-member cluster with O(cluster_token)
     (C(etcdctl snapshot restore)), that member started, and the others added one at a time, exactly
