@@ -46,6 +46,7 @@ attributes:
     description: Reports what it would do; writes, stops and restores nothing.
   diff_mode:
     support: none
+    description: A snapshot file has no diff to show; the actions say what was done.
 notes:
   - Needs C(etcdctl) (Debian's etcd-client package) on the host for V(verified) and V(restored).
   - V(restored) needs every member's O(members[].data_dir) and runs on the host of their init scripts.
