@@ -409,8 +409,15 @@ class RaftCluster:
                     self._start(member)
             if self.check_mode:
                 return None
-            for member in with_data:
-                self.wait_member_up(member)
+            try:
+                for member in with_data:
+                    self.wait_member_up(member)
+            except EtcdError as exc:
+                if exc.details.get("foreign_member"):  # their data is another cluster's: leave them as they were
+                    for member in with_data:
+                        self.service.stop(member)
+                    self.done = False
+                raise
             return self.probe_all()
         if self.act(f"bootstrap {self.first['name']}"):
             env = {

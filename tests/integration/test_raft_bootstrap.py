@@ -256,7 +256,19 @@ def test_a_member_of_another_cluster_is_refused_and_nothing_changes(trio, member
 
         status = bootstrap(trio["members"], state="status")
         assert names(status) == ["zt1", "zt2", "zt3"]
+
+        # everything stopped, zforeign listed first: the members with data are started, zt1 is
+        # recognised as another cluster's than the one bootstrapped from zforeign, and every
+        # member started is stopped again
+        for name in ("zt1", "zt2", "zt3"):
+            assert service(name, "stop").returncode == 0
+        swapped = bootstrap([foreign, *trio["members"]], timeout=60)
+        assert swapped["failed"] and swapped["changed"] is False
+        assert "member zt1 (http://127.0.0.1:32379) belongs to another cluster" in swapped["msg"]
+        assert all(service(name, "status").returncode != 0 for name in ("zforeign", "zt1", "zt2", "zt3"))
     finally:
+        restarted = bootstrap(trio["members"])
+        assert restarted["leader"], restarted.get("msg")
         service("zforeign", "stop")
         shutil.rmtree(Path(foreign["data_dir"], "member"), ignore_errors=True)
 
