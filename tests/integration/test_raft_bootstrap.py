@@ -2,7 +2,7 @@
 playbooks/cluster.yml on the lab's cluster (etcd1-3 on 2379/2479/2579).
 
 Everything but the playbook test runs on throwaway members of the test's own: roles/cluster_node
-converged from a temporary inventory (zt1..zt5 and zforeign on ports 32379, 32479, ... 32879,
+converged from a temporary inventory (zt1..zt5 and zforeign on ports 12379, 12479, ... 12879,
 data dirs in a temporary directory), so the lab's cluster is not touched. Their init scripts,
 settings, logs and data go afterwards."""
 
@@ -31,7 +31,9 @@ LAB = ["etcd1", "etcd2", "etcd3"]
 
 
 def client_port(name: str) -> int:
-    return 32379 + 100 * NAMES.index(name)
+    # below Linux's ephemeral range (32768-60999): a port there can be taken by any client
+    # connection on the machine in the moment before a member binds it ("address already in use")
+    return 12379 + 100 * NAMES.index(name)
 
 
 def init_script(name: str) -> str:
@@ -239,13 +241,13 @@ def test_a_member_of_another_cluster_is_refused_and_nothing_changes(trio, member
 
         refused = bootstrap(trio["members"] + [foreign])
         assert refused["failed"] and refused["changed"] is False
-        assert "member zforeign (http://127.0.0.1:32879) belongs to another cluster" in refused["msg"]
+        assert "member zforeign (http://127.0.0.1:12879) belongs to another cluster" in refused["msg"]
         assert "move its data dir" in refused["msg"] and refused["foreign_member"] == "zforeign"
 
         # a second bootstrap of the same nodes under another token: they belong to another cluster
         other = bootstrap(trio["members"], cluster_token="another-token")
         assert other["failed"] and other["changed"] is False
-        assert "member zt1 (http://127.0.0.1:32379) belongs to another cluster" in other["msg"]
+        assert "member zt1 (http://127.0.0.1:12379) belongs to another cluster" in other["msg"]
 
         # stopped, its data dir still says what it was: refused before any member add
         assert service("zforeign", "stop").returncode == 0
@@ -264,7 +266,7 @@ def test_a_member_of_another_cluster_is_refused_and_nothing_changes(trio, member
             assert service(name, "stop").returncode == 0
         swapped = bootstrap([foreign, *trio["members"]], timeout=60)
         assert swapped["failed"] and swapped["changed"] is False
-        assert "member zt1 (http://127.0.0.1:32379) belongs to another cluster" in swapped["msg"]
+        assert "member zt1 (http://127.0.0.1:12379) belongs to another cluster" in swapped["msg"]
         assert all(service(name, "status").returncode != 0 for name in ("zforeign", "zt1", "zt2", "zt3"))
     finally:
         restarted = bootstrap(trio["members"])
@@ -283,18 +285,18 @@ def test_bad_input_is_named_with_the_fix_and_changes_nothing(trio):
     assert no_script["failed"] and no_script["changed"] is False
     assert "no init script /etc/init.d/etcd-nowhere" in no_script["msg"] and "roles/cluster_node" in no_script["msg"]
 
-    missing = bootstrap([{"name": "zt1", "client_url": "http://127.0.0.1:32379"}])
+    missing = bootstrap([{"name": "zt1", "client_url": "http://127.0.0.1:12379"}])
     assert missing["failed"] and "peer_url" in missing["msg"]
 
-    scheme = bootstrap([dict(trio["members"][0], peer_url="127.0.0.1:32380")])
-    assert scheme["failed"] and "peer_url '127.0.0.1:32380' is not a URL etcd can use" in scheme["msg"]
+    scheme = bootstrap([dict(trio["members"][0], peer_url="127.0.0.1:12380")])
+    assert scheme["failed"] and "peer_url '127.0.0.1:12380' is not a URL etcd can use" in scheme["msg"]
 
     twice = bootstrap([trio["members"][0], dict(trio["members"][1], name="zt1")])
     assert twice["failed"] and "members zt1 and zt1 have the same name" in twice["msg"]
 
     renamed = bootstrap([trio["members"][0], dict(trio["members"][1], name="zt2b", service="etcd-zt2")])
     assert renamed["failed"] and renamed["changed"] is False
-    assert "the cluster knows peer URL http://127.0.0.1:32480 as member zt2, the list calls it zt2b" in renamed["msg"]
+    assert "the cluster knows peer URL http://127.0.0.1:12480 as member zt2, the list calls it zt2b" in renamed["msg"]
     assert names(bootstrap(trio["members"], state="status")) == ["zt1", "zt2", "zt3"]
 
 
