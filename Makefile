@@ -70,6 +70,7 @@ molecule: venv system-deps
 	molecule test -s redis
 	molecule test -s rabbitmq
 	molecule test -s monitoring
+	molecule test -s cluster_node
 
 clean:
 	rm -rf .make $(SANITY_ROOT) .pytest_cache .ruff_cache

@@ -75,12 +75,12 @@ def run_playbook(
         shutil.rmtree(private_dir, ignore_errors=True)
 
 
-def run_module(module: str, args: dict, check: bool = False, diff: bool = False) -> tuple[PlaybookRun, dict]:
-    """Run one module on the lab host; returns the run and the module's result."""
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False, host: str = "lab-db") -> tuple[PlaybookRun, dict]:
+    """Run one module on a lab host (lab-db unless told); returns the run and the module's result."""
     play = [
         {
             "name": "module under test",
-            "hosts": "lab-db",
+            "hosts": host,
             "gather_facts": False,
             "tasks": [{"name": "under test", module: args, "ignore_errors": True}],
         }

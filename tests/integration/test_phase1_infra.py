@@ -40,6 +40,7 @@ def test_phase1_publishes_blue_and_checks_every_service(phase1, blue):
         status = state.execute("SELECT status, details FROM migration_progress WHERE phase = 'phase1_infra'").fetchone()
     assert status[0] == "succeeded" and status[1]["green_replicas"] == ["green_r1"]
     assert status[1]["redis"] == {"source": "primary", "target": "replica of 127.0.0.1:6379"}
+    assert status[1]["raft_leader"] in ("etcd1", "etcd2", "etcd3")
     assert LAB_PASSWORD not in phase1.stdout
 
 

@@ -1,0 +1,195 @@
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Snapshots of an etcd cluster: save (through the API), verify, restore.
+
+- save: the leader's backend streamed from POST /v3/maintenance/snapshot (the gateway sends JSON
+  lines of base64 blobs) into a temporary file next to `path`, verified, then renamed: a
+  snapshot file is complete or absent.
+- verify: `etcdctl snapshot status -w json` (the API cannot read a file) - revision, keys, size,
+  hash - plus the file's SHA-256.
+- restore (offline by nature): every listed member stopped and its data dir moved aside
+  (`<data_dir>.before-restore-<UTC time>`, never deleted), the snapshot restored into the *first*
+  member's data dir with `etcdctl snapshot restore` as a one-member cluster with the cluster
+  token (so the cluster ID is the one raft_bootstrap expects), that member started, then the
+  others added one at a time by RaftCluster.ensure - the same path as a bootstrap. A record next
+  to the first data dir (`<data_dir>.restored.json`) makes a second run with the same snapshot
+  change nothing while the cluster is whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_client import EtcdError, hex_id
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_cluster import RaftCluster
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Snapshot:
+    """One snapshot file and the cluster it is taken from or restored into."""
+
+    def __init__(self, cluster: RaftCluster, path: str, run_command, etcdctl: str = "etcdctl"):
+        self.cluster = cluster
+        self.path = path
+        self.run_command = run_command
+        self.etcdctl = etcdctl
+
+    # verify -------------------------------------------------------------------------------
+    def inspect(self, path: str | None = None) -> dict:
+        path = path or self.path
+        if not os.path.isfile(path):
+            raise EtcdError(f"no snapshot file {path}: save one first (state=saved), or give the path of an existing one.")
+        rc, out, err = self.run_command([self.etcdctl, "snapshot", "status", path, "-w", "json"], environ_update={"ETCDCTL_API": "3"})
+        if rc != 0:
+            raise EtcdError(
+                f"{path} is not a usable etcd snapshot: etcdctl snapshot status says {(err or out).strip()}. "
+                "Take a new one (state=saved, force=true)."
+            )
+        try:
+            figures = json.loads(out)
+        except ValueError:
+            raise EtcdError(f"etcdctl snapshot status printed no JSON for {path}: {out[:200]}") from None
+        return {
+            "path": path,
+            "sha256": sha256_of(path),
+            "size_bytes": os.path.getsize(path),
+            "revision": figures.get("revision"),
+            "total_keys": figures.get("totalKey"),
+            "hash": figures.get("hash"),
+        }
+
+    # save ---------------------------------------------------------------------------------
+    def save(self, force: bool) -> dict:
+        if os.path.exists(self.path) and not force:
+            return {"changed": False, "snapshot": self.inspect(), "actions": []}
+        source = self.source_member()
+        if self.cluster.check_mode:
+            return {"changed": True, "snapshot": {"path": self.path}, "actions": [f"save from {source['name']}"]}
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise EtcdError(f"the directory of {self.path} does not exist; create {directory} first.")
+        partial = self.path + ".partial"
+        try:
+            with open(partial, "wb") as out:
+                written = self.cluster.client(source).snapshot(out, timeout=max(self.cluster.remaining(), 1))
+            if written == 0:
+                raise EtcdError(f"{source['name']} sent an empty snapshot")
+            figures = self.inspect(partial)
+            os.replace(partial, self.path)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        figures["path"] = self.path
+        return {"changed": True, "snapshot": figures, "actions": [f"save from {source['name']}"], "source": source["name"]}
+
+    def source_member(self) -> dict:
+        """The leader when one answers (its backend is the most recent), else refuse."""
+        statuses = self.cluster.probe_all()
+        if not any(statuses.values()):
+            raise EtcdError("no member of the list answers: nothing to take a snapshot of. Start the cluster first.")
+        listed, leader = self.cluster.leader(statuses)
+        for member in self.cluster.members:
+            entry = next((e for e in listed if member["peer_url"] in e.get("peerURLs", [])), None)
+            if entry and entry["ID"] == leader:
+                return member
+        raise EtcdError(
+            "no leader among the listed members (no quorum?): a snapshot now could miss acknowledged writes. Restore quorum first."
+        )
+
+    # restore ------------------------------------------------------------------------------
+    def record_path(self) -> str:
+        return self.cluster.first["data_dir"].rstrip("/") + ".restored.json"
+
+    def restore(self, force: bool) -> dict:
+        missing = [member["name"] for member in self.cluster.members if not member["data_dir"]]
+        if missing:
+            raise EtcdError(f"restore needs every member's data_dir (missing for {', '.join(missing)}): their data dirs are moved aside.")
+        figures = self.inspect()
+        record = self._read_record()
+        if not force and record.get("sha256") == figures["sha256"] and self._whole():
+            return {"changed": False, "snapshot": figures, "actions": [], "restored_at": record.get("restored_at")}
+        actions = [f"stop {m['name']}" for m in self.cluster.members]
+        actions.append(f"restore {self.cluster.first['name']} from {self.path}")
+        if self.cluster.check_mode:
+            actions += [f"add {m['name']}" for m in self.cluster.members[1:]]
+            return {"changed": True, "snapshot": figures, "actions": actions, "moved_aside": []}
+        self.cluster.done = True
+        for member in self.cluster.members:
+            if self.cluster.service.exists(member):
+                self.cluster.service.stop(member)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = []
+        for member in self.cluster.members:
+            if os.path.exists(member["data_dir"]):
+                aside = f"{member['data_dir'].rstrip('/')}.before-restore-{stamp}"
+                os.rename(member["data_dir"], aside)
+                moved.append(aside)
+        first = self.cluster.first
+        rc, out, err = self.run_command(
+            [
+                self.etcdctl,
+                "snapshot",
+                "restore",
+                self.path,
+                "--name",
+                first["name"],
+                "--initial-cluster",
+                f"{first['name']}={first['peer_url']}",
+                "--initial-advertise-peer-urls",
+                first["peer_url"],
+                "--initial-cluster-token",
+                self.cluster.token,
+                "--data-dir",
+                first["data_dir"],
+            ],
+            environ_update={"ETCDCTL_API": "3"},
+        )
+        if rc != 0:
+            raise EtcdError(
+                f"etcdctl snapshot restore into {first['data_dir']} failed: {(err or out).strip()}. The old data dirs are "
+                f"kept: {', '.join(moved)} (move them back to undo).",
+                moved_aside=moved,
+            )
+        for root, dirs, files in os.walk(first["data_dir"]):
+            for name in [root, *(os.path.join(root, entry) for entry in dirs + files)]:
+                shutil.chown(name, "etcd", "etcd")
+        os.chmod(first["data_dir"], 0o700)
+        for member in self.cluster.members[1:]:
+            os.makedirs(member["data_dir"], mode=0o700)
+            shutil.chown(member["data_dir"], "etcd", "etcd")
+        self.cluster.actions.extend(actions)
+        result = self.cluster.ensure()
+        record = {"sha256": figures["sha256"], "path": self.path, "restored_at": stamp, "cluster_id": hex_id(self.cluster.expected)}
+        with open(self.record_path(), "w") as handle:
+            json.dump(record, handle)
+        result.update(snapshot=figures, moved_aside=moved, restored_at=stamp)
+        return result
+
+    def _read_record(self) -> dict:
+        try:
+            with open(self.record_path()) as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return {}
+
+    def _whole(self) -> bool:
+        """Every listed member answers, in the cluster, and there is a leader."""
+        try:
+            statuses = self.cluster.probe_all()
+            if not all(statuses.values()):
+                return False
+            listed, leader = self.cluster.leader(statuses)
+            return leader is not None and len(listed) == len(self.cluster.members)
+        except EtcdError:
+            return False

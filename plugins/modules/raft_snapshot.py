@@ -1,0 +1,142 @@
+#!/usr/bin/python
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: raft_snapshot
+short_description: Save, verify and restore a snapshot of an etcd (Raft) cluster
+description:
+  - V(saved) streams the leader's data from the HTTP/JSON API (C(/v3/maintenance/snapshot)) into
+    O(path) through a temporary file, verifies it and only then renames it, so the file is complete
+    or absent. An existing O(path) is kept (changed false) unless O(force=true). Without a leader it
+    refuses (a snapshot then could miss acknowledged writes).
+  - V(verified) reads the file with C(etcdctl snapshot status) (revision, keys, hash) and returns its
+    SHA-256; a damaged file is an error. Changes nothing.
+  - V(restored) is offline by nature. Every member in O(members) is stopped and its data dir moved
+    aside (C(<data_dir>.before-restore-<UTC time>); nothing is deleted), the snapshot restored into the
+    B(first) member's data dir as a one-member cluster with O(cluster_token)
+    (C(etcdctl snapshot restore)), that member started, and the others added one at a time, exactly
+    as M(zerodowntime.migration.raft_bootstrap) adds members. The cluster keeps its cluster ID.
+    A second run with the same snapshot changes nothing while every member answers and a leader
+    exists (recorded in C(<first data_dir>.restored.json)); O(force=true) restores again.
+version_added: 0.1.0
+author:
+  - zerodowntime.migration maintainers (@zerodowntime)
+options:
+  state:
+    description: What to do with the snapshot file.
+    type: str
+    choices: [saved, verified, restored]
+    default: saved
+  path:
+    description: The snapshot file.
+    type: path
+    required: true
+  force:
+    description: V(saved) - overwrite an existing file. V(restored) - restore even when this snapshot was restored already.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - zerodowntime.migration.etcd
+attributes:
+  check_mode:
+    support: full
+    description: Reports what it would do; writes, stops and restores nothing.
+  diff_mode:
+    support: none
+    description: A snapshot file has no diff to show; the actions say what was done.
+notes:
+  - Needs C(etcdctl) (Debian's etcd-client package) on the host for V(verified) and V(restored).
+  - V(restored) needs every member's O(members[].data_dir) and runs on the host of their init scripts.
+"""
+
+EXAMPLES = r"""
+- name: Snapshot the cluster before migrating
+  zerodowntime.migration.raft_snapshot:
+    members: "{{ etcd_members }}"
+    path: /var/backups/etcd/before-migration.db
+  register: etcd_snapshot
+
+- name: Check the snapshot file
+  zerodowntime.migration.raft_snapshot:
+    members: "{{ etcd_members }}"
+    path: /var/backups/etcd/before-migration.db
+    state: verified
+
+- name: Restore it (every member stopped, the first restored, the others re-added)
+  zerodowntime.migration.raft_snapshot:
+    members: "{{ etcd_members }}"
+    path: /var/backups/etcd/before-migration.db
+    state: restored
+"""
+
+RETURN = r"""
+snapshot:
+  description: The snapshot file as C(etcdctl snapshot status) reads it (in check mode of V(saved), only the path).
+  returned: success
+  type: dict
+  contains:
+    path: {description: The file, type: str}
+    sha256: {description: SHA-256 of the file, type: str}
+    size_bytes: {description: Its size, type: int}
+    revision: {description: The store's revision in it, type: int}
+    total_keys: {description: Keys in it, type: int}
+    hash: {description: etcd's hash of its contents, type: int}
+actions:
+  description: What was done (in check mode, what would be).
+  returned: always
+  type: list
+  elements: str
+  sample: ["stop etcd1", "stop etcd2", "stop etcd3", "restore etcd1 from /var/backups/etcd/before-migration.db", "add etcd2", "add etcd3"]
+source:
+  description: V(saved) - the member the snapshot was taken from (the leader).
+  returned: when a snapshot was saved
+  type: str
+moved_aside:
+  description: V(restored) - where the members' old data dirs were moved.
+  returned: when restored
+  type: list
+  elements: str
+members:
+  description: V(restored) - the cluster's members afterwards, as raft_bootstrap returns them.
+  returned: when restored
+  type: list
+  elements: dict
+leader:
+  description: V(restored) - the leader afterwards.
+  returned: when restored
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_cluster import run_module, spec
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_snapshot import Snapshot
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=spec(
+            state=dict(type="str", choices=["saved", "verified", "restored"], default="saved"),
+            path=dict(type="path", required=True),
+            force=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+
+    def work(cluster):
+        snapshot = Snapshot(cluster, params["path"], module.run_command)
+        if params["state"] == "verified":
+            return {"changed": False, "snapshot": snapshot.inspect(), "actions": []}
+        if params["state"] == "restored":
+            return snapshot.restore(params["force"])
+        return snapshot.save(params["force"])
+
+    run_module(module, work)
+
+
+if __name__ == "__main__":
+    main()
