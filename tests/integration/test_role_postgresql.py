@@ -50,7 +50,7 @@ def test_each_instance_listens_on_its_port_with_logical_wal(lab, endpoint, port)
 
 
 def test_memory_settings_follow_the_host_memory(blue):
-    expected = memory_settings(host_memory_mb() // 2, 100)  # two instances share the host
+    expected = memory_settings(host_memory_mb() // 3, 100)  # blue, green and green_r1 (a read replica) share the host
     for name in ("shared_buffers", "effective_cache_size", "maintenance_work_mem", "work_mem"):
         assert setting_bytes(blue, name) == size_bytes(blue, expected[name]), name
 
