@@ -73,19 +73,21 @@ def test_reload_for_reloadable_settings_restart_only_where_needed(lab):
                 assert conn.execute("SHOW log_min_duration_statement").fetchone()[0] == "250ms"
         assert (started_at(BLUE), started_at(GREEN)) == (blue_started, green_started)
 
-        # A restart-only setting on green alone: green restarts, blue keeps running.
-        instances = [LAB_INSTANCES[0], dict(LAB_INSTANCES[1], settings=dict(LAB_INSTANCES[1]["settings"], max_wal_senders=12))]
+        # A restart-only setting on green alone: green restarts, blue keeps running. (Not one a
+        # standby checks against its primary, such as max_wal_senders: green's read replica would
+        # pause its recovery.)
+        instances = [LAB_INSTANCES[0], dict(LAB_INSTANCES[1], settings=dict(LAB_INSTANCES[1]["settings"], max_files_per_process=1100))]
         run = run_playbook("site.yml", extravars={"postgresql_instances": instances})
         assert run.status == "successful", run.stdout
         with connect(GREEN) as conn:
-            assert conn.execute("SHOW max_wal_senders").fetchone()[0] == "12"
+            assert conn.execute("SHOW max_files_per_process").fetchone()[0] == "1100"
         assert started_at(GREEN) > green_started
         assert started_at(BLUE) == blue_started
     finally:
         restored = run_playbook("site.yml")
         assert restored.status == "successful", restored.stdout
     with connect(GREEN) as conn:
-        assert conn.execute("SHOW max_wal_senders").fetchone()[0] == "10"
+        assert conn.execute("SHOW max_files_per_process").fetchone()[0] == "1000"
 
 
 def test_roles_and_databases_exist_on_both(lab):
