@@ -261,8 +261,22 @@ def throwaway_pgbouncer(databases: dict[str, dict], pool_size: int = 20):
         stop(running.pop())
         running.append(start())
 
+    def stop_now() -> None:
+        stop(running.pop())
+
+    def start_again() -> None:
+        running.append(start())
+
     try:
-        yield {"port": port, "config_file": str(config_file), "admin": admin, "log": workdir / "pgbouncer.log", "restart": restart}
+        yield {
+            "port": port,
+            "config_file": str(config_file),
+            "admin": admin,
+            "log": workdir / "pgbouncer.log",
+            "restart": restart,
+            "stop": stop_now,
+            "start": start_again,
+        }
     finally:
         if running:
             stop(running.pop())

@@ -1,39 +1,60 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The cutover's critical section: move writes from `source` to `target` behind a PgBouncer
-PAUSE, in one call, with a hard deadline and an undo for every step.
+"""The cutover's critical section: move writes from `source` to `target` behind a PAUSE of
+every PgBouncer in front of them, in one call, with a hard deadline and an undo for every step.
 
-Before the pause (bounded by `prepare_timeout`): the forward subscription (source -> target)
-is enabled, every table ready, its lag under `max_lag_bytes`, and it commits synchronously on
-the target so the source's slot confirms an applied position within milliseconds (with
-`synchronous_commit = off` the confirmation waits for the target's WAL writer: ~0.4 s); the
-reverse publication exists on the target; every table it sends has a replica identity.
+Before the pause (bounded by `prepare_timeout`): leftovers of an earlier run are repaired (see
+"The journal" below); the forward subscription (source -> target) is enabled, every table ready,
+its lag under `max_lag_bytes`, and it commits synchronously on the target so the source's slot
+confirms an applied position within milliseconds (with `synchronous_commit = off` the
+confirmation waits for the target's WAL writer: ~0.4 s); the reverse publication exists on the
+target; every table it sends has a replica identity.
 
-The pause (bounded by `timeout`, each statement by statement_timeout):
+The pause (bounded by `timeout`, each statement by statement_timeout), STEPS in order:
 
   pause_pgbouncer -> freeze_source -> drain_source_writers -> wait_for_catch_up ->
   sync_sequences -> disable_forward_subscription -> create_reverse_slot ->
   create_reverse_subscription -> unfreeze_target -> repoint_pgbouncer -> resume_pgbouncer
+
+Every pooler is paused, repointed and resumed concurrently; one that fails or cannot be reached
+undoes the switchover for all of them.
 
 The reverse slot is created after the target has applied the source's last write and before
 any client reaches the target, so it holds exactly the writes made on the target from then on:
 the reverse subscription (copy_data false) brings them to the source, which makes a rollback
 lossless. The source stays read-only afterwards; a switchover back (rollback) unfreezes it.
 
-On any error, or when the deadline passes, the steps done are undone in reverse order and the
+On any error, or when the deadline passes, the steps begun are undone newest first and every
 pool resumes on the source: the result names the step that failed and what was undone.
 After the pause: the disabled forward subscription is dropped with its slot (an inactive slot
 retains WAL), and the reverse subscription is watched until its worker streams.
+
+The journal (pg_journal) and the guardian (pg_guardian): each step is recorded before it runs;
+a guardian process that outlives the module undoes the run from the journal when the module dies
+(SIGTERM, SIGHUP, SIGKILL) or overruns its deadline. Once `committing` is recorded (just before
+the first RESUME on the target) a dead run is finished instead: clients may already write to
+the target. The next run of the module reads the journal first and repairs what a run whose
+guardian died too (the host rebooted) left behind.
+
+Why the freeze is ALTER SYSTEM default_transaction_read_only and not table locks held by the
+module's session (which would end by themselves with it): the source must stay read-only for
+direct clients after the switchover, which no session can hold, and the guardian ends the
+freeze anyway, as it ends PAUSE and the repoint, which nothing ends by itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils import pg_readonly, pgbouncer
+from ansible_collections.zerodowntime.migration.plugins.module_utils import pg_guardian, pg_readonly, pgbouncer
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_journal import Journal, JournalError, pending
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_publication import ensure_publication, format_qualified_name
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_sequences import sync_sequences
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_slot import ReplicationSlot, validate_slot_name
@@ -42,22 +63,39 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscrip
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
     from psycopg import sql
 
-STEPS = (
-    "pause_pgbouncer",
-    "freeze_source",
-    "drain_source_writers",
-    "wait_for_catch_up",
-    "sync_sequences",
-    "disable_forward_subscription",
-    "create_reverse_slot",
-    "create_reverse_subscription",
-    "unfreeze_target",
-    "repoint_pgbouncer",
-    "resume_pgbouncer",
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the switchover: `name` is the Switchover method that does it, `undo` the
+    method that undoes it (idempotent: harmless when the step never ran), None when nothing to undo."""
+
+    name: str
+    undo: str | None
+
+
+# Before the pause: the forward subscription made to commit synchronously.
+PREPARE_STEP = Step("set_forward_synchronous_commit", "restore_forward_synchronous_commit")
+PAUSE_STEPS = (
+    Step("pause_pgbouncer", "resume_pgbouncer"),
+    Step("freeze_source", "unfreeze_source"),
+    Step("drain_source_writers", None),
+    Step("wait_for_catch_up", None),
+    Step("sync_sequences", None),
+    Step("disable_forward_subscription", "enable_forward_subscription"),
+    Step("create_reverse_slot", "drop_reverse_slot"),
+    Step("create_reverse_subscription", "drop_reverse_subscription"),
+    Step("unfreeze_target", "freeze_target"),
+    Step("repoint_pgbouncer", "repoint_pgbouncer_to_source"),
+    Step("resume_pgbouncer", None),  # the point of no return: clients reach the target
 )
+STEPS = tuple(step.name for step in PAUSE_STEPS)
+ALL_STEPS = (PREPARE_STEP, *PAUSE_STEPS)
 POLL_INTERVAL = 0.002  # the catch-up wait polls the source's slot this often (seconds)
 UNDO_STATEMENT_TIMEOUT_MS = 15000
 CLEANUP_TIMEOUT = 15.0
+GUARDIAN_CONNECT_TIMEOUT = 5
+# Test failpoint: "step:seconds" holds the pause that long after `step` (signal tests land in it).
+HOLD_VARIABLE = "ZERODOWNTIME_SWITCHOVER_HOLD"
 
 
 class DeadlineExceeded(PgError):
@@ -100,55 +138,148 @@ def unusable_replica_identities(client: Client, subscription: str) -> list[str]:
     return [row["name"] for row in rows]
 
 
-class Switchover:
-    """One switchover. `source` and `target` are Clients (check mode on both alike), `console`
-    PgBouncer's admin console; `params` the module's options."""
+class Pooler:
+    """One PgBouncer in front of the databases: its admin console, the pool, its pgbouncer.ini,
+    where the pool pointed before the switchover and where it points after."""
 
-    def __init__(self, source: Client, target: Client, console: pgbouncer.AdminConsole, params: dict, log=None):
-        self.source, self.target, self.console = source, target, console
+    def __init__(self, index: int, params: dict, console: pgbouncer.AdminConsole | None, error: str | None = None):
+        self.index = index
         self.params = params
-        self.check_mode = source.check_mode
+        self.console = console
+        self.error = error  # why the console could not be opened (the guardian carries on without it)
+        self.pool = pgbouncer.check_name(params["database"])
+        self.config_file = params["config_file"]
+        self.spare: pgbouncer.AdminConsole | None = None  # the undo's connection, opened before the pause
+        self.before: dict | None = None  # {"host", "port", "dbname"}
+        self.after: dict | None = None
+
+    @property
+    def label(self) -> str:
+        where = self.console.endpoint if self.console else f"{self.params.get('login_host')}:{self.params.get('login_port')}"
+        return f"pgbouncers[{self.index}] ({where})"
+
+    def require_console(self) -> pgbouncer.AdminConsole:
+        if self.console is None:
+            raise PgError(f"cannot reach {self.label}: {self.error}")
+        return self.console
+
+    def undo_console(self) -> pgbouncer.AdminConsole:
+        return self.spare or self.require_console()
+
+    def endpoint(self) -> dict:
+        row = self.require_console().require_database(self.pool)
+        return {"host": row["host"], "port": int(row["port"]), "dbname": row["database"], "paused": bool(row["paused"])}
+
+    def public(self) -> dict:
+        """What the journal keeps of this pooler (no password)."""
+        keep = ("login_host", "login_port", "login_unix_socket", "database", "config_file", "target_host", "target_port", "target_dbname")
+        return {key: self.params.get(key) for key in keep}
+
+
+def each_pooler(poolers: list[Pooler], action, what: str) -> dict:
+    """Run action(pooler) for every pooler at once; after all finished, raise one PgError naming
+    each pooler that failed. Returns {pooler index: result}."""
+    if len(poolers) == 1:
+        outcomes = {0: _outcome(action, poolers[0])}
+    else:
+        with ThreadPoolExecutor(max_workers=len(poolers)) as pool:
+            futures = {pooler.index: pool.submit(_outcome, action, pooler) for pooler in poolers}
+        outcomes = {index: future.result() for index, future in futures.items()}
+    failed = [f"{pooler.label}: {outcomes[pooler.index][1]}" for pooler in poolers if outcomes[pooler.index][1] is not None]
+    if failed:
+        raise PgError(f"{what} failed on {len(failed)} of {len(poolers)} PgBouncer(s): " + "; ".join(failed))
+    return {index: outcome[0] for index, outcome in outcomes.items()}
+
+
+def _outcome(action, pooler: Pooler) -> tuple[object, str | None]:
+    try:
+        return action(pooler), None
+    except PgError as exc:
+        return None, str(exc)
+    except Exception as exc:  # a dead connection raises psycopg's own errors
+        return None, repr(exc)
+
+
+class Switchover:
+    """One switchover. `source` and `target` are Clients (check mode on both alike), `poolers`
+    the PgBouncers; `params` the module's options; `journal` the pool's journal (None in check mode)."""
+
+    def __init__(self, source: Client, target: Client, poolers: list[Pooler], params: dict, journal: Journal | None = None, log=None):
+        self.source, self.target, self.poolers = source, target, poolers
+        self.params = params
+        self.journal = journal
+        self.check_mode = bool(getattr(source, "check_mode", False))
         self.log = log or (lambda message: None)
-        self.pool = pgbouncer.check_name(params["pgbouncer"]["database"])
         self.forward = Subscription(target, params["subscription"])
         self.reverse_name = validate_slot_name(params["reverse_subscription"])
         self.reverse = Subscription(source, self.reverse_name)
         self.reverse_slot = ReplicationSlot(target, self.reverse_name, force=True)
         self.steps: list[dict] = []
-        self.undo_stack: list[tuple[str, object]] = []  # (step, callable), newest last
-        self.spare: pgbouncer.AdminConsole | None = None  # second admin connection the undo uses
+        self.done: list[str] = []  # steps begun (recorded in the journal before they run)
         self.undone: list[dict] = []
         self.warnings: list[str] = []
         self.deadline = math.inf
         self.failed_step: str | None = None
         self.facts: dict = {}
+        self.guardian: pg_guardian.Guardian | None = None
 
-    # --- where things stand ------------------------------------------------------------------
-    def target_endpoint(self) -> dict:
-        """Where the pool must point once writes go to the target."""
-        bouncer, target = self.params["pgbouncer"], self.params["target"]
+    # --- the journal -----------------------------------------------------------------------------
+    def record(self, durable: bool = False, **changes) -> None:
+        if self.journal is not None:
+            self.journal.update(durable=durable, **changes)
+
+    def begin(self, step: str) -> None:
+        """Write-ahead: the step is in the journal before it changes anything."""
+        self.done.append(step)
+        self.record(done=list(self.done))
+
+    def load(self, record: dict) -> None:
+        """Take the facts a run recorded (to undo or finish it)."""
+        self.facts = dict(record.get("facts") or {})
+        for pooler, saved in zip(self.poolers, self.facts.get("poolers") or [], strict=False):
+            pooler.before, pooler.after = saved.get("before"), saved.get("after")
+
+    def saved_facts(self) -> dict:
+        keep = ("source_readonly", "target_readonly", "tables")
+        facts = {key: self.facts[key] for key in keep if key in self.facts}
+        # Of the forward subscription only what the undo needs: its conninfo holds a password.
+        facts["forward"] = {key: self.facts["forward"][key] for key in ("synchronous_commit", "slot_name")}
+        facts["poolers"] = [dict(pooler.public(), before=pooler.before, after=pooler.after) for pooler in self.poolers]
+        return facts
+
+    # --- where things stand ----------------------------------------------------------------------
+    def target_endpoint(self, pooler: Pooler) -> dict:
+        """Where a pool must point once writes go to the target."""
+        bouncer, target = pooler.params, self.params["target"]
         return {
             "host": bouncer.get("target_host") or target["login_host"],
             "port": int(bouncer.get("target_port") or target["login_port"]),
             "dbname": bouncer.get("target_dbname") or target["login_db"],
         }
 
-    def pool_endpoint(self) -> dict:
-        row = self.console.require_database(self.pool)
-        return {"host": row["host"], "port": int(row["port"]), "dbname": row["database"], "paused": bool(row["paused"])}
-
     def status(self) -> str:
-        """`switched` when the pool points at the target and the reverse subscription exists;
-        `pending` when it points elsewhere and the forward subscription is enabled."""
-        pool = self.facts["pool_before"] = self.pool_endpoint()
-        on_target = {key: pool[key] for key in ("host", "port", "dbname")} == self.target_endpoint()
+        """`switched` when every pool points at the target and the reverse subscription exists;
+        `pending` when none does and the forward subscription is enabled."""
+        on_target = []
+        for pooler in self.poolers:
+            live = pooler.endpoint()
+            pooler.before = {key: live[key] for key in ("host", "port", "dbname")}
+            pooler.after = self.target_endpoint(pooler)
+            on_target.append(pooler.before == pooler.after)
+        self.facts["pool_before"] = self.poolers[0].before
+        if any(on_target) and not all(on_target):
+            shown = "; ".join(f"{pooler.label} sends '{pooler.pool}' to {describe(pooler.before)}" for pooler in self.poolers)
+            raise PgError(
+                f"the PgBouncers disagree: {shown}. A switchover was left half done without a journal. Point every pool "
+                f"at the side that holds the latest writes (zerodowntime.migration.pgbouncer_pool), then run again"
+            )
         forward = self.forward.row()
         reverse = self.reverse.exists()
-        if on_target and reverse:
+        if all(on_target) and reverse:
             return "switched"
-        if on_target:
+        if all(on_target):
             raise PgError(
-                f"PgBouncer already sends pool '{self.pool}' to the target {self.target.endpoint}, but the source "
+                f"PgBouncer already sends pool '{self.poolers[0].pool}' to the target {self.target.endpoint}, but the source "
                 f"{self.source.endpoint} has no reverse subscription '{self.reverse_name}': writes made on the target "
                 f"do not reach the source. Create the reverse replication, or roll back (playbooks/rollback.yml)"
             )
@@ -165,8 +296,11 @@ class Switchover:
         if reverse:
             raise PgError(
                 f"the source {self.source.endpoint} already has a subscription '{self.reverse_name}' while PgBouncer still "
-                f"sends pool '{self.pool}' to {pool['host']}:{pool['port']}: a leftover of an earlier switchover? "
-                f"Drop it (zerodowntime.migration.pg_subscription state: absent) or choose another reverse_subscription"
+                f"sends pool '{self.poolers[0].pool}' to {describe(self.poolers[0].before)}: a leftover of an earlier "
+                f"switchover? If no client wrote to the target since, drop it on the source (ALTER SUBSCRIPTION "
+                f"{self.reverse_name} DISABLE; ALTER SUBSCRIPTION {self.reverse_name} SET (slot_name = NONE); DROP SUBSCRIPTION "
+                f"{self.reverse_name}) and its slot on the target (SELECT pg_drop_replication_slot('{self.reverse_name}')), or "
+                f"choose another reverse_subscription"
             )
         return "pending"
 
@@ -175,6 +309,21 @@ class Switchover:
         for client, side in ((self.source, "source"), (self.target, "target")):
             pg_readonly.check_privileges(client, "instance", None, self.params["terminate_writers"])
             self.facts[f"{side}_readonly"] = pg_readonly.read_state(client, "instance")
+        if self.facts["source_readonly"]["readonly"]:
+            raise PgError(
+                f"the source {self.source.endpoint} is read-only (default_transaction_read_only = "
+                f"{self.facts['source_readonly']['value']} in postgresql.auto.conf) while PgBouncer sends the application to "
+                f"it, and no journal says a switchover froze it: clients get errors. If nothing else needs it frozen, "
+                f"run ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf(); on the source "
+                f"(zerodowntime.migration.pg_readonly readonly: false), then run again"
+            )
+        for pooler in self.poolers:
+            if pooler.endpoint()["paused"]:
+                raise PgError(
+                    f"pool '{pooler.pool}' on {pooler.label} is paused, and no journal says a switchover paused it: "
+                    f"its clients wait. If nothing else holds it, send RESUME {pooler.pool} on that admin console "
+                    f"(zerodowntime.migration.pgbouncer_pool state: resumed), then run again"
+                )
         forward = self.forward.attrs()
         self.facts["forward"] = forward
         if forward["slot_name"] == "none":
@@ -226,16 +375,11 @@ class Switchover:
         )
         if publication["changed"]:
             self.log(f"reverse publication {self.params['reverse_publication']} on the target: {publication['diff']['after']}")
-        forward = self.facts["forward"]
-        if forward["synchronous_commit"] != "on":
-            self.forward.update(forward, {"synchronous_commit": "on"})
-            self.undo_stack.append(("restore_forward_synchronous_commit", lambda: self.restore_synchronous_commit(forward)))
+        if self.facts["forward"]["synchronous_commit"] != "on":
+            self.begin(PREPARE_STEP.name)
+            self.forward.update(self.facts["forward"], {"synchronous_commit": "on"})
         if not self.check_mode:
             self.wait_for_lag(self.params["prepare_timeout"])
-
-    def restore_synchronous_commit(self, forward: dict) -> None:
-        if self.forward.exists():
-            self.forward.update(self.forward.attrs(), {"synchronous_commit": forward["synchronous_commit"]})
 
     def lag(self) -> dict | None:
         return self.source.query_one(
@@ -277,7 +421,8 @@ class Switchover:
 
     @contextlib.contextmanager
     def step(self, name: str):
-        """Time one step; the deadline is checked before and after it."""
+        """Time one step; the deadline is checked before and after it (not after the last one:
+        once clients write to the target, nothing is undone)."""
         self.failed_step = name
         self.remaining(name)
         started = time.monotonic()
@@ -288,88 +433,65 @@ class Switchover:
         finally:
             entry["ms"] = round((time.monotonic() - started) * 1000, 2)
         entry["ok"] = True
-        self.remaining(name)
+        hold(name)
+        if name != STEPS[-1]:
+            self.remaining(name)
         self.failed_step = None
 
     def switch(self) -> None:
         """The critical section. Raises after undoing when a step fails or the deadline passes."""
         timeout = self.params["timeout"]
-        self.spare = self.console.sibling()  # opened now: the undo must not wait for a connect
+        for pooler in self.poolers:  # opened now: the undo must not wait for a connect
+            pooler.spare = pooler.console.sibling()
         for client in (self.source, self.target):
             statement_timeout(client, max(1, timeout * 1000))
         self.deadline = time.monotonic() + timeout
+        self.record(state="pausing", deadline_at=time.time() + timeout)
         pause_started = time.monotonic()
         try:
             self.run_steps()
-        except BaseException:
+        except BaseException as error:
             self.facts["write_pause_ms"] = round((time.monotonic() - pause_started) * 1000, 1)
-            self.undo()
+            self.undo_after(error)
             raise
         finally:
-            self.spare.close()
+            for pooler in self.poolers:
+                pooler.spare.close()
         self.facts["write_pause_ms"] = round((time.monotonic() - pause_started) * 1000, 1)
 
     def run_steps(self) -> None:
-        source, target, params = self.source, self.target, self.params
-        with self.step("pause_pgbouncer"):
-            pgbouncer.pause(self.console, self.pool, self.remaining("pause_pgbouncer"))
-        self.undo_stack.append(("resume_pgbouncer", lambda: pgbouncer.resume(self.spare, self.pool)))
-        with self.step("freeze_source"):
-            since = pg_readonly.server_now(source)
-            pg_readonly.freeze(source, "instance")
-        previous = self.facts["source_readonly"]["value"]
-        self.undo_stack.append(("unfreeze_source", lambda: pg_readonly.unfreeze(source, "instance", previous=previous)))
-        with self.step("drain_source_writers") as entry:
-            self.drain_writers(since, entry)
-        with self.step("wait_for_catch_up") as entry:
-            self.wait_for_catch_up(entry)
-        with self.step("sync_sequences") as entry:
-            synced = sync_sequences(source, target, params["sequence_margin"])
-            entry["sequences_changed"] = sum(1 for sequence in synced["sequences"] if sequence["changed"])
-            self.facts["sequences"] = synced["sequences"]
-        forward = self.forward
-        with self.step("disable_forward_subscription"):
-            forward.update({"enabled": True}, {"enabled": False})
-        self.undo_stack.append(("enable_forward_subscription", lambda: forward.update({"enabled": False}, {"enabled": True})))
-        with self.step("create_reverse_slot"):
-            self.reverse_slot.create({"slot_type": "logical", "plugin": "pgoutput"})
-        self.undo_stack.append(("drop_reverse_slot", self.drop_reverse_slot))
-        with self.step("create_reverse_subscription"):
-            self.reverse.create(
-                {
-                    "conninfo": build_conninfo(params["reverse_publisher"]),
-                    "publications": [params["reverse_publication"]],
-                    "create_slot": False,
-                    "slot_name": self.reverse_name,
-                    "copy_data": False,
-                    "synchronous_commit": "on",
-                }
-            )
-        self.undo_stack.append(("drop_reverse_subscription", self.drop_reverse_subscription))
-        if self.facts["target_readonly"]["readonly"]:
-            with self.step("unfreeze_target"):
-                pg_readonly.unfreeze(target, "instance")
-            frozen = self.facts["target_readonly"]["value"]
-            self.undo_stack.append(("freeze_target", lambda: pg_readonly.unfreeze(target, "instance", previous=frozen)))
-        with self.step("repoint_pgbouncer"):
-            wanted = self.target_endpoint()
-            pgbouncer.repoint(self.console, self.pool, params["pgbouncer"]["config_file"], wanted["host"], wanted["port"], wanted["dbname"])
-        before = self.facts["pool_before"]
-        self.undo_stack.append(
-            (
-                "repoint_pgbouncer_to_source",
-                lambda: pgbouncer.repoint(
-                    self.spare, self.pool, params["pgbouncer"]["config_file"], before["host"], before["port"], before["dbname"]
-                ),
-            )
-        )
-        with self.step("resume_pgbouncer"):
-            pgbouncer.resume(self.console, self.pool)
-        self.undo_stack = []  # writes go to the target now: nothing is undone from here on
+        for step in PAUSE_STEPS:
+            if step.name == "unfreeze_target" and not self.facts["target_readonly"]["readonly"]:
+                continue
+            if step.name == STEPS[-1]:
+                self.commit_point()
+            else:
+                self.begin(step.name)
+            with self.step(step.name) as entry:
+                getattr(self, step.name)(entry)
+        self.record(state="committed", durable=True, committed_at=time.time())
 
-    def drain_writers(self, since, entry: dict) -> None:
+    def commit_point(self) -> None:
+        """From here on clients may write to the target: a dead run is finished, not undone."""
+        if self.journal is None:
+            return
+        claimed, record = self.journal.transition(("pausing",), durable=True, state="committing")
+        if not claimed:
+            raise TakenOver(f"the guardian took the switchover over ({record.get('reason') or record.get('state')}) before it committed")
+
+    def pause_pgbouncer(self, entry: dict) -> None:
+        timeout = self.remaining("pause_pgbouncer")
+        paused = each_pooler(self.poolers, lambda pooler: pgbouncer.pause(pooler.console, pooler.pool, timeout), "PAUSE")
+        entry["pause_ms"] = [paused[pooler.index]["pause_ms"] for pooler in self.poolers]
+
+    def freeze_source(self, entry: dict) -> None:
+        self.facts["frozen_at"] = pg_readonly.server_now(self.source)
+        pg_readonly.freeze(self.source, "instance")
+
+    def drain_source_writers(self, entry: dict) -> None:
         """Sessions that began a read-write transaction before the freeze can still commit:
         wait for them (bounded), terminate them when allowed, else abort."""
+        since = self.facts["frozen_at"]
         found, waited = pg_readonly.wait_for_writers(self.source, "instance", None, since, self.remaining("drain_source_writers") * 0.5)
         writers = [session for session in found if session["can_write"]]
         if writers and self.params["terminate_writers"]:
@@ -415,7 +537,59 @@ class Switchover:
                 )
             time.sleep(POLL_INTERVAL)
 
+    def sync_sequences(self, entry: dict) -> None:
+        synced = sync_sequences(self.source, self.target, self.params["sequence_margin"])
+        entry["sequences_changed"] = sum(1 for sequence in synced["sequences"] if sequence["changed"])
+        self.facts["sequences"] = synced["sequences"]
+
+    def disable_forward_subscription(self, entry: dict) -> None:
+        self.forward.update({"enabled": True}, {"enabled": False})
+
+    def create_reverse_slot(self, entry: dict) -> None:
+        self.reverse_slot.create({"slot_type": "logical", "plugin": "pgoutput"})
+
+    def create_reverse_subscription(self, entry: dict) -> None:
+        self.reverse.create(
+            {
+                "conninfo": build_conninfo(self.params["reverse_publisher"]),
+                "publications": [self.params["reverse_publication"]],
+                "create_slot": False,
+                "slot_name": self.reverse_name,
+                "copy_data": False,
+                "synchronous_commit": "on",
+            }
+        )
+
+    def unfreeze_target(self, entry: dict) -> None:
+        pg_readonly.unfreeze(self.target, "instance")
+
+    def repoint_pgbouncer(self, entry: dict) -> None:
+        def repoint(pooler: Pooler):
+            wanted = pooler.after
+            return pgbouncer.repoint(pooler.console, pooler.pool, pooler.config_file, wanted["host"], wanted["port"], wanted["dbname"])
+
+        each_pooler(self.poolers, repoint, "repointing the pool")
+
+    def resume_pgbouncer(self, entry: dict) -> None:
+        """Every pool resumes on the target. One that fails is not undone (the others' clients
+        may already write to the target): it is named, and resumes pointing at the target."""
+        try:
+            each_pooler(self.poolers, lambda pooler: pgbouncer.resume(pooler.console, pooler.pool), "RESUME")
+        except PgError as exc:
+            self.warnings.append(f"{exc}. Its pool already points at the target: RESUME it there (pgbouncer_pool state: resumed)")
+
     # --- undo ----------------------------------------------------------------------------------
+    def resume_pgbouncer_on_source(self) -> None:  # the undo of pause_pgbouncer
+        each_pooler(self.poolers, lambda pooler: pgbouncer.resume(pooler.undo_console(), pooler.pool), "RESUME")
+
+    def unfreeze_source(self) -> None:
+        pg_readonly.unfreeze(self.source, "instance", previous=self.facts["source_readonly"]["value"])
+
+    def enable_forward_subscription(self) -> None:
+        row = self.forward.row()
+        if row is not None and not row["subenabled"]:
+            self.forward.update({"enabled": False}, {"enabled": True})
+
     def drop_reverse_subscription(self) -> None:
         if self.reverse.exists():
             self.reverse.drop_slot = False  # the slot lives on the target: dropped by drop_reverse_slot
@@ -426,45 +600,95 @@ class Switchover:
         if current is not None:
             self.reverse_slot.drop(current)
 
-    def undo(self) -> None:
-        """Undo every step done, newest first; each undo is tried even if an earlier one failed.
-        The pool resumes last, on the source, once the source takes writes again."""
+    def freeze_target(self) -> None:
+        if self.facts["target_readonly"]["readonly"]:
+            pg_readonly.unfreeze(self.target, "instance", previous=self.facts["target_readonly"]["value"])
+
+    def repoint_pgbouncer_to_source(self) -> None:
+        def repoint(pooler: Pooler):
+            before = pooler.before
+            return pgbouncer.repoint(
+                pooler.undo_console(), pooler.pool, pooler.config_file, before["host"], before["port"], before["dbname"]
+            )
+
+        each_pooler(self.poolers, repoint, "repointing the pool back")
+
+    def restore_forward_synchronous_commit(self) -> None:
+        row = self.forward.row()
+        if row is not None and row["subsynccommit"] != self.facts["forward"]["synchronous_commit"]:
+            self.forward.update(self.forward.attrs(), {"synchronous_commit": self.facts["forward"]["synchronous_commit"]})
+
+    def undo(self, begun) -> None:
+        """Undo every step begun, newest first; each undo is tried even if an earlier one failed.
+        The pools resume last, on the source, once the source takes writes again."""
         for client in (self.source, self.target):
-            with contextlib.suppress(PgError):
+            with contextlib.suppress(Exception):
                 statement_timeout(client, UNDO_STATEMENT_TIMEOUT_MS)
-        for name, action in reversed(self.undo_stack):
+        for step in reversed(ALL_STEPS):
+            if step.undo is None or step.name not in begun:
+                continue
+            name = "resume_pgbouncer" if step.name == "pause_pgbouncer" else step.undo
+            method = self.resume_pgbouncer_on_source if step.name == "pause_pgbouncer" else getattr(self, step.undo)
             started = time.monotonic()
             try:
-                action()
+                method()
                 outcome = {"step": name, "ok": True}
-            except PgError as exc:
+            except Exception as exc:  # every undo is tried; each failure is reported
                 outcome = {"step": name, "ok": False, "error": str(exc)}
                 self.warnings.append(f"undo step {name} failed: {exc}")
             outcome["ms"] = round((time.monotonic() - started) * 1000, 2)
             self.undone.append(outcome)
-        self.undo_stack = []
+
+    def undo_after(self, error: BaseException) -> None:
+        """The module's own undo, unless the guardian has taken the run over."""
+        if isinstance(error, TakenOver):
+            self.wait_for_guardian()
+            return
+        if self.journal is not None:
+            claimed, _ = self.journal.transition(("preparing", "pausing"), state="undoing", undo_by="module", reason=str(error))
+            if not claimed:
+                self.wait_for_guardian()
+                return
+        self.undo(self.done)
+        self.record(durable=True, state="undone", undone=self.undone, undone_at=time.time())
+
+    def wait_for_guardian(self) -> None:
+        """The guardian undoes (or finishes) the run: wait for it, bounded, and report what it did."""
+        deadline = time.monotonic() + pg_guardian.UNDO_BUDGET
+        record = self.journal.read() or {}
+        while pending(record) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            record = self.journal.read() or {}
+        self.undone = record.get("undone") or []
+        self.warnings.append(f"the guardian took over: {record.get('reason')}; journal state {record.get('state')}")
 
     # --- after the pause -------------------------------------------------------------------------
+    def drop_forward_subscription(self) -> bool:
+        """Drop the disabled forward subscription and its slot on the source (an inactive slot
+        retains WAL); its walsender may need a moment to exit. Returns whether it was dropped."""
+        if not self.params["drop_forward_subscription"] or not self.forward.exists():
+            return False
+        self.forward.drop_slot = True
+        deadline = time.monotonic() + CLEANUP_TIMEOUT
+        while True:
+            try:
+                self.forward.drop(self.forward.attrs())
+                return True
+            except PgError as exc:
+                if "is active" not in str(exc) or time.monotonic() >= deadline:
+                    self.warnings.append(
+                        f"the forward subscription '{self.forward.name}' is disabled but could not be dropped ({exc}): drop it "
+                        f"and its slot on the source, or the slot retains WAL"
+                    )
+                    return False
+                time.sleep(0.1)
+
     def cleanup(self) -> None:
-        """Drop the disabled forward subscription and its slot on the source, and watch the
-        reverse subscription start; problems here are warnings: writes already go to the target."""
+        """After the pause: drop the forward subscription, watch the reverse one start; problems
+        here are warnings: writes already go to the target."""
         for client in (self.source, self.target):
             statement_timeout(client, UNDO_STATEMENT_TIMEOUT_MS)
-        if self.params["drop_forward_subscription"] and self.forward.exists():
-            self.forward.drop_slot = True
-            deadline = time.monotonic() + CLEANUP_TIMEOUT
-            while True:
-                try:
-                    self.forward.drop(self.forward.attrs())
-                    break
-                except PgError as exc:  # its walsender may not have exited yet
-                    if "is active" not in str(exc) or time.monotonic() >= deadline:
-                        self.warnings.append(
-                            f"the forward subscription '{self.forward.name}' is disabled but could not be dropped ({exc}): drop it "
-                            f"and its slot on the source, or the slot retains WAL"
-                        )
-                        break
-                    time.sleep(0.1)
+        self.drop_forward_subscription()
         if self.check_mode:
             return
         deadline = time.monotonic() + CLEANUP_TIMEOUT
@@ -483,66 +707,286 @@ class Switchover:
             f"writes on the target are kept in slot '{self.reverse_name}' there; check the source's log"
         )
 
+    # --- a run that ended without committing or undoing ------------------------------------------------
+    def finish_commit(self) -> None:
+        """A run that reached `committing`: every pool to the target, resumed."""
+
+        def finish(pooler: Pooler):
+            wanted = pooler.after
+            pgbouncer.repoint(pooler.undo_console(), pooler.pool, pooler.config_file, wanted["host"], wanted["port"], wanted["dbname"])
+            return pgbouncer.resume(pooler.undo_console(), pooler.pool)
+
+        each_pooler(self.poolers, finish, "finishing the switchover")
+
+    def recover(self, record: dict, by: str, reason: str, every_step: bool) -> dict:
+        """Finish (state committing) or undo (any other) the run `record` describes. `every_step`
+        undoes every step, not only those recorded: the next run cannot trust that a journal
+        not flushed before a crash lists them all, and every undo is harmless when not needed."""
+        self.load(record)
+        if record.get("state") == "committing":
+            self.finish_commit()
+            self.record(durable=True, state="committed", finished_by=by, reason=reason, committed_at=time.time())
+            return {"action": "finished", "by": by, "reason": reason, "run_id": record.get("run_id")}
+        begun = [step.name for step in ALL_STEPS] if every_step else record.get("done") or []
+        self.undo(begun)
+        failed = [entry for entry in self.undone if not entry["ok"]]
+        self.record(
+            durable=True,
+            state="undone" if not failed else "undoing",
+            undo_by=by,
+            reason=reason,
+            undone=self.undone,
+            undone_at=time.time(),
+        )
+        return {"action": "undone", "by": by, "reason": reason, "run_id": record.get("run_id"), "undone": self.undone}
+
+
+class TakenOver(PgError):
+    """The guardian took the run over before the module reached the commit point."""
+
+
+def hold(step: str) -> None:
+    """The test failpoint (HOLD_VARIABLE): sleep after `step` when asked to."""
+    wanted = os.environ.get(HOLD_VARIABLE, "")
+    name, _, seconds = wanted.partition(":")
+    if name == step and seconds:
+        time.sleep(float(seconds))
+
+
+def describe(endpoint: dict | None) -> str:
+    if not endpoint:
+        return "?"
+    return f"{endpoint['host']}:{endpoint['port']}/{endpoint['dbname']}"
+
+
+def journal_params(params: dict) -> dict:
+    """What the journal keeps of the module's options: the names, no connection secret."""
+    keep = ("subscription", "reverse_subscription", "reverse_publication", "timeout", "drop_forward_subscription", "terminate_writers")
+    return {key: params[key] for key in keep}
+
+
+def for_record(source: Client, target: Client, poolers: list[Pooler], record: dict, params: dict, journal: Journal) -> Switchover:
+    """A Switchover that can undo or finish the run `record` describes, with these connections:
+    `source` and `target` are matched to that run's by endpoint (a rollback repairs the cutover's
+    leftovers, and the other way round)."""
+    sides = {source.endpoint: source, target.endpoint: target}
+    if set(sides) != {record.get("source"), record.get("target")}:
+        raise PgError(
+            f"the switchover journal {journal.path} describes a run between {record.get('source')} and {record.get('target')} "
+            f"that neither committed nor was undone (state {record.get('state')}), not one between {source.endpoint} and "
+            f"{target.endpoint}. Run pg_switchover with that run's source and target to repair it, or, after checking "
+            f"both sides by hand, move the journal aside"
+        )
+    saved = [pooler.get("config_file") for pooler in (record.get("facts") or {}).get("poolers") or []]
+    if saved != [pooler.config_file for pooler in poolers]:
+        raise PgError(
+            f"the switchover journal {journal.path} lists the PgBouncers {saved}, not {[pooler.config_file for pooler in poolers]}: "
+            f"repair with the same pgbouncers list as the run that left it"
+        )
+    return Switchover(sides[record["source"]], sides[record["target"]], poolers, dict(params, **record["params"]), journal)
+
+
+def repair(source: Client, target: Client, poolers: list[Pooler], params: dict, journal: Journal) -> dict | None:
+    """The next run's first act: finish or undo a run left pending in the journal."""
+    record = journal.read()
+    if not pending(record):
+        return None
+    run = for_record(source, target, poolers, record, params, journal)
+    if source.check_mode:
+        action = "finish" if record.get("state") == "committing" else "undo"
+        return {"action": f"would {action}", "run_id": record.get("run_id"), "state": record.get("state")}
+    return run.recover(
+        record, "next run", f"left {record.get('state')} by run {record.get('run_id')} (module pid {record.get('pid')})", True
+    )
+
+
+def take_over(journal: Journal, params: dict, run_id: str, reason: str) -> dict | None:
+    """What the guardian does: with its own connections, finish or undo the run, unless it
+    ended meanwhile or the module is undoing it."""
+    with journal.exclusive():
+        record = journal.read() or {}
+        if record.get("run_id") != run_id or not pending(record):
+            return None
+        if record.get("state") != "committing":
+            record.update(state="undoing", undo_by="guardian", reason=reason)
+            journal.write(record)
+    opened = open_connections(params)
+    try:
+        poolers = opened["poolers"]
+        run = Switchover(opened["source"], opened["target"], poolers, dict(params, **record["params"]), journal)
+        return run.recover(record, "guardian", reason, False)
+    finally:
+        for connection in [opened["source"], opened["target"], *(pooler.console for pooler in opened["poolers"])]:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.close()
+
+
+def open_connections(params: dict) -> dict:
+    """The guardian's own connections (short connect timeouts: it acts inside a pause)."""
+    quick = {"connect_timeout": GUARDIAN_CONNECT_TIMEOUT}
+    poolers = []
+    for index, options in enumerate(params["pgbouncers"]):
+        try:
+            console = pgbouncer.AdminConsole(dict(options, **quick))
+            poolers.append(Pooler(index, options, console))
+        except PgError as exc:
+            poolers.append(Pooler(index, options, None, str(exc)))
+    opened = {"poolers": poolers}
+    for side in ("source", "target"):
+        try:
+            opened[side] = Client(dict(params[side], **quick))
+        except PgError:  # its undo steps fail and say so; the pools still resume
+            opened[side] = None
+    return opened
+
 
 def view(status: str, pool: dict, forward: str, reverse: str) -> dict:
     return {"status": status, "pgbouncer_pool": pool, "forward_subscription": forward, "reverse_subscription": reverse}
 
 
-def switchover(source: Client, target: Client, console: pgbouncer.AdminConsole, params: dict, log=None) -> dict:
-    """What the pg_switchover module does."""
+def previous_run(record: dict | None) -> dict | None:
+    """What the journal says of the last run, for the result."""
+    if not record:
+        return None
+    keep = ("run_id", "state", "pid", "source", "target", "undo_by", "finished_by", "reason", "undone", "done")
+    return {key: record.get(key) for key in keep if record.get(key) is not None}
+
+
+def switchover(source: Client, target: Client, consoles: list, params: dict, log=None) -> dict:
+    """What the pg_switchover module does. `consoles` are the admin consoles of params['pgbouncers']."""
     if not 0 < params["timeout"] <= 60:
         raise PgError(f"timeout must be more than 0 and at most 60 seconds (it bounds the write pause), not {params['timeout']}")
+    if not 0 <= params["guardian_margin"] <= 30:
+        raise PgError(f"guardian_margin must be between 0 and 30 seconds, not {params['guardian_margin']}")
+    poolers = [Pooler(index, options, console) for index, (options, console) in enumerate(zip(params["pgbouncers"], consoles, strict=True))]
     for client in (source, target):
         client.require_logical_wal()
         statement_timeout(client, params["prepare_timeout"] * 1000)  # no statement before the pause waits longer
-    run = Switchover(source, target, console, params, log)
+    journal = Journal(params["journal_dir"], poolers[0].pool)
+    try:
+        if not source.check_mode:
+            journal.acquire()
+        try:
+            return run_switchover(source, target, poolers, params, journal, log)
+        finally:
+            journal.release()
+    except JournalError as exc:
+        raise PgError(str(exc)) from None
+
+
+def run_switchover(source: Client, target: Client, poolers: list[Pooler], params: dict, journal: Journal, log) -> dict:
+    check_mode = source.check_mode
+    last = journal.read()
+    repaired = repair(source, target, poolers, params, journal)
+    if params["state"] == "repaired" or (repaired and check_mode):  # only the leftovers (check mode cannot see past them)
+        warnings = [f"a switchover left pending was repaired: {repaired}"] if repaired else []
+        return {
+            "changed": bool(repaired) and not check_mode,
+            "repaired": repaired,
+            "previous_run": previous_run(last),
+            "queries": audit(source, target, poolers),
+            "warnings": warnings,
+            "journal": journal.path,
+        }
+    run = Switchover(source, target, poolers, params, None if check_mode else journal, log)
     status = run.status()
-    wanted = run.target_endpoint()
-    before_pool = {key: run.facts["pool_before"][key] for key in ("host", "port", "dbname")}
+    wanted = run.target_endpoint(poolers[0])
+    before_pool = run.facts["pool_before"]
     before = view(status, before_pool, run.forward.name, "absent")
-    result = {"changed": False, "switched": status == "switched", "steps": [], "write_pause_ms": None, "queries": []}
+    result = {
+        "changed": bool(repaired) and not check_mode,
+        "switched": status == "switched",
+        "steps": [],
+        "write_pause_ms": None,
+        "queries": [],
+        "repaired": repaired,
+        "previous_run": previous_run(last),
+    }
+    if repaired:
+        run.warnings.append(f"a switchover left pending was repaired first: {repaired}")
     if status == "switched":
-        result["diff"] = {"before": before, "after": before}
-        result["serving"] = wanted
+        dropped = run.drop_forward_subscription()  # a run finished by its guardian leaves it
+        result.update(changed=result["changed"] or dropped, diff={"before": before, "after": before}, serving=wanted)
+        result.update(queries=audit(source, target, poolers), warnings=run.warnings)
         return result
     run.check_ready()
     after = view("switched", wanted, "absent" if params["drop_forward_subscription"] else "disabled", run.reverse_name)
     result.update(changed=True, diff={"before": before, "after": after}, serving=wanted)
+    run_id = uuid.uuid4().hex
+    if not check_mode:
+        journal.write(
+            {
+                "run_id": run_id,
+                "pid": os.getpid(),
+                "state": "preparing",
+                "started_at": time.time(),
+                "source": source.endpoint,
+                "target": target.endpoint,
+                "params": journal_params(params),
+                "facts": run.saved_facts(),
+                "done": [],
+            },
+            durable=True,
+        )
     try:
         run.failed_step = "prepare"
         run.prepare()
-        run.failed_step = None
-        if run.check_mode:
+        if check_mode:
             result["steps"] = [{"step": name, "ms": None, "ok": None} for name in STEPS]
         else:
+            run.guardian = pg_guardian.spawn(journal, guardian_config(params, poolers, run_id))
+            journal.update(guardian_pid=run.guardian.pid)
+            run.failed_step = None
             run.switch()
         result["switched"] = True
     except Exception as error:  # whatever broke, the undo has run: report it plainly
         exc = error if isinstance(error, PgError) else PgError(f"unexpected error: {error!r}")
         failed = run.failed_step or "prepare"
-        if run.undo_stack:  # a failure before the pause: undo prepare()
-            run.undo()
+        if failed == "prepare" and not check_mode:  # a failure before the pause: undo prepare()
+            run.undo_after(exc)
         exc.details.update(
             failed_step=failed,
             steps=run.steps,
             undone=run.undone,
             write_pause_ms=run.facts.get("write_pause_ms"),
             serving=before_pool,
+            journal=journal.path,
         )
         exc.args = (f"switchover aborted at step {failed}: {exc}; undone: {', '.join(u['step'] for u in run.undone) or 'nothing'}",)
         raise exc from None
-    if not run.check_mode:
+    finally:
+        if run.guardian is not None:
+            run.guardian.finish()
+    if not check_mode:
         try:
             run.cleanup()
         except PgError as exc:  # writes already go to the target: report, do not fail
             run.warnings.append(f"after the switchover: {exc}")
         result["steps"] = run.steps
     result.update(
-        queries=source.queries + target.queries + console.queries,
+        queries=audit(source, target, poolers),
         write_pause_ms=run.facts.get("write_pause_ms"),
         lag_before_pause=run.facts.get("lag_before_pause"),
         sequences=run.facts.get("sequences", []),
         reverse_streaming=run.facts.get("reverse_streaming"),
         warnings=run.warnings,
+        journal=journal.path,
     )
     return result
+
+
+def audit(source: Client, target: Client, poolers: list[Pooler]) -> list[str]:
+    return source.queries + target.queries + [query for pooler in poolers for query in pooler.console.queries]
+
+
+def guardian_config(params: dict, poolers: list[Pooler], run_id: str) -> dict:
+    """What the guardian needs to reconnect (secrets included: it goes through a pipe only)."""
+    return {
+        "journal_dir": params["journal_dir"],
+        "name": poolers[0].pool,
+        "run_id": run_id,
+        "timeout": params["timeout"],
+        "margin": params["guardian_margin"],
+        "params": {"source": params["source"], "target": params["target"], "pgbouncers": params["pgbouncers"]},
+    }

@@ -37,6 +37,20 @@ description:
     same module with O(source) and O(target) swapped and the reverse subscription as O(subscription).
   - Idempotent - when the pool already points at the target and the reverse subscription exists, nothing is done.
   - Check mode runs every check and reports the steps and the change without pausing anything.
+  - B(The guardian) - before the first C(PAUSE) the module starts a process of its own session and
+    process group on the PgBouncer host, which SIGTERM (an AWX cancel), SIGHUP (a dropped SSH
+    connection) or SIGKILL of the module or of ansible-playbook's process group do not reach. It
+    receives the connection options through a pipe (never a command line or a file). When the module's
+    process ends before the run committed or was undone, it undoes the run from the journal at once -
+    pools resumed on the source, source unfrozen, forward subscription enabled, reverse subscription
+    and slot dropped; after the deadline plus O(guardian_margin) it does the same for a hung module. A
+    run that had begun resuming pools on the target is finished instead (clients may write there).
+    It logs to O(journal_dir) and always exits.
+  - B(Leftovers) - the module, and so C(playbooks/rollback.yml), first reads the journal. A run that
+    neither committed nor was undone (its guardian died too, e.g. the host rebooted) is undone or
+    finished before anything else happens (RV(repaired)). A paused pool or a frozen source that no
+    journal accounts for stops the module with the statements to run.
+  - The run lock keeps two switchovers of one pool apart; the guardian holds it until it exits.
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
@@ -212,12 +226,83 @@ options:
       connect_timeout:
         description: Seconds the source waits for the target to answer.
         type: int
+  pgbouncers:
+    description:
+      - Every PgBouncer in front of the databases - its admin console, the pool the clients use, and the
+        pgbouncer.ini the module rewrites (run the module on the PgBouncer host; each C(config_file) is
+        read there).
+      - All are paused, repointed and resumed concurrently; when one fails or cannot be reached, every
+        pool resumes on the source. One that cannot be reached before the pause stops the module before
+        anything changes.
+      - The journal and the run lock are named after the first pooler's C(database).
+    type: list
+    elements: dict
+    suboptions:
+      login_host:
+        description: Host of PgBouncer's admin console.
+        type: str
+        default: localhost
+      login_port:
+        description: Port of PgBouncer.
+        type: int
+        default: 6432
+      login_unix_socket:
+        description: Directory of PgBouncer's unix socket; when set it is used instead of O(pgbouncer.login_host).
+        type: str
+      login_user:
+        description: A user listed in PgBouncer's C(admin_users).
+        type: str
+        default: pgbouncer
+      login_password:
+        description: Password of O(pgbouncer.login_user). Never logged, returned or shown.
+        type: str
+      login_db:
+        description: The admin console's virtual database.
+        type: str
+        default: pgbouncer
+      ssl_mode:
+        description: libpq C(sslmode).
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      ssl_rootcert:
+        description: CA certificate file used to verify PgBouncer.
+        type: path
+      ssl_cert:
+        description: Client certificate file.
+        type: path
+      ssl_key:
+        description: Client private key file.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for PgBouncer to answer before failing.
+        type: int
+        default: 10
+      application_name:
+        description: C(application_name) of the admin connections.
+        type: str
+        default: zerodowntime.migration
+      database:
+        description: The pool (the C([databases]) entry) the clients use.
+        type: str
+        required: true
+      config_file:
+        description: The pgbouncer.ini PgBouncer runs with.
+        type: path
+        default: /etc/pgbouncer/pgbouncer.ini
+      target_host:
+        description: Host the pool points at afterwards. Default O(target.login_host).
+        type: str
+      target_port:
+        description: Port the pool points at afterwards. Default O(target.login_port).
+        type: int
+      target_dbname:
+        description: Database the pool uses afterwards. Default O(target.login_db).
+        type: str
   pgbouncer:
     description:
-      - PgBouncer's admin console, the pool the clients use, and the pgbouncer.ini the module rewrites
-        (run the module on the PgBouncer host).
+      - One PgBouncer, the same as a one-element O(pgbouncers) (kept for existing playbooks).
     type: dict
-    required: true
     suboptions:
       login_host:
         description: Host of PgBouncer's admin console.
@@ -308,10 +393,35 @@ options:
     description: After the pause, drop the disabled forward subscription and its slot on the source.
     type: bool
     default: true
+  state:
+    description:
+      - C(switched) - repair what an earlier run left (see notes), then switch.
+      - C(repaired) - only repair what an earlier run left, reading the journal; switch nothing
+        (C(playbooks/rollback.yml) begins with it).
+    type: str
+    choices: [switched, repaired]
+    default: switched
+  journal_dir:
+    description:
+      - Directory on the PgBouncer host of the switchover's journal (C(<pool>.json)), run lock
+        (C(<pool>.lock)) and guardian log (C(<pool>.guardian.log)); created with mode 0700.
+      - The journal records each step before it runs, the facts its undo needs and who ended the run;
+        it holds no password. The next run reads it first and repairs what a dead run left.
+    type: path
+    default: /var/lib/zerodowntime/switchover
+  guardian_margin:
+    description:
+      - Seconds past the pause's deadline (O(timeout)) after which the guardian undoes a run that neither
+        committed nor began its own undo (a hung module). A module that dies is undone at once.
+    type: float
+    default: 1
 notes:
   - The write pause clients feel is RV(write_pause_ms) plus the wait of C(PAUSE) for transactions
     running on the pool when it starts (RV(steps)).
   - Sessions connected to the source directly are made read-only by the freeze; only PgBouncer's clients wait.
+  - For failure tests only, the environment variable C(ZERODOWNTIME_SWITCHOVER_HOLD=step:seconds) holds
+    the pause that long after the named step (a signal can then land inside the pause); it is read from
+    the module's environment and unset in normal use.
 requirements:
   - psycopg >= 3.1 (Python library, on the host that runs the module)
 """
@@ -330,11 +440,18 @@ EXAMPLES = r"""
       dbname: novacron
       user: replicator
       password: "{{ migration_replication_password }}"
-    pgbouncer:
-      login_host: 127.0.0.1
-      login_user: pgbouncer_admin
-      login_password: "{{ pgbouncer_admin_password }}"
-      database: novacron
+    pgbouncers:
+      - login_host: 127.0.0.1
+        login_port: 6432
+        login_user: pgbouncer_admin
+        login_password: "{{ pgbouncer_admin_password }}"
+        database: novacron
+      - login_host: 127.0.0.1
+        login_port: 6433
+        login_user: pgbouncer_admin
+        login_password: "{{ pgbouncer_admin_password }}"
+        database: novacron
+        config_file: /etc/pgbouncer/pgbouncer2/pgbouncer.ini
     timeout: 2
   register: switchover
 
@@ -390,6 +507,22 @@ reverse_streaming:
   description: Whether the reverse subscription's worker was streaming when the module ended.
   returned: success
   type: bool
+repaired:
+  description:
+    - What the run did first about a switchover left pending in the journal - C(action) (undone, finished;
+      in check mode would undo / would finish), C(by), C(reason), C(undone). Null when there was nothing.
+  returned: always
+  type: dict
+previous_run:
+  description:
+    - The journal's record of the last run before this one - C(run_id), C(state), C(undo_by) or
+      C(finished_by) (module, guardian, next run), C(reason), C(done), C(undone).
+  returned: always
+  type: dict
+journal:
+  description: Path of the journal.
+  returned: always
+  type: str
 queries:
   description: Statements and console commands run (passwords masked).
   returned: always
@@ -400,6 +533,7 @@ queries:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_journal import DEFAULT_DIRECTORY
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import connect_option, run_with
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_sequences import DEFAULT_MARGIN
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import PUBLISHER_SPEC
@@ -417,7 +551,8 @@ PGBOUNCER_SPEC = dict(
 
 
 def manage(module, opened: dict) -> dict:
-    result = switchover(opened["source"], opened["target"], opened["pgbouncer"], module.params, module.log)
+    consoles = [opened[f"pgbouncers[{index}]"] for index in range(len(module.params["pgbouncers"]))]
+    result = switchover(opened["source"], opened["target"], consoles, module.params, module.log)
     for warning in result.pop("warnings", []):
         module.warn(warning)
     if not module._diff:
@@ -434,21 +569,33 @@ def main():
             reverse_publication=dict(type="str", required=True),
             reverse_subscription=dict(type="str", required=True),
             reverse_publisher=dict(type="dict", required=True, options=PUBLISHER_SPEC),
-            pgbouncer=dict(type="dict", required=True, options=PGBOUNCER_SPEC),
+            pgbouncers=dict(type="list", elements="dict", options=PGBOUNCER_SPEC),
+            pgbouncer=dict(type="dict", options=PGBOUNCER_SPEC),
             timeout=dict(type="float", default=5.0),
             prepare_timeout=dict(type="float", default=120.0),
             max_lag_bytes=dict(type="int", default=1048576),
             sequence_margin=dict(type="int", default=DEFAULT_MARGIN),
             terminate_writers=dict(type="bool", default=False),
             drop_forward_subscription=dict(type="bool", default=True),
+            state=dict(type="str", choices=["switched", "repaired"], default="switched"),
+            journal_dir=dict(type="path", default=DEFAULT_DIRECTORY),
+            guardian_margin=dict(type="float", default=1.0),
         ),
+        mutually_exclusive=[("pgbouncers", "pgbouncer")],
+        required_one_of=[("pgbouncers", "pgbouncer")],
         supports_check_mode=True,
     )
+    if module.params["pgbouncer"]:
+        module.params["pgbouncers"] = [module.params["pgbouncer"]]
+    if not module.params["pgbouncers"]:
+        module.fail_json(msg="pgbouncers is empty: list at least one PgBouncer in front of the databases")
     openers = {
         "source": lambda: connect_option(module.params["source"], "source", module.check_mode),
         "target": lambda: connect_option(module.params["target"], "target", module.check_mode),
-        "pgbouncer": lambda: connect_option(module.params["pgbouncer"], "pgbouncer", module.check_mode, opener=AdminConsole),
     }
+    for index, options in enumerate(module.params["pgbouncers"]):
+        name = f"pgbouncers[{index}]"
+        openers[name] = lambda options=options, name=name: connect_option(options, name, module.check_mode, opener=AdminConsole)
     run_with(module, openers, lambda opened: manage(module, opened))
 
 

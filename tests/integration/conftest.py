@@ -3,6 +3,8 @@ converging it with playbooks/site.yml, so a fresh machine gets every service of 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.lab import BLUE, GREEN, connect, run_playbook, throwaway_postgres
@@ -10,7 +12,10 @@ from tests.lab import BLUE, GREEN, connect, run_playbook, throwaway_postgres
 
 @pytest.fixture(scope="session")
 def lab():
-    """Converge the lab (PostgreSQL, HAProxy, PgBouncer, Redis, RabbitMQ, monitoring) once per session."""
+    """Converge the lab (PostgreSQL, HAProxy, PgBouncer, Redis, RabbitMQ, monitoring) once per session.
+    ZERODOWNTIME_LAB_CONVERGED=1 skips it, when iterating on tests against a lab converged already."""
+    if os.environ.get("ZERODOWNTIME_LAB_CONVERGED") == "1":
+        return None
     run = run_playbook("site.yml")
     assert run.status == "successful", run.stdout
     return run

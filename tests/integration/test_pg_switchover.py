@@ -124,16 +124,17 @@ def args(pair: dict, direction: str = "blue_to_green", **overrides) -> dict:
 
 class Writers:
     """`count` clients writing through PgBouncer, each committing (writer, seq) rows into
-    history and an event; what they saw commit is kept, every error counted."""
+    history and an event; what they saw commit is kept, every error counted. Writers are
+    numbered from `first`, so several sets can write at once."""
 
-    def __init__(self, port: int, count: int = 8):
+    def __init__(self, port: int, count: int = 8, first: int = 0):
         self.port, self.count = port, count
         self.committed: list[tuple[int, int]] = []
         self.errors: list[str] = []
         self.max_latency = 0.0
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.write, args=(n,), daemon=True) for n in range(count)]
+        self.threads = [threading.Thread(target=self.write, args=(first + n,), daemon=True) for n in range(count)]
 
     def write(self, writer: int) -> None:
         conn = psycopg.connect(

@@ -1,0 +1,347 @@
+"""pg_switchover when the process running it dies: real signals to the module's process (and to
+ansible-playbook's whole process group) while the write pause is held open, two PgBouncers in
+front of blue and green, a client writing through each throughout.
+
+The pause is held open after a chosen step by the module's test failpoint
+(ZERODOWNTIME_SWITCHOVER_HOLD); the signal lands inside that hold. What must follow: writes
+through every pooler succeed on the source within the timeout plus the guardian's margin, the
+journal says who undid what, nothing acknowledged is lost, and the next run completes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from psycopg.rows import dict_row
+
+from tests.integration.test_pg_switchover import (
+    CLIENT,
+    DB,
+    FORWARD,
+    MODULE,
+    REVERSE,
+    Writers,
+    args,
+    readonly,
+    rows_missing,
+    subscriptions,
+)
+from tests.integration.test_pg_switchover import lab_pair as lab_pair
+from tests.lab import ROOT, run_module, throwaway_pgbouncer
+
+TIMEOUT = 4.0  # the write pause's bound in these tests
+HOLD = 2.5  # how long the failpoint holds the pause after the chosen step
+MARGIN = 1.0
+PORTS = {"blue_to_green": (5433, 5434), "green_to_blue": (5434, 5433)}
+STEPS = [
+    "pause_pgbouncer",
+    "freeze_source",
+    "drain_source_writers",
+    "wait_for_catch_up",
+    "sync_sequences",
+    "disable_forward_subscription",
+    "create_reverse_slot",
+    "create_reverse_subscription",
+    "unfreeze_target",
+    "repoint_pgbouncer",
+    "resume_pgbouncer",
+]
+
+
+@pytest.fixture()
+def pair(lab_pair):
+    """lab_pair with a second PgBouncer on blue and a journal directory of the test's own."""
+    with throwaway_pgbouncer({DB: lab_pair["blue"]}) as second, tempfile.TemporaryDirectory(prefix="zdm-journal-") as journal_dir:
+        yield dict(lab_pair, bouncers=[lab_pair["bouncer"], second], journal_dir=journal_dir)
+
+
+def module_args(pair: dict, direction: str, **overrides) -> dict:
+    arguments = args(pair, direction, timeout=TIMEOUT, journal_dir=pair["journal_dir"], guardian_margin=MARGIN)
+    arguments.pop("pgbouncer")
+    arguments["pgbouncers"] = [dict(bouncer["admin"], database=DB, config_file=bouncer["config_file"]) for bouncer in pair["bouncers"]]
+    arguments.update(overrides)
+    return arguments
+
+
+def journal(pair: dict) -> dict:
+    path = Path(pair["journal_dir"]) / f"{DB}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def start_playbook(arguments: dict, hold: str, workdir: Path) -> subprocess.Popen:
+    """ansible-playbook running the module on lab-db in a process group of its own, the pause
+    held after `hold` ("step:seconds")."""
+    play = [
+        {
+            "name": "switchover under test",
+            "hosts": "lab-db",
+            "gather_facts": False,
+            "tasks": [{"name": "under test", MODULE: arguments, "environment": {"ZERODOWNTIME_SWITCHOVER_HOLD": hold}}],
+        }
+    ]
+    playbook = workdir / "switchover.yml"
+    playbook.write_text(yaml.safe_dump(play))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories/lab"), str(playbook)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+
+
+def reached(pair: dict, predicate):
+    """A condition for wait_for: the journal, once predicate(journal) holds."""
+    return lambda: (lambda record: record if record and predicate(record) else None)(journal(pair))
+
+
+def began(step: str, run_before: str | None = None):
+    """Whether a (new) run began `step` (the last one: reached the commit point)."""
+
+    def check(record: dict) -> bool:
+        begun = record.get("done", []) + ([STEPS[-1]] if record.get("state") == "committing" else [])
+        return record.get("run_id") != run_before and step in begun
+
+    return check
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def write_through(bouncer: dict) -> int:
+    """One write through a pooler (waits while it is paused); returns the serving port."""
+    with psycopg.connect(port=bouncer["port"], autocommit=True, connect_timeout=30, **CLIENT) as conn:
+        row = conn.execute("INSERT INTO history (writer, seq) VALUES (-1, nextval('standalone_seq')) RETURNING inet_server_port()")
+        return row.fetchone()[0]
+
+
+def kill_tree(pid: int, spare: int) -> None:
+    """SIGKILL ansible-playbook's process group and every process descended from it: its
+    workers run modules in sessions of their own (os.setsid), which the group's kill misses.
+    `spare` (the guardian) lives on the PgBouncer host in production, not the controller's."""
+    children: dict[int, list[int]] = {}
+    for line in subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout.splitlines():
+        child, parent = (int(field) for field in line.split())
+        children.setdefault(parent, []).append(child)
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        if current == spare:
+            continue
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    os.killpg(pid, signal.SIGKILL)
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
+def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path) -> dict:
+    """Start a switchover held after `step`, kill it (`how`: a signal name for the module's
+    process, or "controller" for SIGKILL to ansible-playbook's process group and every process
+    it started), and return what happened: the journal, and how long after the signal writes
+    flowed through every pooler."""
+    before = journal(pair).get("run_id")
+    process = start_playbook(module_args(pair, direction), f"{step}:{HOLD}", workdir)
+    try:
+        record = wait_for(
+            lambda: (
+                lambda r: (
+                    r
+                    if r.get("run_id") != before and step in r.get("done", []) + ([STEPS[-1]] if r.get("state") == "committing" else [])
+                    else None
+                )
+            )(journal(pair)),
+            60,
+            f"the switchover to reach {step}",
+        )
+        time.sleep(0.3)  # the step itself takes milliseconds: now inside the hold
+        if how == "controller":
+            kill_tree(process.pid, spare=record["guardian_pid"])
+        else:
+            os.kill(record["pid"], getattr(signal, how))
+        signalled = time.monotonic()
+        ports = [write_through(bouncer) for bouncer in pair["bouncers"]]
+        flowing_after = time.monotonic() - signalled
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    final = wait_for(reached(pair, lambda r: r.get("state") in ("undone", "committed")), 30, "the guardian to end the run")
+    return {"journal": final, "ports": ports, "flowing_after": flowing_after}
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGKILL"])
+def test_the_module_killed_at_each_step_is_undone_by_its_guardian(pair, how, tmp_path):
+    direction = "blue_to_green"
+    with ExitStack() as stack:
+        writers = [stack.enter_context(Writers(bouncer["port"], count=2, first=10 * n)) for n, bouncer in enumerate(pair["bouncers"])]
+        for step in STEPS:
+            outcome = interrupt(pair, direction, step, how, tmp_path)
+            record, (source_port, target_port) = outcome["journal"], PORTS[direction]
+            context = f"{how} after {step} ({direction}): {record.get('reason')}"
+            assert outcome["flowing_after"] < TIMEOUT + MARGIN, context
+            if step == STEPS[-1]:  # clients already wrote to the target: the guardian finishes the switchover
+                assert record["state"] == "committed" and record["finished_by"] == "guardian", context
+                assert outcome["ports"] == [target_port, target_port], context
+            else:
+                assert record["state"] == "undone" and record["undo_by"] == "guardian", context
+                assert "process ended" in record["reason"], context
+                assert step in record["done"], context
+                assert all(entry["ok"] for entry in record["undone"]), record["undone"]
+                assert outcome["ports"] == [source_port, source_port], context
+                source = pair["blue"] if direction == "blue_to_green" else pair["green"]
+                assert readonly(source) == "off", context
+            # the next run says what happened and completes the switchover
+            result = run_module(MODULE, module_args(pair, direction))[1]
+            assert not result["failed"], (context, result["msg"])
+            assert result["switched"] is True and result["repaired"] is None, context
+            assert result["previous_run"]["run_id"] == record["run_id"], context
+            assert write_through(pair["bouncers"][0]) == target_port == write_through(pair["bouncers"][1]), context
+            direction = "green_to_blue" if direction == "blue_to_green" else "blue_to_green"
+    for writer in writers:
+        assert writer.errors == [], writer.errors[:3]
+        assert len(writer.committed) > 50
+        assert rows_missing(pair["blue"], writer.committed) == set()
+        assert rows_missing(pair["green"], writer.committed) == set()
+
+
+def test_sigkill_to_the_whole_controller_is_undone(pair, tmp_path):
+    with Writers(pair["bouncers"][1]["port"], count=2, first=20) as writers:
+        outcome = interrupt(pair, "blue_to_green", "wait_for_catch_up", "controller", tmp_path)
+    assert outcome["journal"].get("undo_by") == "guardian" and outcome["journal"]["state"] == "undone", outcome["journal"]
+    assert outcome["ports"] == [5433, 5433]
+    assert outcome["flowing_after"] < TIMEOUT + MARGIN
+    assert writers.errors == [] and rows_missing(pair["blue"], writers.committed) == set()
+    assert subscriptions(pair["green"]) == {FORWARD: True} and subscriptions(pair["blue"]) == {}
+
+
+def test_a_hung_module_is_undone_at_the_deadline_plus_the_margin(pair, tmp_path):
+    """SIGSTOP: the module lives but does nothing; the guardian acts at the deadline + margin.
+    Continued afterwards, the module finds the run taken over and says so."""
+    process = start_playbook(module_args(pair, "blue_to_green"), f"freeze_source:{HOLD}", tmp_path)
+    record = wait_for(reached(pair, began("freeze_source")), 60, "the freeze")
+    os.kill(record["pid"], signal.SIGSTOP)
+    stopped = time.monotonic()
+    ports = [write_through(bouncer) for bouncer in pair["bouncers"]]
+    waited = time.monotonic() - stopped
+    os.kill(record["pid"], signal.SIGCONT)
+    process.wait(timeout=60)
+    final = journal(pair)
+    assert ports == [5433, 5433]
+    assert TIMEOUT - 1 < waited < TIMEOUT + MARGIN + 1.5, waited
+    assert final["undo_by"] == "guardian" and "deadline" in final["reason"] and final["state"] == "undone"
+    assert readonly(pair["blue"]) == "off" and subscriptions(pair["green"]) == {FORWARD: True}
+
+
+def test_killing_the_guardian_alone_does_not_disturb_the_switchover(pair, tmp_path):
+    with Writers(pair["bouncers"][0]["port"], count=2, first=30) as writers:
+        process = start_playbook(module_args(pair, "blue_to_green"), "freeze_source:1", tmp_path)
+        record = wait_for(reached(pair, lambda r: r.get("guardian_pid") and began("freeze_source")(r)), 60, "the guardian")
+        os.kill(record["guardian_pid"], signal.SIGKILL)
+        assert process.wait(timeout=60) == 0
+    final = journal(pair)
+    assert final["state"] == "committed"
+    assert write_through(pair["bouncers"][0]) == 5434 == write_through(pair["bouncers"][1])
+    assert writers.errors == [] and rows_missing(pair["green"], writers.committed) == set()
+
+
+def test_leftovers_of_a_run_whose_guardian_died_too_are_repaired_by_the_next_run(pair, tmp_path):
+    """The host 'rebooted': guardian and module killed inside the pause. Pools stay paused, blue
+    stays frozen, until the next run repairs them and switches."""
+    process = start_playbook(module_args(pair, "blue_to_green"), f"disable_forward_subscription:{HOLD}", tmp_path)
+    record = wait_for(
+        reached(pair, lambda r: r.get("guardian_pid") and began("disable_forward_subscription")(r)), 60, "the forward subscription disabled"
+    )
+    time.sleep(0.3)
+    os.kill(record["guardian_pid"], signal.SIGKILL)
+    kill_tree(process.pid, spare=record["guardian_pid"])
+    process.wait(timeout=30)
+    time.sleep(TIMEOUT + MARGIN)
+    assert journal(pair)["state"] == "pausing"
+    assert readonly(pair["blue"]) == "on" and subscriptions(pair["green"]) == {FORWARD: False}
+    admin = pair["bouncers"][0]["admin"]
+    with psycopg.connect(
+        host=admin["login_host"],
+        port=admin["login_port"],
+        user=admin["login_user"],
+        password=admin["login_password"],
+        dbname="pgbouncer",
+        autocommit=True,
+        cursor_factory=psycopg.ClientCursor,
+        row_factory=dict_row,
+    ) as console:
+        paused = {row["name"]: row["paused"] for row in console.execute("SHOW DATABASES").fetchall()}
+    assert paused[DB] == 1
+
+    check = run_module(MODULE, module_args(pair, "blue_to_green"), check=True)[1]
+    assert not check["failed"], check["msg"]
+    assert check["repaired"]["action"] == "would undo"
+    assert readonly(pair["blue"]) == "on"  # check mode repaired nothing
+
+    with Writers(pair["bouncers"][1]["port"], count=2, first=40) as writers:  # they wait on the paused pool first
+        result = run_module(MODULE, module_args(pair, "blue_to_green"))[1]
+        assert not result["failed"], result["msg"]
+        time.sleep(0.5)
+    assert result["repaired"]["action"] == "undone" and result["repaired"]["by"] == "next run"
+    assert result["switched"] is True and result["previous_run"]["state"] == "pausing"
+    assert write_through(pair["bouncers"][0]) == 5434
+    assert writers.errors == [] and rows_missing(pair["green"], writers.committed) == set()
+    assert subscriptions(pair["blue"]) == {REVERSE: True}
+
+
+def test_two_poolers_one_stopped_is_refused_before_pausing(pair):
+    arguments = module_args(pair, "blue_to_green")
+    arguments["pgbouncers"][1]["login_port"] = 1  # nothing listens there
+    result = run_module(MODULE, arguments)[1]
+    assert result["failed"] is True
+    assert "pgbouncers[1]" in result["msg"], result["msg"]
+    assert not any(query.startswith("PAUSE") for query in result["queries"])
+    assert write_through(pair["bouncers"][0]) == 5433 and readonly(pair["blue"]) == "off"
+
+
+def test_one_pooler_killed_inside_the_pause_resumes_every_pooler_on_blue(pair, tmp_path):
+    second = pair["bouncers"][1]
+    with Writers(pair["bouncers"][0]["port"], count=2, first=50) as writers:
+        process = start_playbook(module_args(pair, "blue_to_green"), f"wait_for_catch_up:{HOLD}", tmp_path)
+        wait_for(reached(pair, began("wait_for_catch_up")), 60, "the catch-up")
+        second["stop"]()
+        process.wait(timeout=60)
+        record = journal(pair)
+        assert record["state"] == "undone" and record["undo_by"] == "module", record
+        assert write_through(pair["bouncers"][0]) == 5433
+        second["start"]()
+        assert write_through(second) == 5433  # its pgbouncer.ini was never repointed
+    assert "repointing the pool failed" in record["reason"] and "pgbouncers[1]" in record["reason"], record["reason"]
+    assert writers.errors == [] and rows_missing(pair["blue"], writers.committed) == set()
+    assert readonly(pair["blue"]) == "off" and subscriptions(pair["green"]) == {FORWARD: True}
+
+
+def test_twenty_switchovers_under_load_through_two_poolers_lose_nothing(pair):
+    with ExitStack() as stack:
+        writers = [stack.enter_context(Writers(bouncer["port"], count=2, first=60 + 10 * n)) for n, bouncer in enumerate(pair["bouncers"])]
+        direction = "blue_to_green"
+        pauses = []
+        for _ in range(20):
+            result = run_module(MODULE, module_args(pair, direction))[1]
+            assert not result["failed"], result["msg"]
+            pauses.append(result["write_pause_ms"])
+            direction = "green_to_blue" if direction == "blue_to_green" else "blue_to_green"
+    assert max(pauses) < 1000, pauses
+    for writer in writers:
+        assert writer.errors == []
+        assert rows_missing(pair["blue"], writer.committed) == set()
+        assert rows_missing(pair["green"], writer.committed) == set()
