@@ -94,7 +94,7 @@ def spawn(journal: Journal, config: dict) -> Guardian:
     try:
         process.stdin.write(payload.encode("utf-8"))
         process.stdin.flush()
-        ready, _, _ = select.select([process.stdout], [], [], ARM_TIMEOUT)
+        ready = select.select([process.stdout], [], [], ARM_TIMEOUT)[0]
         answer = process.stdout.readline().strip() if ready else b""
     except OSError:
         answer = b""
@@ -149,7 +149,7 @@ def watch(journal: Journal, config: dict, started: float) -> str | None:
                 f"the switchover passed its deadline ({timeout:g} s timeout + {margin:g} s margin) in state "
                 f"{record.get('state')} without committing"
             )
-        readable, _, _ = select.select([0], [], [], min(POLL, limit - now))
+        readable = select.select([0], [], [], min(POLL, limit - now))[0]
         if readable:
             data = os.read(0, 64)
             if not data:

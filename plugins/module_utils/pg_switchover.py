@@ -624,6 +624,7 @@ class Switchover:
         for client in (self.source, self.target):
             with contextlib.suppress(Exception):
                 statement_timeout(client, UNDO_STATEMENT_TIMEOUT_MS)
+                pg_readonly.keep_session_writable(client)  # a frozen side must take the undo's DDL
         for step in reversed(ALL_STEPS):
             if step.undo is None or step.name not in begun:
                 continue
@@ -645,7 +646,7 @@ class Switchover:
             self.wait_for_guardian()
             return
         if self.journal is not None:
-            claimed, _ = self.journal.transition(("preparing", "pausing"), state="undoing", undo_by="module", reason=str(error))
+            claimed = self.journal.transition(("preparing", "pausing"), state="undoing", undo_by="module", reason=str(error))[0]
             if not claimed:
                 self.wait_for_guardian()
                 return
@@ -748,8 +749,8 @@ class TakenOver(PgError):
 def hold(step: str) -> None:
     """The test failpoint (HOLD_VARIABLE): sleep after `step` when asked to."""
     wanted = os.environ.get(HOLD_VARIABLE, "")
-    name, _, seconds = wanted.partition(":")
-    if name == step and seconds:
+    name, separator, seconds = wanted.partition(":")
+    if name == step and separator and seconds:
         time.sleep(float(seconds))
 
 

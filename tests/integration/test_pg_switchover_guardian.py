@@ -32,11 +32,11 @@ from tests.integration.test_pg_switchover import (
     REVERSE,
     Writers,
     args,
+    lab_pair,  # pylint: disable=unused-import # noqa: F401 - the fixture `pair` builds on
     readonly,
     rows_missing,
     subscriptions,
 )
-from tests.integration.test_pg_switchover import lab_pair as lab_pair
 from tests.lab import ROOT, run_module, throwaway_pgbouncer
 
 TIMEOUT = 4.0  # the write pause's bound in these tests
@@ -59,7 +59,7 @@ STEPS = [
 
 
 @pytest.fixture()
-def pair(lab_pair):
+def pair(lab_pair):  # noqa: F811 # pylint: disable=redefined-outer-name
     """lab_pair with a second PgBouncer on blue and a journal directory of the test's own."""
     with throwaway_pgbouncer({DB: lab_pair["blue"]}) as second, tempfile.TemporaryDirectory(prefix="zdm-journal-") as journal_dir:
         yield dict(lab_pair, bouncers=[lab_pair["bouncer"], second], journal_dir=journal_dir)
@@ -76,6 +76,11 @@ def module_args(pair: dict, direction: str, **overrides) -> dict:
 def journal(pair: dict) -> dict:
     path = Path(pair["journal_dir"]) / f"{DB}.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def guardian_log(pair: dict) -> str:
+    path = Path(pair["journal_dir"]) / f"{DB}.guardian.log"
+    return path.read_text()[-2000:] if path.exists() else ""
 
 
 def start_playbook(arguments: dict, hold: str, workdir: Path) -> subprocess.Popen:
@@ -98,7 +103,12 @@ def start_playbook(arguments: dict, hold: str, workdir: Path) -> subprocess.Pope
 
 def reached(pair: dict, predicate):
     """A condition for wait_for: the journal, once predicate(journal) holds."""
-    return lambda: (lambda record: record if record and predicate(record) else None)(journal(pair))
+
+    def condition():
+        record = journal(pair)
+        return record if record and predicate(record) else None
+
+    return condition
 
 
 def began(step: str, run_before: str | None = None):
@@ -180,7 +190,11 @@ def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path) ->
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    final = wait_for(reached(pair, lambda r: r.get("state") in ("undone", "committed")), 30, "the guardian to end the run")
+    final = wait_for(
+        reached(pair, lambda r: r.get("state") in ("undone", "committed")),
+        30,
+        f"the guardian to end the run after {how} at {step}: journal {journal(pair)}, log {guardian_log(pair)}",
+    )
     return {"journal": final, "ports": ports, "flowing_after": flowing_after}
 
 
@@ -335,9 +349,9 @@ def test_twenty_switchovers_under_load_through_two_poolers_lose_nothing(pair):
         writers = [stack.enter_context(Writers(bouncer["port"], count=2, first=60 + 10 * n)) for n, bouncer in enumerate(pair["bouncers"])]
         direction = "blue_to_green"
         pauses = []
-        for _ in range(20):
+        for number in range(20):
             result = run_module(MODULE, module_args(pair, direction))[1]
-            assert not result["failed"], result["msg"]
+            assert not result["failed"], (number, result["msg"])
             pauses.append(result["write_pause_ms"])
             direction = "green_to_blue" if direction == "blue_to_green" else "blue_to_green"
     assert max(pauses) < 1000, pauses
