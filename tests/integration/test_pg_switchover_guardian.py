@@ -24,7 +24,7 @@ import pytest
 import yaml
 from psycopg.rows import dict_row
 
-from tests.integration.test_pg_switchover import (
+from tests.integration.test_pg_switchover import (  # pylint: disable=unused-import
     CLIENT,
     DB,
     FORWARD,
@@ -167,17 +167,7 @@ def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path) ->
     before = journal(pair).get("run_id")
     process = start_playbook(module_args(pair, direction), f"{step}:{HOLD}", workdir)
     try:
-        record = wait_for(
-            lambda: (
-                lambda r: (
-                    r
-                    if r.get("run_id") != before and step in r.get("done", []) + ([STEPS[-1]] if r.get("state") == "committing" else [])
-                    else None
-                )
-            )(journal(pair)),
-            60,
-            f"the switchover to reach {step}",
-        )
+        record = wait_for(reached(pair, began(step, before)), 60, f"the switchover to reach {step}")
         time.sleep(0.3)  # the step itself takes milliseconds: now inside the hold
         if how == "controller":
             kill_tree(process.pid, spare=record["guardian_pid"])
