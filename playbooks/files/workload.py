@@ -2,10 +2,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab's write workload, and the check that blue and green hold the same rows.
 
-  workload.py run --port 6432 --stop-file FILE [--max-seconds 600]
+  workload.py run --port 6432 [--port 6433] [--clients 2] --stop-file FILE [--max-seconds 600]
       inserts, updates and deletes (through PgBouncer on 6432, or on a server directly) until
       the stop file appears; prints a JSON summary: counts, errors, the slowest transaction, and
       how many committed transactions are missing on blue (--check-port) and green (--other-port).
+      --port may be given several times (every PgBouncer): the clients (--clients, default one
+      per port), each a connection of its own in a thread of its own, are spread over the ports in
+      turn, and the summary counts the transactions committed through each port ("through").
   workload.py verify --port 5433 --other-port 5434 --tables vms,vm_metrics [--timeout 120]
       waits (bounded) until every table has the same row count and row checksum on both
       sides; prints them as JSON; exits 1 naming the tables that still differ.
@@ -20,6 +23,7 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 
 import psycopg
@@ -40,17 +44,23 @@ def connect(args, port: int) -> psycopg.Connection:
     )
 
 
-def run(args) -> dict:
+def run_client(args, port: int, seed: int, totals: dict, committed: list, lock: threading.Lock) -> None:
+    """One client: transactions on its own connection through `port` until the stop file appears."""
     counts = {"inserts": 0, "updates": 0, "deletes": 0, "errors": 0, "max_latency_ms": 0.0}
-    committed_audit_ids = []
+    audit_ids = []
     started = time.monotonic()
-    rng = random.Random(args.seed)  # noqa: S311 (a repeatable workload, not a secret)
-    with connect(args, args.port) as conn:
+    rng = random.Random(seed)  # noqa: S311 (a repeatable workload, not a secret)
+    conn = None
+    try:
+        conn = connect(args, port)
         max_vm = conn.execute("SELECT max(id) FROM vms").fetchone()[0]
         max_metric = conn.execute("SELECT max(id) FROM vm_metrics").fetchone()[0]
         while not os.path.exists(args.stop_file) and time.monotonic() - started < args.max_seconds:
             begun = time.monotonic()
             try:
+                if conn.broken:  # the pooler or the server closed it: a new one, like an application's pool
+                    conn.close()
+                    conn = connect(args, port)
                 with conn.transaction():
                     vm_id = rng.randint(1, max_vm)
                     audit_id = conn.execute(
@@ -65,7 +75,7 @@ def run(args) -> dict:
                         (vm_id,),
                     )
                     deleted = conn.execute("DELETE FROM vm_metrics WHERE id = %s", (rng.randint(1, max_metric),)).rowcount
-                committed_audit_ids.append(audit_id)
+                audit_ids.append(audit_id)
                 counts["max_latency_ms"] = max(counts["max_latency_ms"], round((time.monotonic() - begun) * 1000, 1))
                 counts["inserts"] += 2
                 counts["updates"] += 1
@@ -74,6 +84,40 @@ def run(args) -> dict:
                 counts["errors"] += 1
                 counts["last_error"] = str(exc).strip()
             time.sleep(args.pause)
+    except psycopg.Error as exc:  # no connection to begin with
+        counts["errors"] += 1
+        counts["last_error"] = str(exc).strip()
+    finally:
+        if conn is not None:
+            conn.close()
+        with lock:
+            for name in ("inserts", "updates", "deletes", "errors"):
+                totals[name] += counts[name]
+            totals["max_latency_ms"] = max(totals["max_latency_ms"], counts["max_latency_ms"])
+            if "last_error" in counts:
+                totals["last_error"] = counts["last_error"]
+            totals["through"][str(port)] += len(audit_ids)
+            committed.extend(audit_ids)
+
+
+def run(args) -> dict:
+    # "through": transactions committed through each port
+    counts = {"inserts": 0, "updates": 0, "deletes": 0, "errors": 0, "max_latency_ms": 0.0, "through": {str(port): 0 for port in args.port}}
+    committed_audit_ids = []
+    lock = threading.Lock()
+    started = time.monotonic()
+    clients = [
+        threading.Thread(
+            target=run_client,
+            args=(args, args.port[number % len(args.port)], args.seed + number, counts, committed_audit_ids, lock),
+            name=f"client-{number}",
+        )
+        for number in range(args.clients or len(args.port))
+    ]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
     counts["seconds"] = round(time.monotonic() - started, 1)
     counts["committed"] = len(committed_audit_ids)
     for name, port in (("blue", args.check_port), ("green", args.other_port)):
@@ -92,7 +136,7 @@ def table_figures(conn, table: str) -> list:
 def verify(args) -> tuple[bool, dict]:
     tables = [name for name in args.tables.split(",") if name]
     deadline = time.monotonic() + args.timeout
-    with connect(args, args.port) as blue, connect(args, args.other_port) as green:
+    with connect(args, args.port[0]) as blue, connect(args, args.other_port) as green:
         while True:
             figures = {table: {"blue": table_figures(blue, table), "green": table_figures(green, table)} for table in tables}
             differing = [table for table, pair in figures.items() if pair["blue"] != pair["green"]]
@@ -105,7 +149,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "verify"])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5433)
+    parser.add_argument("--port", type=int, action="append", help="run: may be given once per pooler (default 5433)")
+    parser.add_argument("--clients", type=int, help="run: concurrent clients, spread over the ports (default one per port)")
     parser.add_argument("--other-port", type=int, default=5434)
     parser.add_argument("--check-port", type=int, default=5433, help="run: blue's port, where committed writes are looked up")
     parser.add_argument("--user", default="migrator")
@@ -117,8 +162,11 @@ def main() -> int:
     parser.add_argument("--tables", default="tenants,users,compute_nodes,vms,vm_metrics,audit_log")
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
+    args.port = args.port or [5433]
     if args.command == "run" and not args.stop_file:
         parser.error("run needs --stop-file")
+    if args.command == "verify" and len(args.port) != 1:
+        parser.error("verify compares one --port with --other-port")
     if args.command == "run":
         print(json.dumps(run(args)))
         return 0

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.lab import BLUE, ROOT, connect, free_port, run_module, run_playbook
@@ -214,6 +215,78 @@ def test_writes_reach_blue_and_green_waits_in_maintenance(haproxy):
     wait_up("pg_write", "blue")
     assert status("pg_write", "green") == "MAINT"
     assert ports_reached(WRITES, 10) == Counter({BLUE_PORT: 10})
+
+
+def set_primary(server: str, **extravars):
+    """tasks_from set_primary on the lab's HAProxy."""
+    play = [
+        {
+            "name": "Set the write primary",
+            "hosts": "haproxy_servers",
+            "become": True,
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "name": "set_primary",
+                    "ansible.builtin.include_role": {"name": "zerodowntime.migration.haproxy", "tasks_from": "set_primary"},
+                    "vars": {"haproxy_set_primary": server},
+                }
+            ],
+        }
+    ]
+    return run_playbook(play, extravars=extravars)
+
+
+@pytest.fixture()
+def writes_on_blue(haproxy):
+    """Writes go to blue again after the test (runtime and haproxy.cfg)."""
+    yield
+    run = set_primary("blue")
+    assert run.status == "successful", run.stdout
+    assert "    server blue 127.0.0.1:5433 check\n" in CONFIG.read_text()
+
+
+def test_set_primary_moves_writes_keeps_them_and_refuses_a_converge(writes_on_blue):
+    wait_up("pg_write", "blue")
+    held = connect(WRITES)
+    assert held.execute("SHOW port").fetchone()[0] == BLUE_PORT
+    moved = set_primary("green")
+    assert moved.status == "successful", moved.stdout
+    assert moved.changed() == 2, moved.changed_tasks()  # the runtime switch and haproxy.cfg
+    with pytest.raises(psycopg.OperationalError):  # the old primary's sessions were shut down
+        held.execute("SELECT 1")
+    held.close()
+    assert ports_reached(WRITES, 5) == Counter({GREEN_PORT: 5})
+    config = CONFIG.read_text()
+    assert "    server green 127.0.0.1:5434 check\n" in config and "    server blue 127.0.0.1:5433 check disabled\n" in config
+    assert set_primary("green").changed() == 0
+
+    pid = haproxy_pid()
+    assert run_playbook(RELOAD_PLAY).status == "successful"
+    wait_for_new_process(pid)
+    assert ports_reached(WRITES, 5) == Counter({GREEN_PORT: 5})  # kept across a reload
+
+    refused = run_playbook(HAPROXY_PLAY)
+    assert refused.status == "failed"
+    [reason] = refused.task_results("Refuse to undo a change of the write primary made since the last converge")
+    assert "sends writes to green" in reason["msg"] and "haproxy_pg_allow_primary_change" in reason["msg"]
+    assert CONFIG.read_text() == config
+    assert ports_reached(WRITES, 3) == Counter({GREEN_PORT: 3})
+
+    allowed = run_playbook(HAPROXY_PLAY, extravars={"haproxy_pg_allow_primary_change": True})
+    assert allowed.status == "successful", allowed.stdout
+    assert ports_reached(WRITES, 5) == Counter({BLUE_PORT: 5})
+    assert status("pg_write", "green") == "MAINT"
+
+
+def test_set_primary_refuses_an_unknown_server(writes_on_blue):
+    before = CONFIG.read_bytes()
+    unknown = set_primary("purple")
+    assert unknown.status == "failed"
+    [checked] = unknown.task_results("Check the new write primary")
+    assert "purple" in checked["msg"]
+    assert CONFIG.read_bytes() == before
+    assert ports_reached(WRITES, 3) == Counter({BLUE_PORT: 3})
 
 
 def test_reads_follow_the_weights(haproxy):

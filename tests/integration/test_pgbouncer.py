@@ -1,5 +1,6 @@
 """roles/pgbouncer and zerodowntime.migration.pgbouncer_pool against a real PgBouncer 1.18 on
-this machine (127.0.0.1:6432, pool `novacron` -> blue 127.0.0.1:5433).
+this machine (127.0.0.1:6432, pool `novacron` -> blue 127.0.0.1:5433), and the lab's second
+PgBouncer (inventory host lab-pooler2: instance `pgbouncer2` on 127.0.0.1:6433).
 
 Every test leaves the pool resumed and pointing at blue (the `pool_restored` fixture), so a
 failure does not leak into the next test or into other people's runs.
@@ -11,6 +12,7 @@ import hashlib
 import os
 import pwd
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -33,14 +35,19 @@ AUTH_FILE = Path("/etc/pgbouncer/userlist.txt")
 ADMIN = {"login_host": "127.0.0.1", "login_port": 6432, "login_user": "pgbouncer_admin", "login_password": LAB_PASSWORD}
 CONSOLE = dict(ADMIN, login_db="pgbouncer", connect_timeout=5)
 POOL = "novacron"
+# Debian's instance (lab-db); the second PgBouncer of the group is converged by its own play.
 ROLE_PLAY = [
     {
         "name": "Provision PgBouncer",
-        "hosts": "pgbouncer_servers",
+        "hosts": "lab-db",
         "become": True,
         "roles": [{"role": "zerodowntime.migration.pgbouncer"}],
     }
 ]
+SECOND = "lab-pooler2"
+SECOND_PLAY = [dict(ROLE_PLAY[0], hosts=SECOND)]
+SECOND_DIR = Path("/etc/pgbouncer/pgbouncer2")
+SECOND_ADMIN = dict(ADMIN, login_port=6433)
 
 
 def app_connect(**overrides) -> psycopg.Connection:
@@ -330,3 +337,69 @@ def test_config_file_must_hold_the_entry(pool_restored, tmp_path):
     assert result["failed"] is True
     assert f"{other} has no [databases] entry for '{POOL}'" in result["msg"]
     assert pool_row()["port"] == 5433
+
+
+# --- a second instance (pgbouncer_instance) ---------------------------------------------------
+
+
+@pytest.fixture()
+def second_restored(pgbouncer):
+    """lab-pooler2 converged; afterwards its pool resumed and pointing at blue again."""
+    run = run_playbook(SECOND_PLAY)
+    assert run.status == "successful", run.stdout
+    yield
+    with AdminConsole(dict(SECOND_ADMIN, login_db="pgbouncer", connect_timeout=5)) as console:
+        resume(console, POOL)
+        repoint(console, POOL, str(SECOND_DIR / "pgbouncer.ini"), host="127.0.0.1", port=5433, dbname=POOL)
+
+
+def test_second_instance_runs_from_its_own_files(second_restored):
+    again = run_playbook(SECOND_PLAY)
+    assert again.status == "successful", again.stdout
+    assert again.changed(SECOND) == 0, again.changed_tasks()
+    startup = (SECOND_DIR / "pgbouncer-startup.ini").read_text()
+    assert "listen_port = 6433" in startup
+    assert "pidfile = /var/run/postgresql/pgbouncer2.pid" in startup
+    assert "unix_socket_dir = /var/run/postgresql/pgbouncer2" in startup
+    ini = (SECOND_DIR / "pgbouncer.ini").read_text()
+    assert "%include /etc/pgbouncer/pgbouncer2/pgbouncer-startup.ini" in ini
+    assert "auth_file = /etc/pgbouncer/pgbouncer2/userlist.txt" in ini
+    assert "logfile = /var/log/postgresql/pgbouncer2.log" in ini
+    assert "max_prepared_statements" not in ini and "max_prepared_statements" not in CONFIG.read_text()  # 1.18 refuses it
+    assert stat.S_IMODE((SECOND_DIR / "userlist.txt").stat().st_mode) == 0o640
+    status = subprocess.run(["/etc/init.d/pgbouncer-pgbouncer2", "status"], capture_output=True, text=True, check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert Path("/var/run/postgresql/pgbouncer2/.s.PGSQL.6433").is_socket()
+    with app_connect(port=6433) as conn:
+        assert conn.execute("SHOW port").fetchone()[0] == "5433"  # blue
+    with app_connect() as conn:  # Debian's instance is still there, on its own port
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_second_instance_reload_and_restart_through_its_init_script(second_restored):
+    script = "/etc/init.d/pgbouncer-pgbouncer2"
+    pid = Path("/var/run/postgresql/pgbouncer2.pid").read_text().strip()
+    assert subprocess.run([script, "reload"], capture_output=True, check=False).returncode == 0
+    assert Path("/var/run/postgresql/pgbouncer2.pid").read_text().strip() == pid  # SIGHUP: same process
+    assert subprocess.run([script, "restart"], capture_output=True, check=False).returncode == 0
+    assert Path("/var/run/postgresql/pgbouncer2.pid").read_text().strip() != pid
+    with app_connect(port=6433) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert pool_row()["paused"] == 0  # Debian's instance untouched
+
+
+def test_second_instance_refuses_to_undo_its_own_repoint(second_restored):
+    """The refusal reads the instance's own pgbouncer.ini: a repoint of the second PgBouncer
+    refuses its converge and not Debian's instance's."""
+    run_module(MODULE, dict(SECOND_ADMIN, database=POOL, host="127.0.0.1", port=5434, config_file=str(SECOND_DIR / "pgbouncer.ini")))
+    refused = run_playbook(SECOND_PLAY)
+    assert refused.status == "failed"
+    [result] = refused.task_results("Refuse to undo a repoint made since the last converge")
+    assert "/etc/pgbouncer/pgbouncer2/pgbouncer.ini" in result["msg"]
+    assert f"{POOL} goes to 127.0.0.1:5434/{POOL}, the inventory says 127.0.0.1:5433/{POOL}" in result["msg"]
+    first = run_playbook(ROLE_PLAY)
+    assert first.status == "successful", first.stdout
+    allowed = run_playbook(SECOND_PLAY, extravars={"pgbouncer_allow_repoint": True})
+    assert allowed.status == "successful", allowed.stdout
+    with app_connect(port=6433) as conn:
+        assert conn.execute("SHOW port").fetchone()[0] == "5433"

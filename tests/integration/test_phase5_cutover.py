@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.integration.test_pg_switchover_guardian import kill_tree, wait_for
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_playbook
 
 APPROVED = {"cutover_approved": True}
@@ -29,10 +31,10 @@ def on_blue(validated):
     assert serving_port() == 5433
 
 
-def serving_port() -> int:
-    """The port of the server PgBouncer's pool sends the application to."""
+def serving_port(port: int = 6432) -> int:
+    """The port of the server a pooler (or HAProxy's write frontend, :5000) sends the application to."""
     with psycopg.connect(
-        host="127.0.0.1", port=6432, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
+        host="127.0.0.1", port=port, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
     ) as conn:
         return conn.execute("SELECT inet_server_port()").fetchone()[0]
 
@@ -95,9 +97,12 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         [probe] = cutover.task_results("Post-check - a write through PgBouncer lands on green")
         assert probe["stdout"].endswith("|5434")
 
+        assert serving_port(6433) == 5434 and serving_port(5000) == 5434  # the second pooler and HAProxy's writes follow
+
         rollback = run_playbook("rollback.yml")
         assert rollback.status == "successful", rollback.stdout
         assert serving_port() == 5433 and readonly(BLUE) == "off" and readonly(GREEN) == "off"
+        assert serving_port(6433) == 5433 and serving_port(5000) == 5433
         writes = workload.finish()
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["committed"] > 0
@@ -145,3 +150,44 @@ def test_phase6_refuses_to_run_without_a_cutover(on_blue):
     [refused] = run.task_results("Record phase6_verify started")
     assert refused["failed"] and "phase5_cutover" in refused["msg"]
     assert not run.task_results("Write through PgBouncer (the application's path)")
+
+
+def test_rollback_repairs_what_a_dead_cutover_left(on_blue, tmp_path):
+    """The host 'rebooted' inside phase 5's write pause: pg_switchover's module and guardian both
+    killed, both pools left paused and blue frozen. rollback.yml finds it in the journal first."""
+    journal_file = Path("/var/lib/zerodowntime/switchover/novacron.json")
+    before = json.loads(journal_file.read_text()).get("run_id") if journal_file.exists() else None
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ZERODOWNTIME_SWITCHOVER_HOLD="freeze_source:30")
+    command = [str(ROOT / ".venv/bin/ansible-playbook"), str(ROOT / "playbooks/phase5_cutover.yml"), "-e", "cutover_approved=true"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+    try:
+        record = wait_for(
+            reached_file(journal_file, lambda r: r.get("run_id") != before and r.get("guardian_pid") and "freeze_source" in r["done"]),
+            300,
+            "phase 5 to freeze blue",
+        )
+        os.kill(record["guardian_pid"], signal.SIGKILL)
+        kill_tree(process.pid, spare=record["guardian_pid"])
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert readonly(BLUE) == "on"
+    assert json.loads(journal_file.read_text())["state"] == "pausing"
+
+    rollback = run_playbook("rollback.yml")
+    assert rollback.status == "successful", rollback.stdout
+    [repair] = rollback.task_results("Switch writes with pg_switchover green to blue")[:1]
+    assert repair["repaired"]["action"] == "undone" and repair["repaired"]["by"] == "next run", repair
+    final = json.loads(journal_file.read_text())
+    assert final["state"] == "undone" and final["undo_by"] == "next run"
+    assert readonly(BLUE) == "off"
+    assert serving_port() == 5433 and serving_port(6433) == 5433  # both pools resumed on blue
+
+
+def reached_file(path: Path, predicate):
+    def condition():
+        record = json.loads(path.read_text()) if path.exists() else {}
+        return record if record and predicate(record) else None
+
+    return condition
