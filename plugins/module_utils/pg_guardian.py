@@ -69,9 +69,6 @@ class Guardian:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=wait)
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
 
 def spawn(journal: Journal, config: dict) -> Guardian:
     """Start the guardian and wait until it is armed. `config` carries the connection options

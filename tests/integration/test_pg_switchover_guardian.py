@@ -24,6 +24,7 @@ import pytest
 import yaml
 from psycopg.rows import dict_row
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_switchover import STEPS
 from tests.integration.test_pg_switchover import (  # pylint: disable=unused-import
     CLIENT,
     DB,
@@ -43,19 +44,6 @@ TIMEOUT = 4.0  # the write pause's bound in these tests
 HOLD = 2.5  # how long the failpoint holds the pause after the chosen step
 MARGIN = 1.0
 PORTS = {"blue_to_green": (5433, 5434), "green_to_blue": (5434, 5433)}
-STEPS = [
-    "pause_pgbouncer",
-    "freeze_source",
-    "drain_source_writers",
-    "wait_for_catch_up",
-    "sync_sequences",
-    "disable_forward_subscription",
-    "create_reverse_slot",
-    "create_reverse_subscription",
-    "unfreeze_target",
-    "repoint_pgbouncer",
-    "resume_pgbouncer",
-]
 
 
 @pytest.fixture()
