@@ -381,31 +381,43 @@ class Switchover:
         if not self.check_mode:
             self.wait_for_lag(self.params["prepare_timeout"])
 
-    def lag(self) -> dict | None:
+    def lag(self, position: str) -> dict | None:
         return self.source.query_one(
-            "SELECT active, pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
+            "SELECT active, confirmed_flush_lsn >= %s::pg_lsn AS confirmed_position, "
+            "pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
             "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
-            (self.facts["forward"]["slot_name"],),
+            (position, self.facts["forward"]["slot_name"]),
         )
 
     def wait_for_lag(self, timeout: float) -> None:
-        """Until the forward slot is active and at most max_lag_bytes behind (an apply worker
-        restarted by the synchronous_commit change reconnects first)."""
+        """Until the forward slot has confirmed the source's WAL position taken now and is at most
+        max_lag_bytes behind. "Active" alone is not enough: an apply worker that fails on a row
+        reconnects every few seconds and is briefly active each time, but it never confirms past
+        the failing transaction."""
         limit = self.params["max_lag_bytes"]
+        position = self.source.query_one("SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn")["lsn"]
         started = time.monotonic()
         reported = 0.0
         while True:
-            row = self.lag()
+            row = self.lag(position)
             elapsed = time.monotonic() - started
-            if row and row["active"] and row["lag_bytes"] <= limit:
+            if row and row["active"] and row["confirmed_position"] and row["lag_bytes"] <= limit:
                 self.facts["lag_before_pause"] = int(row["lag_bytes"])
                 return
             if elapsed >= timeout:
-                state = "no walsender streams it" if row and not row["active"] else f"it is {row['lag_bytes'] if row else '?'} bytes behind"
+                if not row:
+                    state = "its slot is gone"
+                elif not row["confirmed_position"]:
+                    state = f"it has not confirmed the source's position {position} ({row['lag_bytes']} bytes behind)"
+                elif not row["active"]:
+                    state = "no walsender streams it"
+                else:
+                    state = f"it is {row['lag_bytes']} bytes behind"
                 raise PgError(
                     f"the forward subscription '{self.forward.name}' did not get within max_lag_bytes {limit} of the source "
-                    f"in {timeout:g} s (prepare_timeout): {state}. Nothing was paused. Reduce the write load, check the "
-                    f"target's log for apply errors, or raise max_lag_bytes / prepare_timeout"
+                    f"in {timeout:g} s (prepare_timeout): {state}; {self.forward.error_counts()}. Nothing was paused. "
+                    f"Reduce the write load, look for apply errors in the target's log (a duplicate key, a missing column), "
+                    f"or raise max_lag_bytes / prepare_timeout"
                 )
             if elapsed - reported >= 5:
                 reported = elapsed
