@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client  # noqa: E402
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_compare import compare_tables  # noqa: E402
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client  # noqa: E402
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.compare import compare_tables  # noqa: E402
 from bench.results import append_section  # noqa: E402
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database  # noqa: E402
 

@@ -52,7 +52,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_journal import FINAL_STATES, Journal  # noqa: E402
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import FINAL_STATES, Journal  # noqa: E402
 from bench.results import append_section  # noqa: E402
 from tests.integration.test_pg_switchover_guardian import began, start_playbook, wait_for  # noqa: E402
 from tests.lab import (  # noqa: E402

@@ -24,8 +24,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
 
 from psycopg import sql  # noqa: E402
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, ident  # noqa: E402
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import Subscription  # noqa: E402
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, ident  # noqa: E402
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import Subscription  # noqa: E402
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database  # noqa: E402
 
 DB = "zdm_bench_sync"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # Matches ARGUMENT_SPEC in plugins/module_utils/etcd_client.py and MEMBERS_SPEC in etcd_cluster.py.
+    # Matches ARGUMENT_SPEC in plugins/module_utils/etcd/client.py and MEMBERS_SPEC in etcd_cluster.py.
     DOCUMENTATION = r"""
 options:
   members:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # Matches CONNECTION_ARGUMENT_SPEC in plugins/module_utils/pg_client.py.
+    # Matches CONNECTION_ARGUMENT_SPEC in plugins/module_utils/postgres/client.py.
     DOCUMENTATION = r"""
 options:
   login_host:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_lsn import lsn_diff, parse_lsn
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_tuning import memory_settings
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.lsn import lsn_diff, parse_lsn
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.tuning import memory_settings
 
 
 def _wrapped(function):

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import (
     SCRAM_ITERATIONS,
     entry_target,
     find_database_entry,
@@ -29,6 +28,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer i
     scram_verifier,
     scram_verifier_matches,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 
 
 def pgbouncer_scram_verifier(password, existing=None, iterations=SCRAM_ITERATIONS):

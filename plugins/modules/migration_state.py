@@ -243,13 +243,13 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.migration_state import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.migration_state import (
     DEFAULT_PHASES,
     DEFAULT_TABLE,
     STATES,
     run_state,
 )
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
 
 
 def main():

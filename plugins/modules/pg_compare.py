@@ -307,9 +307,9 @@ progress:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC, Client
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_compare import compare_tables
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import connect_option, run_with
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import CONNECTION_ARGUMENT_SPEC, Client
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.compare import compare_tables
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import connect_option, run_with
 
 
 def compare(module, opened) -> dict:

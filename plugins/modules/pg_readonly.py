@@ -184,8 +184,8 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import pg_argument_spec, run
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_readonly import apply
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.readonly import apply
 
 
 def main():

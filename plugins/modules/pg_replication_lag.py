@@ -185,8 +185,8 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import pg_argument_spec, run
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_replication import replication_lag
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.replication import replication_lag
 
 
 def main():

@@ -88,8 +88,8 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import pg_argument_spec, run
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_schema import DEFAULT_HISTORY_TABLE, apply_files
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.schema import DEFAULT_HISTORY_TABLE, apply_files
 
 
 def main():

@@ -166,9 +166,9 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC, Client
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import connect_option, pg_argument_spec, run
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_sequences import DEFAULT_MARGIN, sync_sequences
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import CONNECTION_ARGUMENT_SPEC, Client
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import connect_option, pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import DEFAULT_MARGIN, sync_sequences
 
 
 def manage(client: Client, params: dict) -> dict:

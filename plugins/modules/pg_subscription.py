@@ -251,9 +251,9 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import pg_argument_spec, run
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import (
     PUBLISHER_SPEC,
     Subscription,
     build_conninfo,

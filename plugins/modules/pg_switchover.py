@@ -532,13 +532,13 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import CONNECTION_ARGUMENT_SPEC
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_journal import DEFAULT_DIRECTORY
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import connect_option, run_with
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_sequences import DEFAULT_MARGIN
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import PUBLISHER_SPEC
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_switchover import switchover
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import ADMIN_CONNECTION_ARGUMENT_SPEC, AdminConsole
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import ADMIN_CONNECTION_ARGUMENT_SPEC, AdminConsole
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import CONNECTION_ARGUMENT_SPEC
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import DEFAULT_DIRECTORY
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import connect_option, run_with
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import DEFAULT_MARGIN
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import PUBLISHER_SPEC
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import switchover
 
 PGBOUNCER_SPEC = dict(
     ADMIN_CONNECTION_ARGUMENT_SPEC,

@@ -316,8 +316,8 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import pg_argument_spec, run
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_validate import validate
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.validate import validate
 
 
 def main():

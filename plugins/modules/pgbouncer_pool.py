@@ -224,13 +224,13 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_module import run_with
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import (
     ADMIN_CONNECTION_ARGUMENT_SPEC,
     AdminConsole,
     check_params,
     ensure_pool,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import run_with
 
 
 def open_console(module) -> AdminConsole:

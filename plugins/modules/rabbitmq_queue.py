@@ -215,10 +215,10 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.rabbitmq_api import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.rabbitmq.api import (
     API_ARGUMENT_SPEC,
     ManagementApi,
-    RabbitMQError,
     ensure_queue,
 )
 
@@ -243,16 +243,13 @@ def main():
         ),
         supports_check_mode=True,
     )
-    api = ManagementApi(module.params, check_mode=module.check_mode)
-    try:
-        result = ensure_queue(api, module.params)
-    except RabbitMQError as exc:
-        module.fail_json(
-            msg=str(exc), changed=False, name=module.params["name"], vhost=module.params["vhost"], queries=api.queries, **exc.details
-        )
-    if not module._diff:
-        result.pop("diff")
-    module.exit_json(**result)
+    params = module.params
+    run_module(
+        module,
+        lambda opened: ensure_queue(opened["api"], params),
+        openers={"api": lambda: ManagementApi(params, check_mode=module.check_mode)},
+        on_failure=lambda opened, exc: {"name": params["name"], "vhost": params["vhost"]},
+    )
 
 
 if __name__ == "__main__":

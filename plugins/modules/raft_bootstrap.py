@@ -148,7 +148,7 @@ quorum:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_cluster import run_module, spec
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.cluster import run_module, spec
 
 
 def main():

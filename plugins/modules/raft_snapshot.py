@@ -112,8 +112,8 @@ leader:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_cluster import run_module, spec
-from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_snapshot import Snapshot
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.cluster import run_module, spec
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.snapshot import Snapshot
 
 
 def main():

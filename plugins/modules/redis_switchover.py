@@ -183,14 +183,13 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.redis_client import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.client import (
     CONNECTION_OPTIONS,
-    HAS_REDIS,
-    REDIS_IMPORT_ERROR,
+    REDIS,
     SWITCHOVER_STATES,
-    RedisModuleError,
     ensure_switchover,
 )
 
@@ -210,16 +209,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_REDIS:
-        module.fail_json(msg=missing_required_lib("redis"), exception=str(REDIS_IMPORT_ERROR))
-    try:
-        result = ensure_switchover(module.params, module.check_mode)
-    except RedisModuleError as exc:
-        module.fail_json(msg=str(exc), **dict({"changed": bool(exc.details.get("promoted"))}, **exc.details))
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    # `diff` is always returned: Ansible shows it with --diff only.
-    module.exit_json(**result)
+    run_module(module, lambda opened: ensure_switchover(module.params, module.check_mode), libraries=[REDIS])
 
 
 if __name__ == "__main__":

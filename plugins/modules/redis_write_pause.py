@@ -146,13 +146,12 @@ commands:
   sample: ["CLIENT PAUSE 5000 WRITE"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.redis_client import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.client import (
     CONNECTION_OPTIONS,
-    HAS_REDIS,
-    REDIS_IMPORT_ERROR,
-    RedisModuleError,
+    REDIS,
     ensure_write_pause,
 )
 
@@ -168,14 +167,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_REDIS:
-        module.fail_json(msg=missing_required_lib("redis"), exception=str(REDIS_IMPORT_ERROR))
-    try:
-        result = ensure_write_pause(module.params, module.check_mode)
-    except RedisModuleError as exc:
-        module.fail_json(msg=str(exc), changed=False, **exc.details)
-    # `diff` is always returned: Ansible shows it with --diff only.
-    module.exit_json(**result)
+    run_module(module, lambda opened: ensure_write_pause(module.params, module.check_mode), libraries=[REDIS])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def test_build_install_and_document_every_module(tmp_path):
     assert build.returncode == 0, build.stderr
     tarball = next(tmp_path.glob("zerodowntime-migration-*.tar.gz"))
     listing = subprocess.run(["tar", "-tzf", tarball], capture_output=True, text=True, check=True).stdout.split()
-    assert "plugins/module_utils/pg_client.py" in listing
+    assert "plugins/module_utils/postgres/client.py" in listing
     assert not [name for name in listing if name.startswith(("tests/", ".venv/", "bench/", ".ansible/"))]
 
     # Away from the checkout: its ansible.cfg would show ansible-galaxy the checkout as installed.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
 from tests.lab import BLUE
 
 

@@ -240,7 +240,7 @@ def test_a_failure_inside_the_transaction_leaves_nothing_half_done(db):
     assert run_module(MODULE, pub(name, all_tables=True))[1]["changed"] is True
     failed = run_module(MODULE, pub(name, tables=["customers", "scratch_unlogged"], recreate=True))[1]
     assert failed["failed"] is True
-    # PostgreSQL's message, primary or DETAIL line (pg_client.first_line has picked either)
+    # PostgreSQL's message, primary or DETAIL line (pg_client.last_line has picked either)
     assert re.search(r'cannot add relation "scratch_unlogged"|not supported for unlogged tables', failed["msg"])
     assert failed["queries"][0] == f'DROP PUBLICATION "{name}"'
     assert catalog(db, name)["all_tables"] is True  # the DROP was rolled back

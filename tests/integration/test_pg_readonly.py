@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import ident
 from tests.lab import BLUE, connect, run_module, throwaway_postgres
 
 MODULE = "zerodowntime.migration.pg_readonly"

@@ -8,7 +8,7 @@ import json
 import pytest
 from psycopg import sql
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import ident
 from tests.lab import BLUE, GREEN, connect, run_module
 
 MODULE = "zerodowntime.migration.pg_sequence_sync"

@@ -10,7 +10,7 @@ import time
 import pytest
 from psycopg import sql
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import ident
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module
 
 MODULE = "zerodowntime.migration.pg_subscription"

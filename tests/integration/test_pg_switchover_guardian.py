@@ -24,7 +24,7 @@ import pytest
 import yaml
 from psycopg.rows import dict_row
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_switchover import STEPS
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import STEPS
 from tests.integration.test_pg_switchover import (  # pylint: disable=unused-import
     CLIENT,
     DB,

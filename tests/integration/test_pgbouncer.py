@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import (
     AdminConsole,
     parse_auth_file,
     repoint,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_tuning import memory_settings
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.tuning import memory_settings
 from tests.lab import BLUE, GREEN, connect, run_playbook
 
 LAB_INSTANCES = [

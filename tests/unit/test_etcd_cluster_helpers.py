@@ -1,12 +1,12 @@
-"""Pure helpers of plugins/module_utils/etcd_client.py and etcd_cluster.py: etcd's ID scheme,
+"""Pure helpers of plugins/module_utils/etcd/client.py and etcd_cluster.py: etcd's ID scheme,
 the member list's validation, --initial-cluster, quorum and each member's role."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_client import EtcdError, cluster_id, hex_id, member_id
-from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_cluster import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.client import EtcdError, cluster_id, hex_id, member_id
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.cluster import (
     expected_cluster_id,
     initial_cluster,
     member_roles,

@@ -1,4 +1,4 @@
-"""Pure logic of plugins/module_utils/migration_state.py: the order of phases, what each state
+"""Pure logic of plugins/module_utils/postgres/migration_state.py: the order of phases, what each state
 plans for a phase's row, names, and how rows are returned."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.migration_state import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.migration_state import (
     DEFAULT_PHASES,
     phases_view,
     plan,
@@ -17,7 +18,6 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.migration_s
     validate_phases,
     validate_request,
 )
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
 
 NOW = datetime(2025, 11, 21, 10, 0, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(minutes=5)

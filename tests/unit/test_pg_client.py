@@ -1,7 +1,7 @@
 """The connection helper's pure parts; the messages are checked against real servers in
 tests/integration/test_pg_client.py."""
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import (
     CONNECTION_ARGUMENT_SPEC,
     connection_params,
     describe_endpoint,

@@ -1,12 +1,12 @@
-"""Pure helpers of plugins/module_utils/pg_index.py: partition index names, definition comparison,
+"""Pure helpers of plugins/module_utils/postgres/index.py: partition index names, definition comparison,
 option validation, the CREATE INDEX statement and timeout settings."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_index import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.index import (
     build_failure_hint,
     create_statement,
     definition_differences,

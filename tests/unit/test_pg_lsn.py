@@ -1,6 +1,6 @@
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_lsn import format_lsn, lsn_diff, parse_lsn
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.lsn import format_lsn, lsn_diff, parse_lsn
 
 
 @pytest.mark.parametrize(

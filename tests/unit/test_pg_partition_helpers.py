@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_partition import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import parse_qualified_name
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.partition import (
     DEFAULT_TEMPLATES,
     MAX_PARTITIONS,
     DefaultBound,
@@ -26,7 +28,6 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_partitio
     parse_age,
     parse_bound,
     parse_integer,
-    parse_table_name,
     parse_time,
     pg_text,
     render_name,
@@ -73,13 +74,13 @@ def params(**overrides):
     ],
 )
 def test_parse_table_name(text, parsed):
-    assert parse_table_name(text) == parsed
+    assert parse_qualified_name(text, default_schema=None) == parsed
 
 
 @pytest.mark.parametrize("bad", ["a.b.c", ".vms", "vms.", '"unterminated', '"a"b'])
 def test_parse_table_name_rejects(bad):
-    with pytest.raises(ValueError, match="table"):
-        parse_table_name(bad)
+    with pytest.raises(PgError, match="table"):
+        parse_qualified_name(bad, default_schema=None)
 
 
 # Naming -------------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ def test_build_spec_defaults():
         (dict(strategy="range", interval="month", name_template="{table}_{suffix}"), r"uses \{suffix\}"),
         (dict(strategy="list"), "needs values"),
         (dict(strategy="list", values={"a": [1]}, retention="1 day"), "retention does not apply to strategy: list"),
-        (dict(table="a.b.c", modulus=2), "not a table name"),
+        (dict(table="a.b.c", modulus=2), "invalid table name 'a.b.c'"),
     ],
 )
 def test_build_spec_rejects(overrides, message):

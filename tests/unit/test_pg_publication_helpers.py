@@ -1,18 +1,20 @@
-"""Pure helpers of plugins/module_utils/pg_publication.py: table names, publish actions and the
+"""Pure helpers of plugins/module_utils/postgres/publication.py: table names, publish actions and the
 attributes the module asks for."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_publication import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     check_identifier,
     format_qualified_name,
+    split_qualified_name,
+)
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.publication import (
     normalise_publish,
     normalise_tables,
     publication_desired,
-    split_qualified_name,
 )
 
 HOSTILE = 'a"; DROP TABLE x; --'

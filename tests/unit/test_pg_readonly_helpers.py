@@ -1,12 +1,12 @@
-"""Pure parts of plugins/module_utils/pg_readonly.py: reading GUC booleans and settings arrays,
+"""Pure parts of plugins/module_utils/postgres/readonly.py: reading GUC booleans and settings arrays,
 option validation, and what the result says."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_readonly import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.readonly import (
     applies_to,
     diff_view,
     parse_bool,

@@ -1,12 +1,12 @@
-"""Pure helpers of plugins/module_utils/pg_replication.py: rows to replicas and the lag gate's
+"""Pure helpers of plugins/module_utils/postgres/replication.py: rows to replicas and the lag gate's
 verdict. The polling loop runs against real replicas in tests/integration/test_pg_replicas.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_replication import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.replication import (
     gate_message,
     lag_problems,
     standby_from_row,

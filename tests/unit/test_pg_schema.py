@@ -1,7 +1,7 @@
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_schema import plan, split_statements
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.schema import plan, split_statements
 
 
 def test_splits_on_statement_ends_only():

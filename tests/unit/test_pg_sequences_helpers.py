@@ -1,12 +1,12 @@
-"""Pure parts of plugins/module_utils/pg_sequences.py: where a sequence stands, what the plan
+"""Pure parts of plugins/module_utils/postgres/sequences.py: where a sequence stands, what the plan
 does with each one, and how `sequences` selects."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_sequences import plan, position, qualified, selected
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import plan, position, qualified, selected
 
 BIG = 9223372036854775807
 

@@ -1,11 +1,11 @@
-"""Pure helpers of plugins/module_utils/pg_slot.py: slot name validation and the wanted identity."""
+"""Pure helpers of plugins/module_utils/postgres/slot.py: slot name validation and the wanted identity."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_slot import slot_desired, validate_slot_name
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.slot import slot_desired, validate_slot_name
 
 
 @pytest.mark.parametrize("name", ["green_sub", "a", "slot_1", "0", "_", "x" * 63])

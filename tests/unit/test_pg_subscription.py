@@ -2,7 +2,7 @@
 
 from psycopg.conninfo import conninfo_to_dict
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import build_conninfo, masked, with_options
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import build_conninfo, masked, with_options
 
 PUBLISHER = {"host": "db1", "port": 5433, "dbname": "app", "user": "replicator", "password": "it's a \\ secret; host=evil"}
 

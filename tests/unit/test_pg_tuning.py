@@ -1,6 +1,6 @@
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_tuning import memory_settings
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.tuning import memory_settings
 
 
 def mb(value: str) -> int:

@@ -1,12 +1,12 @@
-"""Pure helpers of plugins/module_utils/pg_validate.py: option checks, the SQL of the orphan and
+"""Pure helpers of plugins/module_utils/postgres/validate.py: option checks, the SQL of the orphan and
 freshness checks, and the failure sentences."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_validate import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.validate import (
     check_count,
     check_reference_shape,
     foreign_key_failure,

@@ -1,4 +1,4 @@
-"""Pure parts of plugins/module_utils/pgbouncer.py and plugins/filter/pgbouncer.py: name checks,
+"""Pure parts of plugins/module_utils/pgbouncer/console.py and plugins/filter/pgbouncer.py: name checks,
 the [databases] rewrite, the auth_file reader, and SCRAM verifiers (checked against PostgreSQL
 itself on a throwaway instance, so nothing is created on blue or green)."""
 
@@ -15,8 +15,7 @@ import psycopg
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.filter.pgbouncer import FilterModule, pgbouncer_repointed_pools
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import (
     check_host,
     check_name,
     check_params,
@@ -30,6 +29,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer i
     scram_verifier,
     scram_verifier_matches,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 
 # --- names that go into console commands ---------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.rabbitmq_api import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.rabbitmq.api import (
     ManagementApi,
     RabbitMQError,
     argument_differences,

@@ -1,4 +1,4 @@
-"""Pure parts of plugins/module_utils/redis_client.py; everything that talks to Redis is tested
+"""Pure parts of plugins/module_utils/redis/client.py; everything that talks to Redis is tested
 against real servers in tests/integration/test_redis.py."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.redis_client import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.client import (
     RedisModuleError,
     check_connection_params,
     check_pause_params,

@@ -34,7 +34,8 @@ import re
 import time
 from urllib.parse import urlsplit
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_client import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common import runner
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.client import (
     ARGUMENT_SPEC,
     EtcdClient,
     EtcdError,
@@ -72,15 +73,17 @@ def spec(**module_options) -> dict:
 def run_module(module, work) -> None:
     """Build the RaftCluster from the module's options, call work(cluster) -> result, exit; an
     EtcdError fails with its message, changed=false unless something was already done."""
-    cluster = None
-    try:
-        cluster = RaftCluster(module.params, module.run_command, check_mode=module.check_mode)
-        result = work(cluster)
-    except EtcdError as exc:
-        details = dict(exc.details)
-        details.setdefault("actions", cluster.actions if cluster else [])
-        module.fail_json(msg=str(exc), changed=bool(cluster and cluster.done), **details)
-    module.exit_json(**result)
+
+    def already_done(opened, exc):
+        cluster = opened.get("cluster")
+        return {"changed": bool(cluster and cluster.done), "actions": cluster.actions if cluster else []}
+
+    runner.run_module(
+        module,
+        lambda opened: work(opened["cluster"]),
+        openers={"cluster": lambda: RaftCluster(module.params, module.run_command, check_mode=module.check_mode)},
+        on_failure=already_done,
+    )
 
 
 def _check_url(member: str, key: str, url) -> str:

@@ -20,6 +20,9 @@ import re
 import time
 import uuid
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import Library
+
 try:
     import redis
     from redis.backoff import NoBackoff
@@ -47,12 +50,11 @@ CONNECTION_OPTIONS = dict(
 )
 
 
-class RedisModuleError(Exception):
-    """A failure to report with fail_json: a message naming the problem and the fix, and details."""
+REDIS = Library(HAS_REDIS, "redis", REDIS_IMPORT_ERROR)
 
-    def __init__(self, message: str, **details):
-        super().__init__(message)
-        self.details = details
+
+class RedisModuleError(ModuleError):
+    """A failure to report with fail_json: a message naming the problem and the fix, and details."""
 
 
 def endpoint(params: dict) -> str:
@@ -434,6 +436,7 @@ def promote(params: dict, source, target, src_info: dict, tgt_info: dict, result
             f"{moved}; did the pause end?): the target {endpoint(tgt_params)} was promoted without them. "
             f"Make the target a replica again (state=replica), unpause the source, and retry with a longer duration_ms",
             promoted=True,
+            changed=True,
             source_offset=result["source_offset"],
             source_offset_now=moved,
         )

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import time
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import SSL_MODES, Client, PgError, ident
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_object import PgObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import SSL_MODES, Client, PgError, ident
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
     from psycopg import sql
@@ -92,7 +92,7 @@ def with_options(options: dict) -> sql.Composable:
     return sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.SQL(name), option_value(value)) for name, value in options.items())
 
 
-class Subscription(PgObject):
+class Subscription(ManagedObject):
     """One subscription, in the database the client is connected to."""
 
     kind = "subscription"

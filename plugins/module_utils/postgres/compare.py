@@ -29,12 +29,12 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError, ident
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_lsn import parse_lsn
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_publication import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     format_qualified_name,
     split_qualified_name,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.lsn import parse_lsn
 
 try:
     from psycopg import sql

@@ -35,12 +35,12 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_journal import FINAL_STATES, Journal
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import FINAL_STATES, Journal
 
 BOOTSTRAP = (
     "import json, sys; sys.path[:0] = json.loads(sys.stdin.readline()); "
-    "from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_guardian import main; main()"
+    "from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.guardian import main; main()"
 )
 ARM_TIMEOUT = 15.0  # seconds the module waits for the guardian to answer `armed`
 UNDO_BUDGET = 20.0  # how long the module's own undo may take before the guardian steps in
@@ -117,7 +117,7 @@ def main() -> None:
         signal.signal(signum, signal.SIG_IGN)
     config = json.loads(sys.stdin.readline())
     # Import now: the module's files (a zip in its temporary directory) vanish when it ends.
-    from ansible_collections.zerodowntime.migration.plugins.module_utils import pg_switchover
+    from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import switchover as pg_switchover
 
     journal = Journal(config["journal_dir"], config["name"])
     started = time.time()

@@ -1,6 +1,6 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""An index built on a live table without blocking writes, as a PgObject.
+"""An index built on a live table without blocking writes, as a ManagedObject.
 
 Building: CREATE INDEX CONCURRENTLY (the Client is autocommit, so it runs outside a transaction
 block). PostgreSQL cannot build an index concurrently on a partitioned table, so there the
@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import hashlib
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError, ident
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_object import PgObject
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_publication import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     MAX_IDENTIFIER_BYTES,
     check_identifier,
     format_qualified_name,
@@ -198,7 +198,7 @@ def relation_label(row: dict | None) -> str:
 
 
 # The index -----------------------------------------------------------------------------------
-class Index(PgObject):
+class Index(ManagedObject):
     kind = "index"
 
     def __init__(self, client, name: str, table: str, concurrently: bool = True):

@@ -24,8 +24,8 @@ import os
 import shutil
 import time
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_client import EtcdError, hex_id
-from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd_cluster import RaftCluster
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.client import EtcdError, hex_id
+from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.cluster import RaftCluster
 
 
 def sha256_of(path: str) -> str:

@@ -2,9 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Where the migration stands: one row per phase in a `migration_progress` table.
 
-The phase row is a PgObject. What a state asks for is planned by `plan` (pure: the rows read,
+The phase row is a ManagedObject. What a state asks for is planned by `plan` (pure: the rows read,
 the request and the server's clock in, the wanted row attributes out, or a PgError that names
-the fix), and `PgObject.ensure` writes it, so check mode and diff mode work as for every other
+the fix), and `ManagedObject.ensure` writes it, so check mode and diff mode work as for every other
 object. The rules:
 
 * `started` refuses while the phase before it (in `phases`) has not succeeded, unless `force`.
@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import contextlib
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError, ident
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_object import PgObject
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_readonly import keep_session_writable
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import MAX_IDENTIFIER_BYTES
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.readonly import keep_session_writable
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
     from psycopg import sql
@@ -38,9 +39,6 @@ STATES = ["started", "succeeded", "failed", "checkpoint", "query"]
 STATUSES = ("running", "succeeded", "failed")
 PENDING = "pending"
 COLUMNS = ("phase", "status", "started_at", "completed_at", "attempts", "details")
-# PostgreSQL truncates longer identifiers (NAMEDATALEN - 1 bytes): a longer name would be
-# created under another name and never found again.
-MAX_IDENTIFIER_BYTES = 63
 
 
 # --- pure logic ----------------------------------------------------------------------------
@@ -289,7 +287,7 @@ def literal(column: str, value):
     return sql.Literal(Jsonb(value) if column == "details" else value)
 
 
-class PhaseRow(PgObject):
+class PhaseRow(ManagedObject):
     """One phase's row. Every desired attribute is set as given: None clears a timestamp."""
 
     kind = "phase"

@@ -6,7 +6,7 @@
 verification, CA path, basic auth) and turns every failure into a `RabbitMQError` whose message
 says what failed and what to fix, without the password. In check mode it records the requests
 that would change something (`queries`) instead of sending them, as pg_client.Client does for SQL,
-so `Queue` can reuse `PgObject.ensure` (changed, diff and check mode handled once).
+so `Queue` can reuse `ManagedObject.ensure` (changed, diff and check mode handled once).
 
 A queue's declaration (durable, auto_delete and every argument, x-queue-type included) is
 compared with the existing queue's: RabbitMQ cannot change a declared queue, so a difference is an
@@ -25,7 +25,8 @@ from urllib.parse import quote
 
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_object import PgObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
 
 API_ARGUMENT_SPEC = {
     "login_host": {"type": "str", "default": "127.0.0.1"},
@@ -51,12 +52,8 @@ QUEUE_TYPES = ("classic", "quorum", "stream")
 MAX_NAME_BYTES = 255  # AMQP 0-9-1 short string
 
 
-class RabbitMQError(Exception):
+class RabbitMQError(ModuleError):
     """A failure to report as the module's msg; `details` go into the result too."""
-
-    def __init__(self, message: str, **details):
-        super().__init__(message)
-        self.details = details
 
 
 class ManagementApi:
@@ -227,8 +224,8 @@ def describe_differences(differences: dict) -> str:
     )
 
 
-class Queue(PgObject):
-    """A queue in a vhost, through the management API; `api` plays PgObject's client."""
+class Queue(ManagedObject):
+    """A queue in a vhost, through the management API; `api` plays ManagedObject's client."""
 
     kind = "queue"
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
+
 try:
     import psycopg
     from psycopg import sql
@@ -43,13 +45,9 @@ CONNECTION_ARGUMENT_SPEC = dict(
 )
 
 
-class PgError(Exception):
+class PgError(ModuleError):
     """An error whose message is meant for the person running the playbook; `details` are
     figures the module returns with the failure (for example per-table states on a timeout)."""
-
-    def __init__(self, message: str, **details):
-        super().__init__(message)
-        self.details = details
 
 
 def connection_params(params: dict) -> dict:
@@ -130,11 +128,11 @@ def explain_connection_error(error: Exception, params: dict) -> str:
     if "the database system is starting up" in text:
         return f"PostgreSQL at {where} is still starting up: retry in a few seconds"
     if "certificate" in text or "SSL" in text:
-        return f"TLS handshake with {where} failed ({first_line(text)}): check ssl_mode and the certificates"
-    return f"cannot connect to {where} as '{user}': {first_line(text)}"
+        return f"TLS handshake with {where} failed ({last_line(text)}): check ssl_mode and the certificates"
+    return f"cannot connect to {where} as '{user}': {last_line(text)}"
 
 
-def first_line(text: str) -> str:
+def last_line(text: str) -> str:
     """The last meaningful line of a libpq message (the one that says what went wrong)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else text
@@ -231,7 +229,7 @@ class Client:
     def explain(self, exc: Exception, statement, audit: str | None = None) -> str:
         shown = audit if audit is not None else self.render(statement)
         diag = getattr(exc, "diag", None)
-        message = (diag.message_primary if diag else None) or first_line(str(exc))
+        message = (diag.message_primary if diag else None) or last_line(str(exc))
         return f"{message} (on {self.endpoint}, running: {shown})"
 
     def transaction(self):

@@ -20,6 +20,8 @@ import urllib.error
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
+
 ARGUMENT_SPEC = dict(
     ca_cert=dict(type="path"),
     client_cert=dict(type="path"),
@@ -28,12 +30,8 @@ ARGUMENT_SPEC = dict(
 )
 
 
-class EtcdError(Exception):
+class EtcdError(ModuleError):
     """An error meant for the person running the playbook; `details` are returned with the failure."""
-
-    def __init__(self, message: str, **details):
-        super().__init__(message)
-        self.details = details
 
 
 def member_id(peer_urls: list[str], cluster_token: str) -> int:

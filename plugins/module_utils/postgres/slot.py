@@ -1,6 +1,6 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A replication slot (logical or physical) as a PgObject, with its health figures.
+"""A replication slot (logical or physical) as a ManagedObject, with its health figures.
 
 A slot's identity (type, output plugin, database) cannot be changed in place: a same-named slot
 that differs is an error naming the difference, never a silent drop and re-create, because a
@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 import time
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_object import PgObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 
 try:
     from psycopg import sql
@@ -54,7 +54,7 @@ def slot_desired(params: dict) -> dict:
     return {"slot_type": "logical", "plugin": params.get("plugin") or "pgoutput", "database": params.get("login_db")}
 
 
-class ReplicationSlot(PgObject):
+class ReplicationSlot(ManagedObject):
     kind = "slot"
 
     def __init__(self, client, name: str, force: bool = False, immediately_reserve: bool = False):

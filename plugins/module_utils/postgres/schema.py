@@ -17,7 +17,7 @@ import os
 import re
 import time
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
     from psycopg import sql

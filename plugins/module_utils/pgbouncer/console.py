@@ -32,7 +32,7 @@ import tempfile
 import time
 import unicodedata
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import (
     CONNECTION_ARGUMENT_SPEC,
     HAS_PSYCOPG,
     PSYCOPG_IMPORT_ERROR,
@@ -40,7 +40,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client i
     connection_params,
     describe_endpoint,
     explain_connection_error,
-    first_line,
+    last_line,
 )
 
 with contextlib.suppress(ImportError):  # pg_client says whether it is there (HAS_PSYCOPG)
@@ -395,7 +395,7 @@ class AdminConsole:
                 return cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
             diag = getattr(exc, "diag", None)
-            message = (diag.message_primary if diag else None) or first_line(str(exc))
+            message = (diag.message_primary if diag else None) or last_line(str(exc))
             raise PgError(f"PgBouncer at {self.endpoint} refused {command}: {message}") from None
 
     def show(self, what: str) -> list[dict]:

@@ -4,15 +4,16 @@
 
 from __future__ import annotations
 
-from ansible.module_utils.basic import missing_required_lib
-
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import Library, run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import (
     CONNECTION_ARGUMENT_SPEC,
     HAS_PSYCOPG,
     PSYCOPG_IMPORT_ERROR,
     Client,
     PgError,
 )
+
+PSYCOPG = Library(HAS_PSYCOPG, "psycopg >= 3.1", PSYCOPG_IMPORT_ERROR)
 
 
 def pg_argument_spec(**module_options) -> dict:
@@ -37,22 +38,5 @@ def run(module, work) -> None:
 
 def run_with(module, openers: dict, work) -> None:
     """Open every connection of `openers` ({name: () -> Client or AdminConsole}, in order), call
-    work(opened) -> result dict, close them, exit. A PgError fails with its message and details.
-
-    `queries` is returned on failure too (every connection's, in order), so the audit trail shows
-    what ran before the error.
-    """
-    if not HAS_PSYCOPG:
-        module.fail_json(msg=missing_required_lib("psycopg >= 3.1"), exception=str(PSYCOPG_IMPORT_ERROR))
-    opened = {}
-    try:
-        for name, opener in openers.items():
-            opened[name] = opener()
-        result = work(opened)
-    except PgError as exc:
-        queries = [query for connection in opened.values() for query in connection.queries]
-        module.fail_json(msg=str(exc), changed=False, queries=queries, **exc.details)
-    finally:
-        for connection in opened.values():
-            connection.close()
-    module.exit_json(**result)
+    work(opened) -> result dict, close them, exit (common.runner.run_module with psycopg)."""
+    run_module(module, work, openers=openers, libraries=[PSYCOPG])

@@ -4,7 +4,7 @@
 
 The pure part (no database): option validation, naming, interval arithmetic, the partitions a
 spec asks for, and reading pg_get_expr(relpartbound) back into typed bounds. The database part:
-`PartitionSet`, "the partition set of one table" as a PgObject, so changed/diff/queries and check
+`PartitionSet`, "the partition set of one table" as a ManagedObject, so changed/diff/queries and check
 mode work as for every other object in the collection. All changes run in one transaction.
 
 Bounds are compared as typed values (the key column's type, loaded by psycopg), never as text;
@@ -25,8 +25,9 @@ try:
 except ImportError:  # pg_client reports the missing library before anything here runs
     pass
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError, ident
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_object import PgObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import MAX_IDENTIFIER_BYTES, parse_qualified_name
 
 STRATEGIES = ("hash", "range", "list")
 TIME_TYPES = ("date", "timestamp", "timestamptz")
@@ -63,7 +64,6 @@ PLACEHOLDERS = {
     "list": ("table", "schema", "suffix"),
 }
 DEFAULT_PREMAKE = 3
-MAX_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
 MAX_PARTITIONS = 10000  # a typo (day for month, a start decades back) must not create a million tables
 UTC = timezone(timedelta(0))  # datetime.UTC is Python 3.11+; modules run on 3.9
 RELKINDS = {"r": "plain table", "v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence", "i": "index", "c": "type"}
@@ -253,49 +253,6 @@ def parse_bound(text: str, load=lambda raw: raw):
     raise ValueError(f"cannot read partition bound {text!r}")
 
 
-# Names -------------------------------------------------------------------------------------
-def parse_table_name(text: str) -> tuple[str | None, str]:
-    """'vms' -> (None, 'vms'); 'app.vms' -> ('app', 'vms'); '"my.schema"."a""b"' -> ('my.schema', 'a"b').
-
-    Unquoted parts are taken literally (no case folding); a part wrapped in double quotes may
-    contain dots and doubled quotes.
-    """
-    parts = []
-    pos = 0
-    while True:
-        if text.startswith('"', pos):
-            end = pos + 1
-            chars = []
-            while True:
-                if end >= len(text):
-                    raise ValueError(f"table {text!r}: unterminated double quote")
-                if text[end] == '"':
-                    if text.startswith('"', end + 1):
-                        chars.append('"')
-                        end += 2
-                        continue
-                    break
-                chars.append(text[end])
-                end += 1
-            parts.append("".join(chars))
-            pos = end + 1
-            if pos < len(text) and text[pos] != ".":
-                raise ValueError(
-                    f"table {text!r}: a quoted part must be followed by '.' or the end; use the schema option for a literal name"
-                )
-        else:
-            dot = text.find(".", pos)
-            end = len(text) if dot < 0 else dot
-            parts.append(text[pos:end])
-            pos = end
-        if pos >= len(text):
-            break
-        pos += 1  # the dot
-    if len(parts) > 2 or not all(parts):
-        raise ValueError(f"table {text!r} is not a table name or schema.table: quote parts that contain dots, or use the schema option")
-    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
-
-
 def check_template(template: str, strategy: str) -> None:
     allowed = PLACEHOLDERS[strategy]
     try:
@@ -317,9 +274,9 @@ def render_name(template: str, fields: dict) -> str:
         raise ValueError(f"name_template {template!r} cannot format {fields}: {exc}") from None
     if not name:
         raise ValueError(f"name_template {template!r} gives an empty name")
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+    if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
         raise ValueError(
-            f"partition name {name!r} is longer than {MAX_NAME_BYTES} bytes (PostgreSQL would truncate it): shorten name_template"
+            f"partition name {name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes (PostgreSQL would truncate it): shorten name_template"
         )
     return name
 
@@ -495,7 +452,10 @@ def build_spec(params: dict) -> Spec:
     if params.get("schema"):
         schema, table = params["schema"], params["table"]
     else:
-        schema, table = parse_table_name(params["table"])
+        try:
+            schema, table = parse_qualified_name(params["table"], default_schema=None)
+        except PgError as exc:
+            raise ValueError(str(exc)) from None
     not_for = {
         "hash": ("interval", "step", "start", "lookback", "premake", "values", "retention"),
         "range": ("modulus", "values"),
@@ -607,7 +567,7 @@ class Plan:
         return sorted([p for p in self.existing if (p.schema, p.name) not in gone] + self.create, key=sort_key)
 
 
-class PartitionSet(PgObject):
+class PartitionSet(ManagedObject):
     """The partitions of one partitioned table; attrs() is {"partitions": {name: bound}}."""
 
     kind = "partition_set"
@@ -847,7 +807,7 @@ class PartitionSet(PgObject):
                 f"or change the task (modulus, interval, start, values, name_template) to match them"
             )
 
-    # PgObject ----------------------------------------------------------------------------
+    # ManagedObject ----------------------------------------------------------------------------
     def create(self, desired: dict) -> None:  # the set always exists; changes go through update
         self.update({}, desired)
 

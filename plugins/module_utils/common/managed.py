@@ -1,6 +1,6 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A database object managed by a module: exists / attrs / create / update / drop.
+"""An object managed by a module (a table, a slot, a queue ...): exists / attrs / create / update / drop.
 
 Subclasses say how to read and change one kind of object. `ensure` does the rest once for all
 of them: compares what is there with what was asked, decides changed, builds the diff, and
@@ -10,7 +10,7 @@ relies on the Client for check mode (changing statements are recorded, not run).
 from __future__ import annotations
 
 
-class PgObject:
+class ManagedObject:
     """One named object. `desired` maps attribute names to wanted values; None means "any"."""
 
     kind = "object"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_lsn import lsn_diff
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.lsn import lsn_diff
 
 # Every walsender of the server with the slot it streams through. On a standby (cascading
 # replication) the reference position is what it has replayed itself.

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
     from psycopg import sql

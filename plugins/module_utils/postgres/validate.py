@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, PgError, ident
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_publication import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     check_identifier,
     format_qualified_name,
     split_qualified_name,

@@ -1,4 +1,4 @@
-"""The PgObject base class with a small real object (a schema with owner and comment):
+"""The ManagedObject base class with a small real object (a schema with owner and comment):
 check mode, diff, idempotence and a hostile identifier, against blue."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, ident
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_object import PgObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, ident
 from tests.lab import BLUE
 
 HOSTILE = 'a"; DROP TABLE zdm_victim; --'
 
 
-class Schema(PgObject):
+class Schema(ManagedObject):
     kind = "schema"
 
     def exists(self):

@@ -52,13 +52,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils import pg_guardian, pg_readonly, pgbouncer
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import Client, PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_journal import Journal, JournalError, pending
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_publication import ensure_publication, format_qualified_name
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_sequences import sync_sequences
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_slot import ReplicationSlot, validate_slot_name
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_subscription import Subscription, build_conninfo
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import console as pgbouncer
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import guardian as pg_guardian
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import format_qualified_name
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import Journal, JournalError, pending
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.publication import ensure_publication
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import sync_sequences
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.slot import ReplicationSlot, validate_slot_name
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import Subscription, build_conninfo
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
     from psycopg import sql

@@ -1,6 +1,6 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A logical replication publication as a PgObject.
+"""A logical replication publication as a ManagedObject.
 
 Every attribute is read back from the catalogs and compared after normalisation (tables as
 schema-qualified names, `public` when no schema is given; publish actions in PostgreSQL's
@@ -12,8 +12,14 @@ Switching between FOR ALL TABLES and a table/schema list cannot be done with ALT
 
 from __future__ import annotations
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_client import PgError, ident
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pg_object import PgObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
+    DEFAULT_SCHEMA,
+    check_identifier,
+    format_qualified_name,
+    split_qualified_name,
+)
 
 try:
     from psycopg import sql
@@ -21,81 +27,6 @@ except ImportError:  # pg_module.run reports the missing library before anything
     sql = None
 
 PUBLISH_ACTIONS = ("insert", "update", "delete", "truncate")
-DEFAULT_SCHEMA = "public"
-MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names
-
-
-def check_identifier(text, what: str) -> str:
-    """`text` if PostgreSQL can store it unchanged as a name; PgError saying why not otherwise."""
-    if not isinstance(text, str) or text == "":
-        raise PgError(f"{what}: an empty name is not allowed")
-    if "\x00" in text:
-        raise PgError(f"{what} {text!r}: names cannot contain NUL characters")
-    if len(text.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
-        raise PgError(
-            f"{what} {text!r} is longer than {MAX_IDENTIFIER_BYTES} bytes: PostgreSQL would truncate it, so it "
-            f"could never match: use the name as the catalog stores it"
-        )
-    return text
-
-
-def split_qualified_name(text) -> tuple[str, str]:
-    """'orders' -> ('public', 'orders'); 'sales.orders' -> ('sales', 'orders').
-
-    Names are taken literally (no case folding). A part that contains a dot can be written in
-    double quotes, with "" for a quote inside: '"my.schema"."t"' -> ('my.schema', 't'). A part
-    that does not start with a double quote is literal up to the next dot.
-    """
-    if not isinstance(text, str) or not text:
-        raise PgError(f"invalid table name {text!r}: give 'table' or 'schema.table'")
-    parts = []
-    position = 0
-    while True:
-        if text.startswith('"', position):
-            chars = []
-            position += 1
-            while True:
-                end = text.find('"', position)
-                if end < 0:
-                    raise PgError(f"invalid table name {text!r}: unterminated double quote")
-                chars.append(text[position:end])
-                if text.startswith('"', end + 1):  # "" is a quote inside the name
-                    chars.append('"')
-                    position = end + 2
-                    continue
-                position = end + 1
-                break
-            part = "".join(chars)
-            if position < len(text) and text[position] != ".":
-                raise PgError(f"invalid table name {text!r}: expected '.' after a quoted name")
-        else:
-            end = text.find(".", position)
-            end = len(text) if end < 0 else end
-            part = text[position:end]
-            position = end
-        if part == "":
-            raise PgError(f"invalid table name {text!r}: empty name part: give 'table' or 'schema.table'")
-        parts.append(part)
-        if position >= len(text):
-            break
-        position += 1  # the dot
-        if position >= len(text):
-            raise PgError(f"invalid table name {text!r}: empty name part: give 'table' or 'schema.table'")
-    if len(parts) > 2:
-        raise PgError(f"invalid table name {text!r}: give 'table' or 'schema.table' (quote a part that contains a dot)")
-    schema, table = (DEFAULT_SCHEMA, parts[0]) if len(parts) == 1 else parts
-    return check_identifier(schema, f"schema of table {text!r}"), check_identifier(table, f"table {text!r}")
-
-
-def quote_part(part: str) -> str:
-    if "." in part or part.startswith('"'):
-        return '"' + part.replace('"', '""') + '"'
-    return part
-
-
-def format_qualified_name(schema: str, table: str) -> str:
-    """('sales', 'orders') -> 'sales.orders'; split_qualified_name reads it back unchanged."""
-    return f"{quote_part(schema)}.{quote_part(table)}"
 
 
 def normalise_tables(tables) -> list[str] | None:
@@ -136,7 +67,7 @@ def publication_desired(params: dict) -> dict:
     }
 
 
-class Publication(PgObject):
+class Publication(ManagedObject):
     kind = "publication"
 
     def __init__(self, client, name: str, recreate: bool = False):
