@@ -31,119 +31,9 @@ description:
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
+extends_documentation_fragment:
+  - zerodowntime.migration.postgres.pair
 options:
-  source:
-    description:
-      - The database compared from (blue). Its columns, key and chunk bounds define the comparison.
-    type: dict
-    required: true
-    suboptions:
-      login_host:
-        description: Host name or address of the source server.
-        type: str
-        default: localhost
-        aliases: [host]
-      login_port:
-        description: Port of the source server.
-        type: int
-        default: 5432
-        aliases: [port]
-      login_unix_socket:
-        description: Directory of the source server's unix socket; when set it is used instead of O(source.login_host).
-        type: str
-        aliases: [unix_socket]
-      login_user:
-        description: Role on the source; it needs C(SELECT) on the tables.
-        type: str
-        default: postgres
-        aliases: [user]
-      login_password:
-        description: Password of O(source.login_user). Never logged, returned or shown.
-        type: str
-        aliases: [password]
-      login_db:
-        description: Database to connect to.
-        type: str
-        default: postgres
-        aliases: [db, database]
-      ssl_mode:
-        description: libpq C(sslmode).
-        type: str
-        default: prefer
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-      ssl_rootcert:
-        description: CA certificate file used to verify the server.
-        type: path
-      ssl_cert:
-        description: Client certificate file.
-        type: path
-      ssl_key:
-        description: Client private key file.
-        type: path
-      connect_timeout:
-        description: Seconds to wait for the server to answer before failing.
-        type: int
-        default: 10
-      application_name:
-        description: C(application_name) the session shows in C(pg_stat_activity).
-        type: str
-        default: zerodowntime.migration
-  target:
-    description:
-      - The database compared with the source (green).
-    type: dict
-    required: true
-    suboptions:
-      login_host:
-        description: Host name or address of the target server.
-        type: str
-        default: localhost
-        aliases: [host]
-      login_port:
-        description: Port of the target server.
-        type: int
-        default: 5432
-        aliases: [port]
-      login_unix_socket:
-        description: Directory of the target server's unix socket; when set it is used instead of O(target.login_host).
-        type: str
-        aliases: [unix_socket]
-      login_user:
-        description: Role on the target; it needs C(SELECT) on the tables.
-        type: str
-        default: postgres
-        aliases: [user]
-      login_password:
-        description: Password of O(target.login_user). Never logged, returned or shown.
-        type: str
-        aliases: [password]
-      login_db:
-        description: Database to connect to.
-        type: str
-        default: postgres
-        aliases: [db, database]
-      ssl_mode:
-        description: libpq C(sslmode).
-        type: str
-        default: prefer
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-      ssl_rootcert:
-        description: CA certificate file used to verify the server.
-        type: path
-      ssl_cert:
-        description: Client certificate file.
-        type: path
-      ssl_key:
-        description: Client private key file.
-        type: path
-      connect_timeout:
-        description: Seconds to wait for the server to answer before failing.
-        type: int
-        default: 10
-      application_name:
-        description: C(application_name) the session shows in C(pg_stat_activity).
-        type: str
-        default: zerodowntime.migration
   tables:
     description:
       - Tables to compare, C(table) or C(schema.table) (names are taken literally; quote a part that
@@ -208,6 +98,7 @@ options:
     type: bool
     default: true
 notes:
+  - O(source) is blue - its columns, key and chunk bounds define the comparison; O(target) is green.
   - Session settings are made equal on both sides (C(TimeZone=UTC), C(DateStyle=ISO), ...), so text
     forms depend on the data only.
   - Partitioned tables are compared through their parent. C(hash_record_extended) needs PostgreSQL 14.

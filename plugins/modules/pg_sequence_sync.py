@@ -24,66 +24,11 @@ description:
     check happens before the first C(setval); all C(setval)s are sent as one statement.
   - Idempotent - once the target is at source value + margin, a run with no new writes on the source changes nothing.
 version_added: 0.1.0
+notes:
+  - O(source) is blue; the top-level connection options are the target (green).
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
 options:
-  source:
-    description:
-      - How to reach the source database (blue) - the same connection options as the target's, with the same defaults.
-      - Connection errors name the source, never its password.
-    type: dict
-    required: true
-    suboptions:
-      login_host:
-        description: Host name or address of the source server.
-        type: str
-        default: localhost
-        aliases: [host]
-      login_port:
-        description: Port of the source server.
-        type: int
-        default: 5432
-        aliases: [port]
-      login_unix_socket:
-        description: Directory of the source server's unix socket; when set it is used instead of O(source.login_host).
-        type: str
-        aliases: [unix_socket]
-      login_user:
-        description: Role to connect to the source as (it must be able to read the sequences).
-        type: str
-        default: postgres
-        aliases: [user]
-      login_password:
-        description: Password of O(source.login_user). Never logged, returned or shown.
-        type: str
-        aliases: [password]
-      login_db:
-        description: Source database.
-        type: str
-        default: postgres
-        aliases: [db, database]
-      ssl_mode:
-        description: libpq C(sslmode) for the source connection.
-        type: str
-        default: prefer
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-      ssl_rootcert:
-        description: CA certificate file used to verify the source server.
-        type: path
-      ssl_cert:
-        description: Client certificate file.
-        type: path
-      ssl_key:
-        description: Client private key file.
-        type: path
-      connect_timeout:
-        description: Seconds to wait for the source server to answer before failing.
-        type: int
-        default: 10
-      application_name:
-        description: C(application_name) the source session shows in C(pg_stat_activity).
-        type: str
-        default: zerodowntime.migration
   margin:
     description: How far past the source's last value the target is set (0 or more).
     type: int
@@ -99,6 +44,7 @@ options:
     type: list
     elements: str
 extends_documentation_fragment:
+  - zerodowntime.migration.postgres.source
   - zerodowntime.migration.postgres
 attributes:
   check_mode:

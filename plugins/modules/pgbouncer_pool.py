@@ -27,6 +27,8 @@ description:
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
+extends_documentation_fragment:
+  - zerodowntime.migration.pgbouncer
 options:
   database:
     description:
@@ -69,62 +71,6 @@ options:
         abort). Also how long O(state=paused) waits for a pause issued elsewhere to drain.
     type: float
     default: 5.0
-  login_host:
-    description:
-      - Host name or address of PgBouncer.
-    type: str
-    default: localhost
-  login_port:
-    description:
-      - Port PgBouncer listens on.
-    type: int
-    default: 6432
-  login_unix_socket:
-    description:
-      - Directory of PgBouncer's unix socket; when set it is used instead of O(login_host).
-    type: str
-  login_user:
-    description:
-      - Admin console user (listed in PgBouncer's C(admin_users)).
-    type: str
-    default: pgbouncer
-  login_password:
-    description:
-      - Password of O(login_user). Never logged, returned or shown in messages.
-    type: str
-  login_db:
-    description:
-      - The admin console's database.
-    type: str
-    default: pgbouncer
-  ssl_mode:
-    description:
-      - libpq C(sslmode) for the connection.
-    type: str
-    default: prefer
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
-  ssl_rootcert:
-    description:
-      - CA certificate file used to verify PgBouncer (with O(ssl_mode=verify-ca) or O(ssl_mode=verify-full)).
-    type: path
-  ssl_cert:
-    description:
-      - Client certificate file.
-    type: path
-  ssl_key:
-    description:
-      - Client private key file.
-    type: path
-  connect_timeout:
-    description:
-      - Seconds to wait for PgBouncer to answer before failing.
-    type: int
-    default: 10
-  application_name:
-    description:
-      - C(application_name) the admin connection shows in C(SHOW CLIENTS).
-    type: str
-    default: zerodowntime.migration
 notes:
   - The connection options are those of the collection's PostgreSQL modules without their short
     aliases (O(host), O(port) and O(database) mean the pool here) and with PgBouncer's defaults, so

@@ -27,6 +27,8 @@ description:
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
+extends_documentation_fragment:
+  - zerodowntime.migration.rabbitmq
 options:
   name:
     description:
@@ -92,51 +94,6 @@ options:
         empty. Without it such a queue is an error.
     type: bool
     default: false
-  login_host:
-    description:
-      - Host of the management API.
-    type: str
-    default: 127.0.0.1
-  login_port:
-    description:
-      - Port of the management API.
-    type: int
-    default: 15672
-  login_protocol:
-    description:
-      - V(https) when the management listener has TLS.
-    type: str
-    choices: [http, https]
-    default: http
-  login_user:
-    description:
-      - User of the management API (tag C(administrator), or C(management) with configure permission on the vhost).
-    type: str
-    default: guest
-  login_password:
-    description:
-      - Password of O(login_user). Never logged, returned or shown in messages.
-    type: str
-    required: true
-  path_prefix:
-    description:
-      - The management API's C(management.path_prefix), when it is served under a prefix (e.g. C(/rabbitmq)).
-    type: str
-    default: ""
-  validate_certs:
-    description:
-      - Verify the server's TLS certificate (O(login_protocol=https)).
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - CA certificate file to verify the server's certificate with.
-    type: path
-  timeout:
-    description:
-      - Seconds to wait for each answer of the API.
-    type: float
-    default: 10.0
 attributes:
   check_mode:
     support: full

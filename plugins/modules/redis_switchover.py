@@ -31,54 +31,16 @@ description:
   - The new role is written to each changed server's configuration file with C(CONFIG REWRITE) (O(persist)),
     so a restart keeps it. C(roles/redis) refuses to write back an instance's C(replicaof) once that happened.
 version_added: 0.1.0
+notes:
+  - O(source) and O(target) know each other by their O(source.host) and O(source.port) - the replica must know
+    its primary by the same address (or share its replication id). When one side becomes a replica it connects
+    to the other at that address, with its O(source.username) as C(masteruser) and its O(source.password) as
+    C(masterauth).
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
+extends_documentation_fragment:
+  - zerodowntime.migration.redis.pair
 options:
-  source:
-    description:
-      - The old primary (blue).
-    type: dict
-    required: true
-    suboptions: &connection
-      host:
-        description:
-          - Host name or address. The replica must know its primary by the same host and port (or share
-            its replication id), and the other side connects to this address when it becomes a replica.
-        type: str
-        default: 127.0.0.1
-      port:
-        description:
-          - TCP port.
-        type: int
-        default: 6379
-      username:
-        description:
-          - ACL user (Redis 6+); used as C(masteruser) by the other side when it becomes a replica.
-        type: str
-      password:
-        description:
-          - Password; used as C(masterauth) by the other side when it becomes a replica. Never logged or returned.
-        type: str
-      tls:
-        description:
-          - Connect with TLS.
-        type: bool
-        default: false
-      tls_ca_cert:
-        description:
-          - CA certificate file to verify the server with.
-        type: path
-      connect_timeout:
-        description:
-          - Seconds to wait for the connection.
-        type: float
-        default: 5.0
-  target:
-    description:
-      - The replica of O(source) that becomes the primary (green).
-    type: dict
-    required: true
-    suboptions: *connection
   state:
     description:
       - V(promoted) - the target caught up and is the primary; V(retired) - the source is a replica of the

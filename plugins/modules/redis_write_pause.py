@@ -25,39 +25,9 @@ description:
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
+extends_documentation_fragment:
+  - zerodowntime.migration.redis
 options:
-  host:
-    description:
-      - Host name or address of the Redis server.
-    type: str
-    default: 127.0.0.1
-  port:
-    description:
-      - TCP port of the Redis server.
-    type: int
-    default: 6379
-  username:
-    description:
-      - ACL user to authenticate as (Redis 6+); without it the password is the C(default) user's (requirepass).
-    type: str
-  password:
-    description:
-      - Password (requirepass, or the ACL user's). Never logged, returned or shown in messages.
-    type: str
-  tls:
-    description:
-      - Connect with TLS.
-    type: bool
-    default: false
-  tls_ca_cert:
-    description:
-      - CA certificate file to verify the server's certificate with (with O(tls=true)).
-    type: path
-  connect_timeout:
-    description:
-      - Seconds to wait for the connection (more than 0, at most 300).
-    type: float
-    default: 5.0
   state:
     description:
       - V(paused) - writes are held for O(duration_ms) at most; V(unpaused) - they are not held.

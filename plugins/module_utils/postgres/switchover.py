@@ -52,7 +52,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import console as pgbouncer
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import console as pgbouncer
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import guardian as pg_guardian
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError

@@ -1,0 +1,207 @@
+"""The switchover's orchestration without a server: which steps run, what is undone and in which
+order, the deadline, and the replay of a journal left by a dead run.
+
+The steps themselves talk to PostgreSQL and PgBouncer and are tested against the lab
+(tests/integration/test_pg_switchover*.py). Here every step and undo is replaced by a stand-in
+that only records its call, so what is checked is the logic around them: the step list declared
+once in PAUSE_STEPS, the undo list derived from it, the journal written ahead of each step.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import switchover as sw
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import Journal
+
+PARAMS = {
+    "subscription": "green_sub",
+    "reverse_subscription": "blue_sub",
+    "timeout": 5.0,
+    "target": {"login_host": "green", "login_port": 5432, "login_db": "app"},
+}
+UNDO_OF = {step.name: step.undo for step in sw.ALL_STEPS}
+
+
+class FakeClient:
+    """Answers the session settings the undo makes and records them; no server."""
+
+    check_mode = False
+
+    def __init__(self):
+        self.queries: list = []
+
+    def query(self, statement, args=None):
+        self.queries.append(statement)
+        return []
+
+    def query_one(self, statement, args=None):
+        return None
+
+    def execute(self, statement, args=None, audit=None):
+        self.queries.append(statement)
+
+
+class FakeConsole:
+    def sibling(self):
+        return self
+
+    def close(self):
+        pass
+
+
+class Recorded(sw.Switchover):
+    """A Switchover whose steps and undos only record their calls; `fail_at` makes one step raise,
+    `slow_at` makes one step outlast the deadline."""
+
+    def __init__(self, *args, fail_at=None, slow_at=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[str] = []
+        self.facts = {"target_readonly": {"readonly": True}, "forward": {"synchronous_commit": "off", "slot_name": "green_sub"}}
+        for step in sw.ALL_STEPS:
+            setattr(self, step.name, self._step(step.name, fail_at, slow_at))
+            if step.undo:
+                setattr(self, step.undo, self._undo(step.undo))
+        self.resume_pgbouncer_on_source = self._undo("resume_pgbouncer_on_source")
+        self.finish_commit = self._undo("finish_commit")
+
+    def _step(self, name, fail_at, slow_at):
+        def run(entry):
+            self.calls.append(name)
+            if name == fail_at:
+                raise PgError(f"{name} failed")
+            if name == slow_at:
+                time.sleep(self.params["timeout"] + 0.05)
+
+        return run
+
+    def _undo(self, name):
+        def run():
+            self.calls.append(f"undo:{name}")
+
+        return run
+
+
+def make(tmp_path, timeout=5.0, **kwargs) -> Recorded:
+    journal = Journal(str(tmp_path), "app")
+    journal.acquire()
+    journal.write({"state": "preparing", "run_id": "test"})
+    poolers = [sw.Pooler(0, {"database": "app", "config_file": "/dev/null"}, FakeConsole())]
+    return Recorded(FakeClient(), FakeClient(), poolers, dict(PARAMS, timeout=timeout), journal=journal, **kwargs)
+
+
+def undo_calls(run: Recorded) -> list[str]:
+    return [call.removeprefix("undo:") for call in run.calls if call.startswith("undo:")]
+
+
+def test_a_clean_run_does_every_step_in_order_and_commits(tmp_path):
+    run = make(tmp_path)
+    run.switch()
+    assert run.calls == list(sw.STEPS)
+    record = run.journal.read()
+    assert record["state"] == "committed" and record["done"] == list(sw.STEPS[:-1])
+    assert [entry["step"] for entry in run.steps] == list(sw.STEPS) and all(entry["ok"] for entry in run.steps)
+
+
+def test_unfreeze_target_is_skipped_when_the_target_was_writable(tmp_path):
+    run = make(tmp_path)
+    run.facts["target_readonly"] = {"readonly": False}
+    run.switch()
+    assert "unfreeze_target" not in run.calls and run.calls[-1] == "resume_pgbouncer"
+
+
+@pytest.mark.parametrize("failing", [name for name in sw.STEPS if name != sw.STEPS[-1]])
+def test_a_failed_step_undoes_every_begun_step_newest_first_and_resumes_the_pools_last(tmp_path, failing):
+    run = make(tmp_path, fail_at=failing)
+    with pytest.raises(PgError, match=f"{failing} failed"):
+        run.switch()
+    begun = list(sw.STEPS[: sw.STEPS.index(failing) + 1])
+    expected = ["resume_pgbouncer_on_source" if name == "pause_pgbouncer" else UNDO_OF[name] for name in reversed(begun) if UNDO_OF[name]]
+    assert undo_calls(run) == expected
+    assert undo_calls(run)[-1] == "resume_pgbouncer_on_source"  # clients come back only once blue takes writes
+    record = run.journal.read()
+    assert record["state"] == "undone" and record["undo_by"] == "module" and f"{failing} failed" in record["reason"]
+    assert [entry["step"] for entry in record["undone"]] == [
+        "resume_pgbouncer" if name == "resume_pgbouncer_on_source" else name for name in expected
+    ]
+
+
+def test_a_step_that_outlasts_the_deadline_is_undone(tmp_path):
+    run = make(tmp_path, timeout=0.2, slow_at="wait_for_catch_up")
+    with pytest.raises(sw.DeadlineExceeded, match="deadline"):
+        run.switch()
+    assert run.calls.index("wait_for_catch_up") < run.calls.index("undo:unfreeze_source")
+    assert "sync_sequences" not in run.calls  # nothing after the deadline runs
+    assert run.journal.read()["state"] == "undone"
+
+
+def test_the_module_does_not_undo_a_run_the_guardian_took_over(tmp_path, monkeypatch):
+    monkeypatch.setattr(sw.pg_guardian, "UNDO_BUDGET", 0.2)
+    run = make(tmp_path, fail_at="sync_sequences")
+    real_transition = run.journal.transition
+
+    def guardian_first(allowed_from, durable=False, **changes):
+        run.journal.update(state="undone", undo_by="guardian", reason="deadline")  # the guardian acted first
+        return real_transition(allowed_from, durable=durable, **changes)
+
+    run.journal.transition = guardian_first
+    with pytest.raises(PgError):
+        run.switch()
+    assert undo_calls(run) == []
+    assert any("guardian took over" in warning for warning in run.warnings)
+
+
+def test_the_commit_point_refuses_a_run_the_guardian_took_over(tmp_path):
+    run = make(tmp_path)
+    run.journal.update(state="undoing", undo_by="guardian")
+    with pytest.raises(sw.TakenOver):
+        run.commit_point()
+    assert run.journal.read()["state"] == "undoing"
+
+
+def test_replaying_a_committing_run_finishes_it(tmp_path):
+    run = make(tmp_path)
+    outcome = run.recover({"state": "committing", "run_id": "old", "done": list(sw.STEPS[:-1])}, "module", "left pending", every_step=False)
+    assert outcome["action"] == "finished" and run.calls == ["undo:finish_commit"]
+    assert run.journal.read()["state"] == "committed"
+
+
+def test_replaying_a_pausing_run_undoes_what_its_journal_lists(tmp_path):
+    run = make(tmp_path)
+    done = ["pause_pgbouncer", "freeze_source", "drain_source_writers"]
+    outcome = run.recover({"state": "pausing", "run_id": "old", "done": done}, "module", "left pending", every_step=False)
+    assert outcome["action"] == "undone"
+    assert undo_calls(run) == ["unfreeze_source", "resume_pgbouncer_on_source"]
+
+
+def test_replaying_with_every_step_undoes_them_all(tmp_path):
+    run = make(tmp_path)
+    run.recover({"state": "pausing", "run_id": "old", "done": []}, "module", "journal not flushed", every_step=True)
+    expected = [
+        "resume_pgbouncer_on_source" if step.name == "pause_pgbouncer" else step.undo for step in reversed(sw.ALL_STEPS) if step.undo
+    ]
+    assert undo_calls(run) == expected
+
+
+def test_a_failing_undo_does_not_stop_the_others_and_leaves_the_run_pending(tmp_path):
+    run = make(tmp_path)
+
+    def broken():
+        raise PgError("the source is gone")
+
+    run.unfreeze_source = broken
+    run.recover({"state": "pausing", "run_id": "old", "done": ["pause_pgbouncer", "freeze_source"]}, "guardian", "eof", every_step=False)
+    assert undo_calls(run) == ["resume_pgbouncer_on_source"]
+    assert [entry["ok"] for entry in run.undone] == [False, True]
+    assert run.journal.read()["state"] == "undoing"  # the next run repairs it again
+
+
+def test_every_step_and_undo_names_a_method_the_switchover_has():
+    for step in sw.PAUSE_STEPS:  # the prepare step runs inside prepare(), not by name
+        assert hasattr(sw.Switchover, step.name)
+    for step in sw.ALL_STEPS:
+        if step.undo:
+            assert hasattr(sw.Switchover, step.undo)
