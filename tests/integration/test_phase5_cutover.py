@@ -95,7 +95,8 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         assert switch["write_pause_ms"] < 1000
         assert serving_port() == 5434 and readonly(BLUE) == "on" and readonly(GREEN) == "off"
         [probe] = cutover.task_results("Post-check - a write through PgBouncer lands on green")
-        assert probe["stdout"].endswith("|5434")
+        assert probe["server"]["port"] == 5434 and probe["row"]["id"] > 0
+        assert [(entry["server"], entry["found"]) for entry in probe["visible_on"]] == [("127.0.0.1:5433", True)]  # reverse replication
 
         assert serving_port(6433) == 5434 and serving_port(5000) == 5434  # the second pooler and HAProxy's writes follow
 
@@ -131,8 +132,8 @@ def test_phase6_verifies_green_after_the_cutover(on_blue):
     verify = run_playbook("phase6_verify.yml")
     assert verify.status == "successful", verify.stdout
     [write] = verify.task_results("Write through PgBouncer (the application's path)")
-    read_back = verify.task_results("Read the write back on green (PgBouncer writes to green) and on blue (reverse replication)")
-    assert [item["stdout"] for item in read_back[0]["results"]] == ["1", "1"] and int(write["stdout"]) > 0
+    read_back = [(entry["server"], entry["found"]) for entry in write["visible_on"]]  # green, then blue (reverse replication)
+    assert read_back == [("127.0.0.1:5434", True), ("127.0.0.1:5433", True)] and write["row"]["id"] > 0
     [compared] = verify.task_results("Compare green with blue again")
     assert compared["equal"] and compared["rows_compared"] > 0
     report = json.loads((REPORT_DIR / "migration_report.json").read_text())

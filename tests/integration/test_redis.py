@@ -1,5 +1,5 @@
 """roles/redis, zerodowntime.migration.redis_write_pause / redis_switchover and
-playbooks/tasks/redis_switchover.yml against real Redis servers on this machine.
+roles/migration (tasks_from redis_switchover) against real Redis servers on this machine.
 
 The role converges the lab's Redis (blue :6379, green :6380 replicating blue, with the values of
 inventories/lab/group_vars/redis_servers.yml). The modules and the switchover run against
@@ -29,8 +29,8 @@ from tests.lab import LAB_PASSWORD, ROOT, RedisWriter, free_port, run_module, ru
 
 WRITE_PAUSE = "zerodowntime.migration.redis_write_pause"
 SWITCHOVER = "zerodowntime.migration.redis_switchover"
+SWITCHOVER_ROLE = {"name": "zerodowntime.migration.migration", "tasks_from": "redis_switchover"}
 GROUP_VARS = ROOT / "inventories" / "lab" / "group_vars" / "redis_servers.yml"
-SWITCHOVER_TASKS = ROOT / "playbooks" / "tasks" / "redis_switchover.yml"
 PASSWORD = "redis-test-Secret"
 
 
@@ -294,7 +294,7 @@ def test_wrong_password_unreachable_and_missing_password(server):
     assert PASSWORD not in run.stdout
 
 
-# redis_switchover and playbooks/tasks/redis_switchover.yml ------------------------------------
+# redis_switchover and roles/migration tasks_from redis_switchover --------------------------------
 
 
 @pytest.fixture()
@@ -353,7 +353,7 @@ def switchover_play(blue: int, green: int, hook: Path, **extra) -> list[dict]:
                 redis_switchover_repoint_tasks=str(hook),
                 **extra,
             ),
-            "tasks": [{"name": "Switch over", "ansible.builtin.include_tasks": str(SWITCHOVER_TASKS)}],
+            "tasks": [{"name": "Switch over", "ansible.builtin.include_role": SWITCHOVER_ROLE}],
         }
     ]
 
