@@ -52,6 +52,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import console as pgbouncer
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import guardian as pg_guardian
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
@@ -399,33 +400,33 @@ class Switchover:
         the failing transaction."""
         limit = self.params["max_lag_bytes"]
         position = self.source.query_one("SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn")["lsn"]
-        started = time.monotonic()
-        reported = 0.0
-        while True:
-            row = self.lag(position)
-            elapsed = time.monotonic() - started
-            if row and row["active"] and row["confirmed_position"] and row["lag_bytes"] <= limit:
-                self.facts["lag_before_pause"] = int(row["lag_bytes"])
-                return
-            if elapsed >= timeout:
-                if not row:
-                    state = "its slot is gone"
-                elif not row["confirmed_position"]:
-                    state = f"it has not confirmed the source's position {position} ({row['lag_bytes']} bytes behind)"
-                elif not row["active"]:
-                    state = "no walsender streams it"
-                else:
-                    state = f"it is {row['lag_bytes']} bytes behind"
-                raise PgError(
-                    f"the forward subscription '{self.forward.name}' did not get within max_lag_bytes {limit} of the source "
-                    f"in {timeout:g} s (prepare_timeout): {state}; {self.forward.error_counts()}. Nothing was paused. "
-                    f"Reduce the write load, look for apply errors in the target's log (a duplicate key, a missing column), "
-                    f"or raise max_lag_bytes / prepare_timeout"
-                )
-            if elapsed - reported >= 5:
-                reported = elapsed
-                self.log(f"waiting for the forward lag to drop: {row['lag_bytes'] if row else '?'} bytes after {elapsed:.0f} s")
-            time.sleep(0.05)
+
+        def too_far_behind(row):
+            if not row:
+                state = "its slot is gone"
+            elif not row["confirmed_position"]:
+                state = f"it has not confirmed the source's position {position} ({row['lag_bytes']} bytes behind)"
+            elif not row["active"]:
+                state = "no walsender streams it"
+            else:
+                state = f"it is {row['lag_bytes']} bytes behind"
+            raise PgError(
+                f"the forward subscription '{self.forward.name}' did not get within max_lag_bytes {limit} of the source "
+                f"in {timeout:g} s (prepare_timeout): {state}; {self.forward.error_counts()}. Nothing was paused. "
+                f"Reduce the write load, look for apply errors in the target's log (a duplicate key, a missing column), "
+                f"or raise max_lag_bytes / prepare_timeout"
+            )
+
+        row = poll(
+            lambda: self.lag(position),
+            Deadline(timeout),
+            too_far_behind,
+            ready=lambda row: bool(row and row["active"] and row["confirmed_position"] and row["lag_bytes"] <= limit),
+            report=lambda row, elapsed: self.log(
+                f"waiting for the forward lag to drop: {row['lag_bytes'] if row else '?'} bytes after {elapsed:.0f} s"
+            ),
+        )
+        self.facts["lag_before_pause"] = int(row["lag_bytes"])
 
     # --- the pause -----------------------------------------------------------------------------
     def remaining(self, step: str) -> float:
@@ -531,26 +532,30 @@ class Switchover:
         position = self.source.query_one("SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn")["lsn"]
         entry["source_lsn"] = position
         slot = self.facts["forward"]["slot_name"]
-        while True:
-            row = self.source.query_one(
+
+        def not_caught_up(row):
+            state = "it is still applying"
+            if row and not row["active"]:
+                state = "its walsender is not running (is the target's apply worker up?)"
+            raise DeadlineExceeded(
+                f"the target did not catch up with the source's WAL position {position} before the deadline "
+                f"(timeout {self.params['timeout']:g} s): slot '{slot}' is {row['behind'] if row else '?'} bytes behind and {state}. "
+                f"Check the forward lag (max_lag_bytes) and the target's log for apply errors",
+                lag_bytes=row["behind"] if row else None,
+            )
+
+        poll(
+            lambda: self.source.query_one(
                 "SELECT confirmed_flush_lsn >= %s::pg_lsn AS caught_up, active, "
                 "pg_catalog.pg_wal_lsn_diff(%s::pg_lsn, confirmed_flush_lsn)::bigint AS behind "
                 "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
                 (position, position, slot),
-            )
-            if row and row["caught_up"]:
-                return
-            if time.monotonic() >= self.deadline:
-                state = "it is still applying"
-                if row and not row["active"]:
-                    state = "its walsender is not running (is the target's apply worker up?)"
-                raise DeadlineExceeded(
-                    f"the target did not catch up with the source's WAL position {position} before the deadline "
-                    f"(timeout {self.params['timeout']:g} s): slot '{slot}' is {row['behind'] if row else '?'} bytes behind and {state}. "
-                    f"Check the forward lag (max_lag_bytes) and the target's log for apply errors",
-                    lag_bytes=row["behind"] if row else None,
-                )
-            time.sleep(POLL_INTERVAL)
+            ),
+            Deadline(self.deadline - time.monotonic()),
+            not_caught_up,
+            ready=lambda row: bool(row and row["caught_up"]),
+            interval=POLL_INTERVAL,
+        )
 
     def sync_sequences(self, entry: dict) -> None:
         synced = sync_sequences(self.source, self.target, self.params["sequence_margin"])
