@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Write plugins/doc_fragments/<name>.py from hacking/doc_fragments/sources/<name>.py.
