@@ -12,6 +12,7 @@ import time
 import psycopg
 import pytest
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import STEPS
 from tests.lab import (
     BLUE,
     GREEN,
@@ -292,7 +293,10 @@ def test_check_mode_reports_the_steps_and_changes_nothing(lab_pair):
     result = run_module(MODULE, args(lab_pair), check=True, diff=True)[1]
     assert not result["failed"], result["msg"]
     assert result["changed"] is True
-    assert result["steps"][0]["step"] == "pause_pgbouncer" and result["steps"][0]["ms"] is None
+    assert result["switched"] is False and result["would_switch"] is True
+    green_frozen = readonly(lab_pair["green"]) == "on"
+    assert [step["step"] for step in result["steps"]] == [name for name in STEPS if green_frozen or name != "unfreeze_target"]
+    assert result["steps"][0] == {"step": "pause_pgbouncer", "undo": "resume_pgbouncer", "ms": None, "ok": None}
     assert result["diff"]["before"]["pgbouncer_pool"]["port"] == 5433
     assert result["diff"]["after"]["pgbouncer_pool"]["port"] == 5434
     assert result["diff"]["after"]["reverse_subscription"] == REVERSE

@@ -503,10 +503,13 @@ class Switchover:
                 pooler.spare.close()
         self.facts.write_pause_ms = round((time.monotonic() - pause_started) * 1000, 1)
 
+    def planned_steps(self) -> list[Step]:
+        """The pause's steps for this run (the target's freeze is undone only if it had one);
+        check mode reports this same list."""
+        return [step for step in PAUSE_STEPS if step.name != "unfreeze_target" or self.facts.target_readonly["readonly"]]
+
     def run_steps(self) -> None:
-        for step in PAUSE_STEPS:
-            if step.name == "unfreeze_target" and not self.facts.target_readonly["readonly"]:
-                continue
+        for step in self.planned_steps():
             if step.name == STEPS[-1]:
                 self.commit_point()
             else:
@@ -981,14 +984,15 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
     try:
         run.failed_step = "prepare"
         run.prepare()
-        if check_mode:
-            result["steps"] = [{"step": name, "ms": None, "ok": None} for name in STEPS]
+        if check_mode:  # what would run, and what would undo it; nothing is switched
+            result["steps"] = [{"step": step.name, "undo": step.undo, "ms": None, "ok": None} for step in run.planned_steps()]
+            result["would_switch"] = True
         else:
             run.guardian = pg_guardian.spawn(journal, guardian_config(params, poolers, run_id))
             journal.update(guardian_pid=run.guardian.pid)
             run.failed_step = None
             run.switch()
-        result["switched"] = True
+            result["switched"] = True
     except Exception as error:  # whatever broke, the undo has run: report it plainly
         exc = error if isinstance(error, PgError) else PgError(f"unexpected error: {error!r}")
         failed = run.failed_step or "prepare"
