@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import (
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.ini import entry_target, find_database_entry
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.scram import (
     SCRAM_ITERATIONS,
-    entry_target,
-    find_database_entry,
     parse_auth_file,
     scram_verifier,
     scram_verifier_matches,

@@ -228,7 +228,8 @@ queries:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.partition import build_spec, manage_partitions
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.partition import manage_partitions
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.partition_spec import build_spec
 
 
 def main():

@@ -216,8 +216,12 @@ EXAMPLES = r"""
 
 RETURN = r"""
 switched:
-  description: Whether writes go to the target (in check mode - would go).
+  description: Whether writes go to the target. Always false in check mode, unless they already did.
   returned: success
+  type: bool
+would_switch:
+  description: In check mode, true when a run would switch (every check before the pause passed).
+  returned: in check mode, when not switched yet
   type: bool
 write_pause_ms:
   description: Milliseconds from C(PAUSE) to C(RESUME) (also on failure, until the undo began). Null when nothing was paused.
@@ -228,6 +232,8 @@ steps:
   description:
     - Each step of the pause with its duration in milliseconds and whether it finished.
     - Some carry figures - C(source_lsn), C(waited_ms), C(sequences_changed), C(terminated).
+    - In check mode, the steps a run would take, each with C(undo) (the step that undoes it, null when
+      nothing needs undoing), C(ms) and C(ok) null.
   returned: always
   type: list
   elements: dict

@@ -12,6 +12,7 @@ import time
 import psycopg
 import pytest
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import STEPS
 from tests.lab import (
     BLUE,
     GREEN,
@@ -292,7 +293,10 @@ def test_check_mode_reports_the_steps_and_changes_nothing(lab_pair):
     result = run_module(MODULE, args(lab_pair), check=True, diff=True)[1]
     assert not result["failed"], result["msg"]
     assert result["changed"] is True
-    assert result["steps"][0]["step"] == "pause_pgbouncer" and result["steps"][0]["ms"] is None
+    assert result["switched"] is False and result["would_switch"] is True
+    green_frozen = readonly(lab_pair["green"]) == "on"
+    assert [step["step"] for step in result["steps"]] == [name for name in STEPS if green_frozen or name != "unfreeze_target"]
+    assert result["steps"][0] == {"step": "pause_pgbouncer", "undo": "resume_pgbouncer", "ms": None, "ok": None}
     assert result["diff"]["before"]["pgbouncer_pool"]["port"] == 5433
     assert result["diff"]["after"]["pgbouncer_pool"]["port"] == 5434
     assert result["diff"]["after"]["reverse_subscription"] == REVERSE
@@ -317,15 +321,28 @@ def assert_still_on_blue(pair: dict) -> None:
 
 
 def test_apply_stopped_on_green_hits_the_deadline_and_blue_keeps_serving(lab_pair):
-    """A replica trigger on green sleeps in the apply worker (still connected, slot active): green
-    cannot catch up within the pause, which reaches its deadline."""
+    """A replica trigger on green sleeps in the apply worker (still connected, slot active). The
+    row it stalls on commits on blue during the pause (a session that began writing before the
+    freeze), so prepare had nothing to wait for and the catch-up runs into the deadline."""
     with connect(lab_pair["green"]) as conn:
         conn.execute(
             "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(4); RETURN NEW; END$$; "
             "CREATE TRIGGER stall BEFORE INSERT ON history FOR EACH ROW EXECUTE FUNCTION stall(); "
             "ALTER TABLE history ENABLE REPLICA TRIGGER stall"
         )
-    through_pgbouncer(lab_pair, "INSERT INTO history (writer, seq) VALUES (0, 1) RETURNING id")
+    writer = connect(lab_pair["blue"])
+    writer.execute("BEGIN")
+    writer.execute("INSERT INTO history (writer, seq) VALUES (0, 1)")
+
+    def commit_once_frozen():
+        with connect(lab_pair["blue"]) as probe:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and probe.execute("SHOW default_transaction_read_only").fetchone()[0] != "on":
+                time.sleep(0.005)
+        writer.execute("COMMIT")
+
+    committer = threading.Thread(target=commit_once_frozen, daemon=True)
+    committer.start()
     started = time.monotonic()
     result = run_module(MODULE, args(lab_pair, timeout=1))[1]
     took = time.monotonic() - started
@@ -336,6 +353,8 @@ def test_apply_stopped_on_green_hits_the_deadline_and_blue_keeps_serving(lab_pai
     assert all(entry["ok"] for entry in result["undone"])
     assert result["write_pause_ms"] < 1500
     assert took < 60
+    committer.join(5)
+    writer.close()
     with connect(lab_pair["green"]) as conn:
         conn.execute("DROP TRIGGER stall ON history")  # the apply goes on
     assert_still_on_blue(lab_pair)

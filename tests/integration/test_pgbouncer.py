@@ -20,13 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import (
-    AdminConsole,
-    parse_auth_file,
-    repoint,
-    resume,
-    scram_verifier_matches,
-)
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import AdminConsole, repoint, resume
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.scram import parse_auth_file, scram_verifier_matches
 from tests.lab import LAB_PASSWORD, run_module, run_playbook
 
 MODULE = "zerodowntime.migration.pgbouncer_pool"

@@ -1,14 +1,12 @@
-"""The shared core every engine uses: Deadline and poll, the module runner, the doc-fragment text."""
+"""The shared core every engine uses: Deadline and poll, the module runner."""
 
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import Library, run_module
-from ansible_collections.zerodowntime.migration.plugins.plugin_utils.doc_text import nest
 
 
 class Clock:
@@ -160,19 +158,3 @@ def test_a_connection_that_fails_to_open_closes_those_already_open():
 
     module = run(lambda opened: {}, openers={"a": lambda: Connection("a", log), "b": refuse})
     assert module.result["msg"] == "connection refused by green:5432" and log == ["closed a"]
-
-
-def test_nest_points_references_at_the_parent_option():
-    options = """
-login_host:
-  description: Host; a socket in O(login_unix_socket) wins, see O(ssl_mode=verify-full).
-  type: str
-login_unix_socket:
-  description: Socket directory.
-  type: str
-ssl_mode:
-  description: sslmode.
-  type: str
-"""
-    nested = yaml.safe_load(nest(options, "source", indent=0))
-    assert nested["login_host"]["description"] == "Host; a socket in O(source.login_unix_socket) wins, see O(source.ssl_mode=verify-full)."

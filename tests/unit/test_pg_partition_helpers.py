@@ -10,28 +10,30 @@ import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import parse_qualified_name
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.partition import (
-    DEFAULT_TEMPLATES,
-    MAX_PARTITIONS,
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.partition_bounds import (
     DefaultBound,
     HashBound,
     ListBound,
     RangeBound,
     bound_text,
+    overlaps,
+    parse_bound,
+    pg_text,
+    same_bound,
+)
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.partition_spec import (
+    DEFAULT_TEMPLATES,
+    MAX_PARTITIONS,
     build_spec,
     check_template,
     floor_time,
     integer_ranges,
     list_suffix,
     normalise_values,
-    overlaps,
     parse_age,
-    parse_bound,
     parse_integer,
     parse_time,
-    pg_text,
     render_name,
-    same_bound,
     shift,
     time_ranges,
 )

@@ -15,16 +15,16 @@ import psycopg
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.filter.pgbouncer import FilterModule, pgbouncer_repointed_pools
-from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import (
-    check_host,
-    check_name,
-    check_params,
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import check_host, check_name, check_params
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.ini import (
     entry_target,
     find_database_entry,
-    parse_auth_file,
     parse_connstr,
     redact,
     rewrite_database_entry,
+)
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.scram import (
+    parse_auth_file,
     saslprep,
     scram_verifier,
     scram_verifier_matches,

@@ -60,7 +60,7 @@ class Recorded(sw.Switchover):
     def __init__(self, *args, fail_at=None, slow_at=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.calls: list[str] = []
-        self.facts = {"target_readonly": {"readonly": True}, "forward": {"synchronous_commit": "off", "slot_name": "green_sub"}}
+        self.facts = sw.Facts(target_readonly={"readonly": True}, forward={"synchronous_commit": "off", "slot_name": "green_sub"})
         for step in sw.ALL_STEPS:
             setattr(self, step.name, self._step(step.name, fail_at, slow_at))
             if step.undo:
@@ -108,7 +108,7 @@ def test_a_clean_run_does_every_step_in_order_and_commits(tmp_path):
 
 def test_unfreeze_target_is_skipped_when_the_target_was_writable(tmp_path):
     run = make(tmp_path)
-    run.facts["target_readonly"] = {"readonly": False}
+    run.facts.target_readonly = {"readonly": False}
     run.switch()
     assert "unfreeze_target" not in run.calls and run.calls[-1] == "resume_pgbouncer"
 
@@ -205,3 +205,18 @@ def test_every_step_and_undo_names_a_method_the_switchover_has():
     for step in sw.ALL_STEPS:
         if step.undo:
             assert hasattr(sw.Switchover, step.undo)
+
+
+def test_the_journal_keeps_what_an_undo_needs_and_no_password():
+    facts = sw.Facts(
+        forward={"synchronous_commit": "off", "slot_name": "green_sub", "conninfo": "host=blue password=secret"},
+        tables=["public.accounts"],
+        source_readonly={"readonly": False, "value": None},
+        target_readonly={"readonly": True, "value": "on"},
+        write_pause_ms=12.5,
+    )
+    kept = facts.journaled()
+    assert "secret" not in repr(kept) and "write_pause_ms" not in kept
+    again = sw.Facts.from_journal(kept)
+    assert again.forward == {"synchronous_commit": "off", "slot_name": "green_sub"}
+    assert (again.tables, again.source_readonly, again.target_readonly) == (facts.tables, facts.source_readonly, facts.target_readonly)

@@ -1,6 +1,6 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PgBouncer: its admin console (PAUSE / RESUME / RELOAD / SHOW), its config files, SCRAM.
+"""PgBouncer's admin console: PAUSE / RESUME / RELOAD / SHOW, and repointing a pool.
 
 The admin console speaks the simple query protocol only, and its commands take no parameters,
 so every name that goes into a command is checked against a strict pattern first
@@ -13,25 +13,23 @@ Query, but ClientCursor guarantees it whatever the arguments.)
 deadline (the switchover) can run them in one process; the pgbouncer_pool module is one such
 caller.
 
-Pure helpers (no PgBouncer needed): `check_name`, `scram_verifier`, `scram_verifier_matches`,
-`parse_auth_file`, `parse_connstr`, `find_database_entry`, `rewrite_database_entry`.
+The pgbouncer.ini it rewrites is read and written by `ini`; SCRAM verifiers are in `scram`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
-import os
 import re
 import select
-import shutil
-import stringprep
-import tempfile
 import time
-import unicodedata
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.ini import (
+    backup_file,
+    entry_target,
+    find_database_entry,
+    rewrite_database_entry,
+    write_file_like,
+)
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import (
     CONNECTION_ARGUMENT_SPEC,
     HAS_PSYCOPG,
@@ -93,242 +91,6 @@ def check_port(port) -> int:
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise PgError(f"port {port!r} is not a TCP port (1-65535)")
     return port
-
-
-# SCRAM-SHA-256 verifiers, as PostgreSQL stores them and PgBouncer's auth_file accepts them ----
-
-SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
-SCRAM_PATTERN = re.compile(r"SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)")
-
-
-# RFC 3454 table C.1.2 as PostgreSQL's saslprep.c has it (it includes U+200B, which Python's
-# stringprep.in_table_c12 leaves out); PostgreSQL maps these to a space before anything else.
-NON_ASCII_SPACES = frozenset([0x00A0, 0x1680, *range(0x2000, 0x200C), 0x202F, 0x205F, 0x3000])
-
-
-def _non_ascii_space(ch: str) -> bool:
-    return ord(ch) in NON_ASCII_SPACES
-
-
-def saslprep(password: str) -> str:
-    """The password as PostgreSQL's pg_saslprep() prepares it before hashing (RFC 4013).
-
-    Like PostgreSQL, a password that SASLprep prohibits is used as it is rather than refused.
-    """
-    if password.isascii():
-        return password  # PostgreSQL takes an ASCII password as it is
-    mapped = "".join(" " if _non_ascii_space(ch) else ch for ch in password if _non_ascii_space(ch) or not stringprep.in_table_b1(ch))
-    prepared = unicodedata.normalize("NFKC", mapped)
-    if not prepared:
-        return password
-    prohibited = (
-        stringprep.in_table_a1,  # unassigned code points
-        _non_ascii_space,
-        stringprep.in_table_c21_c22,
-        stringprep.in_table_c3,
-        stringprep.in_table_c4,
-        stringprep.in_table_c5,
-        stringprep.in_table_c6,
-        stringprep.in_table_c7,
-        stringprep.in_table_c8,
-        stringprep.in_table_c9,
-    )
-    if any(check(ch) for ch in prepared for check in prohibited):
-        return password
-    if any(stringprep.in_table_d1(ch) for ch in prepared):
-        if any(stringprep.in_table_d2(ch) for ch in prepared):
-            return password
-        if not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1])):
-            return password
-    return prepared
-
-
-def _scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
-    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode("utf-8"), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    return hashlib.sha256(client_key).digest(), server_key
-
-
-def scram_verifier(password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
-    """SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> for `password`.
-
-    A random 16-byte salt unless one is given (tests pass one to get a known answer).
-    """
-    if not isinstance(password, str) or password == "":
-        raise ValueError("a SCRAM verifier needs a non-empty password")
-    if int(iterations) < 1:
-        raise ValueError("SCRAM iterations must be positive")
-    salt = os.urandom(16) if salt is None else salt
-    stored_key, server_key = _scram_keys(password, salt, int(iterations))
-    b64 = base64.b64encode
-    return f"SCRAM-SHA-256${int(iterations)}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
-
-
-def scram_verifier_matches(verifier, password: str) -> bool:
-    """True when `verifier` is a SCRAM-SHA-256 verifier of `password` (any salt, iterations)."""
-    match = SCRAM_PATTERN.fullmatch(verifier or "") if isinstance(verifier, str) else None
-    if not match or not password:
-        return False
-    try:
-        salt = base64.b64decode(match.group(2), validate=True)
-        stored_key = base64.b64decode(match.group(3), validate=True)
-        server_key = base64.b64decode(match.group(4), validate=True)
-    except ValueError:
-        return False
-    expected_stored, expected_server = _scram_keys(password, salt, int(match.group(1)))
-    return hmac.compare_digest(stored_key, expected_stored) and hmac.compare_digest(server_key, expected_server)
-
-
-def parse_auth_file(text: str) -> dict:
-    """{user: secret} from a PgBouncer auth_file ("user" "secret" lines, ';' comments, "" escapes).
-
-    Lines PgBouncer would not accept are skipped (the role rewrites the whole file anyway).
-    """
-    entries = {}
-    quoted = r'"((?:[^"]|"")*)"'
-    for line in (text or "").splitlines():
-        match = re.match(rf"\s*{quoted}\s*{quoted}", line)
-        if match and not line.lstrip().startswith(";"):
-            entries[match.group(1).replace('""', '"')] = match.group(2).replace('""', '"')
-    return entries
-
-
-# pgbouncer.ini [databases] entries -----------------------------------------------------------
-
-# One key=value pair of a connection string as PgBouncer's loader reads it: pairs are separated
-# by spaces (only spaces), a value is either '...' (with '' for a quote) or runs to the next space.
-CONNSTR_PAIR = re.compile(r" *([^= ]+) *= *('(?:[^']|'')*'|[^ ]*)")
-SECTION = re.compile(rb"\s*\[\s*([^\]]*?)\s*\]")
-ENTRY = re.compile(rb'(\s*)("[^"]*"|[^=\s;#]+)(\s*=\s*)(.*?)(\s*)$', re.DOTALL)
-
-
-def parse_connstr(connstr: str) -> list[tuple[str, str, tuple[int, int]]]:
-    """[(key, value, (start, end) of the value as written)] of a [databases] connection string."""
-    pairs, position = [], 0
-    while position < len(connstr) and connstr[position:].strip(" "):
-        match = CONNSTR_PAIR.match(connstr, position)
-        if not match or match.end() == position:
-            raise PgError(f"cannot read the connection string {redact(connstr)!r}: expected key=value pairs separated by spaces")
-        value = match.group(2)
-        if value.startswith("'"):
-            value = value[1:-1].replace("''", "'")
-        pairs.append((match.group(1), value, match.span(2)))
-        position = match.end()
-    return pairs
-
-
-def redact(connstr: str) -> str:
-    """A connection string with its password replaced, for messages."""
-    return re.sub(r"(password *= *)('(?:[^']|'')*'|[^ ]*)", r"\1********", connstr)
-
-
-def find_database_entry(content: bytes, database: str) -> dict | None:
-    """Where [databases] defines `database` in pgbouncer.ini content: line index, the parts of
-    the line, and the connection string's values (host, port, dbname, ...; password left out).
-
-    Fails when the name is defined twice (PgBouncer would use the last one silently).
-    """
-    lines = content.splitlines(keepends=True)
-    section, found = None, []
-    for index, line in enumerate(lines):
-        body = line.rstrip(b"\r\n")
-        stripped = body.strip()
-        if not stripped or stripped[:1] in (b";", b"#") or stripped.startswith(b"%"):
-            continue
-        header = SECTION.fullmatch(body)
-        if header:
-            section = header.group(1).decode("utf-8", "surrogateescape").lower()
-            continue
-        if section != "databases":
-            continue
-        match = ENTRY.match(body)
-        if not match:
-            continue
-        name = match.group(2).decode("utf-8", "surrogateescape").strip('"')
-        if name == database:
-            found.append((index, match))
-    if not found:
-        return None
-    if len(found) > 1:
-        numbers = ", ".join(str(item[0] + 1) for item in found)
-        raise PgError(f"[databases] defines '{database}' more than once (lines {numbers}): keep one entry")
-    index, match = found[0]
-    connstr = match.group(4).decode("utf-8", "surrogateescape")
-    pairs = parse_connstr(connstr)
-    values = {pair[0]: pair[1] for pair in pairs if pair[0] != "password"}
-    return {"index": index, "match": match, "connstr": connstr, "pairs": pairs, "values": values}
-
-
-def entry_target(values: dict, database: str) -> dict:
-    """host/port/dbname an entry's values mean, with PgBouncer's defaults (port 5432, dbname =
-    the entry's name, no host = the unix socket)."""
-    return {"host": values.get("host"), "port": int(values.get("port", 5432)), "dbname": values.get("dbname", database)}
-
-
-def rewrite_database_entry(content: bytes, database: str, changes: dict) -> bytes:
-    """pgbouncer.ini content with the [databases] entry of `database` pointing elsewhere.
-
-    `changes` maps host / port / dbname to new values. Only those values change, in place:
-    every other byte of the file (other lines, comments, other keys of the entry such as
-    user, password and pool_size, spacing, line endings) stays as it was. A key the entry
-    does not have yet is appended to its connection string.
-    """
-    entry = find_database_entry(content, database)
-    if entry is None:
-        raise PgError(f"no [databases] entry for '{database}'")
-    connstr = entry["connstr"]
-    spans = {pair[0]: pair[2] for pair in entry["pairs"]}
-    edits, appended = [], []
-    for key in ("host", "port", "dbname"):
-        if changes.get(key) is None:
-            continue
-        value = str(changes[key])
-        if key in spans:
-            edits.append((spans[key], value))
-        else:
-            appended.append(f"{key}={value}")
-    for (start, end), value in sorted(edits, reverse=True):
-        connstr = connstr[:start] + value + connstr[end:]
-    if appended:
-        connstr = " ".join(part for part in (connstr, *appended) if part)
-    match = entry["match"]
-    lines = content.splitlines(keepends=True)
-    line = lines[entry["index"]]
-    ending = line[len(line.rstrip(b"\r\n")) :]
-    lines[entry["index"]] = b"".join(
-        (match.group(1), match.group(2), match.group(3), connstr.encode("utf-8", "surrogateescape"), match.group(5), ending)
-    )
-    return b"".join(lines)
-
-
-def write_file_like(path: str, content: bytes) -> None:
-    """Replace `path` atomically with `content`, keeping its mode and owner."""
-    info = os.stat(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".pgbouncer_pool-", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fchmod(out.fileno(), info.st_mode & 0o7777)
-            os.fchown(out.fileno(), info.st_uid, info.st_gid)
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def backup_file(path: str) -> str:
-    """Copy `path` beside itself (PATH.PID.YYYY-MM-DD@HH:MM:SS~, as Ansible names backups),
-    keeping mode and owner; return the copy's path."""
-    destination = f"{path}.{os.getpid()}.{time.strftime('%Y-%m-%d@%H:%M:%S')}~"
-    shutil.copy2(path, destination)
-    info = os.stat(path)
-    os.chown(destination, info.st_uid, info.st_gid)
-    return destination
 
 
 # The admin console ---------------------------------------------------------------------------

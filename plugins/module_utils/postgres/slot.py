@@ -11,8 +11,8 @@ terminates the walsender that holds it first.
 from __future__ import annotations
 
 import re
-import time
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 
@@ -137,18 +137,14 @@ class ReplicationSlot(ManagedObject):
         )
 
     def wait_until_released(self, pid, timeout: float = RELEASE_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            row = self.attrs()
-            if row is None or not row["active"]:
-                return
-            if time.monotonic() >= deadline:
-                raise PgError(
-                    f"replication slot '{self.name}' on {self.client.endpoint} is still active {timeout:g} s after "
-                    f"terminating walsender pid {pid} (now pid {row['active_pid']}): its consumer reconnects; "
-                    f"stop the consumer (e.g. disable the subscription) and retry"
-                )
-            time.sleep(0.1)
+        def still_active(row):
+            raise PgError(
+                f"replication slot '{self.name}' on {self.client.endpoint} is still active {timeout:g} s after "
+                f"terminating walsender pid {pid} (now pid {row['active_pid']}): its consumer reconnects; "
+                f"stop the consumer (e.g. disable the subscription) and retry"
+            )
+
+        poll(self.attrs, Deadline(timeout), still_active, ready=lambda row: row is None or not row["active"], interval=0.1)
 
     def diff_view(self, attributes: dict | None) -> dict:
         """Only the identity: health figures move on their own and are not a change."""

@@ -10,8 +10,8 @@ attributes carry it with the password masked.
 from __future__ import annotations
 
 import contextlib
-import time
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import SSL_MODES, Client, PgError, ident
 
@@ -281,31 +281,35 @@ class Subscription(ManagedObject):
         """Wait, at most `timeout` seconds, until every table is ready (and the lag is at most
         `max_lag_bytes` when given). Returns the last figures with a `history` of the wait; on
         timeout raises PgError naming the tables not ready."""
-        started = time.monotonic()
+        deadline = Deadline(timeout)
         history: list[dict] = []
-        while True:
+
+        def probe() -> dict:
             figures = self.progress()
-            elapsed = round(time.monotonic() - started, 1)
-            point = {
-                "elapsed": elapsed,
-                "tables_ready": figures["tables_ready"],
-                "tables_total": figures["tables_total"],
-                "lag_bytes": figures["lag_bytes"],
-            }
+            figures["elapsed"] = round(deadline.elapsed(), 1)
+            point = {key: figures[key] for key in ("elapsed", "tables_ready", "tables_total", "lag_bytes")}
             if not history or {k: v for k, v in point.items() if k != "elapsed"} != {
                 k: v for k, v in history[-1].items() if k != "elapsed"
             }:
                 history.append(point)
                 if log:
                     ready = f"{point['tables_ready']}/{point['tables_total']} tables ready"
-                    log(f"subscription {self.name}: {ready}, lag {point['lag_bytes']} bytes after {elapsed} s")
-            all_ready = figures["tables_ready"] == figures["tables_total"]
-            lag_ok = max_lag_bytes is None or (figures["lag_bytes"] is not None and figures["lag_bytes"] <= max_lag_bytes)
-            if all_ready and lag_ok:
-                return dict(figures, history=history, waited=elapsed)
-            if elapsed >= timeout:
-                raise PgError(self.timeout_message(figures, elapsed, all_ready, max_lag_bytes), history=history, **figures)
-            time.sleep(min(interval, max(0.05, timeout - elapsed)))
+                    log(f"subscription {self.name}: {ready}, lag {point['lag_bytes']} bytes after {point['elapsed']} s")
+            return figures
+
+        def all_ready(figures: dict) -> bool:
+            return figures["tables_ready"] == figures["tables_total"]
+
+        def lag_ok(figures: dict) -> bool:
+            return max_lag_bytes is None or (figures["lag_bytes"] is not None and figures["lag_bytes"] <= max_lag_bytes)
+
+        def not_ready(figures: dict):
+            elapsed = figures.pop("elapsed")
+            raise PgError(self.timeout_message(figures, elapsed, all_ready(figures), max_lag_bytes), history=history, **figures)
+
+        figures = poll(probe, deadline, not_ready, ready=lambda figures: all_ready(figures) and lag_ok(figures), interval=interval)
+        waited = figures.pop("elapsed")
+        return dict(figures, history=history, waited=waited)
 
     def error_counts(self) -> str:
         """The workers' error counters (pg_stat_subscription_stats), as a sentence part."""

@@ -50,8 +50,9 @@ import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import console as pgbouncer
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import guardian as pg_guardian
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
@@ -74,6 +75,36 @@ class Step:
 
     name: str
     undo: str | None
+
+
+@dataclass
+class Facts:
+    """What a switchover learns as it runs. The journal keeps what an undo or a finish needs
+    (JOURNALED, and of the forward subscription only FORWARD_JOURNALED: its conninfo holds a
+    password); the result reports the rest."""
+
+    forward: dict | None = None  # the forward subscription's attributes (pg_subscription's view)
+    tables: list = field(default_factory=list)  # the tables it replicates, qualified
+    source_readonly: dict | None = None  # pg_readonly.read_state of each side before the pause
+    target_readonly: dict | None = None
+    pool_before: dict | None = None  # where the first pool pointed before
+    lag_before_pause: int | None = None  # bytes
+    frozen_at: object = None  # the source's clock when it was frozen
+    write_pause_ms: float | None = None
+    sequences: list = field(default_factory=list)
+    reverse_streaming: bool | None = None
+
+    JOURNALED = ("source_readonly", "target_readonly", "tables")
+    FORWARD_JOURNALED = ("synchronous_commit", "slot_name")
+
+    def journaled(self) -> dict:
+        kept = {name: getattr(self, name) for name in self.JOURNALED}
+        kept["forward"] = {key: self.forward[key] for key in self.FORWARD_JOURNALED} if self.forward else None
+        return kept
+
+    @classmethod
+    def from_journal(cls, saved: dict) -> Facts:
+        return cls(forward=saved.get("forward"), **{name: saved.get(name) for name in cls.JOURNALED if saved.get(name) is not None})
 
 
 # Before the pause: the forward subscription made to commit synchronously.
@@ -223,7 +254,7 @@ class Switchover:
         self.warnings: list[str] = []
         self.deadline = math.inf
         self.failed_step: str | None = None
-        self.facts: dict = {}
+        self.facts = Facts()
         self.guardian: pg_guardian.Guardian | None = None
 
     # --- the journal -----------------------------------------------------------------------------
@@ -238,15 +269,13 @@ class Switchover:
 
     def load(self, record: dict) -> None:
         """Take the facts a run recorded (to undo or finish it)."""
-        self.facts = dict(record.get("facts") or {})
-        for pooler, saved in zip(self.poolers, self.facts.get("poolers") or [], strict=False):
-            pooler.before, pooler.after = saved.get("before"), saved.get("after")
+        saved = record.get("facts") or {}
+        self.facts = Facts.from_journal(saved)
+        for pooler, kept in zip(self.poolers, saved.get("poolers") or [], strict=False):
+            pooler.before, pooler.after = kept.get("before"), kept.get("after")
 
     def saved_facts(self) -> dict:
-        keep = ("source_readonly", "target_readonly", "tables")
-        facts = {key: self.facts[key] for key in keep if key in self.facts}
-        # Of the forward subscription only what the undo needs: its conninfo holds a password.
-        facts["forward"] = {key: self.facts["forward"][key] for key in ("synchronous_commit", "slot_name")}
+        facts = self.facts.journaled()
         facts["poolers"] = [dict(pooler.public(), before=pooler.before, after=pooler.after) for pooler in self.poolers]
         return facts
 
@@ -269,7 +298,7 @@ class Switchover:
             pooler.before = {key: live[key] for key in ("host", "port", "dbname")}
             pooler.after = self.target_endpoint(pooler)
             on_target.append(pooler.before == pooler.after)
-        self.facts["pool_before"] = self.poolers[0].before
+        self.facts.pool_before = self.poolers[0].before
         if any(on_target) and not all(on_target):
             shown = "; ".join(f"{pooler.label} sends '{pooler.pool}' to {describe(pooler.before)}" for pooler in self.poolers)
             raise PgError(
@@ -311,11 +340,11 @@ class Switchover:
         """Everything the pause relies on, read before pausing: fail here, not in the pause."""
         for client, side in ((self.source, "source"), (self.target, "target")):
             pg_readonly.check_privileges(client, "instance", None, self.params["terminate_writers"])
-            self.facts[f"{side}_readonly"] = pg_readonly.read_state(client, "instance")
-        if self.facts["source_readonly"]["readonly"]:
+            setattr(self.facts, f"{side}_readonly", pg_readonly.read_state(client, "instance"))
+        if self.facts.source_readonly["readonly"]:
             raise PgError(
                 f"the source {self.source.endpoint} is read-only (default_transaction_read_only = "
-                f"{self.facts['source_readonly']['value']} in postgresql.auto.conf) while PgBouncer sends the application to "
+                f"{self.facts.source_readonly['value']} in postgresql.auto.conf) while PgBouncer sends the application to "
                 f"it, and no journal says a switchover froze it: clients get errors. If nothing else needs it frozen, "
                 f"run ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf(); on the source "
                 f"(zerodowntime.migration.pg_readonly readonly: false), then run again"
@@ -328,7 +357,7 @@ class Switchover:
                     f"(zerodowntime.migration.pgbouncer_pool state: resumed), then run again"
                 )
         forward = self.forward.attrs()
-        self.facts["forward"] = forward
+        self.facts.forward = forward
         if forward["slot_name"] == "none":
             raise PgError(f"subscription '{self.forward.name}' on the target has no slot (slot_name NONE): it cannot be caught up")
         tables = self.forward.table_states()
@@ -339,7 +368,7 @@ class Switchover:
                 + (f"tables still syncing: {', '.join(waiting)}" if waiting else "it replicates no table")
                 + ". Wait for the initial copy (pg_subscription wait_for_sync: true) before the cutover"
             )
-        self.facts["tables"] = subscribed_tables(self.target, self.forward.name)
+        self.facts.tables = subscribed_tables(self.target, self.forward.name)
         slot = self.source.query_one(
             "SELECT active, wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = %s AND database = current_database()",
             (forward["slot_name"],),
@@ -374,13 +403,13 @@ class Switchover:
             pg_readonly.keep_session_writable(client)  # this session's DDL must work on a frozen side
         publication = ensure_publication(
             self.target,
-            {"name": self.params["reverse_publication"], "tables": self.facts["tables"], "publish_via_partition_root": True},
+            {"name": self.params["reverse_publication"], "tables": self.facts.tables, "publish_via_partition_root": True},
         )
         if publication["changed"]:
             self.log(f"reverse publication {self.params['reverse_publication']} on the target: {publication['diff']['after']}")
-        if self.facts["forward"]["synchronous_commit"] != "on":
+        if self.facts.forward["synchronous_commit"] != "on":
             self.begin(PREPARE_STEP.name)
-            self.forward.update(self.facts["forward"], {"synchronous_commit": "on"})
+            self.forward.update(self.facts.forward, {"synchronous_commit": "on"})
         if not self.check_mode:
             self.wait_for_lag(self.params["prepare_timeout"])
 
@@ -389,7 +418,7 @@ class Switchover:
             "SELECT active, confirmed_flush_lsn >= %s::pg_lsn AS confirmed_position, "
             "pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
             "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
-            (position, self.facts["forward"]["slot_name"]),
+            (position, self.facts.forward["slot_name"]),
         )
 
     def wait_for_lag(self, timeout: float) -> None:
@@ -399,33 +428,33 @@ class Switchover:
         the failing transaction."""
         limit = self.params["max_lag_bytes"]
         position = self.source.query_one("SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn")["lsn"]
-        started = time.monotonic()
-        reported = 0.0
-        while True:
-            row = self.lag(position)
-            elapsed = time.monotonic() - started
-            if row and row["active"] and row["confirmed_position"] and row["lag_bytes"] <= limit:
-                self.facts["lag_before_pause"] = int(row["lag_bytes"])
-                return
-            if elapsed >= timeout:
-                if not row:
-                    state = "its slot is gone"
-                elif not row["confirmed_position"]:
-                    state = f"it has not confirmed the source's position {position} ({row['lag_bytes']} bytes behind)"
-                elif not row["active"]:
-                    state = "no walsender streams it"
-                else:
-                    state = f"it is {row['lag_bytes']} bytes behind"
-                raise PgError(
-                    f"the forward subscription '{self.forward.name}' did not get within max_lag_bytes {limit} of the source "
-                    f"in {timeout:g} s (prepare_timeout): {state}; {self.forward.error_counts()}. Nothing was paused. "
-                    f"Reduce the write load, look for apply errors in the target's log (a duplicate key, a missing column), "
-                    f"or raise max_lag_bytes / prepare_timeout"
-                )
-            if elapsed - reported >= 5:
-                reported = elapsed
-                self.log(f"waiting for the forward lag to drop: {row['lag_bytes'] if row else '?'} bytes after {elapsed:.0f} s")
-            time.sleep(0.05)
+
+        def too_far_behind(row):
+            if not row:
+                state = "its slot is gone"
+            elif not row["confirmed_position"]:
+                state = f"it has not confirmed the source's position {position} ({row['lag_bytes']} bytes behind)"
+            elif not row["active"]:
+                state = "no walsender streams it"
+            else:
+                state = f"it is {row['lag_bytes']} bytes behind"
+            raise PgError(
+                f"the forward subscription '{self.forward.name}' did not get within max_lag_bytes {limit} of the source "
+                f"in {timeout:g} s (prepare_timeout): {state}; {self.forward.error_counts()}. Nothing was paused. "
+                f"Reduce the write load, look for apply errors in the target's log (a duplicate key, a missing column), "
+                f"or raise max_lag_bytes / prepare_timeout"
+            )
+
+        row = poll(
+            lambda: self.lag(position),
+            Deadline(timeout),
+            too_far_behind,
+            ready=lambda row: bool(row and row["active"] and row["confirmed_position"] and row["lag_bytes"] <= limit),
+            report=lambda row, elapsed: self.log(
+                f"waiting for the forward lag to drop: {row['lag_bytes'] if row else '?'} bytes after {elapsed:.0f} s"
+            ),
+        )
+        self.facts.lag_before_pause = int(row["lag_bytes"])
 
     # --- the pause -----------------------------------------------------------------------------
     def remaining(self, step: str) -> float:
@@ -466,18 +495,21 @@ class Switchover:
         try:
             self.run_steps()
         except BaseException as error:
-            self.facts["write_pause_ms"] = round((time.monotonic() - pause_started) * 1000, 1)
+            self.facts.write_pause_ms = round((time.monotonic() - pause_started) * 1000, 1)
             self.undo_after(error)
             raise
         finally:
             for pooler in self.poolers:
                 pooler.spare.close()
-        self.facts["write_pause_ms"] = round((time.monotonic() - pause_started) * 1000, 1)
+        self.facts.write_pause_ms = round((time.monotonic() - pause_started) * 1000, 1)
+
+    def planned_steps(self) -> list[Step]:
+        """The pause's steps for this run (the target's freeze is undone only if it had one);
+        check mode reports this same list."""
+        return [step for step in PAUSE_STEPS if step.name != "unfreeze_target" or self.facts.target_readonly["readonly"]]
 
     def run_steps(self) -> None:
-        for step in PAUSE_STEPS:
-            if step.name == "unfreeze_target" and not self.facts["target_readonly"]["readonly"]:
-                continue
+        for step in self.planned_steps():
             if step.name == STEPS[-1]:
                 self.commit_point()
             else:
@@ -500,13 +532,13 @@ class Switchover:
         entry["pause_ms"] = [paused[pooler.index]["pause_ms"] for pooler in self.poolers]
 
     def freeze_source(self, entry: dict) -> None:
-        self.facts["frozen_at"] = pg_readonly.server_now(self.source)
+        self.facts.frozen_at = pg_readonly.server_now(self.source)
         pg_readonly.freeze(self.source, "instance")
 
     def drain_source_writers(self, entry: dict) -> None:
         """Sessions that began a read-write transaction before the freeze can still commit:
         wait for them (bounded), terminate them when allowed, else abort."""
-        since = self.facts["frozen_at"]
+        since = self.facts.frozen_at
         found, waited = pg_readonly.wait_for_writers(self.source, "instance", None, since, self.remaining("drain_source_writers") * 0.5)
         writers = [session for session in found if session["can_write"]]
         if writers and self.params["terminate_writers"]:
@@ -530,32 +562,36 @@ class Switchover:
         the target then has applied (and, committing synchronously, flushed) every write."""
         position = self.source.query_one("SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn")["lsn"]
         entry["source_lsn"] = position
-        slot = self.facts["forward"]["slot_name"]
-        while True:
-            row = self.source.query_one(
+        slot = self.facts.forward["slot_name"]
+
+        def not_caught_up(row):
+            state = "it is still applying"
+            if row and not row["active"]:
+                state = "its walsender is not running (is the target's apply worker up?)"
+            raise DeadlineExceeded(
+                f"the target did not catch up with the source's WAL position {position} before the deadline "
+                f"(timeout {self.params['timeout']:g} s): slot '{slot}' is {row['behind'] if row else '?'} bytes behind and {state}. "
+                f"Check the forward lag (max_lag_bytes) and the target's log for apply errors",
+                lag_bytes=row["behind"] if row else None,
+            )
+
+        poll(
+            lambda: self.source.query_one(
                 "SELECT confirmed_flush_lsn >= %s::pg_lsn AS caught_up, active, "
                 "pg_catalog.pg_wal_lsn_diff(%s::pg_lsn, confirmed_flush_lsn)::bigint AS behind "
                 "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
                 (position, position, slot),
-            )
-            if row and row["caught_up"]:
-                return
-            if time.monotonic() >= self.deadline:
-                state = "it is still applying"
-                if row and not row["active"]:
-                    state = "its walsender is not running (is the target's apply worker up?)"
-                raise DeadlineExceeded(
-                    f"the target did not catch up with the source's WAL position {position} before the deadline "
-                    f"(timeout {self.params['timeout']:g} s): slot '{slot}' is {row['behind'] if row else '?'} bytes behind and {state}. "
-                    f"Check the forward lag (max_lag_bytes) and the target's log for apply errors",
-                    lag_bytes=row["behind"] if row else None,
-                )
-            time.sleep(POLL_INTERVAL)
+            ),
+            Deadline(self.deadline - time.monotonic()),
+            not_caught_up,
+            ready=lambda row: bool(row and row["caught_up"]),
+            interval=POLL_INTERVAL,
+        )
 
     def sync_sequences(self, entry: dict) -> None:
         synced = sync_sequences(self.source, self.target, self.params["sequence_margin"])
         entry["sequences_changed"] = sum(1 for sequence in synced["sequences"] if sequence["changed"])
-        self.facts["sequences"] = synced["sequences"]
+        self.facts.sequences = synced["sequences"]
 
     def disable_forward_subscription(self, entry: dict) -> None:
         self.forward.update({"enabled": True}, {"enabled": False})
@@ -598,7 +634,7 @@ class Switchover:
         each_pooler(self.poolers, lambda pooler: pgbouncer.resume(pooler.undo_console(), pooler.pool), "RESUME")
 
     def unfreeze_source(self) -> None:
-        pg_readonly.unfreeze(self.source, "instance", previous=self.facts["source_readonly"]["value"])
+        pg_readonly.unfreeze(self.source, "instance", previous=self.facts.source_readonly["value"])
 
     def enable_forward_subscription(self) -> None:
         row = self.forward.row()
@@ -616,8 +652,8 @@ class Switchover:
             self.reverse_slot.drop(current)
 
     def freeze_target(self) -> None:
-        if self.facts["target_readonly"]["readonly"]:
-            pg_readonly.unfreeze(self.target, "instance", previous=self.facts["target_readonly"]["value"])
+        if self.facts.target_readonly["readonly"]:
+            pg_readonly.unfreeze(self.target, "instance", previous=self.facts.target_readonly["value"])
 
     def repoint_pgbouncer_to_source(self) -> None:
         def repoint(pooler: Pooler):
@@ -630,8 +666,8 @@ class Switchover:
 
     def restore_forward_synchronous_commit(self) -> None:
         row = self.forward.row()
-        if row is not None and row["subsynccommit"] != self.facts["forward"]["synchronous_commit"]:
-            self.forward.update(self.forward.attrs(), {"synchronous_commit": self.facts["forward"]["synchronous_commit"]})
+        if row is not None and row["subsynccommit"] != self.facts.forward["synchronous_commit"]:
+            self.forward.update(self.forward.attrs(), {"synchronous_commit": self.facts.forward["synchronous_commit"]})
 
     def undo(self, begun) -> None:
         """Undo every step begun, newest first; each undo is tried even if an earlier one failed.
@@ -714,10 +750,10 @@ class Switchover:
                 (self.reverse_name,),
             )
             if row and row["pid"] and row["received_lsn"]:
-                self.facts["reverse_streaming"] = True
+                self.facts.reverse_streaming = True
                 return
             time.sleep(0.05)
-        self.facts["reverse_streaming"] = False
+        self.facts.reverse_streaming = False
         self.warnings.append(
             f"the reverse subscription '{self.reverse_name}' on the source has not started streaming within {CLEANUP_TIMEOUT:g} s: "
             f"writes on the target are kept in slot '{self.reverse_name}' there; check the source's log"
@@ -908,7 +944,7 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
     run = Switchover(source, target, poolers, params, None if check_mode else journal, log)
     status = run.status()
     wanted = run.target_endpoint(poolers[0])
-    before_pool = run.facts["pool_before"]
+    before_pool = run.facts.pool_before
     before = view(status, before_pool, run.forward.name, "absent")
     result = {
         "changed": bool(repaired) and not check_mode,
@@ -948,14 +984,15 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
     try:
         run.failed_step = "prepare"
         run.prepare()
-        if check_mode:
-            result["steps"] = [{"step": name, "ms": None, "ok": None} for name in STEPS]
+        if check_mode:  # what would run, and what would undo it; nothing is switched
+            result["steps"] = [{"step": step.name, "undo": step.undo, "ms": None, "ok": None} for step in run.planned_steps()]
+            result["would_switch"] = True
         else:
             run.guardian = pg_guardian.spawn(journal, guardian_config(params, poolers, run_id))
             journal.update(guardian_pid=run.guardian.pid)
             run.failed_step = None
             run.switch()
-        result["switched"] = True
+            result["switched"] = True
     except Exception as error:  # whatever broke, the undo has run: report it plainly
         exc = error if isinstance(error, PgError) else PgError(f"unexpected error: {error!r}")
         failed = run.failed_step or "prepare"
@@ -965,7 +1002,7 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
             failed_step=failed,
             steps=run.steps,
             undone=run.undone,
-            write_pause_ms=run.facts.get("write_pause_ms"),
+            write_pause_ms=run.facts.write_pause_ms,
             serving=before_pool,
             journal=journal.path,
         )
@@ -982,10 +1019,10 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
         result["steps"] = run.steps
     result.update(
         queries=audit(source, target, poolers),
-        write_pause_ms=run.facts.get("write_pause_ms"),
-        lag_before_pause=run.facts.get("lag_before_pause"),
-        sequences=run.facts.get("sequences", []),
-        reverse_streaming=run.facts.get("reverse_streaming"),
+        write_pause_ms=run.facts.write_pause_ms,
+        lag_before_pause=run.facts.lag_before_pause,
+        sequences=run.facts.sequences,
+        reverse_streaming=run.facts.reverse_streaming,
         warnings=run.warnings,
         journal=journal.path,
     )

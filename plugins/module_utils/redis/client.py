@@ -17,9 +17,9 @@ without redis-py's retries (a retried command could wait out a pause unnoticed).
 from __future__ import annotations
 
 import re
-import time
 import uuid
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import Library
 
@@ -229,22 +229,28 @@ def ensure_write_pause(params: dict, check_mode: bool) -> dict:
 def wait_caught_up(source, source_params: dict, target, target_params: dict, timeout: float, poll_ms: float = 5) -> dict:
     """Wait until the target (a replica) has applied the source's master_repl_offset read now."""
     source_offset = int(replication(source, source_params)["master_repl_offset"])
-    started = time.monotonic()
-    deadline = started + timeout
-    while True:
-        info = replication(target, target_params)
-        target_offset = int(info.get("slave_repl_offset", info.get("master_repl_offset", -1)))
-        if target_offset >= source_offset:
-            return dict(source_offset=source_offset, target_offset=target_offset, waited_ms=round((time.monotonic() - started) * 1000, 1))
-        if time.monotonic() >= deadline:
-            raise RedisModuleError(
-                f"{endpoint(target_params)} did not catch up with {endpoint(source_params)} within {timeout} s "
-                f"(replica offset {target_offset}, primary offset {source_offset}, link {info.get('master_link_status')}); "
-                f"nothing was promoted: unpause the source and look at the replication link, or raise timeout",
-                source_offset=source_offset,
-                target_offset=target_offset,
-            )
-        time.sleep(poll_ms / 1000.0)
+    deadline = Deadline(timeout)
+
+    def target_offset(info: dict) -> int:
+        return int(info.get("slave_repl_offset", info.get("master_repl_offset", -1)))
+
+    def not_caught_up(info: dict):
+        raise RedisModuleError(
+            f"{endpoint(target_params)} did not catch up with {endpoint(source_params)} within {timeout} s "
+            f"(replica offset {target_offset(info)}, primary offset {source_offset}, link {info.get('master_link_status')}); "
+            f"nothing was promoted: unpause the source and look at the replication link, or raise timeout",
+            source_offset=source_offset,
+            target_offset=target_offset(info),
+        )
+
+    info = poll(
+        lambda: replication(target, target_params),
+        deadline,
+        not_caught_up,
+        ready=lambda info: target_offset(info) >= source_offset,
+        interval=poll_ms / 1000.0,
+    )
+    return dict(source_offset=source_offset, target_offset=target_offset(info), waited_ms=round(deadline.elapsed() * 1000, 1))
 
 
 def is_replica_of(replica_info: dict, primary_info: dict, primary_params: dict) -> bool:

@@ -1,6 +1,6 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Builds doc fragments from one text per option set, so each option is written once.
+"""Render doc fragments from one text per option set, so each option is written once.
 
 A set of connection options (PostgreSQL, the PgBouncer console, Redis) is documented flat for
 a module that has one connection and as the suboptions of `source` / `target` (or a list of
@@ -33,7 +33,8 @@ def option(
 ) -> str:
     """One option with `suboptions` (already nested), at the indentation of `options:` children."""
     lines = [f"  {name}:", "    description:"]
-    lines += [f"      - {line}" for line in description]
+    for paragraph in description:  # YAML folds a list item's continuation lines into one string
+        lines += textwrap.wrap(paragraph, width=110, initial_indent="      - ", subsequent_indent="        ")
     lines.append(f"    type: {type_}")
     if elements:
         lines.append(f"    elements: {elements}")

@@ -1,0 +1,122 @@
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PgBouncer's admin console: flat (one pooler) and as the poolers of a switchover."""
+
+# Rendered into plugins/doc_fragments/pgbouncer.py by hacking/doc_fragments/generate.py (make doc-fragments).
+
+from __future__ import annotations
+
+from doc_text import flat, nest, option
+
+# Matches ADMIN_CONNECTION_ARGUMENT_SPEC in plugins/module_utils/pgbouncer/console.py.
+CONSOLE_OPTIONS = r"""
+login_host:
+  description:
+    - Host name or address of PgBouncer.
+  type: str
+  default: localhost
+login_port:
+  description:
+    - Port PgBouncer listens on.
+  type: int
+  default: 6432
+login_unix_socket:
+  description:
+    - Directory of PgBouncer's unix socket; when set it is used instead of O(login_host).
+  type: str
+login_user:
+  description:
+    - Admin console user (listed in PgBouncer's C(admin_users)).
+  type: str
+  default: pgbouncer
+login_password:
+  description:
+    - Password of O(login_user). Never logged, returned or shown in messages.
+  type: str
+login_db:
+  description:
+    - The admin console's database.
+  type: str
+  default: pgbouncer
+ssl_mode:
+  description:
+    - libpq C(sslmode) for the connection.
+  type: str
+  default: prefer
+  choices: [disable, allow, prefer, require, verify-ca, verify-full]
+ssl_rootcert:
+  description:
+    - CA certificate file used to verify PgBouncer (with O(ssl_mode=verify-ca) or O(ssl_mode=verify-full)).
+  type: path
+ssl_cert:
+  description:
+    - Client certificate file.
+  type: path
+ssl_key:
+  description:
+    - Client private key file.
+  type: path
+connect_timeout:
+  description:
+    - Seconds to wait for PgBouncer to answer before failing.
+  type: int
+  default: 10
+application_name:
+  description:
+    - C(application_name) the admin connection shows in C(SHOW CLIENTS).
+  type: str
+  default: zerodowntime.migration
+"""
+
+# The pool a switchover moves, besides the console to reach it (POOLER_SPEC in the module).
+POOL_OPTIONS = r"""
+database:
+  description: The pool (the C([databases]) entry) the clients use.
+  type: str
+  required: true
+config_file:
+  description: The pgbouncer.ini PgBouncer runs with.
+  type: path
+  default: /etc/pgbouncer/pgbouncer.ini
+target_host:
+  description: Host the pool points at afterwards. Default O(target.login_host).
+  type: str
+target_port:
+  description: Port the pool points at afterwards. Default O(target.login_port).
+  type: int
+target_dbname:
+  description: Database the pool uses afterwards. Default O(target.login_db).
+  type: str
+"""
+
+POOLERS_DESCRIPTION = [
+    "Every PgBouncer in front of the databases - its admin console, the pool the clients use, and the pgbouncer.ini "
+    "the module rewrites (run the module on the PgBouncer host; each C(config_file) is read there).",
+    "All are paused, repointed and resumed concurrently; when one fails or cannot be reached, every pool resumes on "
+    "the source. One that cannot be reached before the pause stops the module before anything changes.",
+    "The journal and the run lock are named after the first pooler's C(database).",
+]
+
+
+class Fragments:
+    # One PgBouncer: its console options at the top level.
+    DOCUMENTATION = "options:\n" + flat(CONSOLE_OPTIONS)
+
+    # The poolers pg_switchover moves: a list, or one (the older option).
+    POOLERS = (
+        "options:\n"
+        + option(
+            "pgbouncers",
+            POOLERS_DESCRIPTION,
+            nest(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncers"),
+            required=False,
+            type_="list",
+            elements="dict",
+        )
+        + option(
+            "pgbouncer",
+            ["One PgBouncer, the same as a one-element O(pgbouncers) (kept for existing playbooks)."],
+            nest(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncer"),
+            required=False,
+        )
+    )

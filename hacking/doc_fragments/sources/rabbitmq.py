@@ -1,0 +1,62 @@
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""RabbitMQ management API options."""
+
+# Rendered into plugins/doc_fragments/rabbitmq.py by hacking/doc_fragments/generate.py (make doc-fragments).
+
+from __future__ import annotations
+
+from doc_text import flat
+
+# Matches API_ARGUMENT_SPEC in plugins/module_utils/rabbitmq/api.py.
+API_OPTIONS = r"""
+login_host:
+  description:
+    - Host of the management API.
+  type: str
+  default: 127.0.0.1
+login_port:
+  description:
+    - Port of the management API.
+  type: int
+  default: 15672
+login_protocol:
+  description:
+    - V(https) when the management listener has TLS.
+  type: str
+  choices: [http, https]
+  default: http
+login_user:
+  description:
+    - User of the management API (tag C(administrator), or C(management) with configure permission on the vhost).
+  type: str
+  default: guest
+login_password:
+  description:
+    - Password of O(login_user). Never logged, returned or shown in messages.
+  type: str
+  required: true
+path_prefix:
+  description:
+    - The management API's C(management.path_prefix), when it is served under a prefix (e.g. C(/rabbitmq)).
+  type: str
+  default: ""
+validate_certs:
+  description:
+    - Verify the server's TLS certificate (O(login_protocol=https)).
+  type: bool
+  default: true
+ca_path:
+  description:
+    - CA certificate file to verify the server's certificate with.
+  type: path
+timeout:
+  description:
+    - Seconds to wait for each answer of the API.
+  type: float
+  default: 10.0
+"""
+
+
+class Fragments:
+    DOCUMENTATION = "options:\n" + flat(API_OPTIONS)
