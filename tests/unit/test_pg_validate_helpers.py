@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.matview import staleness_statement, strip_definition
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.validate import (
     check_count,
     check_reference_shape,
@@ -14,8 +15,6 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.va
     normalise_schemas,
     normalise_tenants,
     orphan_statements,
-    staleness_statement,
-    strip_definition,
     tenant_failure,
 )
 

@@ -38,6 +38,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.id
     format_qualified_name,
     split_qualified_name,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.matview import MATVIEWS_IN_SCHEMAS_QUERY, staleness_statement
 
 try:
     import psycopg
@@ -80,21 +81,6 @@ FOREIGN_KEYS_QUERY = (
     "JOIN pg_catalog.pg_class rc ON rc.oid = c.confrelid JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace "
     "WHERE c.contype = 'f' AND c.conparentid = 0 AND cn.nspname = ANY(%s) "
     "ORDER BY cn.nspname, cc.relname, c.conname"
-)
-
-# A unique index REFRESH MATERIALIZED VIEW CONCURRENTLY accepts (is_usable_unique_index() in
-# PostgreSQL): btree, unique, immediate, valid, no predicate, plain columns only.
-MATVIEWS_QUERY = (
-    "SELECT c.oid, m.schemaname AS schema, m.matviewname AS name, m.ispopulated AS populated, "
-    "EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
-    "  JOIN pg_catalog.pg_am am ON am.oid = ic.relam "
-    "  WHERE i.indrelid = c.oid AND i.indisunique AND i.indimmediate AND i.indisvalid AND i.indpred IS NULL "
-    "  AND i.indexprs IS NULL AND i.indnatts > 0 AND am.amname = 'btree') AS unique_index, "
-    "pg_catalog.pg_get_viewdef(c.oid) AS definition "
-    "FROM pg_catalog.pg_matviews m "
-    "JOIN pg_catalog.pg_namespace n ON n.nspname = m.schemaname "
-    "JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = m.matviewname AND c.relkind = 'm' "
-    "WHERE m.schemaname = ANY(%s) ORDER BY m.schemaname, m.matviewname"
 )
 
 
@@ -145,14 +131,6 @@ def check_reference_shape(reference: dict) -> None:
         check_identifier(column, f"{where}: column")
 
 
-def strip_definition(definition: str) -> str:
-    """pg_get_viewdef()'s text as a subquery: surrounding blanks and trailing semicolons removed."""
-    text = definition.strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    return text
-
-
 def relation_sql(schema: str, name: str, only: bool):
     return sql.SQL("ONLY {}").format(ident(schema, name)) if only else ident(schema, name)
 
@@ -186,16 +164,6 @@ def orphan_statements(check: dict, sample_size: int):
         key_text, child, condition, keys, keys, sql.Literal(sample_size)
     )
     return count, sample
-
-
-def staleness_statement(schema: str, name: str, definition: str):
-    """Rows that differ between a materialized view and its defining query (as a multiset)."""
-    view = ident(schema, name)
-    query = sql.SQL(strip_definition(definition))
-    return sql.SQL(
-        "SELECT count(*) AS stale_rows FROM ((TABLE {view} EXCEPT ALL ({query})) "
-        "UNION ALL (({query}) EXCEPT ALL TABLE {view})) AS difference"
-    ).format(view=view, query=query)
 
 
 def foreign_key_failure(entry: dict) -> str | None:
@@ -515,7 +483,7 @@ def check_rls(client: Client, plan: dict, failures: list[str]) -> list[dict]:
 
 def check_matviews(client: Client, schemas: list[str], max_stale_rows: int, failures: list[str]) -> list[dict]:
     entries = []
-    for row in client.query(MATVIEWS_QUERY, (schemas,)):
+    for row in client.query(MATVIEWS_IN_SCHEMAS_QUERY, (schemas,)):
         entry = {
             "name": format_qualified_name(row["schema"], row["name"]),
             "populated": row["populated"],
