@@ -10,7 +10,7 @@ short_description: Promote a Redis replica once it has caught up, retire the old
 description:
   - The steps of a Redis cutover between an old primary (O(source), blue) and its replica (O(target), green)
     that need both servers. Writes are paused and released with C(zerodowntime.migration.redis_write_pause);
-    the role C(zerodowntime.migration.migration) (C(tasks_from: redis_switchover)) runs the whole sequence.
+    the role C(zerodowntime.migration.migration) (C(tasks_from=redis_switchover)) runs the whole sequence.
   - O(state=promoted) - the source must hold writes (checked with a probe, see O(require_source_paused)).
     Reads the source's C(master_repl_offset), waits (at most O(timeout) seconds) until the target's
     C(slave_repl_offset) has reached it, then runs C(REPLICAOF NO ONE) on the target. A wait that runs out

@@ -59,7 +59,7 @@ def staleness_statement(schema: str, name: str, definition: str):
 def read_views(client: Client, names: list[str]) -> list[dict]:
     """The views asked for, in that order; PgError naming those that are not materialized views."""
     wanted = [split_qualified_name(name) for name in names]
-    rows = client.query(MATVIEWS_IN_SCHEMAS_QUERY, (sorted({schema for schema, _ in wanted}),))
+    rows = client.query(MATVIEWS_IN_SCHEMAS_QUERY, (sorted({qualified[0] for qualified in wanted}),))
     found = {(row["schema"], row["name"]): row for row in rows}
     missing = [format_qualified_name(*key) for key in wanted if key not in found]
     if missing:
