@@ -313,8 +313,6 @@ PGBOUNCER_SPEC = dict(
 def manage(module, opened: dict) -> dict:
     consoles = [opened[f"pgbouncers[{index}]"] for index in range(len(module.params["pgbouncers"]))]
     result = switchover(opened["source"], opened["target"], consoles, module.params, module.log)
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
     if not module._diff:
         result.pop("diff", None)
     return result
