@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.runtime import RUNNING, HAProxyError, parse_servers_state
+
 # src/server.h (HAProxy 2.6): enum srv_admin
 SRV_ADMF_FMAINT = 0x01
 SRV_ADMF_IMAINT = 0x02
@@ -25,29 +27,20 @@ SRV_ADMF_IDRAIN = 0x10
 SRV_ADMF_RMAINT = 0x20
 SRV_ADMF_MAINT = SRV_ADMF_FMAINT | SRV_ADMF_IMAINT | SRV_ADMF_RMAINT
 SRV_ADMF_DRAIN = SRV_ADMF_FDRAIN | SRV_ADMF_IDRAIN
-SRV_ST_RUNNING = 2
 
 
 def haproxy_servers_state(text):
     """[{column: value, maint, drain, ready, up}] of a `show servers state` answer."""
-    lines = [line for line in (text if isinstance(text, str) else "").splitlines() if line.strip()]
-    if not lines or lines[0].strip() != "1":
-        raise AnsibleFilterError(f"not a 'show servers state' answer (format 1): {(lines[0] if lines else '(empty)').strip()!r}")
-    if len(lines) < 2 or not lines[1].startswith("#"):
-        raise AnsibleFilterError("'show servers state' answer without its header line")
-    columns = lines[1].lstrip("#").split()
-    servers = []
-    for line in lines[2:]:
-        values = line.split()
-        if len(values) < len(columns):
-            raise AnsibleFilterError(f"'show servers state' line with {len(values)} fields, {len(columns)} expected: {line!r}")
-        server = {name: int(value) if value.lstrip("-").isdigit() else value for name, value in zip(columns, values, strict=False)}
+    try:
+        servers = parse_servers_state(text)
+    except HAProxyError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    for server in servers:
         admin = int(server.get("srv_admin_state", 0))
         server["maint"] = bool(admin & SRV_ADMF_MAINT)
         server["drain"] = not server["maint"] and bool(admin & SRV_ADMF_DRAIN)
         server["ready"] = not server["maint"] and not server["drain"]
-        server["up"] = int(server.get("srv_op_state", 0)) == SRV_ST_RUNNING
-        servers.append(server)
+        server["up"] = int(server.get("srv_op_state", 0)) == RUNNING
     return servers
 
 

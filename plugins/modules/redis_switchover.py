@@ -24,6 +24,23 @@ description:
     their connections - never acknowledged, never applied to the old primary - and their clients reconnect
     (through the proxy) to the new primary. The old primary follows the new one from then on (a rollback
     path).
+  - O(state=switched) - the whole cutover in one run, so the hold lasts milliseconds, not several
+    tasks. C(CLIENT PAUSE <pause_ms> WRITE) on the source (it ends by itself should the run die),
+    wait (at most O(timeout)) for the target, promote it, make the source its replica, tell every
+    HAProxy of O(haproxy) through its runtime API that the target is up and the source down and
+    confirm it in C(show servers state), close the source's sessions there and its client
+    connections (held writes are dropped unacknowledged; their clients reconnect through HAProxy
+    to the target), release the hold. Every step is timed (RV(steps)), the hold measured
+    (RV(hold_ms)). Every HAProxy must answer and know both servers before anything changes.
+  - With O(state=switched) a failure, SIGTERM or SIGHUP undoes what was done, newest first, and
+    releases the hold - the source is the primary again, the target its replica, HAProxy sends
+    clients to the source - except when the promoted target already took writes from clients
+    (C(rdb_changes_since_last_save) moved after HAProxy was told): those writes would be
+    discarded, so the target stays the primary and the error says so (RV(target_kept_as_primary)).
+    A run after a switch only tells the HAProxies that do not show the target up yet.
+  - C(community.general.haproxy) drives one server per task; the cutover needs several servers
+    on several HAProxies inside one hold, so this module speaks the runtime API itself
+    (C(plugins/module_utils/haproxy/runtime.py)).
   - O(state=replica) - undo - the source becomes a primary again if it followed the target, and the target
     becomes a replica of the source again (replacing its data with the source's).
   - Idempotent - a target that is already a primary is not promoted again, a source already replicating
@@ -44,9 +61,10 @@ options:
   state:
     description:
       - V(promoted) - the target caught up and is the primary; V(retired) - the source is a replica of the
-        target and its clients were disconnected; V(replica) - the target is a replica of the source (undo).
+        target and its clients were disconnected; V(replica) - the target is a replica of the source (undo);
+        V(switched) - all of the cutover in one run (see the description).
     type: str
-    choices: [promoted, retired, replica]
+    choices: [promoted, retired, replica, switched]
     default: promoted
   timeout:
     description:
@@ -78,6 +96,36 @@ options:
         acknowledging writes the new primary never gets. Its clients keep waiting while the pause lasts.
     type: bool
     default: true
+  pause_ms:
+    description:
+      - With O(state=switched), the bound of the source's write hold in milliseconds (C(CLIENT PAUSE ... WRITE)),
+        at most 600000. It must exceed O(timeout) by 500 ms at least, for the steps after the catch-up.
+    type: int
+    default: 5000
+  haproxy:
+    description:
+      - With O(state=switched), every HAProxy in front of the Redis servers, told together inside the hold. Its
+        backend's servers are recognised by address and port (those of O(source) and O(target)).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      socket:
+        description:
+          - HAProxy's stats socket at level admin, reachable from the host that runs the module - a unix socket
+            path, or C(host:port) for a C(stats socket ipv4@...).
+        type: str
+        required: true
+      backend:
+        description:
+          - The backend that sends clients to the Redis primary.
+        type: str
+        default: redis_write
+      timeout:
+        description:
+          - Seconds each runtime API command, and the confirmation of HAProxy's view, may take.
+        type: float
+        default: 2.0
   persist:
     description:
       - Run C(CONFIG REWRITE) on each server whose role changed. A failure there is a warning.
@@ -88,7 +136,8 @@ requirements:
 attributes:
   check_mode:
     support: full
-    description: Connects, checks versions, roles, the link and the pause; sends no REPLICAOF, CLIENT KILL or CONFIG REWRITE.
+    description: Connects, checks versions, roles, the link, the pause and every HAProxy; sends no REPLICAOF, CLIENT PAUSE, CLIENT KILL,
+      CONFIG REWRITE or HAProxy command.
   diff_mode:
     support: full
     description: Shows both servers' roles before and after.
@@ -101,6 +150,17 @@ EXAMPLES = r"""
     target: {host: 127.0.0.1, port: 6380, password: "{{ redis_password }}"}
     state: promoted
     timeout: 2
+
+- name: The whole cutover in one run, HAProxy told inside the hold
+  zerodowntime.migration.redis_switchover:
+    source: {host: 127.0.0.1, port: 6379, password: "{{ redis_password }}"}
+    target: {host: 127.0.0.1, port: 6380, password: "{{ redis_password }}"}
+    state: switched
+    pause_ms: 3000
+    timeout: 1
+    haproxy:
+      - socket: /run/haproxy/admin.sock
+        backend: redis_write
 
 - name: Blue follows green, its clients reconnect
   zerodowntime.migration.redis_switchover:
@@ -138,6 +198,38 @@ promoted:
   description: On failure, true when the target had been promoted before the failure (undo with state=replica).
   returned: on failure after the promotion
   type: bool
+hold_ms:
+  description: With O(state=switched), how long the source held writes, from CLIENT PAUSE to CLIENT UNPAUSE.
+  returned: when the cutover ran (also on failure)
+  type: float
+steps:
+  description:
+    - With O(state=switched), each step of the cutover and its duration in milliseconds (C(step), C(ms)); in
+      check mode the steps it would run.
+  returned: with state=switched
+  type: list
+  elements: dict
+switched:
+  description: With O(state=switched), whether this run switched the primary.
+  returned: with state=switched
+  type: bool
+would_switch:
+  description: In check mode with O(state=switched), true when a run would switch.
+  returned: in check mode, when a switch is due
+  type: bool
+failed_step:
+  description: On a failure of O(state=switched), the step that failed.
+  returned: on failure
+  type: str
+undone:
+  description: On a failure of O(state=switched), the steps undone, newest first.
+  returned: on failure
+  type: list
+  elements: str
+target_kept_as_primary:
+  description: On a failure of O(state=switched), true when the target stays the primary because it took writes.
+  returned: on failure
+  type: bool
 commands:
   description: Commands that changed something, with the server they ran on (passwords masked).
   returned: always
@@ -148,6 +240,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.redis import cutover
 from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.client import (
     CONNECTION_OPTIONS,
     REDIS,
@@ -168,10 +261,28 @@ def main():
             kill_clients=dict(type="bool", default=True),
             demote_source=dict(type="bool", default=True),
             persist=dict(type="bool", default=True),
+            pause_ms=dict(type="int", default=5000),
+            haproxy=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    socket=dict(type="str", required=True),
+                    backend=dict(type="str", default="redis_write"),
+                    timeout=dict(type="float", default=2.0),
+                ),
+            ),
         ),
         supports_check_mode=True,
     )
-    run_module(module, lambda opened: ensure_switchover(module.params, module.check_mode), libraries=[REDIS])
+
+    def work(opened):
+        if module.params["state"] != "switched":
+            return ensure_switchover(module.params, module.check_mode)
+        cutover.check_cutover_params(module.params)
+        return ensure_switchover(module.params, module.check_mode, step=cutover.switched)
+
+    run_module(module, work, libraries=[REDIS])
 
 
 if __name__ == "__main__":

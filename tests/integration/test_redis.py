@@ -415,3 +415,165 @@ def test_switchover_failure_is_undone(pair, tmp_path):
     on_blue = client(blue, PASSWORD)
     assert [key for key in writer.acked if on_blue.get(key) is None] == []
     assert writer.errors == []  # clients only waited
+
+
+# The cutover in one run (state=switched) behind a throwaway HAProxy -----------------------------
+
+HAPROXY_CONFIG = """\
+global
+    stats socket {socket} mode 600 level admin
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend redis_in
+    bind 127.0.0.1:{port}
+    default_backend redis_write
+backend redis_write
+    option tcp-check
+    tcp-check connect
+    tcp-check send-binary {auth}
+    tcp-check expect string +OK
+    tcp-check send PING\\r\\n
+    tcp-check expect string +PONG
+    tcp-check send info\\ replication\\r\\n
+    tcp-check expect string role:master
+    tcp-check send QUIT\\r\\n
+    tcp-check expect string +OK
+    default-server inter 200ms fall 2 rise 1 on-marked-down shutdown-sessions
+    server blue 127.0.0.1:{blue} check
+    server green 127.0.0.1:{green} check
+"""
+
+
+def haproxy_command(socket_path: Path, text: str) -> str:
+    import socket as sockets
+
+    with sockets.socket(sockets.AF_UNIX) as conn:
+        conn.connect(str(socket_path))
+        conn.sendall(text.encode() + b"\n")
+        return b"".join(iter(lambda: conn.recv(65536), b"")).decode()
+
+
+def haproxy_up(socket_path: Path) -> set[str]:
+    """The servers of redis_write HAProxy sends connections to (srv_op_state 2)."""
+    rows = [line.split() for line in haproxy_command(socket_path, "show servers state redis_write").splitlines()[2:] if line]
+    return {row[3] for row in rows if row[5] == "2"}
+
+
+@pytest.fixture()
+def behind_haproxy(pair, tmp_path):
+    """The pair behind a throwaway HAProxy that, like roles/haproxy's, sends clients to the server
+    answering role:master; yields (blue, green, HAProxy's port, its admin socket)."""
+    blue, green = pair
+    port, socket_path = free_port(), tmp_path / "admin.sock"
+    config = tmp_path / "haproxy.cfg"
+    auth = f"AUTH {PASSWORD}\r\n".encode().hex()
+    config.write_text(HAPROXY_CONFIG.format(socket=socket_path, port=port, auth=auth, blue=blue, green=green))
+    config.chmod(0o600)
+    process = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (socket_path.exists() and haproxy_up(socket_path) == {"blue"}):
+            assert time.monotonic() < deadline and process.poll() is None, "the throwaway HAProxy did not start"
+            time.sleep(0.05)
+        yield blue, green, port, socket_path
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def one_run_args(blue: int, green: int, socket_path: Path, **extra) -> dict:
+    defaults = dict(state="switched", pause_ms=3000, timeout=1, haproxy=[{"socket": str(socket_path), "timeout": 1}])
+    return dict(sides(blue, green), **dict(defaults, **extra))
+
+
+def test_one_run_cutover_through_haproxy_loses_no_write(behind_haproxy):
+    blue, green, port, socket_path = behind_haproxy
+    # check mode: the plan, nothing paused, promoted or told
+    run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path), check=True, diff=True)
+    assert not result["failed"] and result["changed"] and result["would_switch"] and not result["switched"]
+    assert result["steps"][0]["step"] == "hold_writes" and "set server redis_write/green health up" in str(result["commands"])
+    assert result["diff"]["after"]["target"] == "primary"
+    assert client(green, PASSWORD).info("replication")["role"] == "slave" and haproxy_up(socket_path) == {"blue"} and not is_paused(blue)
+
+    with RedisWriter(port, PASSWORD) as writer:  # through HAProxy, reconnecting there on an error
+        run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
+    assert not result["failed"] and result["changed"] and result["switched"], result.get("msg")
+    assert PASSWORD not in run.stdout
+    steps = ["hold_writes", "wait_for_catch_up", "promote", "demote_source", "repoint_haproxy", "confirm_haproxy", "retire_source"]
+    assert [step["step"] for step in result["steps"]] == [*steps, "release_writes"]
+    assert 0 < result["hold_ms"] < 3000 and result["target_offset"] >= result["source_offset"]
+    assert client(green, PASSWORD).info("replication")["role"] == "master"
+    assert client(blue, PASSWORD).info("replication")["master_port"] == green
+    assert haproxy_up(socket_path) == {"green"} and not is_paused(blue)
+    on_green = client(green, PASSWORD)
+    missing = [key for key, value in zip(writer.acked, on_green.mget(writer.acked), strict=True) if value is None]
+    assert writer.acked and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on green"
+    assert client(port, PASSWORD).info("server")["tcp_port"] == green  # a new connection reaches green
+    # a second run changes nothing
+    run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
+    assert not result["failed"] and not result["changed"] and not result["switched"]
+
+
+def test_one_run_cutover_that_cannot_catch_up_is_undone(behind_haproxy):
+    """Green holds its replication stream (its own CLIENT PAUSE WRITE): the catch-up runs out, the
+    hold is released, nothing was promoted, HAProxy still sends clients to blue."""
+    blue, green, port, socket_path = behind_haproxy
+    with RedisWriter(port, PASSWORD) as writer:
+        # long enough to outlast the module's start on a busy machine; unpaused below
+        client(green, PASSWORD).execute_command("CLIENT", "PAUSE", 30000, "WRITE")
+        time.sleep(0.1)  # blue's offset moves past green's
+        _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path, timeout=0.3))
+    assert result["failed"] and result.get("failed_step") == "wait_for_catch_up", result
+    assert "did not catch up" in result["msg"] and "is the primary and serves writes again" in result["msg"]
+    assert result["undone"] == ["hold_writes"] and not result["target_kept_as_primary"]
+    client(green, PASSWORD).execute_command("CLIENT", "UNPAUSE")
+    assert client(blue, PASSWORD).info("replication")["role"] == "master" and not is_paused(blue)
+    assert haproxy_up(socket_path) == {"blue"}
+    on_blue = client(blue, PASSWORD)
+    assert [key for key, value in zip(writer.acked, on_blue.mget(writer.acked), strict=True) if value is None] == []
+
+
+def test_one_run_cutover_that_haproxy_does_not_follow_is_undone(behind_haproxy):
+    """Green in maintenance on HAProxy: the view is never confirmed after the promotion; green, which
+    took no client write, becomes blue's replica again and HAProxy sends clients to blue."""
+    blue, green, port, socket_path = behind_haproxy
+    haproxy_command(socket_path, "set server redis_write/green state maint")
+    with RedisWriter(port, PASSWORD) as writer:
+        _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
+    assert result["failed"] and result["failed_step"] == "confirm_haproxy", result["msg"]
+    assert "does not show the target up" in result["msg"] and "maintenance" in result["msg"]
+    assert result["undone"] == ["repoint_haproxy", "demote_source", "promote", "hold_writes"]
+    assert client(blue, PASSWORD).info("replication")["role"] == "master" and not is_paused(blue)
+    wait_replicating(green)
+    haproxy_command(socket_path, "set server redis_write/green state ready")
+    deadline = time.monotonic() + 5
+    while haproxy_up(socket_path) != {"blue"}:  # blue forced up again; green's checks fail (a replica)
+        assert time.monotonic() < deadline, haproxy_up(socket_path)
+        time.sleep(0.05)
+    on_blue = client(blue, PASSWORD)
+    assert [key for key, value in zip(writer.acked, on_blue.mget(writer.acked), strict=True) if value is None] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"haproxy": [{"socket": "BACKEND", "backend": "nosuch", "timeout": 1}]},
+            "refused `show servers state nosuch`: Can't find backend",
+        ),
+        ({"haproxy": [{"socket": "/nonexistent/admin.sock"}]}, "cannot reach HAProxy's runtime API at /nonexistent/admin.sock"),
+        ({"pause_ms": 1000, "timeout": 1}, "leaves no time after the catch-up"),
+    ],
+    ids=["unknown-backend", "no-socket", "pause-shorter-than-catch-up"],
+)
+def test_one_run_cutover_bad_input_changes_nothing(behind_haproxy, change, expected):
+    blue, green, _port, socket_path = behind_haproxy
+    if "haproxy" in change and change["haproxy"][0]["socket"] == "BACKEND":
+        change = {"haproxy": [dict(change["haproxy"][0], socket=str(socket_path))]}
+    _run, result = run_module(SWITCHOVER, dict(one_run_args(blue, green, socket_path), **change))
+    assert result["failed"] and expected in result["msg"], result["msg"]
+    assert client(green, PASSWORD).info("replication")["role"] == "slave" and not is_paused(blue)
+    assert haproxy_up(socket_path) == {"blue"}

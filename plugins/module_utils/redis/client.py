@@ -289,7 +289,7 @@ def persist_config(client, params: dict, warnings: list) -> None:
         )
 
 
-SWITCHOVER_STATES = ("promoted", "retired", "replica")
+SWITCHOVER_STATES = ("promoted", "retired", "replica", "switched")
 
 
 def role_of(info: dict, params: dict) -> str:
@@ -309,8 +309,10 @@ def check_switchover_params(params: dict) -> None:
         raise RedisModuleError(f"probe_timeout_ms {params['probe_timeout_ms']} is out of range: give 10 to 10000 milliseconds")
 
 
-def ensure_switchover(params: dict, check_mode: bool) -> dict:
-    """Bring source (old primary) and target (its replica, the new primary) to params['state']."""
+def ensure_switchover(params: dict, check_mode: bool, step=None) -> dict:
+    """Bring source (old primary) and target (its replica, the new primary) to params['state'];
+    `step(params, source, target, check_mode)` does it once both are connected (switchover_step
+    by default; redis/cutover.py's for state=switched)."""
     check_switchover_params(params)
     src_params, tgt_params = params["source"], params["target"]
     source = connect(src_params)
@@ -319,7 +321,7 @@ def ensure_switchover(params: dict, check_mode: bool) -> dict:
         try:
             for client, side in ((source, src_params), (target, tgt_params)):
                 require_version(client, side)
-            return switchover_step(params, source, target, check_mode)
+            return (step or switchover_step)(params, source, target, check_mode)
         finally:
             target.close()
     finally:
@@ -399,14 +401,8 @@ def switchover_step(params: dict, source, target, check_mode: bool) -> dict:
     return finish(after)
 
 
-def promote(params: dict, source, target, src_info: dict, tgt_info: dict, result: dict, finish, check_mode: bool) -> dict:
-    """Wait for the target, promote it, and (demote_source) make the source its replica at once: from
-    then on the source refuses writes (READONLY) even if its pause ends before the clients move."""
-    src_params, tgt_params = params["source"], params["target"]
-    src_at, tgt_at = f" (on {endpoint(src_params)})", f" (on {endpoint(tgt_params)})"
-    before = dict(source=role_of(src_info, src_params), target=role_of(tgt_info, tgt_params))
-    if tgt_info.get("role") != "slave":
-        return finish(before)  # already primary: nothing to do
+def check_can_promote(src_info: dict, tgt_info: dict, src_params: dict, tgt_params: dict) -> None:
+    """The target (a replica) follows the source over a live link: promoting it loses nothing."""
     if not is_replica_of(tgt_info, src_info, src_params):
         raise RedisModuleError(
             f"target {endpoint(tgt_params)} is a replica of {tgt_info.get('master_host')}:{tgt_info.get('master_port')}, "
@@ -417,6 +413,17 @@ def promote(params: dict, source, target, src_info: dict, tgt_info: dict, result
             f"target {endpoint(tgt_params)}'s replication link to {endpoint(src_params)} is "
             f"{tgt_info.get('master_link_status')}: nothing was changed; fix replication (masterauth, network) first"
         )
+
+
+def promote(params: dict, source, target, src_info: dict, tgt_info: dict, result: dict, finish, check_mode: bool) -> dict:
+    """Wait for the target, promote it, and (demote_source) make the source its replica at once: from
+    then on the source refuses writes (READONLY) even if its pause ends before the clients move."""
+    src_params, tgt_params = params["source"], params["target"]
+    src_at, tgt_at = f" (on {endpoint(src_params)})", f" (on {endpoint(tgt_params)})"
+    before = dict(source=role_of(src_info, src_params), target=role_of(tgt_info, tgt_params))
+    if tgt_info.get("role") != "slave":
+        return finish(before)  # already primary: nothing to do
+    check_can_promote(src_info, tgt_info, src_params, tgt_params)
     if params["require_source_paused"] and not write_pause_active(src_params, params["probe_timeout_ms"]):
         raise RedisModuleError(
             f"source {endpoint(src_params)} does not hold writes: a write after the catch-up would be lost. Nothing was "
