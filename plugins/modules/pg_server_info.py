@@ -33,7 +33,7 @@ options:
     description:
       - Tables of O(login_db) whose rows to count, C(table) (schema C(public)) or C(schema.table);
         names are taken as the catalog stores them (double-quote a part that contains a dot).
-      - Each is counted exactly (C(count(*)), a full scan), in RV(table_rows); a table that does not
+      - Each is counted exactly, by a full scan, in RV(table_rows); a table that does not
         exist is reported as C(null), so a playbook can tell "not created yet" from "empty".
     type: list
     elements: str
