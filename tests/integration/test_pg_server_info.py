@@ -51,3 +51,22 @@ def test_password_is_not_logged_in_invocation(lab):
     assert result["failed"] is False
     assert LAB_PASSWORD not in str(result.get("invocation", {}))
     assert LAB_PASSWORD not in run.stdout
+
+
+def test_counts_the_rows_of_the_tables_asked_for(sample_data, blue):
+    tables = ["tenants", "public.vms", "no_such_table", "no_such_schema.vms"]
+    run, result = run_module(MODULE, dict(BLUE, count_rows=tables))
+    assert run.status == "successful", run.stdout
+    assert result["changed"] is False
+    expected = {name: blue.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in ("tenants", "public.vms")}  # noqa: S608 (fixed names)
+    assert expected["tenants"] > 0
+    assert result["table_rows"] == dict(expected, no_such_table=None) | {"no_such_schema.vms": None}
+    assert result["queries"] == []
+    assert run_module(MODULE, dict(BLUE, count_rows=["tenants"]), check=True)[1]["table_rows"] == {"tenants": expected["tenants"]}
+
+
+def test_a_malformed_table_name_is_an_error_naming_it(lab):
+    result = run_module(MODULE, dict(BLUE, count_rows=["tenants", "a.b.c"]))[1]
+    assert result["failed"] is True
+    assert "invalid table name 'a.b.c'" in result["msg"]
+    assert "schema.table" in result["msg"]

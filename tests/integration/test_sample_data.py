@@ -1,6 +1,9 @@
 """playbooks/sample_data.yml: the NovaCron-like schema in blue, loaded once."""
 
-from tests.lab import run_playbook
+import pytest
+from psycopg import sql
+
+from tests.lab import BLUE, connect, run_playbook, scratch_database
 
 TABLES = ["tenants", "users", "compute_nodes", "vms", "vm_metrics", "audit_log"]
 
@@ -30,3 +33,58 @@ def test_second_load_changes_nothing(sample_data, blue):
 def test_sequences_continue_after_the_generated_ids(sample_data, blue):
     next_id = blue.execute("SELECT nextval(pg_get_serial_sequence('audit_log', 'id'))").fetchone()[0]
     assert next_id > blue.execute("SELECT max(id) FROM audit_log").fetchone()[0]
+
+
+def test_check_mode_changes_nothing(sample_data, blue):
+    before = counts(blue)
+    checked = run_playbook("sample_data.yml", cmdline="--check")
+    assert checked.status == "successful", checked.stdout
+    assert checked.changed() == 0
+    assert counts(blue) == before
+
+
+SCRATCH = "zdm_sample_data_scratch"
+# every column but the load's timestamps (now() differs between loads)
+AUDIT_LOG_WITHOUT_TIMES = (
+    "SELECT md5(string_agg(row(id, tenant_id, user_id, action, object_type, object_id, details)::text, ',' ORDER BY id)) FROM audit_log"
+)
+ROWS_1000 = {"tenants": 10, "users": 33, "compute_nodes": 10, "vms": 166, "vm_metrics": 500, "audit_log": 281}
+
+
+@pytest.fixture()
+def scratch(lab):
+    """An empty database on blue's server owned by the sample data's owner, as a new lab has."""
+    with scratch_database(BLUE, SCRATCH) as endpoint:
+        with connect(BLUE, login_db="postgres") as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO novacron").format(sql.Identifier(SCRATCH)))
+        yield endpoint
+
+
+def test_loads_an_empty_database_once_and_again_on_reset(scratch):
+    target = {"migration_blue": {key: scratch[key] for key in ("login_host", "login_port", "login_db")}, "sample_data_rows": 1000}
+    checked = run_playbook("sample_data.yml", extravars=target, cmdline="--check")
+    assert checked.status == "successful", checked.stdout
+    assert checked.changed() == 0
+    with connect(scratch) as conn:
+        assert conn.execute("SELECT to_regclass('tenants')").fetchone()[0] is None
+
+    first = run_playbook("sample_data.yml", extravars=target)
+    assert first.status == "successful", first.stdout
+    assert first.changed() == 1
+    with connect(scratch) as conn:
+        assert counts(conn) == ROWS_1000
+        loaded = conn.execute(AUDIT_LOG_WITHOUT_TIMES).fetchone()[0]
+
+    again = run_playbook("sample_data.yml", extravars=target)
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0
+
+    reset = run_playbook("sample_data.yml", extravars=dict(target, sample_data_reset=True))
+    assert reset.status == "successful", reset.stdout
+    assert reset.changed() == 1
+    with connect(scratch) as conn:
+        assert counts(conn) == ROWS_1000
+        # the same rows again, ids from 1, sequences past them
+        assert conn.execute("SELECT min(id), max(id) FROM audit_log").fetchone() == (1, 281)
+        assert conn.execute("SELECT nextval(pg_get_serial_sequence('audit_log', 'id'))").fetchone()[0] == 282
+        assert conn.execute(AUDIT_LOG_WITHOUT_TIMES).fetchone()[0] == loaded
