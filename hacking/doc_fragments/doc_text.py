@@ -10,6 +10,7 @@ references at the nested names.
 
 from __future__ import annotations
 
+import itertools
 import re
 import textwrap
 
@@ -19,13 +20,38 @@ def flat(options: str, indent: int = 2) -> str:
     return textwrap.indent(textwrap.dedent(options).strip("\n"), " " * indent) + "\n"
 
 
-def nest(options: str, parent: str, indent: int = 6) -> str:
-    """`options` as suboptions of `parent`: O(login_host) becomes O(parent.login_host)."""
-    names = re.findall(r"^([a-z_]+):", textwrap.dedent(options), re.M)
-    text = textwrap.dedent(options)
-    for name in names:
-        text = text.replace(f"O({name})", f"O({parent}.{name})").replace(f"O({name}=", f"O({parent}.{name}=")
+def split(options: str) -> list[tuple[str, str]]:
+    """`options` (YAML at column 0) as (name, the option's whole text) in order."""
+    text = textwrap.dedent(options).strip("\n") + "\n"
+    starts = [match.start() for match in re.finditer(r"^[a-z_]+:", text, re.M)] + [len(text)]
+    return [(text[start : text.index(":", start)], text[start:end]) for start, end in itertools.pairwise(starts)]
+
+
+def nest(options: str, parent: str, indent: int = 6, anchor: str = "") -> str:
+    """`options` as suboptions of `parent`: O(login_host) becomes O(parent.login_host).
+
+    With `anchor`, each option that names no other option gets a YAML anchor (&anchor_name), so
+    a later `alias()` of the same options in the same fragment can point at it.
+    """
+    names = [name for name, _ in split(options)]
+    text = ""
+    for name, block in split(options):
+        if anchor and "O(" not in block:
+            block = block.replace(f"{name}:", f"{name}: &{anchor}_{name}", 1)
+        for other in names:
+            block = block.replace(f"O({other})", f"O({parent}.{other})").replace(f"O({other}=", f"O({parent}.{other}=")
+        text += block
     return flat(text, indent)
+
+
+def alias(options: str, parent: str, anchor: str, indent: int = 6) -> str:
+    """`options` under `parent` again, after `nest(options, ..., anchor=anchor)` in the same fragment.
+
+    An option that names no other option is the YAML alias of the one already written; one that
+    does (O(login_host)) is written out, its references pointing at `parent`.
+    """
+    text = "".join(f"{name}: *{anchor}_{name}\n" if "O(" not in block else block for name, block in split(options))
+    return nest(text, parent, indent) if "O(" in text else flat(text, indent)
 
 
 def option(

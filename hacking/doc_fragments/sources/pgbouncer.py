@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from doc_text import flat, nest, option
+from doc_text import alias, flat, nest, option
 
 # Matches ADMIN_CONNECTION_ARGUMENT_SPEC in plugins/module_utils/pgbouncer/console.py.
 CONSOLE_OPTIONS = r"""
@@ -102,13 +102,14 @@ class Fragments:
     # One PgBouncer: its console options at the top level.
     DOCUMENTATION = "options:\n" + flat(CONSOLE_OPTIONS)
 
-    # The poolers pg_switchover moves: a list, or one (the older option).
+    # The poolers pg_switchover moves: a list, or one (the older option; its options that name no
+    # other option are YAML aliases of the list's).
     POOLERS = (
         "options:\n"
         + option(
             "pgbouncers",
             POOLERS_DESCRIPTION,
-            nest(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncers"),
+            nest(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncers", anchor="pooler"),
             required=False,
             type_="list",
             elements="dict",
@@ -116,7 +117,7 @@ class Fragments:
         + option(
             "pgbouncer",
             ["One PgBouncer, the same as a one-element O(pgbouncers) (kept for existing playbooks)."],
-            nest(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncer"),
+            alias(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncer", anchor="pooler"),
             required=False,
         )
     )

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from doc_text import flat, nest, option
+from doc_text import alias, flat, nest, option
 
 # Matches CONNECTION_ARGUMENT_SPEC in plugins/module_utils/postgres/client.py.
 CONNECTION_OPTIONS = r"""
@@ -79,23 +79,23 @@ requirements:
   - psycopg >= 3.1 (Python library, on the host that runs the module)
 """
 
+SOURCE_DESCRIPTION = ["The server that has the data now (blue; green when going back). Connection errors name it, never its password."]
+
 
 class Fragments:
     # One server: the options at the top level.
     DOCUMENTATION = "options:\n" + flat(CONNECTION_OPTIONS) + REQUIREMENTS
 
     # Two servers: the same options under source (the side that has the data now) and target.
-    SOURCE = "options:\n" + option(
-        "source",
-        ["The server that has the data now (blue; green when going back). Connection errors name it, never its password."],
-        nest(CONNECTION_OPTIONS, "source"),
-    )
+    SOURCE = "options:\n" + option("source", SOURCE_DESCRIPTION, nest(CONNECTION_OPTIONS, "source"))
+    # In one fragment, target's options are YAML aliases of source's (those that name no other option).
     PAIR = (
-        SOURCE
+        "options:\n"
+        + option("source", SOURCE_DESCRIPTION, nest(CONNECTION_OPTIONS, "source", anchor="postgres"))
         + option(
             "target",
             ["The server that gets the data (green; blue when going back). Connection errors name it, never its password."],
-            nest(CONNECTION_OPTIONS, "target"),
+            alias(CONNECTION_OPTIONS, "target", anchor="postgres"),
         )
         + REQUIREMENTS
     )
