@@ -15,9 +15,34 @@ import re
 import textwrap
 
 
+def libpq_tls(peer: str) -> str:
+    """The libpq TLS options (ssl_mode, ssl_rootcert, ssl_cert, ssl_key) of a connection to `peer`."""
+    return f"""
+ssl_mode:
+  description:
+    - libpq C(sslmode) for the connection.
+  type: str
+  default: prefer
+  choices: [disable, allow, prefer, require, verify-ca, verify-full]
+ssl_rootcert:
+  description:
+    - CA certificate file used to verify {peer} (with O(ssl_mode=verify-ca) or O(ssl_mode=verify-full)).
+  type: path
+ssl_cert:
+  description:
+    - Client certificate file.
+  type: path
+ssl_key:
+  description:
+    - Client private key file.
+  type: path
+"""
+
+
 def flat(options: str, indent: int = 2) -> str:
-    """`options` (YAML at column 0) indented under `options:`."""
-    return textwrap.indent(textwrap.dedent(options).strip("\n"), " " * indent) + "\n"
+    """`options` (YAML at column 0) indented under `options:`; blank lines (where texts were joined) dropped."""
+    lines = [line for line in textwrap.dedent(options).splitlines() if line.strip()]
+    return textwrap.indent("\n".join(lines), " " * indent) + "\n"
 
 
 def split(options: str) -> list[tuple[str, str]]:

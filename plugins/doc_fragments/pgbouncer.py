@@ -138,7 +138,6 @@ options:
           - C(application_name) the admin connection shows in C(SHOW CLIENTS).
         type: str
         default: zerodowntime.migration
-
       database: &pooler_database
         description: The pool (the C([databases]) entry) the clients use.
         type: str

@@ -255,3 +255,85 @@ options:
 requirements:
   - psycopg >= 3.1 (Python library, on the host that runs the module)
 """
+
+    PUBLISHER = r"""
+options:
+  publisher:
+    suboptions:
+      host:
+        description: Host name or address of the publisher, as the subscriber reaches it.
+        type: str
+        required: true
+      port:
+        description: Port of the publisher.
+        type: int
+        default: 5432
+      dbname:
+        description: Database on the publisher.
+        type: str
+        required: true
+      user:
+        description: Role with the REPLICATION attribute (or a superuser) on the publisher.
+        type: str
+        required: true
+      password:
+        description: Password of O(publisher.user). Stored by PostgreSQL with the subscription; never returned, logged or shown.
+        type: str
+      sslmode:
+        description: libpq C(sslmode) of the subscription's connection.
+        type: str
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: CA certificate file on the subscriber's host.
+        type: str
+      sslcert:
+        description: Client certificate file on the subscriber's host.
+        type: str
+      sslkey:
+        description: Client key file on the subscriber's host.
+        type: str
+      connect_timeout:
+        description: Seconds the subscriber waits for the publisher to answer.
+        type: int
+"""
+
+    REVERSE_PUBLISHER = r"""
+options:
+  reverse_publisher:
+    suboptions:
+      host:
+        description: Host name or address of the publisher, as the subscriber reaches it.
+        type: str
+        required: true
+      port:
+        description: Port of the publisher.
+        type: int
+        default: 5432
+      dbname:
+        description: Database on the publisher.
+        type: str
+        required: true
+      user:
+        description: Role with the REPLICATION attribute (or a superuser) on the publisher.
+        type: str
+        required: true
+      password:
+        description: Password of O(reverse_publisher.user). Stored by PostgreSQL with the subscription; never returned, logged or shown.
+        type: str
+      sslmode:
+        description: libpq C(sslmode) of the subscription's connection.
+        type: str
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: CA certificate file on the subscriber's host.
+        type: str
+      sslcert:
+        description: Client certificate file on the subscriber's host.
+        type: str
+      sslkey:
+        description: Client key file on the subscriber's host.
+        type: str
+      connect_timeout:
+        description: Seconds the subscriber waits for the publisher to answer.
+        type: int
+"""

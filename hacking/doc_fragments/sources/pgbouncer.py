@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-from doc_text import alias, flat, nest, option
+from doc_text import alias, flat, libpq_tls, nest, option
 
 # Matches ADMIN_CONNECTION_ARGUMENT_SPEC in plugins/module_utils/pgbouncer/console.py.
-CONSOLE_OPTIONS = r"""
+CONSOLE_OPTIONS = (
+    r"""
 login_host:
   description:
     - Host name or address of PgBouncer.
@@ -38,24 +39,9 @@ login_db:
     - The admin console's database.
   type: str
   default: pgbouncer
-ssl_mode:
-  description:
-    - libpq C(sslmode) for the connection.
-  type: str
-  default: prefer
-  choices: [disable, allow, prefer, require, verify-ca, verify-full]
-ssl_rootcert:
-  description:
-    - CA certificate file used to verify PgBouncer (with O(ssl_mode=verify-ca) or O(ssl_mode=verify-full)).
-  type: path
-ssl_cert:
-  description:
-    - Client certificate file.
-  type: path
-ssl_key:
-  description:
-    - Client private key file.
-  type: path
+"""
+    + libpq_tls("PgBouncer")
+    + r"""
 connect_timeout:
   description:
     - Seconds to wait for PgBouncer to answer before failing.
@@ -67,6 +53,7 @@ application_name:
   type: str
   default: zerodowntime.migration
 """
+)
 
 # The pool a switchover moves, besides the console to reach it (POOLER_SPEC in the module).
 POOL_OPTIONS = r"""
