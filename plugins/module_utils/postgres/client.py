@@ -24,6 +24,8 @@ try:
 except ImportError as exc:  # reported by the module through missing_required_lib
     HAS_PSYCOPG = False
     PSYCOPG_IMPORT_ERROR = exc
+    # The rest of module_utils/postgres imports psycopg's `sql` from here (None without the library).
+    psycopg = sql = dict_row = None
 
 
 SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]

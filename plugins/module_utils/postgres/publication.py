@@ -13,18 +13,13 @@ Switching between FOR ALL TABLES and a table/schema list cannot be done with ALT
 from __future__ import annotations
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident, sql
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     DEFAULT_SCHEMA,
     check_identifier,
     format_qualified_name,
     split_qualified_name,
 )
-
-try:
-    from psycopg import sql
-except ImportError:  # pg_module.run reports the missing library before anything here runs
-    sql = None
 
 PUBLISH_ACTIONS = ("insert", "update", "delete", "truncate")
 
