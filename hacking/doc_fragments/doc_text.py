@@ -58,7 +58,7 @@ def nest(options: str, parent: str, indent: int = 6, anchor: str = "") -> str:
     With `anchor`, each option that names no other option gets a YAML anchor (&anchor_name), so
     a later `alias()` of the same options in the same fragment can point at it.
     """
-    names = [name for name, _ in split(options)]
+    names = [name for name, _block in split(options)]
     text = ""
     for name, block in split(options):
         if anchor and "O(" not in block:
