@@ -146,13 +146,13 @@ options:
         description: The pgbouncer.ini PgBouncer runs with.
         type: path
         default: /etc/pgbouncer/pgbouncer.ini
-      target_host:
+      target_host: &pooler_target_host
         description: Host the pool points at afterwards. Default O(target.login_host).
         type: str
-      target_port:
+      target_port: &pooler_target_port
         description: Port the pool points at afterwards. Default O(target.login_port).
         type: int
-      target_dbname:
+      target_dbname: &pooler_target_dbname
         description: Database the pool uses afterwards. Default O(target.login_db).
         type: str
   pgbouncer:
@@ -183,13 +183,7 @@ options:
       application_name: *pooler_application_name
       database: *pooler_database
       config_file: *pooler_config_file
-      target_host:
-        description: Host the pool points at afterwards. Default O(target.login_host).
-        type: str
-      target_port:
-        description: Port the pool points at afterwards. Default O(target.login_port).
-        type: int
-      target_dbname:
-        description: Database the pool uses afterwards. Default O(target.login_db).
-        type: str
+      target_host: *pooler_target_host
+      target_port: *pooler_target_port
+      target_dbname: *pooler_target_dbname
 """
