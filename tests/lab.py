@@ -75,6 +75,13 @@ def run_playbook(
         shutil.rmtree(private_dir, ignore_errors=True)
 
 
+def run_playbook_ok(playbook: str, **kwargs) -> PlaybookRun:
+    """run_playbook(), failing the test (with the playbook's output) unless the run succeeded."""
+    run = run_playbook(playbook, **kwargs)
+    assert run.status == "successful", run.stdout
+    return run
+
+
 def run_module(module: str, args: dict, check: bool = False, diff: bool = False, host: str = "lab-db") -> tuple[PlaybookRun, dict]:
     """Run one module on a lab host (lab-db unless told); returns the run and the module's result."""
     play = [
@@ -158,6 +165,18 @@ def scratch_database(endpoint: dict, name: str):
         yield recreate_database(endpoint, name)
     finally:
         drop_database(endpoint, name)
+
+
+def wait_for(what: str, probe, timeout: float = 60, interval: float = 1):
+    """Poll probe() until it returns something truthy and return that; fail after `timeout`
+    seconds, naming `what` was waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -10,21 +10,85 @@ references at the nested names.
 
 from __future__ import annotations
 
+import itertools
 import re
 import textwrap
 
 
+def libpq_tls(peer: str) -> str:
+    """The libpq TLS options (ssl_mode, ssl_rootcert, ssl_cert, ssl_key) of a connection to `peer`."""
+    return f"""
+ssl_mode:
+  description:
+    - libpq C(sslmode) for the connection.
+  type: str
+  default: prefer
+  choices: [disable, allow, prefer, require, verify-ca, verify-full]
+ssl_rootcert:
+  description:
+    - CA certificate file used to verify {peer} (with O(ssl_mode=verify-ca) or O(ssl_mode=verify-full)).
+  type: path
+ssl_cert:
+  description:
+    - Client certificate file.
+  type: path
+ssl_key:
+  description:
+    - Client private key file.
+  type: path
+"""
+
+
 def flat(options: str, indent: int = 2) -> str:
-    """`options` (YAML at column 0) indented under `options:`."""
-    return textwrap.indent(textwrap.dedent(options).strip("\n"), " " * indent) + "\n"
+    """`options` (YAML at column 0) indented under `options:`; blank lines (where texts were joined) dropped."""
+    lines = [line for line in textwrap.dedent(options).splitlines() if line.strip()]
+    return textwrap.indent("\n".join(lines), " " * indent) + "\n"
 
 
-def nest(options: str, parent: str, indent: int = 6) -> str:
-    """`options` as suboptions of `parent`: O(login_host) becomes O(parent.login_host)."""
-    names = re.findall(r"^([a-z_]+):", textwrap.dedent(options), re.M)
-    text = textwrap.dedent(options)
-    for name in names:
-        text = text.replace(f"O({name})", f"O({parent}.{name})").replace(f"O({name}=", f"O({parent}.{name}=")
+def split(options: str) -> list[tuple[str, str]]:
+    """`options` (YAML at column 0) as (name, the option's whole text) in order."""
+    text = textwrap.dedent(options).strip("\n") + "\n"
+    starts = [match.start() for match in re.finditer(r"^[a-z_]+:", text, re.M)] + [len(text)]
+    return [(text[start : text.index(":", start)], text[start:end]) for start, end in itertools.pairwise(starts)]
+
+
+def names_another(block: str, names: list[str]) -> bool:
+    """Whether an option's text refers to one of `names` (its sibling options) with O()."""
+    return any(f"O({name})" in block or f"O({name}=" in block for name in names)
+
+
+def nest(options: str, parent: str, indent: int = 6, anchor: str = "") -> str:
+    """`options` as suboptions of `parent`: O(login_host) becomes O(parent.login_host).
+
+    With `anchor`, each option that names no other option of `options` gets a YAML anchor
+    (&anchor_name), so a later `alias()` of the same options in the same fragment can point at it.
+    """
+    names = [name for name, _block in split(options)]
+    text = ""
+    for name, block in split(options):
+        if anchor and not names_another(block, names):
+            block = block.replace(f"{name}:", f"{name}: &{anchor}_{name}", 1)
+        for other in names:
+            block = block.replace(f"O({other})", f"O({parent}.{other})").replace(f"O({other}=", f"O({parent}.{other}=")
+        text += block
+    return flat(text, indent)
+
+
+def alias(options: str, parent: str, anchor: str, indent: int = 6) -> str:
+    """`options` under `parent` again, after `nest(options, ..., anchor=anchor)` in the same fragment.
+
+    An option that names no other option of `options` is the YAML alias of the one already
+    written; one that does (O(login_host)) is written out, its references pointing at `parent`.
+    """
+    names = [name for name, _block in split(options)]
+    text = ""
+    for name, block in split(options):
+        if names_another(block, names):
+            for other in names:
+                block = block.replace(f"O({other})", f"O({parent}.{other})").replace(f"O({other}=", f"O({parent}.{other}=")
+            text += block
+        else:
+            text += f"{name}: *{anchor}_{name}\n"
     return flat(text, indent)
 
 

@@ -82,12 +82,12 @@ options:
     type: list
     elements: dict
     suboptions:
-      login_host:
+      login_host: &pooler_login_host
         description:
           - Host name or address of PgBouncer.
         type: str
         default: localhost
-      login_port:
+      login_port: &pooler_login_port
         description:
           - Port PgBouncer listens on.
         type: int
@@ -96,7 +96,7 @@ options:
         description:
           - Directory of PgBouncer's unix socket; when set it is used instead of O(pgbouncers.login_host).
         type: str
-      login_user:
+      login_user: &pooler_login_user
         description:
           - Admin console user (listed in PgBouncer's C(admin_users)).
         type: str
@@ -105,12 +105,12 @@ options:
         description:
           - Password of O(pgbouncers.login_user). Never logged, returned or shown in messages.
         type: str
-      login_db:
+      login_db: &pooler_login_db
         description:
           - The admin console's database.
         type: str
         default: pgbouncer
-      ssl_mode:
+      ssl_mode: &pooler_ssl_mode
         description:
           - libpq C(sslmode) for the connection.
         type: str
@@ -120,40 +120,39 @@ options:
         description:
           - CA certificate file used to verify PgBouncer (with O(pgbouncers.ssl_mode=verify-ca) or O(pgbouncers.ssl_mode=verify-full)).
         type: path
-      ssl_cert:
+      ssl_cert: &pooler_ssl_cert
         description:
           - Client certificate file.
         type: path
-      ssl_key:
+      ssl_key: &pooler_ssl_key
         description:
           - Client private key file.
         type: path
-      connect_timeout:
+      connect_timeout: &pooler_connect_timeout
         description:
           - Seconds to wait for PgBouncer to answer before failing.
         type: int
         default: 10
-      application_name:
+      application_name: &pooler_application_name
         description:
           - C(application_name) the admin connection shows in C(SHOW CLIENTS).
         type: str
         default: zerodowntime.migration
-
-      database:
+      database: &pooler_database
         description: The pool (the C([databases]) entry) the clients use.
         type: str
         required: true
-      config_file:
+      config_file: &pooler_config_file
         description: The pgbouncer.ini PgBouncer runs with.
         type: path
         default: /etc/pgbouncer/pgbouncer.ini
-      target_host:
+      target_host: &pooler_target_host
         description: Host the pool points at afterwards. Default O(target.login_host).
         type: str
-      target_port:
+      target_port: &pooler_target_port
         description: Port the pool points at afterwards. Default O(target.login_port).
         type: int
-      target_dbname:
+      target_dbname: &pooler_target_dbname
         description: Database the pool uses afterwards. Default O(target.login_db).
         type: str
   pgbouncer:
@@ -161,78 +160,30 @@ options:
       - One PgBouncer, the same as a one-element O(pgbouncers) (kept for existing playbooks).
     type: dict
     suboptions:
-      login_host:
-        description:
-          - Host name or address of PgBouncer.
-        type: str
-        default: localhost
-      login_port:
-        description:
-          - Port PgBouncer listens on.
-        type: int
-        default: 6432
+      login_host: *pooler_login_host
+      login_port: *pooler_login_port
       login_unix_socket:
         description:
           - Directory of PgBouncer's unix socket; when set it is used instead of O(pgbouncer.login_host).
         type: str
-      login_user:
-        description:
-          - Admin console user (listed in PgBouncer's C(admin_users)).
-        type: str
-        default: pgbouncer
+      login_user: *pooler_login_user
       login_password:
         description:
           - Password of O(pgbouncer.login_user). Never logged, returned or shown in messages.
         type: str
-      login_db:
-        description:
-          - The admin console's database.
-        type: str
-        default: pgbouncer
-      ssl_mode:
-        description:
-          - libpq C(sslmode) for the connection.
-        type: str
-        default: prefer
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      login_db: *pooler_login_db
+      ssl_mode: *pooler_ssl_mode
       ssl_rootcert:
         description:
           - CA certificate file used to verify PgBouncer (with O(pgbouncer.ssl_mode=verify-ca) or O(pgbouncer.ssl_mode=verify-full)).
         type: path
-      ssl_cert:
-        description:
-          - Client certificate file.
-        type: path
-      ssl_key:
-        description:
-          - Client private key file.
-        type: path
-      connect_timeout:
-        description:
-          - Seconds to wait for PgBouncer to answer before failing.
-        type: int
-        default: 10
-      application_name:
-        description:
-          - C(application_name) the admin connection shows in C(SHOW CLIENTS).
-        type: str
-        default: zerodowntime.migration
-
-      database:
-        description: The pool (the C([databases]) entry) the clients use.
-        type: str
-        required: true
-      config_file:
-        description: The pgbouncer.ini PgBouncer runs with.
-        type: path
-        default: /etc/pgbouncer/pgbouncer.ini
-      target_host:
-        description: Host the pool points at afterwards. Default O(target.login_host).
-        type: str
-      target_port:
-        description: Port the pool points at afterwards. Default O(target.login_port).
-        type: int
-      target_dbname:
-        description: Database the pool uses afterwards. Default O(target.login_db).
-        type: str
+      ssl_cert: *pooler_ssl_cert
+      ssl_key: *pooler_ssl_key
+      connect_timeout: *pooler_connect_timeout
+      application_name: *pooler_application_name
+      database: *pooler_database
+      config_file: *pooler_config_file
+      target_host: *pooler_target_host
+      target_port: *pooler_target_port
+      target_dbname: *pooler_target_dbname
 """

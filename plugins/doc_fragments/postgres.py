@@ -159,13 +159,13 @@ options:
     type: dict
     required: true
     suboptions:
-      login_host:
+      login_host: &postgres_login_host
         description:
           - Host name or address of the PostgreSQL server.
         type: str
         default: localhost
         aliases: [host]
-      login_port:
+      login_port: &postgres_login_port
         description:
           - Port of the PostgreSQL server.
         type: int
@@ -176,7 +176,7 @@ options:
           - Directory of the server's unix socket; when set it is used instead of O(source.login_host).
         type: str
         aliases: [unix_socket]
-      login_user:
+      login_user: &postgres_login_user
         description:
           - Role to connect as.
         type: str
@@ -187,13 +187,13 @@ options:
           - Password of O(source.login_user). Never logged, returned or shown in diffs.
         type: str
         aliases: [password]
-      login_db:
+      login_db: &postgres_login_db
         description:
           - Database to connect to.
         type: str
         default: postgres
         aliases: [db, database]
-      ssl_mode:
+      ssl_mode: &postgres_ssl_mode
         description:
           - libpq C(sslmode) for the connection.
         type: str
@@ -203,20 +203,20 @@ options:
         description:
           - CA certificate file used to verify the server (with O(source.ssl_mode=verify-ca) or O(source.ssl_mode=verify-full)).
         type: path
-      ssl_cert:
+      ssl_cert: &postgres_ssl_cert
         description:
           - Client certificate file.
         type: path
-      ssl_key:
+      ssl_key: &postgres_ssl_key
         description:
           - Client private key file.
         type: path
-      connect_timeout:
+      connect_timeout: &postgres_connect_timeout
         description:
           - Seconds to wait for the server to answer before failing.
         type: int
         default: 10
-      application_name:
+      application_name: &postgres_application_name
         description:
           - C(application_name) the session shows in C(pg_stat_activity).
         type: str
@@ -228,69 +228,112 @@ options:
     type: dict
     required: true
     suboptions:
-      login_host:
-        description:
-          - Host name or address of the PostgreSQL server.
-        type: str
-        default: localhost
-        aliases: [host]
-      login_port:
-        description:
-          - Port of the PostgreSQL server.
-        type: int
-        default: 5432
-        aliases: [port]
+      login_host: *postgres_login_host
+      login_port: *postgres_login_port
       login_unix_socket:
         description:
           - Directory of the server's unix socket; when set it is used instead of O(target.login_host).
         type: str
         aliases: [unix_socket]
-      login_user:
-        description:
-          - Role to connect as.
-        type: str
-        default: postgres
-        aliases: [user]
+      login_user: *postgres_login_user
       login_password:
         description:
           - Password of O(target.login_user). Never logged, returned or shown in diffs.
         type: str
         aliases: [password]
-      login_db:
-        description:
-          - Database to connect to.
-        type: str
-        default: postgres
-        aliases: [db, database]
-      ssl_mode:
-        description:
-          - libpq C(sslmode) for the connection.
-        type: str
-        default: prefer
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      login_db: *postgres_login_db
+      ssl_mode: *postgres_ssl_mode
       ssl_rootcert:
         description:
           - CA certificate file used to verify the server (with O(target.ssl_mode=verify-ca) or O(target.ssl_mode=verify-full)).
         type: path
-      ssl_cert:
-        description:
-          - Client certificate file.
-        type: path
-      ssl_key:
-        description:
-          - Client private key file.
-        type: path
-      connect_timeout:
-        description:
-          - Seconds to wait for the server to answer before failing.
-        type: int
-        default: 10
-      application_name:
-        description:
-          - C(application_name) the session shows in C(pg_stat_activity).
-        type: str
-        default: zerodowntime.migration
+      ssl_cert: *postgres_ssl_cert
+      ssl_key: *postgres_ssl_key
+      connect_timeout: *postgres_connect_timeout
+      application_name: *postgres_application_name
 
 requirements:
   - psycopg >= 3.1 (Python library, on the host that runs the module)
+"""
+
+    PUBLISHER = r"""
+options:
+  publisher:
+    suboptions:
+      host:
+        description: Host name or address of the publisher, as the subscriber reaches it.
+        type: str
+        required: true
+      port:
+        description: Port of the publisher.
+        type: int
+        default: 5432
+      dbname:
+        description: Database on the publisher.
+        type: str
+        required: true
+      user:
+        description: Role with the REPLICATION attribute (or a superuser) on the publisher.
+        type: str
+        required: true
+      password:
+        description: Password of O(publisher.user). Stored by PostgreSQL with the subscription; never returned, logged or shown.
+        type: str
+      sslmode:
+        description: libpq C(sslmode) of the subscription's connection.
+        type: str
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: CA certificate file on the subscriber's host.
+        type: str
+      sslcert:
+        description: Client certificate file on the subscriber's host.
+        type: str
+      sslkey:
+        description: Client key file on the subscriber's host.
+        type: str
+      connect_timeout:
+        description: Seconds the subscriber waits for the publisher to answer.
+        type: int
+"""
+
+    REVERSE_PUBLISHER = r"""
+options:
+  reverse_publisher:
+    suboptions:
+      host:
+        description: Host name or address of the publisher, as the subscriber reaches it.
+        type: str
+        required: true
+      port:
+        description: Port of the publisher.
+        type: int
+        default: 5432
+      dbname:
+        description: Database on the publisher.
+        type: str
+        required: true
+      user:
+        description: Role with the REPLICATION attribute (or a superuser) on the publisher.
+        type: str
+        required: true
+      password:
+        description: Password of O(reverse_publisher.user). Stored by PostgreSQL with the subscription; never returned, logged or shown.
+        type: str
+      sslmode:
+        description: libpq C(sslmode) of the subscription's connection.
+        type: str
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: CA certificate file on the subscriber's host.
+        type: str
+      sslcert:
+        description: Client certificate file on the subscriber's host.
+        type: str
+      sslkey:
+        description: Client key file on the subscriber's host.
+        type: str
+      connect_timeout:
+        description: Seconds the subscriber waits for the publisher to answer.
+        type: int
 """

@@ -55,25 +55,25 @@ options:
     type: dict
     required: true
     suboptions:
-      host:
+      host: &redis_host
         description:
           - Host name or address of the Redis server.
         type: str
         default: 127.0.0.1
-      port:
+      port: &redis_port
         description:
           - TCP port of the Redis server.
         type: int
         default: 6379
-      username:
+      username: &redis_username
         description:
           - ACL user to authenticate as (Redis 6+); without it the password is the C(default) user's (requirepass).
         type: str
-      password:
+      password: &redis_password
         description:
           - Password (requirepass, or the ACL user's). Never logged, returned or shown in messages.
         type: str
-      tls:
+      tls: &redis_tls
         description:
           - Connect with TLS.
         type: bool
@@ -82,7 +82,7 @@ options:
         description:
           - CA certificate file to verify the server's certificate with (with O(source.tls=true)).
         type: path
-      connect_timeout:
+      connect_timeout: &redis_connect_timeout
         description:
           - Seconds to wait for the connection (more than 0, at most 300).
         type: float
@@ -93,38 +93,16 @@ options:
     type: dict
     required: true
     suboptions:
-      host:
-        description:
-          - Host name or address of the Redis server.
-        type: str
-        default: 127.0.0.1
-      port:
-        description:
-          - TCP port of the Redis server.
-        type: int
-        default: 6379
-      username:
-        description:
-          - ACL user to authenticate as (Redis 6+); without it the password is the C(default) user's (requirepass).
-        type: str
-      password:
-        description:
-          - Password (requirepass, or the ACL user's). Never logged, returned or shown in messages.
-        type: str
-      tls:
-        description:
-          - Connect with TLS.
-        type: bool
-        default: false
+      host: *redis_host
+      port: *redis_port
+      username: *redis_username
+      password: *redis_password
+      tls: *redis_tls
       tls_ca_cert:
         description:
           - CA certificate file to verify the server's certificate with (with O(target.tls=true)).
         type: path
-      connect_timeout:
-        description:
-          - Seconds to wait for the connection (more than 0, at most 300).
-        type: float
-        default: 5.0
+      connect_timeout: *redis_connect_timeout
 
 requirements:
   - redis (Python library, on the host that runs the module)

@@ -198,9 +198,9 @@ progress:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import CONNECTION_ARGUMENT_SPEC, Client
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.compare import compare_tables
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import connect_option, run_with
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pair_argument_spec, pair_openers, run_with
 
 
 def compare(module, opened) -> dict:
@@ -219,9 +219,7 @@ def compare(module, opened) -> dict:
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            source=dict(type="dict", required=True, options=dict(CONNECTION_ARGUMENT_SPEC)),
-            target=dict(type="dict", required=True, options=dict(CONNECTION_ARGUMENT_SPEC)),
+        argument_spec=pair_argument_spec(
             tables=dict(type="list", elements="str", required=True),
             key=dict(type="dict", default={}, no_log=False),
             chunk_rows=dict(type="int", default=100000),
@@ -245,11 +243,7 @@ def main():
         module.fail_json(msg="parallel must be at least 1")
     if not 0 < module.params["sample_percent"] <= 100:
         module.fail_json(msg="sample_percent must be more than 0 and at most 100")
-    openers = {
-        "source": lambda: connect_option(module.params["source"], "source"),
-        "target": lambda: connect_option(module.params["target"], "target"),
-    }
-    run_with(module, openers, lambda opened: compare(module, opened))
+    run_with(module, pair_openers(module.params), lambda opened: compare(module, opened))
 
 
 if __name__ == "__main__":

@@ -256,8 +256,13 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import CONNECTION_ARGUMENT_SPEC, Client
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import connect_option, pg_argument_spec, run_with
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import (
+    connect_option,
+    connection_option,
+    pg_argument_spec,
+    run_with,
+)
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.probe import probe
 
 
@@ -281,7 +286,7 @@ def main():
                     key=dict(type="str", default="id", no_log=False),
                 ),
             ),
-            visible_on=dict(type="list", elements="dict", options=dict(CONNECTION_ARGUMENT_SPEC)),
+            visible_on=connection_option(type="list", elements="dict"),
             visible_timeout=dict(type="float", default=10.0),
         ),
         required_by={"visible_on": ["write"]},

@@ -112,8 +112,13 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import CONNECTION_ARGUMENT_SPEC, Client
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import connect_option, pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import (
+    connect_option,
+    connection_option,
+    pg_argument_spec,
+    run,
+)
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import DEFAULT_MARGIN, sync_sequences
 
 
@@ -131,7 +136,7 @@ def manage(client: Client, params: dict) -> dict:
 def main():
     module = AnsibleModule(
         argument_spec=pg_argument_spec(
-            source=dict(type="dict", required=True, options=dict(CONNECTION_ARGUMENT_SPEC)),
+            source=connection_option(required=True),
             margin=dict(type="int", default=DEFAULT_MARGIN),
             schemas=dict(type="list", elements="str"),
             sequences=dict(type="list", elements="str"),

@@ -44,42 +44,6 @@ options:
       - The module also connects to the publisher itself, with the same parameters, to check its
         C(wal_level) before creating, to read the lag, and for O(refresh).
     type: dict
-    suboptions:
-      host:
-        description: Publisher host name or address.
-        type: str
-        required: true
-      port:
-        description: Publisher port.
-        type: int
-        default: 5432
-      dbname:
-        description: Publisher database.
-        type: str
-        required: true
-      user:
-        description: Role with the REPLICATION attribute (or a superuser) on the publisher.
-        type: str
-        required: true
-      password:
-        description: Password of O(publisher.user). Never returned, logged or shown.
-        type: str
-      sslmode:
-        description: libpq sslmode for the subscription's connection.
-        type: str
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-      sslrootcert:
-        description: CA certificate file on the subscriber's host.
-        type: str
-      sslcert:
-        description: Client certificate file on the subscriber's host.
-        type: str
-      sslkey:
-        description: Client key file on the subscriber's host.
-        type: str
-      connect_timeout:
-        description: Seconds the subscriber waits for the publisher to answer.
-        type: int
   enabled:
     description: Whether the subscription replicates. Unset leaves it as it is (new subscriptions are enabled).
     type: bool
@@ -143,6 +107,7 @@ options:
     default: 1.0
 extends_documentation_fragment:
   - zerodowntime.migration.postgres
+  - zerodowntime.migration.postgres.publisher
 attributes:
   check_mode:
     support: full

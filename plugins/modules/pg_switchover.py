@@ -57,6 +57,7 @@ author:
 extends_documentation_fragment:
   - zerodowntime.migration.pgbouncer.poolers
   - zerodowntime.migration.postgres.pair
+  - zerodowntime.migration.postgres.reverse_publisher
 options:
   subscription:
     description: The forward subscription on the target (source to target).
@@ -80,42 +81,6 @@ options:
         password is stored by PostgreSQL and never returned, logged or shown.
     type: dict
     required: true
-    suboptions:
-      host:
-        description: Target host name or address, as the source sees it.
-        type: str
-        required: true
-      port:
-        description: Target port.
-        type: int
-        default: 5432
-      dbname:
-        description: Target database.
-        type: str
-        required: true
-      user:
-        description: Role with the REPLICATION attribute on the target.
-        type: str
-        required: true
-      password:
-        description: Password of O(reverse_publisher.user).
-        type: str
-      sslmode:
-        description: libpq sslmode of the reverse subscription's connection.
-        type: str
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-      sslrootcert:
-        description: CA certificate file on the source's host.
-        type: str
-      sslcert:
-        description: Client certificate file on the source's host.
-        type: str
-      sslkey:
-        description: Client key file on the source's host.
-        type: str
-      connect_timeout:
-        description: Seconds the source waits for the target to answer.
-        type: int
   timeout:
     description:
       - Hard bound of the write pause in seconds (more than 0, at most 60). When it passes, the

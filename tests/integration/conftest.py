@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.lab import BLUE, GREEN, connect, run_playbook, throwaway_postgres
+from tests.lab import BLUE, GREEN, connect, run_playbook_ok, throwaway_postgres
 
 
 @pytest.fixture(scope="session")
@@ -16,33 +16,25 @@ def lab():
     ZERODOWNTIME_LAB_CONVERGED=1 skips it, when iterating on tests against a lab converged already."""
     if os.environ.get("ZERODOWNTIME_LAB_CONVERGED") == "1":
         return None
-    run = run_playbook("site.yml")
-    assert run.status == "successful", run.stdout
-    return run
+    return run_playbook_ok("site.yml")
 
 
 @pytest.fixture(scope="session")
 def sample_data(lab):
-    run = run_playbook("sample_data.yml")
-    assert run.status == "successful", run.stdout
-    return run
+    return run_playbook_ok("sample_data.yml")
 
 
 @pytest.fixture(scope="session")
 def phase1(sample_data):
     """playbooks/phase1_infra.yml run on the lab: every service provisioned and healthy, blue's
     tables published with a slot."""
-    run = run_playbook("phase1_infra.yml")
-    assert run.status == "successful", run.stdout
-    return run
+    return run_playbook_ok("phase1_infra.yml")
 
 
 @pytest.fixture(scope="session")
 def phase2(phase1):
     """playbooks/phase2_schema.yml run on the lab: green subscribed to blue's novacron."""
-    run = run_playbook("phase2_schema.yml")
-    assert run.status == "successful", run.stdout
-    return run
+    return run_playbook_ok("phase2_schema.yml")
 
 
 @pytest.fixture()
@@ -68,5 +60,4 @@ def replica_wal_server(lab):
 def validated(phase2):
     """Phases 3 and 4 run on the lab after phase 2: green optimized and validated, so phase 5 may start."""
     for playbook in ("phase3_optimize.yml", "phase4_validate.yml"):
-        run = run_playbook(playbook)
-        assert run.status == "successful", run.stdout
+        run_playbook_ok(playbook)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from tests.lab import BLUE, LAB_PASSWORD, connect, drop_database, recreate_database, run_module, run_playbook
+from tests.lab import BLUE, LAB_PASSWORD, connect, run_module, run_playbook, scratch_database
 
 MODULE = "zerodowntime.migration.migration_state"
 DB = "zdm_state_test"
@@ -17,11 +17,10 @@ PHASES = ["phase1_infra", "phase2_schema", "phase3_optimize", "phase4_validate",
 
 @pytest.fixture(scope="module")
 def scratch(lab):
-    recreate_database(BLUE, DB)
-    with connect(ARGS) as conn:
-        conn.execute("CREATE TABLE zdm_victim (id int)")
-    yield
-    drop_database(BLUE, DB)
+    with scratch_database(BLUE, DB):
+        with connect(ARGS) as conn:
+            conn.execute("CREATE TABLE zdm_victim (id int)")
+        yield
 
 
 @pytest.fixture()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.lab import BLUE, LAB_PASSWORD, ROOT, connect, run_playbook, scratch_database
+from tests.lab import BLUE, LAB_PASSWORD, ROOT, connect, run_playbook, scratch_database, wait_for
 
 PROMETHEUS = "http://127.0.0.1:9090"
 ALERTMANAGER = "http://127.0.0.1:9093"
@@ -50,17 +49,6 @@ def query(expr: str) -> list[dict]:
     answer = api(PROMETHEUS, "/api/v1/query", query=expr)
     assert answer["status"] == "success", answer
     return answer["data"]["result"]
-
-
-def wait_for(what: str, probe, timeout: float = 60, interval: float = 1):
-    """Poll probe() until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     subscriptions,
 )
 from tests.lab import ROOT, run_module, throwaway_pgbouncer
+from tests.lab import wait_for as lab_wait_for
 
 TIMEOUT = 4.0  # the write pause's bound in these tests
 HOLD = 2.5  # how long the failpoint holds the pause after the chosen step
@@ -110,13 +111,8 @@ def began(step: str, run_before: str | None = None):
 
 
 def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    """tests.lab.wait_for, polling every 20 ms (the switchover's steps are short)."""
+    return lab_wait_for(f"timed out waiting for {what}", condition, timeout, interval=0.02)
 
 
 def write_through(bouncer: dict) -> int:

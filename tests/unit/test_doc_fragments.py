@@ -67,3 +67,24 @@ ssl_mode:
 """
     nested = yaml.safe_load(doc_text.nest(options, "source", indent=0))
     assert nested["login_host"]["description"] == "Host; a socket in O(source.login_unix_socket) wins, see O(source.ssl_mode=verify-full)."
+
+
+def test_alias_repeats_an_anchored_option_and_writes_out_one_that_names_another():
+    options = """
+login_host:
+  description: Host.
+  type: str
+login_password:
+  description: Password of O(login_user).
+  type: str
+login_user:
+  description: Role.
+  type: str
+"""
+    text = "parents:\n  source:\n" + doc_text.nest(options, "source", indent=4, anchor="x")
+    text += "  target:\n" + doc_text.alias(options, "target", anchor="x", indent=4)
+    assert "login_host: *x_login_host" in text and "*x_login_password" not in text
+    parents = yaml.safe_load(text)["parents"]
+    assert parents["target"]["login_host"] == parents["source"]["login_host"] == {"description": "Host.", "type": "str"}
+    assert parents["target"]["login_password"]["description"] == "Password of O(target.login_user)."
+    assert parents["source"]["login_password"]["description"] == "Password of O(source.login_user)."

@@ -7,6 +7,11 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.cl
     describe_endpoint,
     parse_version,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import (
+    connection_option,
+    pair_argument_spec,
+    pair_openers,
+)
 
 
 def defaults(**overrides):
@@ -58,3 +63,11 @@ def test_parse_version():
     assert parse_version(150018) == (15, 18)
     assert parse_version(170002) == (17, 2)
     assert parse_version(90624) == (9, 6)
+
+
+def test_a_connection_option_is_the_shared_spec_and_a_pair_is_two_required_ones():
+    assert connection_option(type="list", elements="dict") == {"type": "list", "elements": "dict", "options": CONNECTION_ARGUMENT_SPEC}
+    spec = pair_argument_spec(tables=dict(type="list"))
+    assert spec["source"] == spec["target"] == {"type": "dict", "required": True, "options": CONNECTION_ARGUMENT_SPEC}
+    assert spec["tables"] == {"type": "list"}
+    assert set(pair_openers({"source": {}, "target": {}})) == {"source", "target"}

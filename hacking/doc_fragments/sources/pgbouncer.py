@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-from doc_text import flat, nest, option
+from doc_text import alias, flat, libpq_tls, nest, option
 
 # Matches ADMIN_CONNECTION_ARGUMENT_SPEC in plugins/module_utils/pgbouncer/console.py.
-CONSOLE_OPTIONS = r"""
+CONSOLE_OPTIONS = (
+    r"""
 login_host:
   description:
     - Host name or address of PgBouncer.
@@ -38,24 +39,9 @@ login_db:
     - The admin console's database.
   type: str
   default: pgbouncer
-ssl_mode:
-  description:
-    - libpq C(sslmode) for the connection.
-  type: str
-  default: prefer
-  choices: [disable, allow, prefer, require, verify-ca, verify-full]
-ssl_rootcert:
-  description:
-    - CA certificate file used to verify PgBouncer (with O(ssl_mode=verify-ca) or O(ssl_mode=verify-full)).
-  type: path
-ssl_cert:
-  description:
-    - Client certificate file.
-  type: path
-ssl_key:
-  description:
-    - Client private key file.
-  type: path
+"""
+    + libpq_tls("PgBouncer")
+    + r"""
 connect_timeout:
   description:
     - Seconds to wait for PgBouncer to answer before failing.
@@ -67,6 +53,7 @@ application_name:
   type: str
   default: zerodowntime.migration
 """
+)
 
 # The pool a switchover moves, besides the console to reach it (POOLER_SPEC in the module).
 POOL_OPTIONS = r"""
@@ -102,13 +89,14 @@ class Fragments:
     # One PgBouncer: its console options at the top level.
     DOCUMENTATION = "options:\n" + flat(CONSOLE_OPTIONS)
 
-    # The poolers pg_switchover moves: a list, or one (the older option).
+    # The poolers pg_switchover moves: a list, or one (the older option; its options that name no
+    # other option are YAML aliases of the list's).
     POOLERS = (
         "options:\n"
         + option(
             "pgbouncers",
             POOLERS_DESCRIPTION,
-            nest(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncers"),
+            nest(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncers", anchor="pooler"),
             required=False,
             type_="list",
             elements="dict",
@@ -116,7 +104,7 @@ class Fragments:
         + option(
             "pgbouncer",
             ["One PgBouncer, the same as a one-element O(pgbouncers) (kept for existing playbooks)."],
-            nest(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncer"),
+            alias(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncer", anchor="pooler"),
             required=False,
         )
     )

@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-from doc_text import flat, nest, option
+from doc_text import alias, flat, libpq_tls, nest, option
 
 # Matches CONNECTION_ARGUMENT_SPEC in plugins/module_utils/postgres/client.py.
-CONNECTION_OPTIONS = r"""
+CONNECTION_OPTIONS = (
+    r"""
 login_host:
   description:
     - Host name or address of the PostgreSQL server.
@@ -44,24 +45,9 @@ login_db:
   type: str
   default: postgres
   aliases: [db, database]
-ssl_mode:
-  description:
-    - libpq C(sslmode) for the connection.
-  type: str
-  default: prefer
-  choices: [disable, allow, prefer, require, verify-ca, verify-full]
-ssl_rootcert:
-  description:
-    - CA certificate file used to verify the server (with O(ssl_mode=verify-ca) or O(ssl_mode=verify-full)).
-  type: path
-ssl_cert:
-  description:
-    - Client certificate file.
-  type: path
-ssl_key:
-  description:
-    - Client private key file.
-  type: path
+"""
+    + libpq_tls("the server")
+    + r"""
 connect_timeout:
   description:
     - Seconds to wait for the server to answer before failing.
@@ -73,11 +59,61 @@ application_name:
   type: str
   default: zerodowntime.migration
 """
+)
+
+# A subscription's connection to its publisher, as libpq keywords: the suboptions of
+# pg_subscription's O(publisher) and pg_switchover's O(reverse_publisher) (the module documents
+# the option itself). Matches PUBLISHER_SPEC in plugins/module_utils/postgres/subscription.py.
+PUBLISHER_OPTIONS = r"""
+host:
+  description: Host name or address of the publisher, as the subscriber reaches it.
+  type: str
+  required: true
+port:
+  description: Port of the publisher.
+  type: int
+  default: 5432
+dbname:
+  description: Database on the publisher.
+  type: str
+  required: true
+user:
+  description: Role with the REPLICATION attribute (or a superuser) on the publisher.
+  type: str
+  required: true
+password:
+  description: Password of O(user). Stored by PostgreSQL with the subscription; never returned, logged or shown.
+  type: str
+sslmode:
+  description: libpq C(sslmode) of the subscription's connection.
+  type: str
+  choices: [disable, allow, prefer, require, verify-ca, verify-full]
+sslrootcert:
+  description: CA certificate file on the subscriber's host.
+  type: str
+sslcert:
+  description: Client certificate file on the subscriber's host.
+  type: str
+sslkey:
+  description: Client key file on the subscriber's host.
+  type: str
+connect_timeout:
+  description: Seconds the subscriber waits for the publisher to answer.
+  type: int
+"""
+
+
+def publisher(option_name: str) -> str:
+    """The suboptions of `option_name`; ansible-doc merges them into the module's own `option_name`."""
+    return f"options:\n  {option_name}:\n    suboptions:\n" + nest(PUBLISHER_OPTIONS, option_name)
+
 
 REQUIREMENTS = """
 requirements:
   - psycopg >= 3.1 (Python library, on the host that runs the module)
 """
+
+SOURCE_DESCRIPTION = ["The server that has the data now (blue; green when going back). Connection errors name it, never its password."]
 
 
 class Fragments:
@@ -85,17 +121,19 @@ class Fragments:
     DOCUMENTATION = "options:\n" + flat(CONNECTION_OPTIONS) + REQUIREMENTS
 
     # Two servers: the same options under source (the side that has the data now) and target.
-    SOURCE = "options:\n" + option(
-        "source",
-        ["The server that has the data now (blue; green when going back). Connection errors name it, never its password."],
-        nest(CONNECTION_OPTIONS, "source"),
-    )
+    SOURCE = "options:\n" + option("source", SOURCE_DESCRIPTION, nest(CONNECTION_OPTIONS, "source"))
+    # In one fragment, target's options are YAML aliases of source's (those that name no other option).
     PAIR = (
-        SOURCE
+        "options:\n"
+        + option("source", SOURCE_DESCRIPTION, nest(CONNECTION_OPTIONS, "source", anchor="postgres"))
         + option(
             "target",
             ["The server that gets the data (green; blue when going back). Connection errors name it, never its password."],
-            nest(CONNECTION_OPTIONS, "target"),
+            alias(CONNECTION_OPTIONS, "target", anchor="postgres"),
         )
         + REQUIREMENTS
     )
+
+    # A subscription's publisher: pg_subscription's publisher, pg_switchover's reverse_publisher.
+    PUBLISHER = publisher("publisher")
+    REVERSE_PUBLISHER = publisher("reverse_publisher")

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from doc_text import flat, nest, option
+from doc_text import alias, flat, nest, option
 
 # Matches CONNECTION_OPTIONS in plugins/module_utils/redis/client.py.
 CONNECTION_OPTIONS = r"""
@@ -53,9 +53,12 @@ requirements:
 class Fragments:
     DOCUMENTATION = "options:\n" + flat(CONNECTION_OPTIONS) + REQUIREMENTS
 
+    # target's options are YAML aliases of source's (those that name no other option).
     PAIR = (
         "options:\n"
-        + option("source", ["The old primary (blue)."], nest(CONNECTION_OPTIONS, "source"))
-        + option("target", ["The replica of O(source) that becomes the primary (green)."], nest(CONNECTION_OPTIONS, "target"))
+        + option("source", ["The old primary (blue)."], nest(CONNECTION_OPTIONS, "source", anchor="redis"))
+        + option(
+            "target", ["The replica of O(source) that becomes the primary (green)."], alias(CONNECTION_OPTIONS, "target", anchor="redis")
+        )
         + REQUIREMENTS
     )

@@ -29,17 +29,12 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident, sql
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     format_qualified_name,
     split_qualified_name,
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.lsn import parse_lsn
-
-try:
-    from psycopg import sql
-except ImportError:  # reported by the module through missing_required_lib
-    sql = None
 
 # Types whose equal values always have the same text form: hashed natively (cheaper than text).
 NATIVE_HASH_TYPES = frozenset(

@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident, sql
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import format_qualified_name, split_qualified_name
-
-try:
-    from psycopg import sql
-except ImportError:  # reported by the module through missing_required_lib
-    sql = None
 
 # A unique index REFRESH MATERIALIZED VIEW CONCURRENTLY accepts (is_usable_unique_index() in
 # PostgreSQL): btree, unique, immediate, valid, no predicate, plain columns only.

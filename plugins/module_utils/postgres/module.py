@@ -23,6 +23,24 @@ def pg_argument_spec(**module_options) -> dict:
     return spec
 
 
+def connection_option(**settings) -> dict:
+    """An option holding a whole connection (source, target, ...): a dict of the shared connection
+    options; `settings` add to or replace its spec (required=True, type="list", elements="dict")."""
+    spec = dict(type="dict", options=dict(CONNECTION_ARGUMENT_SPEC))
+    spec.update(settings)
+    return spec
+
+
+def pair_argument_spec(**module_options) -> dict:
+    """O(source) and O(target), each a required connection, plus the module's own options."""
+    return dict(source=connection_option(required=True), target=connection_option(required=True), **module_options)
+
+
+def pair_openers(params: dict) -> dict:
+    """run_with's openers for O(source) and O(target); a connection error names the side."""
+    return {side: (lambda side=side: connect_option(params[side], side)) for side in ("source", "target")}
+
+
 def connect_option(params: dict, option: str, check_mode: bool = False, opener=Client):
     """A connection from the options under `option` (source, target, ...); an error names the option."""
     try:

@@ -22,20 +22,16 @@ TIME_TYPES = ("date", "timestamp", "timestamptz")
 INTEGER_TYPES = ("int2", "int4", "int8")
 # interval name -> (months, days)
 INTERVALS = {"day": (0, 1), "week": (0, 7), "month": (1, 0), "year": (12, 0)}
+# the spellings a retention age may use -> (months, days) of the interval they name
 AGE_UNITS = {
-    "day": (0, 1),
-    "days": (0, 1),
-    "d": (0, 1),
-    "week": (0, 7),
-    "weeks": (0, 7),
-    "w": (0, 7),
-    "month": (1, 0),
-    "months": (1, 0),
-    "mon": (1, 0),
-    "mons": (1, 0),
-    "year": (12, 0),
-    "years": (12, 0),
-    "y": (12, 0),
+    spelling: INTERVALS[interval]
+    for interval, spellings in {
+        "day": ("day", "days", "d"),
+        "week": ("week", "weeks", "w"),
+        "month": ("month", "months", "mon", "mons"),
+        "year": ("year", "years", "y"),
+    }.items()
+    for spelling in spellings
 }
 DEFAULT_TEMPLATES = {
     "hash": "{table}_p{remainder}",

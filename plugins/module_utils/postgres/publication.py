@@ -13,18 +13,13 @@ Switching between FOR ALL TABLES and a table/schema list cannot be done with ALT
 from __future__ import annotations
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident, sql
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     DEFAULT_SCHEMA,
     check_identifier,
     format_qualified_name,
     split_qualified_name,
 )
-
-try:
-    from psycopg import sql
-except ImportError:  # pg_module.run reports the missing library before anything here runs
-    sql = None
 
 PUBLISH_ACTIONS = ("insert", "update", "delete", "truncate")
 
@@ -197,8 +192,8 @@ class Publication(ManagedObject):
         if "all_tables" in changes:
             self.switch(current, changes)
             return
-        tables = self.table_changes(current, changes)
-        schemas = self.schema_changes(current, changes)
+        tables = self.list_changes(current, changes, "tables")
+        schemas = self.list_changes(current, changes, "schemas")
         # Every check before the first statement: a bad name changes nothing, in check mode too.
         self.check_tables(tables["add"])
         self.check_schemas(schemas["add"])
@@ -224,21 +219,13 @@ class Publication(ManagedObject):
         return [sql.SQL("ONLY {}").format(ident(*split_qualified_name(t))) for t in tables]
 
     @staticmethod
-    def table_changes(current, changes) -> dict:
-        if "tables" not in changes:
+    def list_changes(current, changes, key: str) -> dict:
+        """What to add to and drop from the list `key` (tables, schemas); nothing when it is not asked for."""
+        if key not in changes:
             return {"add": [], "drop": []}
         return {
-            "add": [t for t in changes["tables"] if t not in current["tables"]],
-            "drop": [t for t in current["tables"] if t not in changes["tables"]],
-        }
-
-    @staticmethod
-    def schema_changes(current, changes) -> dict:
-        if "schemas" not in changes:
-            return {"add": [], "drop": []}
-        return {
-            "add": [s for s in changes["schemas"] if s not in current["schemas"]],
-            "drop": [s for s in current["schemas"] if s not in changes["schemas"]],
+            "add": [name for name in changes[key] if name not in current[key]],
+            "drop": [name for name in current[key] if name not in changes[key]],
         }
 
     def switch(self, current: dict, changes: dict) -> None:

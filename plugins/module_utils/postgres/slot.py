@@ -14,12 +14,7 @@ import re
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
-
-try:
-    from psycopg import sql
-except ImportError:  # pg_module.run reports the missing library before anything here runs
-    sql = None
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, sql
 
 # ReplicationSlotValidateName() in PostgreSQL: lower-case letters, digits and underscores, and
 # shorter than NAMEDATALEN (64).

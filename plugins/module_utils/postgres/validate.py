@@ -32,20 +32,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident, psycopg, sql
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     check_identifier,
     format_qualified_name,
     split_qualified_name,
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.matview import MATVIEWS_IN_SCHEMAS_QUERY, staleness_statement
-
-try:
-    import psycopg
-    from psycopg import sql
-except ImportError:  # pg_module.run reports the missing library before anything here runs
-    psycopg = None
-    sql = None
 
 DEFAULT_SCHEMAS = ["public"]
 DEFAULT_SAMPLE_SIZE = 10
