@@ -75,6 +75,13 @@ def test_poll_refuses_an_on_timeout_that_does_not_raise():
         poll(lambda: False, Deadline(0, clock=clock), on_timeout=lambda last: None, sleep=clock.sleep)
 
 
+def test_poll_without_on_timeout_returns_the_last_answer_at_the_deadline():
+    clock = Clock()
+    answers = iter(range(100))
+    assert poll(lambda: next(answers), Deadline(3, clock=clock), None, ready=lambda n: n > 50, interval=1, sleep=clock.sleep) == 3
+    assert poll(lambda: "x", Deadline(0, clock=clock), None, ready=lambda last: False, sleep=clock.sleep) == "x"
+
+
 class Exited(Exception):
     pass
 
