@@ -198,9 +198,10 @@ progress:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import CONNECTION_ARGUMENT_SPEC, Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.compare import compare_tables
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import connect_option, run_with
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG, connect_option
 
 
 def compare(module, opened) -> dict:
@@ -249,7 +250,7 @@ def main():
         "source": lambda: connect_option(module.params["source"], "source"),
         "target": lambda: connect_option(module.params["target"], "target"),
     }
-    run_with(module, openers, lambda opened: compare(module, opened))
+    run_module(module, lambda opened: compare(module, opened), openers, libraries=[PSYCOPG])
 
 
 if __name__ == "__main__":
