@@ -23,6 +23,7 @@ import re
 import select
 import time
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.connection import Connection
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.ini import (
     backup_file,
@@ -123,7 +124,7 @@ def explain_console_error(error: Exception, params: dict) -> str:
     return explain_connection_error(error, params)
 
 
-class AdminConsole:
+class AdminConsole(Connection):
     """One connection to PgBouncer's admin console, with check mode and an audit list.
 
     `show` reads (always runs). `command` changes something: recorded in `queries` and, in
@@ -219,15 +220,6 @@ class AdminConsole:
                 }
             )
         return held
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 def describe_holders(holders: list[dict]) -> str:

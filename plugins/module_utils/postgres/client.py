@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.connection import Connection
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
 
 try:
@@ -151,7 +152,7 @@ def ident(*parts: str):
     return sql.Identifier(*parts)
 
 
-class Client:
+class Client(Connection):
     """A psycopg connection plus the audit list of statements and check mode.
 
     `query` reads and always runs. `execute` changes something: it is recorded in `queries`
@@ -239,12 +240,3 @@ class Client:
     def setting(self, name: str) -> str | None:
         row = self.query_one("SELECT setting FROM pg_catalog.pg_settings WHERE name = %s", (name,))
         return row["setting"] if row else None
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
