@@ -742,16 +742,15 @@ class Switchover:
         self.drop_forward_subscription()
         if self.check_mode:
             return
-        row = poll(
-            lambda: self.source.query_one(
+
+        def streaming() -> bool:
+            row = self.source.query_one(
                 "SELECT pid, received_lsn::text AS received_lsn FROM pg_catalog.pg_stat_subscription WHERE subname = %s AND relid IS NULL",
                 (self.reverse_name,),
-            ),
-            Deadline(CLEANUP_TIMEOUT),
-            None,
-            ready=lambda row: bool(row and row["pid"] and row["received_lsn"]),
-        )
-        self.facts.reverse_streaming = bool(row and row["pid"] and row["received_lsn"])
+            )
+            return bool(row and row["pid"] and row["received_lsn"])
+
+        self.facts.reverse_streaming = poll(streaming, Deadline(CLEANUP_TIMEOUT), None)
         if self.facts.reverse_streaming:
             return
         self.warnings.append(
