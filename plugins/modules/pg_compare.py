@@ -198,9 +198,10 @@ progress:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.compare import compare_tables
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pair_argument_spec, pair_openers, run_with
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG, pair_argument_spec, pair_openers
 
 
 def compare(module, opened) -> dict:
@@ -243,7 +244,7 @@ def main():
         module.fail_json(msg="parallel must be at least 1")
     if not 0 < module.params["sample_percent"] <= 100:
         module.fail_json(msg="sample_percent must be more than 0 and at most 100")
-    run_with(module, pair_openers(module.params), lambda opened: compare(module, opened))
+    run_module(module, lambda opened: compare(module, opened), pair_openers(module.params), libraries=[PSYCOPG])
 
 
 if __name__ == "__main__":

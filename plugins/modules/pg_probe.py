@@ -256,12 +256,13 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import (
+    PSYCOPG,
     connect_option,
     connection_option,
     pg_argument_spec,
-    run_with,
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.probe import probe
 
@@ -297,10 +298,11 @@ def main():
     for index, options in enumerate(servers):
         name = f"visible_on[{index}]"
         openers[name] = lambda options=options, name=name: connect_option(options, name, module.check_mode)
-    run_with(
+    run_module(
         module,
-        openers,
         lambda opened: probe(opened["client"], [opened[f"visible_on[{index}]"] for index in range(len(servers))], module.params),
+        openers,
+        libraries=[PSYCOPG],
     )
 
 

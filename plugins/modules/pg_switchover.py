@@ -257,10 +257,11 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import ADMIN_CONNECTION_ARGUMENT_SPEC, AdminConsole
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import CONNECTION_ARGUMENT_SPEC
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import DEFAULT_DIRECTORY
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import connect_option, run_with
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG, connect_option
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import DEFAULT_MARGIN
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import PUBLISHER_SPEC
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import switchover
@@ -277,10 +278,7 @@ PGBOUNCER_SPEC = dict(
 
 def manage(module, opened: dict) -> dict:
     consoles = [opened[f"pgbouncers[{index}]"] for index in range(len(module.params["pgbouncers"]))]
-    result = switchover(opened["source"], opened["target"], consoles, module.params, module.log)
-    if not module._diff:
-        result.pop("diff", None)
-    return result
+    return switchover(opened["source"], opened["target"], consoles, module.params, module.log)
 
 
 def main():
@@ -319,7 +317,7 @@ def main():
     for index, options in enumerate(module.params["pgbouncers"]):
         name = f"pgbouncers[{index}]"
         openers[name] = lambda options=options, name=name: connect_option(options, name, module.check_mode, opener=AdminConsole)
-    run_with(module, openers, lambda opened: manage(module, opened))
+    run_module(module, lambda opened: manage(module, opened), openers, libraries=[PSYCOPG])
 
 
 if __name__ == "__main__":

@@ -170,25 +170,19 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import (
     ADMIN_CONNECTION_ARGUMENT_SPEC,
     AdminConsole,
     check_params,
     ensure_pool,
 )
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import run_with
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG
 
 
 def open_console(module) -> AdminConsole:
     check_params(module.params)  # names and values are refused before anything connects
     return AdminConsole(module.params, check_mode=module.check_mode)
-
-
-def manage(module, console: AdminConsole) -> dict:
-    result = ensure_pool(console, module.params)
-    if not module._diff:
-        result.pop("diff")
-    return result
 
 
 def main():
@@ -206,7 +200,9 @@ def main():
         ),
         supports_check_mode=True,
     )
-    run_with(module, {"console": lambda: open_console(module)}, lambda opened: manage(module, opened["console"]))
+    run_module(
+        module, lambda opened: ensure_pool(opened["console"], module.params), {"console": lambda: open_console(module)}, libraries=[PSYCOPG]
+    )
 
 
 if __name__ == "__main__":

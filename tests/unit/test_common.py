@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.connection import Connection
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import Library, run_module
@@ -73,6 +74,33 @@ def test_poll_refuses_an_on_timeout_that_does_not_raise():
     clock = Clock()
     with pytest.raises(AssertionError):
         poll(lambda: False, Deadline(0, clock=clock), on_timeout=lambda last: None, sleep=clock.sleep)
+
+
+def test_poll_without_on_timeout_returns_the_last_answer_at_the_deadline():
+    clock = Clock()
+    answers = iter(range(100))
+    assert poll(lambda: next(answers), Deadline(3, clock=clock), None, ready=lambda n: n > 50, interval=1, sleep=clock.sleep) == 3
+    assert poll(lambda: "x", Deadline(0, clock=clock), None, ready=lambda last: False, sleep=clock.sleep) == "x"
+
+
+class DriverConnection:
+    closed = 0
+
+    def close(self):
+        self.closed += 1
+
+
+class Held(Connection):
+    def __init__(self):
+        self.conn = DriverConnection()
+
+
+def test_a_connection_closes_its_driver_connection_at_the_end_of_a_with_block_even_on_error():
+    with pytest.raises(ModuleError), Held() as held:
+        raise ModuleError("boom")
+    assert held.conn.closed == 1
+    held.close()
+    assert held.conn.closed == 2
 
 
 class Exited(Exception):

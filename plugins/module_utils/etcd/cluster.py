@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from urllib.parse import urlsplit
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common import runner
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.client import (
     ARGUMENT_SPEC,
     EtcdClient,
@@ -219,7 +219,7 @@ class RaftCluster:
         self.expected = expected_cluster_id(self.first, self.token)
         self.check_mode = check_mode
         self.service = service or MemberService(run_command)
-        self.deadline = time.monotonic() + float(params.get("timeout") or 120)
+        self.deadline = Deadline(float(params.get("timeout") or 120))
         self.actions: list[str] = []
         self.progress: list[str] = []
         self.before: list[str] = []
@@ -269,28 +269,28 @@ class RaftCluster:
                 return self.client(member)
         raise EtcdError("no member of the list answers")
 
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
     def wait(self, what: str, check, interval: float = 0.5):
         """Call check() until it returns something true or the deadline passes (then EtcdError)."""
         last_error = None
-        while True:
+
+        def attempt():
+            nonlocal last_error
             try:
-                result = check()
-                if result:
-                    return result
+                return check()
             except EtcdError as exc:
                 if exc.details.get("foreign_member"):
                     raise
                 last_error = str(exc)
-            if self.remaining() <= 0:
-                raise EtcdError(
-                    f"timed out waiting for {what} (timeout {self.params.get('timeout')} s)"
-                    + (f"; last error: {last_error}" if last_error else ""),
-                    progress=self.progress,
-                )
-            time.sleep(min(interval, max(self.remaining(), 0.05)))
+                return None
+
+        def timed_out(_last):
+            raise EtcdError(
+                f"timed out waiting for {what} (timeout {self.params.get('timeout')} s)"
+                + (f"; last error: {last_error}" if last_error else ""),
+                progress=self.progress,
+            )
+
+        return poll(attempt, self.deadline, timed_out, interval=interval)
 
     def wait_member_up(self, member: dict) -> dict:
         """Until the member answers, in this cluster, healthy; returns its status."""

@@ -82,7 +82,7 @@ class Snapshot:
         partial = self.path + ".partial"
         try:
             with open(partial, "wb") as out:
-                written = self.cluster.client(source).snapshot(out, timeout=max(self.cluster.remaining(), 1))
+                written = self.cluster.client(source).snapshot(out, timeout=max(self.cluster.deadline.remaining(), 1))
             if written == 0:
                 raise EtcdError(f"{source['name']} sent an empty snapshot")
             figures = self.inspect(partial)

@@ -24,6 +24,7 @@ import select
 import time
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.connection import Connection
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.ini import (
     backup_file,
     entry_target,
@@ -248,28 +249,26 @@ def wait_for_command(console: AdminConsole, command: str, timeout: float) -> flo
     is then still pending on that connection, which is no longer usable).
     """
     pgconn = console.conn.pgconn
-    started = time.monotonic()
-    deadline = started + timeout
+    deadline = Deadline(timeout)
     pgconn.send_query(command.encode("ascii"))
     while pgconn.flush() != 0:
-        select.select([], [pgconn.socket], [], max(0.0, deadline - time.monotonic()))
+        select.select([], [pgconn.socket], [], deadline.remaining())
     results = []
-    while True:
+    while True:  # waits on the socket (select), not a poll: answers arrive as they come
         pgconn.consume_input()
         while not pgconn.is_busy():
             result = pgconn.get_result()
             if result is None:
-                elapsed = time.monotonic() - started
+                elapsed = deadline.elapsed()
                 errors = [r.error_message.decode("utf-8", "replace").strip() for r in results if r.error_message]
                 if errors:
                     message = errors[0].removeprefix("ERROR:").strip()
                     raise PgError(f"PgBouncer at {console.endpoint} refused {command}: {message}")
                 return elapsed
             results.append(result)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if deadline.passed:
             return None
-        select.select([pgconn.socket], [], [], remaining)
+        select.select([pgconn.socket], [], [], deadline.remaining())
 
 
 def pause(console: AdminConsole, database: str, timeout: float) -> dict:
@@ -287,16 +286,15 @@ def pause(console: AdminConsole, database: str, timeout: float) -> dict:
     result = {"changed": False, "pause_ms": None, "before": _view(before)}
     if before["paused"]:
         # Paused by someone else, possibly still draining: wait for the drain, do not RESUME.
-        deadline = time.monotonic() + timeout
-        while console.pools(database)["sv_active"] and time.monotonic() < deadline:
-            time.sleep(0.02)
-        figures = console.pools(database)
-        if figures["sv_active"]:
+
+        def still_draining(figures):
             raise PgError(
                 f"pool '{database}' is marked paused but still has {figures['sv_active']} active server "
                 f"connection(s) after {timeout} s: a PAUSE issued elsewhere is still waiting for them",
                 pools=figures,
             )
+
+        poll(lambda: console.pools(database), Deadline(timeout), still_draining, ready=lambda pools: not pools["sv_active"], interval=0.02)
         result["after"] = result["before"]
         return result
     command = f"PAUSE {database}"

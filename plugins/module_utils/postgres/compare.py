@@ -29,6 +29,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident, sql
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     format_qualified_name,
@@ -342,22 +343,23 @@ class TableComparison:
             return
         client = self.source.client
         wanted = client.query_one("SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn")["lsn"]
-        deadline = time.monotonic() + self.params["timeout"]
-        while True:
+
+        def confirmed():
             row = client.query_one(
                 "SELECT confirmed_flush_lsn::text AS lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = %s", (slot,)
             )
             if row is None:
                 raise PgError(f"replication slot {slot} does not exist on the source: fix `slot` (the slot that feeds the target)")
-            if row["lsn"] and parse_lsn(row["lsn"]) >= parse_lsn(wanted):
-                return
-            if time.monotonic() > deadline:
-                raise PgError(
-                    f"the target did not confirm the source's WAL position {wanted} through slot {slot} within "
-                    f"{self.params['timeout']} s (confirmed {row['lsn']}): is the subscription running? Raise `timeout` "
-                    f"or compare without `slot`"
-                )
-            time.sleep(0.05)
+            return row["lsn"]
+
+        def behind(lsn):
+            raise PgError(
+                f"the target did not confirm the source's WAL position {wanted} through slot {slot} within "
+                f"{self.params['timeout']} s (confirmed {lsn}): is the subscription running? Raise `timeout` "
+                f"or compare without `slot`"
+            )
+
+        poll(confirmed, Deadline(self.params["timeout"]), behind, ready=lambda lsn: bool(lsn) and parse_lsn(lsn) >= parse_lsn(wanted))
 
     def first_pass(self, chunks: list[tuple]) -> tuple[list, list]:
         """(rows, checksum) of every chunk on each side; every reader of both sides at once."""

@@ -134,7 +134,7 @@ def watch(journal: Journal, config: dict, started: float) -> str | None:
     """Wait for `done`, the end of the module or the deadline. Returns why to act, or None."""
     timeout, margin = float(config["timeout"]), float(config["margin"])
     hard_limit = started + timeout + margin + UNDO_BUDGET + 60
-    while True:
+    while True:  # not a poll(): the limit moves with the journal (wall clock, another process) and stdin is watched
         record = journal.read() or {}
         if record.get("run_id") != config["run_id"] or record.get("state") in FINAL_STATES:
             return None

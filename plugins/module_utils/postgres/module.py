@@ -37,7 +37,7 @@ def pair_argument_spec(**module_options) -> dict:
 
 
 def pair_openers(params: dict) -> dict:
-    """run_with's openers for O(source) and O(target); a connection error names the side."""
+    """common.runner.run_module's openers for O(source) and O(target); a connection error names the side."""
     return {side: (lambda side=side: connect_option(params[side], side)) for side in ("source", "target")}
 
 
@@ -50,11 +50,12 @@ def connect_option(params: dict, option: str, check_mode: bool = False, opener=C
 
 
 def run(module, work) -> None:
-    """Connect with the module's own connection options, call work(client) -> result dict, exit."""
-    run_with(module, {"client": lambda: Client(module.params, check_mode=module.check_mode)}, lambda opened: work(opened["client"]))
-
-
-def run_with(module, openers: dict, work) -> None:
-    """Open every connection of `openers` ({name: () -> Client or AdminConsole}, in order), call
-    work(opened) -> result dict, close them, exit (common.runner.run_module with psycopg)."""
-    run_module(module, work, openers=openers, libraries=[PSYCOPG])
+    """Connect with the module's own connection options, call work(client) -> result dict, exit.
+    A module with several connections calls common.runner.run_module with its openers and
+    libraries=[PSYCOPG]."""
+    run_module(
+        module,
+        lambda opened: work(opened["client"]),
+        {"client": lambda: Client(module.params, check_mode=module.check_mode)},
+        libraries=[PSYCOPG],
+    )

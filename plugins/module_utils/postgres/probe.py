@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     check_identifier,
@@ -138,17 +139,14 @@ def insert_row(client, target: dict) -> None:
     client.execute(statement, [parameter(target["values"][column]) for column in columns])
 
 
-def wait_visible(client, target: dict, key_value, deadline: float, clock, sleep) -> dict:
+def wait_visible(client, target: dict, key_value, deadline: Deadline, sleep) -> dict:
     """Poll this server until the row with key_value is there or the deadline passes."""
     statement = sql.SQL("SELECT 1 AS found FROM {table} WHERE {key} = %s").format(
         table=sql.Identifier(target["schema"], target["table"]), key=sql.Identifier(target["key"])
     )
-    started = clock()
-    while True:
-        found = client.query_one(statement, (key_value,)) is not None
-        if found or clock() >= deadline:
-            return {"server": client.endpoint, "found": found, "waited_s": round(clock() - started, 3)}
-        sleep(min(POLL_INTERVAL, max(deadline - clock(), 0)))
+    started = deadline.clock()
+    found = poll(lambda: client.query_one(statement, (key_value,)) is not None, deadline, None, interval=POLL_INTERVAL, sleep=sleep)
+    return {"server": client.endpoint, "found": found, "waited_s": round(deadline.clock() - started, 3)}
 
 
 def probe(client, others: list, params: dict, clock=time.monotonic, sleep=time.sleep) -> dict:
@@ -189,9 +187,9 @@ def probe(client, others: list, params: dict, clock=time.monotonic, sleep=time.s
     }
     if key_value is None:  # check mode, row not written: nothing to look for elsewhere
         return result
-    deadline = clock() + timeout
+    deadline = Deadline(timeout, clock=clock)
     for other in others:
-        result["visible_on"].append(wait_visible(other, target, key_value, deadline, clock, sleep))
+        result["visible_on"].append(wait_visible(other, target, key_value, deadline, sleep))
     missing = [entry["server"] for entry in result["visible_on"] if not entry["found"]]
     if missing:
         details = {key: value for key, value in result.items() if key != "queries"}

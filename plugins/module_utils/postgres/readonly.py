@@ -24,8 +24,8 @@ terminating are separate so the caller decides what it can afford.
 from __future__ import annotations
 
 import contextlib
-import time
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
@@ -232,13 +232,15 @@ def wait_for_writers(
 ) -> tuple[list[dict], float]:
     """Give the sessions that can still write up to `timeout` seconds to finish their
     transactions (or, for a database, to disconnect). Returns the last listing and the wait."""
-    started = time.monotonic()
-    while True:
-        found = sessions(client, scope, database, since, exclude_pids)
-        elapsed = time.monotonic() - started
-        if not any(session["can_write"] for session in found) or elapsed >= timeout:
-            return found, round(elapsed, 3)
-        time.sleep(min(interval, timeout - elapsed))
+    deadline = Deadline(timeout)
+    found = poll(
+        lambda: sessions(client, scope, database, since, exclude_pids),
+        deadline,
+        None,
+        ready=lambda found: not any(session["can_write"] for session in found),
+        interval=interval,
+    )
+    return found, round(deadline.elapsed(), 3)
 
 
 # --- changing --------------------------------------------------------------------------------
@@ -291,12 +293,14 @@ def terminate(client: Client, pids, timeout: float = TERMINATE_TIMEOUT, interval
     )
     if client.check_mode:
         return pids
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = {row["pid"] for row in client.query("SELECT pid FROM pg_catalog.pg_stat_activity WHERE pid = ANY(%s::integer[])", (pids,))}
-        if not alive or time.monotonic() >= deadline:
-            return [pid for pid in pids if pid not in alive]
-        time.sleep(interval)
+    alive = poll(
+        lambda: {row["pid"] for row in client.query("SELECT pid FROM pg_catalog.pg_stat_activity WHERE pid = ANY(%s::integer[])", (pids,))},
+        Deadline(timeout),
+        None,
+        ready=lambda alive: not alive,
+        interval=interval,
+    )
+    return [pid for pid in pids if pid not in alive]
 
 
 # --- the module's whole run ------------------------------------------------------------------

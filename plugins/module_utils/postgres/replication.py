@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.lsn import lsn_diff
 
@@ -179,14 +180,15 @@ def replication_lag(client, params: dict, clock=time.monotonic, sleep=time.sleep
         if value is not None and value < 0:
             raise PgError(f"{option} must be 0 or more, got {value}")
     timeout = float(params.get("timeout") or 0)
-    started = clock()
-    while True:
+
+    def read():
         standbys, in_recovery, current_lsn = read_standbys(client)
-        problems = lag_problems(standbys, max_lag_bytes, max_lag_ms, expected)
-        waited = clock() - started
-        if not problems or waited >= timeout:
-            break
-        sleep(min(POLL_INTERVAL, max(timeout - waited, 0)))
+        return standbys, in_recovery, current_lsn, lag_problems(standbys, max_lag_bytes, max_lag_ms, expected)
+
+    deadline = Deadline(timeout, clock=clock)
+    seen = poll(read, deadline, None, ready=lambda seen: not seen[3], interval=POLL_INTERVAL, sleep=sleep)
+    standbys, in_recovery, current_lsn, problems = seen
+    waited = deadline.elapsed()
     result = {
         "changed": False,
         "replicas": standbys,

@@ -252,7 +252,7 @@ class Switchover:
         self.done: list[str] = []  # steps begun (recorded in the journal before they run)
         self.undone: list[dict] = []
         self.warnings: list[str] = []
-        self.deadline = math.inf
+        self.deadline = Deadline(math.inf)
         self.failed_step: str | None = None
         self.facts = Facts()
         self.guardian: pg_guardian.Guardian | None = None
@@ -458,7 +458,7 @@ class Switchover:
 
     # --- the pause -----------------------------------------------------------------------------
     def remaining(self, step: str) -> float:
-        left = self.deadline - time.monotonic()
+        left = self.deadline.remaining()
         if left <= 0:
             raise DeadlineExceeded(f"the write pause reached its deadline (timeout {self.params['timeout']:g} s) before {step} finished")
         return left
@@ -489,7 +489,7 @@ class Switchover:
             pooler.spare = pooler.console.sibling()
         for client in (self.source, self.target):
             statement_timeout(client, max(1, timeout * 1000))
-        self.deadline = time.monotonic() + timeout
+        self.deadline = Deadline(timeout)
         self.record(state="pausing", deadline_at=time.time() + timeout)
         pause_started = time.monotonic()
         try:
@@ -582,7 +582,7 @@ class Switchover:
                 "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
                 (position, position, slot),
             ),
-            Deadline(self.deadline - time.monotonic()),
+            self.deadline,
             not_caught_up,
             ready=lambda row: bool(row and row["caught_up"]),
             interval=POLL_INTERVAL,
@@ -706,11 +706,7 @@ class Switchover:
 
     def wait_for_guardian(self) -> None:
         """The guardian undoes (or finishes) the run: wait for it, bounded, and report what it did."""
-        deadline = time.monotonic() + pg_guardian.UNDO_BUDGET
-        record = self.journal.read() or {}
-        while pending(record) and time.monotonic() < deadline:
-            time.sleep(0.05)
-            record = self.journal.read() or {}
+        record = poll(lambda: self.journal.read() or {}, Deadline(pg_guardian.UNDO_BUDGET), None, ready=lambda record: not pending(record))
         self.undone = record.get("undone") or []
         self.warnings.append(f"the guardian took over: {record.get('reason')}; journal state {record.get('state')}")
 
@@ -721,19 +717,22 @@ class Switchover:
         if not self.params["drop_forward_subscription"] or not self.forward.exists():
             return False
         self.forward.drop_slot = True
-        deadline = time.monotonic() + CLEANUP_TIMEOUT
-        while True:
+
+        def drop() -> PgError | None:
             try:
                 self.forward.drop(self.forward.attrs())
-                return True
             except PgError as exc:
-                if "is active" not in str(exc) or time.monotonic() >= deadline:
-                    self.warnings.append(
-                        f"the forward subscription '{self.forward.name}' is disabled but could not be dropped ({exc}): drop it "
-                        f"and its slot on the source, or the slot retains WAL"
-                    )
-                    return False
-                time.sleep(0.1)
+                return exc
+            return None
+
+        error = poll(drop, Deadline(CLEANUP_TIMEOUT), None, ready=lambda exc: exc is None or "is active" not in str(exc), interval=0.1)
+        if error is None:
+            return True
+        self.warnings.append(
+            f"the forward subscription '{self.forward.name}' is disabled but could not be dropped ({error}): drop it "
+            f"and its slot on the source, or the slot retains WAL"
+        )
+        return False
 
     def cleanup(self) -> None:
         """After the pause: drop the forward subscription, watch the reverse one start; problems
@@ -743,17 +742,17 @@ class Switchover:
         self.drop_forward_subscription()
         if self.check_mode:
             return
-        deadline = time.monotonic() + CLEANUP_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def streaming() -> bool:
             row = self.source.query_one(
                 "SELECT pid, received_lsn::text AS received_lsn FROM pg_catalog.pg_stat_subscription WHERE subname = %s AND relid IS NULL",
                 (self.reverse_name,),
             )
-            if row and row["pid"] and row["received_lsn"]:
-                self.facts.reverse_streaming = True
-                return
-            time.sleep(0.05)
-        self.facts.reverse_streaming = False
+            return bool(row and row["pid"] and row["received_lsn"])
+
+        self.facts.reverse_streaming = poll(streaming, Deadline(CLEANUP_TIMEOUT), None)
+        if self.facts.reverse_streaming:
+            return
         self.warnings.append(
             f"the reverse subscription '{self.reverse_name}' on the source has not started streaming within {CLEANUP_TIMEOUT:g} s: "
             f"writes on the target are kept in slot '{self.reverse_name}' there; check the source's log"
