@@ -39,6 +39,7 @@ options:
   path_prefix:
     description:
       - The management API's C(management.path_prefix), when it is served under a prefix (e.g. C(/rabbitmq)).
+      - Plain path segments only - no V(.) or V(..) segment, C(?), C(#), C(%), backslash or space (an error otherwise).
     type: str
     default: ""
   validate_certs:

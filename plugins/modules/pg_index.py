@@ -55,6 +55,9 @@ options:
         V(lower(email\)), V((price * quantity\)) or V(lower(email\) text_pattern_ops). Write a bare expression that is
         not a function call in parentheses, as PostgreSQL requires. This is trusted SQL, written by the playbook
         author; never build it from untrusted input.
+      - An expression is one expression - a C(;) outside quotes and comments is refused with an error before
+        anything runs (check mode too), and the statement built from it is parsed by the server as one command
+        (without running it) before the trial build, so no field can add a statement.
     type: list
     elements: str
   unique:
@@ -77,6 +80,8 @@ options:
     description:
       - Predicate of a partial index, as SQL (for example C(deleted_at IS NULL)). Trusted SQL written by the playbook
         author, passed to PostgreSQL unquoted; never build it from untrusted input.
+      - One boolean expression - a C(;) outside quotes and comments is refused with an error naming the field, and
+        the statement is parsed by the server as one command before anything runs, as for expressions in O(columns).
     type: str
   concurrently:
     description:

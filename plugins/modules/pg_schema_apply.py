@@ -17,12 +17,18 @@ description:
     write such files to be re-runnable (C(IF NOT EXISTS)).'
   - In check mode it reports the pending files and runs nothing, which makes it a pre-check
     ("no unapplied schema files").
+  - Only files inside the directory are read. A C(*.sql) symlink whose real path leaves the directory
+    (for example a link to C(/etc/passwd) or C(../other.sql)) is an error naming the link and where it
+    resolves; a link to another file inside the directory is fine. A C(*.sql) entry that is not a regular
+    file (a directory, a dangling link) is an error too. Every entry is checked before anything runs.
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
 options:
   path:
-    description: Directory holding the SQL files, on the host that runs the module.
+    description:
+      - Directory holding the SQL files, on the host that runs the module.
+      - A file given here is an error saying it is a file, not a directory (and naming its directory).
     type: path
     required: true
   history_table:

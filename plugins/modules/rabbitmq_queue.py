@@ -24,6 +24,10 @@ description:
   - Queue names containing C(/) are refused with an error - the name travels in the URL path, where
     an encoded slash is decoded by many proxies and path prefixes in front of the API. Names starting
     with C(amq.) (reserved) and names over 255 bytes are refused too.
+  - Queue and vhost names V(.) and V(..) are refused with an error - dots are not encoded in a URL, and
+    the API resolves them as dot segments (C(/api/queues/%2F/..) is the list of all queues).
+  - Every answer is checked to be the queue (or vhost) asked for - a dict with its name and vhost;
+    anything else (a list, another queue, a proxy's page) is an error and nothing is changed.
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
@@ -32,12 +36,12 @@ extends_documentation_fragment:
 options:
   name:
     description:
-      - The queue's name (no C(/), not starting with C(amq.), at most 255 bytes).
+      - The queue's name (no C(/), not V(.) or V(..), not starting with C(amq.), at most 255 bytes).
     type: str
     required: true
   vhost:
     description:
-      - The virtual host; it must exist (the module fails naming it otherwise).
+      - The virtual host; it must exist (the module fails naming it otherwise). V(.) and V(..) are refused.
     type: str
     default: /
   state:

@@ -190,6 +190,26 @@ def test_unknown_phase_is_an_error_naming_the_list(db):
     assert not table_exists(db, table)
 
 
+def test_an_empty_schema_is_refused_not_taken_for_public(db):
+    table = "progress_empty_schema"
+    result = run_module(MODULE, progress(table, phase="phase1_infra", state="started", schema=""))[1]
+    assert result["failed"] is True
+    assert "invalid schema name '': it is empty" in result["msg"]
+    assert "leave 'schema' out for its default" in result["msg"]
+    assert not table_exists(db, table)
+
+
+def test_a_nul_in_details_is_refused_before_anything_is_sent(db):
+    table = "progress_nul"
+    ok(run_module(MODULE, progress(table, phase="phase1_infra", state="started"))[1])
+    result = run_module(MODULE, progress(table, phase="phase1_infra", state="succeeded", details={"note": "a\x00b"}))[1]
+    assert result["failed"] is True, result
+    assert "details.note holds a NUL character" in result["msg"]
+    assert "remove it from 'details'" in result["msg"]
+    assert "queries" not in result or result["queries"] == []
+    assert phase_row(db, table, "phase1_infra") == ("running", 1, {}, False)
+
+
 def test_a_table_of_another_shape_is_refused(db):
     db.execute("CREATE TABLE progress_other (id int)")
     result = run_module(MODULE, progress("progress_other", phase="phase1_infra", state="started"))[1]

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 import pytest
 from psycopg import sql
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sql_text import parse_only
 from tests.lab import GREEN, connect, drop_database, recreate_database, run_module
 
 MODULE = "zerodowntime.migration.pg_index"
@@ -353,6 +355,61 @@ def test_a_bad_definition_fails_before_anything_runs_also_in_check_mode(db):
             assert result["queries"] == []
     assert index_row(db, "shapes_idx") is None
     assert db.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'zdm_index_probe%'").fetchone()[0] == 0
+
+
+def probe_tables(conn) -> int:
+    return conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'zdm_index_probe%'").fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("where", "id > 0; DROP TABLE zdm_victim; --", "where 'id > 0; DROP TABLE zdm_victim; --' holds a statement separator ';'"),
+        ("columns", "(id)); DROP TABLE zdm_victim; SELECT ((1", "the columns entry '(id)); DROP TABLE zdm_victim; SELECT ((1' holds"),
+        ("where", "id > 0 /* ; */; DROP TABLE zdm_victim", "(character 15) outside quotes and comments"),
+    ],
+)
+def test_a_statement_separator_in_sql_text_is_refused_and_runs_nothing(db, field, value, said):
+    """The exact input of issue 18: with concurrently: false this `where` once dropped the table
+    (and the trial build on the empty copy ran the same text)."""
+    fields = {"columns": [value]} if field == "columns" else {"columns": ["id"], field: value}
+    args = index("victim_idx", "zdm_victim", concurrently=False, **fields)
+    for check in (True, False):
+        result = run_module(MODULE, args, check=check)[1]
+        assert result["failed"] is True and not result.get("changed"), result
+        assert said in result["msg"], result["msg"]
+        assert "without ';'" in result["msg"] and "Nothing was changed" in result["msg"], result["msg"]
+        assert result["queries"] == []
+        assert victim_exists(db)
+    assert index_row(db, "victim_idx") is None
+    assert probe_tables(db) == 0
+
+
+def test_a_semicolon_inside_quotes_is_one_predicate(db):
+    db.execute("CREATE TABLE notes_semicolon (id int, body text)")
+    args = index("notes_semicolon_idx", "notes_semicolon", columns=["id"], where="body <> 'a; DROP TABLE zdm_victim' -- ;")
+    created = run_module(MODULE, args)[1]
+    assert created["changed"] is True and not created.get("failed"), created
+    assert "body <> 'a; DROP TABLE zdm_victim'::text" in index_row(db, "notes_semicolon_idx")[2]
+    assert victim_exists(db)
+    assert run_module(MODULE, args)[1]["changed"] is False
+
+
+def test_sql_text_the_server_cannot_parse_is_refused_before_anything_runs(db):
+    result = run_module(MODULE, index("victim_idx", "zdm_victim", columns=["id"], where="id >"), check=False)[1]
+    assert result["failed"] is True
+    assert "cannot be parsed by the server" in result["msg"] and "syntax error" in result["msg"], result["msg"]
+    assert result["queries"] == [] and index_row(db, "victim_idx") is None and probe_tables(db) == 0
+
+
+def test_the_server_parse_refuses_several_statements_without_running_them(db):
+    """parse_only is the server's word, whatever the module's own reading of quotes would say:
+    several statements in one Parse are refused and none of them runs."""
+    with Client(ARGS) as client, pytest.raises(PgError) as caught:
+        parse_only(client, "CREATE INDEX x ON zdm_victim (id); DROP TABLE zdm_victim", "where")
+    assert "cannot insert multiple commands into a prepared statement" in str(caught.value)
+    assert "where would make several statements of one" in str(caught.value) and "Nothing was changed" in str(caught.value)
+    assert victim_exists(db) and index_row(db, "x") is None
 
 
 # Partitioned tables ----------------------------------------------------------------------------

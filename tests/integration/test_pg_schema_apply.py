@@ -92,3 +92,60 @@ def test_missing_directory_and_wrong_password(database, tmp_path):
     assert missing["failed"] is True and "schema directory" in missing["msg"] and "does not exist" in missing["msg"]
     denied = run_module(MODULE, dict(TARGET, path=str(tmp_path), login_password="wrong"))[1]
     assert denied["failed"] is True and "authentication failed for user 'migrator'" in denied["msg"]
+
+
+def history_exists(conn) -> bool:
+    return conn.execute("SELECT to_regclass('public.zerodowntime_schema_history')").fetchone()[0] is not None
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_symlink_out_of_the_directory_is_refused_and_nothing_runs(database, schema_dir, check):
+    """The exact input of issue 18: a link to /etc/passwd was read and sent to the server as SQL."""
+    (schema_dir / "000_passwd.sql").symlink_to("/etc/passwd")
+    result = run_module(MODULE, dict(TARGET, path=str(schema_dir)), check=check)[1]
+    assert result["failed"] is True, result
+    link, real = schema_dir / "000_passwd.sql", schema_dir.resolve()
+    assert f"symlink '{link}' resolves to '/etc/passwd', outside the schema directory '{real}'" in result["msg"], result["msg"]
+    assert "Copy the file into the directory" in result["msg"] and "Nothing was run" in result["msg"]
+    assert "root:" not in str(result)
+    with connect(TARGET) as conn:
+        assert "things" not in tables(conn) and not history_exists(conn)
+
+
+def test_a_relative_symlink_out_of_the_directory_is_refused_too(database, tmp_path):
+    schema = tmp_path / "schema"
+    schema.mkdir()
+    (tmp_path / "outside.sql").write_text("CREATE TABLE escaped (id int);\n")
+    (schema / "001_escape.sql").symlink_to("../outside.sql")
+    result = run_module(MODULE, dict(TARGET, path=str(schema)))[1]
+    assert result["failed"] is True
+    assert f"resolves to '{(tmp_path / 'outside.sql').resolve()}', outside the schema directory" in result["msg"], result["msg"]
+    with connect(TARGET) as conn:
+        assert "escaped" not in tables(conn) and not history_exists(conn)
+
+
+def test_a_symlink_to_a_file_inside_the_directory_is_applied(database, schema_dir):
+    (schema_dir / "lib").mkdir()
+    (schema_dir / "lib" / "linked.sql").write_text("CREATE TABLE linked (id int);\n")
+    (schema_dir / "003_linked.sql").symlink_to("lib/linked.sql")
+    result = run_module(MODULE, dict(TARGET, path=str(schema_dir)))[1]
+    assert result["failed"] is False and [f["name"] for f in result["applied"]] == ["001_tables.sql", "002_index.sql", "003_linked.sql"]
+    with connect(TARGET) as conn:
+        assert {"things", "linked"} <= tables(conn)
+
+
+def test_a_file_as_path_is_named_as_a_file_not_a_missing_directory(database, schema_dir):
+    path = schema_dir / "001_tables.sql"
+    result = run_module(MODULE, dict(TARGET, path=str(path)))[1]
+    assert result["failed"] is True and "does not exist" not in result["msg"], result["msg"]
+    assert f"path '{path}' is a file, not a directory" in result["msg"] and f"'{schema_dir}'" in result["msg"], result["msg"]
+    with connect(TARGET) as conn:
+        assert "things" not in tables(conn) and not history_exists(conn)
+
+
+def test_a_directory_named_like_a_sql_file_is_named(database, schema_dir):
+    (schema_dir / "000_dir.sql").mkdir()
+    result = run_module(MODULE, dict(TARGET, path=str(schema_dir)))[1]
+    assert result["failed"] is True and f"schema file '{schema_dir / '000_dir.sql'}' is a directory" in result["msg"], result["msg"]
+    with connect(TARGET) as conn:
+        assert "things" not in tables(conn)

@@ -281,6 +281,53 @@ def test_bad_names_are_refused(converged, name, expected):
     assert result["queries"] == []
 
 
+def all_queues() -> list[tuple[str, str, bool, dict]]:
+    status, data = api("GET", "/api/queues?columns=name,vhost,durable,arguments")
+    assert status == 200 and isinstance(data, list), data
+    return sorted((q["vhost"], q["name"], q["durable"], json.dumps(q.get("arguments"), sort_keys=True)) for q in data)
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+@pytest.mark.parametrize(("state", "check"), [("present", False), ("present", True), ("absent", False), ("absent", True)])
+def test_dot_queue_names_are_refused_and_change_nothing(converged, name, state, check):
+    """`.` and `..` are not percent-encoded and the API resolves them: GET /api/queues/%2F/.. is the
+    list of every queue, which the module once took for one queue ('list' object has no attribute 'get')."""
+    before = all_queues()
+    result = run_module(MODULE, dict(LOGIN, name=name, state=state), check=check)[1]
+    assert result["failed"] and not result.get("changed"), result
+    assert f"queue name {name!r}" in result["msg"] and "dot segment" in result["msg"], result["msg"]
+    assert "Use another queue name" in result["msg"] and "has no attribute" not in result["msg"], result["msg"]
+    assert result["queries"] == []
+    assert all_queues() == before
+
+
+@pytest.mark.parametrize("vhost", [".", ".."])
+def test_dot_vhost_names_are_refused_and_change_nothing(scratch, vhost):
+    name = scratch("dot_vhost")
+    before = all_queues()
+    result = run_module(MODULE, dict(LOGIN, name=name, vhost=vhost))[1]
+    assert result["failed"] and f"vhost name {vhost!r}" in result["msg"] and "dot segment" in result["msg"], result["msg"]
+    assert result["queries"] == []
+    assert all_queues() == before and queue(name) is None
+
+
+def test_a_path_prefix_with_dot_segments_is_refused(scratch):
+    """path_prefix '/api/..' would make every request reach another URL than the one built."""
+    name = scratch("dot_prefix")
+    result = run_module(MODULE, dict(LOGIN, name=name, path_prefix="/x/.."))[1]
+    assert result["failed"] and "path_prefix '/x/..'" in result["msg"] and "'..'" in result["msg"], result["msg"]
+    assert queue(name) is None
+
+
+def test_a_queue_with_dots_inside_its_name_works(scratch):
+    name = scratch("dotted.name.")
+    first = run_module(MODULE, dict(LOGIN, name=name))[1]
+    assert first["changed"] and not first["failed"], first
+    assert queue(name)["name"] == name
+    again = run_module(MODULE, dict(LOGIN, name=name))[1]
+    assert again["changed"] is False and not again["failed"], again
+
+
 def test_conflicting_argument_and_option(scratch):
     name = scratch("conflict")
     result = run_module(MODULE, dict(LOGIN, name=name, message_ttl=10, arguments={"x-message-ttl": 20}))[1]

@@ -60,7 +60,15 @@ def test_a_trailing_slash_is_dropped():
     [
         ([], "non-empty list"),
         ("etcd1", "non-empty list"),
-        (["etcd1"], r"members\[1\] is 'etcd1', not a dict"),
+        (["etcd1"], r"member 1 of members \(counting from 1\) is 'etcd1', not a dict"),
+        (
+            [member("etcd1", 2379), dict(member("etcd2", 2479), role="x")],
+            r"member 2 of members \(counting from 1, name 'etcd2'\) has unknown keys role",
+        ),
+        (
+            [member("etcd1", 2379), dict(member("etcd2", 2479), name="bad name")],
+            r"member 2 of members \(counting from 1\): name 'bad name'",
+        ),
         ([{"name": "etcd1", "client_url": "http://127.0.0.1:2379"}], "member etcd1: peer_url is required"),
         ([dict(member("etcd1", 2379), peer_url="127.0.0.1:2380")], "member etcd1: peer_url '127.0.0.1:2380' is not a URL etcd can use"),
         ([dict(member("etcd1", 2379), client_url="ftp://127.0.0.1:2379")], "client_url 'ftp://127.0.0.1:2379' is not a URL"),

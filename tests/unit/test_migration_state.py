@@ -164,6 +164,8 @@ def test_phase_lists_are_checked(phases, message):
         ({"state": "checkpoint", "step": ""}, "needs a non-empty step"),
         ({"state": "query", "details": {"a": 1}}, "details are not recorded with state: query"),
         ({"state": "succeeded", "details": {"checkpoints": []}}, "details.checkpoints is kept by the module"),
+        ({"state": "succeeded", "details": {"note": "a\x00b"}}, r"details.note holds a NUL character"),
+        ({"state": "failed", "details": {"why": ["ok", {"x": "\x00"}]}}, r"details.why\[1\].x holds a NUL character"),
     ],
 )
 def test_requests_that_make_no_sense_are_refused(params, message):

@@ -10,9 +10,11 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.rabbitmq.ap
     RabbitMQError,
     argument_differences,
     check_queue_name,
+    check_vhost,
     current_arguments,
     describe_differences,
     desired_arguments,
+    expect_object,
     queue_path,
 )
 
@@ -50,7 +52,7 @@ def queue_params(**overrides):
     return params
 
 
-@pytest.mark.parametrize("name", ["a/b", "/", "", "amq.x", "x" * 256, "é" * 128])
+@pytest.mark.parametrize("name", ["a/b", "/", "", ".", "..", "amq.x", "x" * 256, "é" * 128])
 def test_bad_queue_names(name):
     with pytest.raises(RabbitMQError):
         check_queue_name(name)
@@ -107,3 +109,34 @@ def test_differences_cover_every_argument_both_ways():
 def test_path_prefix_is_part_of_every_url():
     assert ManagementApi(dict(PARAMS, path_prefix="/rabbitmq/")).base == "http://127.0.0.1:15672/rabbitmq"
     assert ManagementApi(dict(PARAMS, login_protocol="https", path_prefix="")).base == "https://127.0.0.1:15672"
+
+
+@pytest.mark.parametrize("vhost", [".", ".."])
+def test_dot_vhosts_are_refused_naming_the_problem(vhost):
+    with pytest.raises(RabbitMQError, match="dot segment"):
+        check_vhost(vhost)
+    with pytest.raises(RabbitMQError, match="vhost name"):
+        queue_path(vhost, "jobs")
+
+
+def test_names_with_dots_inside_are_fine():
+    assert check_queue_name("app.jobs") == "app.jobs" and check_queue_name("...") == "..."
+    assert queue_path("/", "app.jobs") == "/api/queues/%2F/app.jobs"
+    assert check_vhost("/") == "/"
+
+
+@pytest.mark.parametrize("prefix", ["/../api", "a/./b", "x?y", "x#y", "a%2Fb", "a b"])
+def test_bad_path_prefixes_are_refused(prefix):
+    with pytest.raises(RabbitMQError, match="path_prefix"):
+        ManagementApi(dict(PARAMS, path_prefix=prefix))
+
+
+def test_an_answer_must_be_the_object_asked_for():
+    queue = {"name": "jobs", "vhost": "/", "durable": True}
+    assert expect_object(queue, "/api/queues/%2F/jobs", "http://x", "queue", name="jobs", vhost="/") is queue
+    with pytest.raises(RabbitMQError, match="a list of 2 item"):
+        expect_object([queue, queue], "/api/queues/%2F/jobs", "http://x", "queue", name="jobs", vhost="/")
+    with pytest.raises(RabbitMQError, match="name 'other'"):
+        expect_object(dict(queue, name="other"), "/api/queues/%2F/jobs", "http://x", "queue", name="jobs", vhost="/")
+    with pytest.raises(RabbitMQError, match="str"):
+        expect_object("<html>", "/api/queues/%2F/jobs", "http://x", "queue", name="jobs", vhost="/")

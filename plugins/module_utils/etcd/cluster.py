@@ -107,16 +107,21 @@ def validate_members(members) -> list[dict]:
     checked, seen = [], {}
     for position, member in enumerate(members, 1):
         if not isinstance(member, dict):
-            raise EtcdError(f"members[{position}] is {member!r}, not a dict with name, client_url and peer_url; fix the members list.")
+            raise EtcdError(
+                f"member {position} of members (counting from 1) is {member!r}, "
+                "not a dict with name, client_url and peer_url; fix the members list."
+            )
         unknown = sorted(set(member) - {"name", "client_url", "peer_url", "service", "data_dir"})
         if unknown:
             raise EtcdError(
-                f"members[{position}] has unknown keys {', '.join(unknown)}; a member takes name, client_url, peer_url, service, data_dir."
+                f"member {position} of members (counting from 1, name {member.get('name')!r}) has unknown keys "
+                f"{', '.join(unknown)}; a member takes name, client_url, peer_url, service, data_dir."
             )
         name = member.get("name")
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise EtcdError(
-                f"members[{position}] name {name!r} is not a member name: 1 to 63 letters, digits, '_', '.' or '-', "
+                f"member {position} of members (counting from 1): name {name!r} is not a member name: "
+                "1 to 63 letters, digits, '_', '.' or '-', "
                 "starting with a letter or digit; fix the members list."
             )
         entry = {

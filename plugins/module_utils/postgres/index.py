@@ -34,6 +34,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.id
     format_qualified_name,
     split_qualified_name,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sql_text import check_fragment, parse_only
 
 try:
     from psycopg import sql
@@ -107,7 +108,9 @@ def index_spec(params: dict) -> dict:
     for column in columns:
         if not isinstance(column, str) or not column.strip():
             raise PgError(f"invalid entry {column!r} in columns: give a column name or an expression")
-        if not is_expression(column):
+        if is_expression(column):
+            check_fragment(column, "the columns entry", "index expression", "CREATE INDEX")
+        else:
             check_identifier(column, "column")
     include = list(params.get("include") or [])
     for column in include:
@@ -116,6 +119,8 @@ def index_spec(params: dict) -> dict:
         check_identifier(column, "include column")
     where = params.get("where")
     where = where.strip() if isinstance(where, str) and where.strip() else None
+    if where is not None:
+        check_fragment(where, "where", "predicate (boolean expression)", "CREATE INDEX ... WHERE")
     return {"columns": columns, "include": include, "unique": bool(params.get("unique")), "method": method, "where": where}
 
 
@@ -317,6 +322,8 @@ class Index(ManagedObject):
         that is always rolled back, and read back. Takes only an ACCESS SHARE lock on the table and
         leaves nothing behind; runs in check mode too (it changes nothing), so it is a read."""
         statement = create_statement(PROBE_INDEX, (PROBE_TABLE,), spec, concurrently=False)
+        # Parsed by the server first, not run: one command only, whatever the fields hold.
+        parse_only(self.client, statement, "columns and where")
         try:
             with self.client.conn.transaction(force_rollback=True):
                 self.client.query(sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {})").format(ident(PROBE_TABLE), ident(self.schema, self.table)))

@@ -44,6 +44,11 @@ COLUMNS = ("phase", "status", "started_at", "completed_at", "attempts", "details
 # --- pure logic ----------------------------------------------------------------------------
 def validate_name(name, option: str) -> str:
     """`name` if PostgreSQL keeps it as given (1 to 63 bytes); a PgError saying why not."""
+    if name == "":
+        raise PgError(
+            f"invalid {option} name '': it is empty, and it must be 1 to {MAX_IDENTIFIER_BYTES} bytes: "
+            f"name the {option}, or leave '{option}' out for its default"
+        )
     if not isinstance(name, str) or not name or len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
         raise PgError(
             f"invalid {option} name {name!r}: it must be 1 to {MAX_IDENTIFIER_BYTES} bytes "
@@ -78,6 +83,31 @@ def validate_request(params: dict) -> None:
         raise PgError("details are not recorded with state: query (it only reads): drop 'details' or choose another state")
     if "checkpoints" in details:
         raise PgError("details.checkpoints is kept by the module: record a finished step with state: checkpoint and step: <name>")
+    where = nul_in(details, "details")
+    if where:
+        raise PgError(
+            f"{where} holds a NUL character (\\x00), which PostgreSQL cannot store in jsonb: "
+            "remove it from 'details' (nothing was sent to the server)"
+        )
+
+
+def nul_in(value, path: str) -> str | None:
+    """The path (details.key[index]...) of the first key or string in `value` holding a NUL character, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return f"{path} key {key!r}"
+            found = nul_in(item, f"{path}.{key}")
+            if found:
+                return found
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = nul_in(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
 
 
 def predecessor(phases: list[str], phase: str) -> str | None:
@@ -354,7 +384,11 @@ def run_state(client, params: dict) -> dict:
     phases = validate_phases(params.get("phases") or DEFAULT_PHASES)
     state = params.get("state") or "query"
     phase = params.get("phase")
-    table = ProgressTable(client, params.get("schema") or "public", params.get("table") or DEFAULT_TABLE)
+    table = ProgressTable(
+        client,
+        "public" if params.get("schema") is None else params["schema"],
+        DEFAULT_TABLE if params.get("table") is None else params["table"],
+    )
     flags = {"resumed": False, "already_succeeded": False}
     if state == "query":
         if phase is not None:

@@ -18,6 +18,7 @@ import re
 import time
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sql_text import separators
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
     from psycopg import sql
@@ -25,38 +26,14 @@ with contextlib.suppress(ImportError):  # a missing psycopg is reported by the m
 NO_TRANSACTION = "-- zerodowntime: no-transaction"
 DEFAULT_HISTORY_TABLE = "zerodowntime_schema_history"
 
-# What may hide a semicolon: quoted strings and identifiers, dollar-quoted bodies, comments.
-_TOKEN = re.compile(
-    r"""
-      '(?:[^']|'')*'              # 'string' with '' escapes
-    | E'(?:[^'\\]|\\.|'')*'       # E'string' with backslash escapes
-    | "(?:[^"]|"")*"              # "identifier"
-    | (\$[A-Za-z_0-9]*\$)         # opening $tag$ of a dollar-quoted body
-    | --[^\n]*                    # line comment
-    | /\*.*?\*/                   # block comment (not nested)
-    | ;                           # a statement's end
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-
 
 def split_statements(text: str) -> list[str]:
-    """Split a SQL script into statements on the semicolons that end them."""
-    statements, start, position = [], 0, 0
-    while True:
-        match = _TOKEN.search(text, position)
-        if not match:
-            break
-        if match.group(1):  # skip to the closing tag of a dollar-quoted body
-            closing = text.find(match.group(1), match.end())
-            if closing < 0:
-                raise ValueError(f"unterminated dollar-quoted string {match.group(1)}")
-            position = closing + len(match.group(1))
-            continue
-        if match.group(0) == ";":
-            statements.append(text[start : match.start()])
-            start = match.end()
-        position = match.end()
+    """Split a SQL script into statements on the semicolons that end them (sql_text.separators:
+    quotes, dollar quotes and comments hide a semicolon)."""
+    statements, start = [], 0
+    for position in separators(text, strict=True):
+        statements.append(text[start:position])
+        start = position + 1
     statements.append(text[start:])
     return [statement.strip() for statement in statements if strip_comments(statement).strip()]
 
@@ -69,14 +46,54 @@ def checksum(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def read_files(directory: str) -> list[dict]:
-    """The directory's *.sql files in name order, with their text and checksum."""
-    if not os.path.isdir(directory):
+def schema_directory(directory: str) -> str:
+    """The real path of `directory`; PgError naming exactly what is wrong with it otherwise."""
+    if not os.path.lexists(directory):
         raise PgError(f"schema directory '{directory}' does not exist on the host that runs the module: check 'path'")
+    if not os.path.isdir(directory):
+        kind = "a file" if os.path.isfile(directory) else "a dangling symlink" if os.path.islink(directory) else "not a directory"
+        raise PgError(
+            f"path '{directory}' is {kind}, not a directory: 'path' is the directory holding the *.sql files"
+            + (f" (the file's directory is '{os.path.dirname(directory) or '.'}')" if kind == "a file" else "")
+            + ". Nothing was run"
+        )
+    return os.path.realpath(directory)
+
+
+def schema_file_path(directory: str, real_directory: str, name: str) -> str:
+    """The real path of the directory's entry `name`, which must stay inside the directory and be a
+    regular file: a symlink may point to another file of the directory, never out of it."""
+    entry = os.path.join(directory, name)
+    real = os.path.realpath(entry)
+    if os.path.commonpath([real_directory, real]) != real_directory:
+        raise PgError(
+            f"symlink '{entry}' resolves to '{real}', outside the schema directory '{real_directory}': only files inside "
+            f"the directory are applied. Copy the file into the directory (or point the link at a file inside it). "
+            f"Nothing was run"
+        )
+    if not os.path.isfile(real):
+        what = "a directory" if os.path.isdir(real) else "not a regular file"
+        if not os.path.lexists(real):
+            what = f"a dangling symlink (to '{real}')"
+        raise PgError(f"schema file '{entry}' is {what}: every *.sql entry of the directory must be a regular file. Nothing was run")
+    return real
+
+
+def read_files(directory: str) -> list[dict]:
+    """The directory's *.sql files in name order, with their text and checksum; every one is
+    checked (inside the directory, a regular file) before any is read."""
+    real_directory = schema_directory(directory)
+    names = sorted(entry for entry in os.listdir(directory) if entry.endswith(".sql"))
+    paths = {name: schema_file_path(directory, real_directory, name) for name in names}
     files = []
-    for name in sorted(entry for entry in os.listdir(directory) if entry.endswith(".sql")):
-        with open(os.path.join(directory, name), "rb") as handle:
-            content = handle.read()
+    for name in names:
+        # O_NOFOLLOW: the resolved path is opened, so a link swapped in since the check is refused.
+        try:
+            descriptor = os.open(paths[name], os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(descriptor, "rb") as handle:
+                content = handle.read()
+        except OSError as exc:
+            raise PgError(f"cannot read schema file '{os.path.join(directory, name)}': {exc.strerror}. Nothing was run") from None
         text = content.decode("utf-8")
         files.append(
             {

@@ -13,8 +13,13 @@ compared with the existing queue's: RabbitMQ cannot change a declared queue, so 
 error naming each differing argument, unless `recreate` allows deleting and redeclaring it while
 it is empty (the delete uses `if-empty=true`, so a message arriving meanwhile is never lost).
 
-Pure helpers (no broker needed): `check_queue_name`, `queue_path`, `desired_arguments`,
-`argument_differences`, `describe_differences`.
+Every name that travels in a URL path (vhost, queue) goes through `path_segment`: percent-encoded,
+and never `.` or `..`, which are not encoded and which the API resolves as dot segments
+(`/api/queues/%2F/..` is `/api/queues`, the list of all queues). An answer is used only when it is
+the object asked for (`expect_object`: a dict with that name and vhost); anything else is an error.
+
+Pure helpers (no broker needed): `path_segment`, `expect_object`, `check_queue_name`, `check_vhost`,
+`queue_path`, `desired_arguments`, `argument_differences`, `describe_differences`.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class ManagementApi:
         self.params = params
         self.check_mode = check_mode
         self.queries: list[str] = []
-        prefix = "/" + params.get("path_prefix", "").strip("/") if params.get("path_prefix", "").strip("/") else ""
+        prefix = check_path_prefix(params.get("path_prefix") or "")
         self.endpoint = f"{params['login_protocol']}://{params['login_host']}:{params['login_port']}"
         self.base = self.endpoint + prefix
 
@@ -130,8 +135,12 @@ class ManagementApi:
         return RabbitMQError(f"{method} {path} on {self.endpoint} failed with HTTP {status}: {reason or payload}", status=status)
 
     def vhost_exists(self, vhost: str) -> bool:
-        status, body = self.request("GET", f"/api/vhosts/{quote(vhost, safe='')}", allow=(404,))
-        return status == 200 and body is not None
+        path = f"/api/vhosts/{path_segment(vhost, 'vhost')}"
+        status, body = self.request("GET", path, allow=(404,))
+        if status != 200 or body is None:
+            return False
+        expect_object(body, path, self.endpoint, "vhost", name=vhost)
+        return True
 
     def require_vhost(self, vhost: str) -> None:
         if not self.vhost_exists(vhost):
@@ -151,6 +160,63 @@ def decode(raw: bytes):
         return raw.decode("utf-8", "replace")
 
 
+DOT_SEGMENTS = (".", "..")
+
+
+def path_segment(value: str, what: str) -> str:
+    """`value` percent-encoded as one URL path segment; `.` and `..` (which stay unencoded and
+    which the API resolves as "this" and "the parent" path) are refused, naming `what` it is."""
+    if value in DOT_SEGMENTS:
+        raise RabbitMQError(
+            f"{what} name {value!r} cannot be used through the management API: the name travels in the URL path, where "
+            f"{value!r} is a dot segment that the server resolves to another resource (e.g. the list of all queues) "
+            f"instead of the {what} {value!r}, so this module refuses it. Use another {what} name (e.g. with letters, "
+            f"digits, '_' or a dot inside the name such as 'app.jobs'). Nothing was changed"
+        )
+    return quote(value, safe="")
+
+
+def expect_object(body, path: str, endpoint: str, what: str, **expected) -> dict:
+    """`body` if it is the one object asked for (a dict whose fields equal `expected`); else an error."""
+    if isinstance(body, dict) and all(body.get(key) == value for key, value in expected.items()):
+        return body
+    wanted = ", ".join(f"{key} {value!r}" for key, value in expected.items())
+    got = (
+        f"a {type(body).__name__} of {len(body)} item(s)"
+        if isinstance(body, list)
+        else f"{', '.join(f'{key} {body.get(key)!r}' for key in expected)}"
+        if isinstance(body, dict)
+        else f"{type(body).__name__} {str(body)[:80]!r}"
+    )
+    raise RabbitMQError(
+        f"GET {path} on {endpoint} did not answer with the {what} asked for ({wanted}) but with {got}: a proxy or "
+        f"path_prefix in front of the API rewrote the URL, or login_host/login_port/path_prefix point at something "
+        f"other than the RabbitMQ management API. Fix them; nothing was changed",
+        answer_type=type(body).__name__,
+    )
+
+
+def check_path_prefix(path_prefix: str) -> str:
+    """`path_prefix` as "/a/b" ("" for none); dot segments and URL delimiters are refused."""
+    segments = [segment for segment in path_prefix.strip("/").split("/") if segment]
+    for segment in segments:
+        if segment in DOT_SEGMENTS or any(char in segment for char in "?#%\\") or any(char.isspace() for char in segment):
+            raise RabbitMQError(
+                f"path_prefix {path_prefix!r} has the segment {segment!r}: a prefix is plain path segments (e.g. /rabbitmq), "
+                f"without '.' or '..' segments, '?', '#', '%', backslashes or spaces, which would make the requests reach "
+                f"another URL. Fix path_prefix to the management.path_prefix of the broker"
+            )
+    return "/" + "/".join(segments) if segments else ""
+
+
+def check_vhost(vhost) -> str:
+    """Return `vhost` if it can travel in a URL path; else fail saying why and what to do."""
+    if not isinstance(vhost, str) or not vhost:
+        raise RabbitMQError("vhost must be a non-empty vhost name (the default vhost is '/')")
+    path_segment(vhost, "vhost")
+    return vhost
+
+
 def check_queue_name(name) -> str:
     """Return `name` if it can be declared through the API; else fail saying why and what to do."""
     if not isinstance(name, str) or not name:
@@ -161,6 +227,7 @@ def check_queue_name(name) -> str:
             f"slash (%2F) is decoded by many proxies and path prefixes in front of it, so this module refuses such "
             f"names. Rename the queue (e.g. use '.' or '_' instead of '/')"
         )
+    path_segment(name, "queue")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise RabbitMQError(f"queue name {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes (AMQP's limit): shorten it")
     if name.startswith("amq."):
@@ -169,7 +236,7 @@ def check_queue_name(name) -> str:
 
 
 def queue_path(vhost: str, name: str) -> str:
-    return f"/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}"
+    return f"/api/queues/{path_segment(vhost, 'vhost')}/{path_segment(name, 'queue')}"
 
 
 def desired_arguments(params: dict) -> dict:
@@ -238,7 +305,9 @@ class Queue(ManagedObject):
 
     def read(self):
         status, data = self.client.request("GET", self.path, allow=(404,))
-        return data if status == 200 else None
+        if status != 200:
+            return None
+        return expect_object(data, self.path, self.client.endpoint, "queue", name=self.name, vhost=self.vhost)
 
     def exists(self) -> bool:
         return self.read() is not None
@@ -294,7 +363,7 @@ class Queue(ManagedObject):
 def ensure_queue(api: ManagementApi, params: dict) -> dict:
     """Bring the queue of `params` (rabbitmq_queue's options) to its state; return the result."""
     name = check_queue_name(params["name"])
-    vhost = params.get("vhost") or "/"
+    vhost = check_vhost(params.get("vhost") or "/")
     desired = None
     if params["state"] == "present":
         arguments = desired_arguments(params)
