@@ -35,7 +35,7 @@ description:
   - With O(state=switched) a failure, SIGTERM or SIGHUP undoes what was done, newest first, and
     releases the hold - the source is the primary again, the target its replica, HAProxy sends
     clients to the source - except when the promoted target already took writes from clients
-    (C(rdb_changes_since_last_save) moved after HAProxy was told): those writes would be
+    (C(rdb_changes_since_last_save) moved after HAProxy was told) - those writes would be
     discarded, so the target stays the primary and the error says so (RV(target_kept_as_primary)).
     A run after a switch only tells the HAProxies that do not show the target up yet.
   - C(community.general.haproxy) drives one server per task; the cutover needs several servers

@@ -28,7 +28,7 @@ def _open(address: str, timeout: float) -> socket.socket:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         target = address
     else:
-        host, _, port = address.rpartition(":")
+        host, port = address.rsplit(":", 1) if ":" in address else ("", "")
         if not host or not port.isdigit():
             raise HAProxyError(f"HAProxy socket {address!r} is neither a unix socket path nor host:port: give one of them")
         conn = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)

@@ -1,0 +1,161 @@
+"""The Redis write hold clients feel at cutover: the one-run switchover (redis_switchover
+state=switched) against the task-by-task playbook, in the same run, on the lab.
+
+    .venv/bin/python bench/redis_cutover/run.py [--clients 8] [--switchovers 10] [--results bench/RESULTS.md]
+
+Both ways run playbooks/redis_switchover.yml on the lab (blue :6379, green :6380, clients through
+HAProxy's Redis frontend :6389): `redis_switchover_one_run: true` (the default) and `false` (the
+earlier path: pause, promote, HAProxy hook, retire, release as separate tasks). Each way moves the
+primary blue -> green and back `--switchovers` times in each direction while `--clients` threads
+write through HAProxy (INCR of the client's counter and a SET of a new key per operation,
+reconnecting through HAProxy on an error). Reported per way: the hold (hold_ms, returned by the
+one run only), the slowest client operation, client errors, and acknowledged writes lost (every
+acknowledged SET's key, and every client's acknowledged INCR count, must be on the final primary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
+
+from bench.results import append_section  # noqa: E402
+from tests.lab import LAB_PASSWORD, run_playbook  # noqa: E402
+
+HAPROXY_REDIS, REDIS_BLUE, REDIS_GREEN = 6389, 6379, 6380
+
+
+class Writer(threading.Thread):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix, self.acked, self.incrs, self.errors, self.slowest_ms = prefix, [], 0, 0, 0.0
+        self.stop = threading.Event()
+
+    def connect(self):
+        return redis.Redis(host="127.0.0.1", port=HAPROXY_REDIS, password=LAB_PASSWORD, socket_timeout=30)
+
+    def run(self):
+        conn, number = self.connect(), 0
+        while not self.stop.is_set():
+            key = f"{self.prefix}:{number}"
+            started = time.monotonic()
+            try:
+                conn.incr(f"{self.prefix}:counter")
+                self.incrs += 1
+                conn.set(key, number)
+            except redis.RedisError:
+                self.errors += 1
+                time.sleep(0.005)
+                conn = self.connect()
+                continue
+            self.slowest_ms = max(self.slowest_ms, (time.monotonic() - started) * 1000)
+            self.acked.append(key)
+            number += 1
+
+
+def primary_port() -> int:
+    info = redis.Redis(host="127.0.0.1", port=REDIS_BLUE, password=LAB_PASSWORD).info("replication")
+    return REDIS_BLUE if info["role"] == "master" else REDIS_GREEN
+
+
+def measure(way: str, one_run: bool, clients: int, switchovers: int) -> dict:
+    writers = [Writer(f"bench:{way}:{time.time_ns()}:{index}") for index in range(clients)]
+    holds = []
+    for writer in writers:
+        writer.start()
+    time.sleep(1)
+    try:
+        for _ in range(switchovers):
+            for side in ("green", "blue"):
+                run = run_playbook("redis_switchover.yml", extravars={"redis_switchover_to": side, "redis_switchover_one_run": one_run})
+                if run.status != "successful":
+                    raise SystemExit(f"{way}: the switchover to {side} failed:\n{run.stdout[-3000:]}")
+                for result in run.task_results("Redis switchover | hold, catch up, promote, repoint, retire, release"):
+                    if "hold_ms" in result:
+                        holds.append(result["hold_ms"])
+                time.sleep(0.5)
+    finally:
+        time.sleep(0.5)
+        for writer in writers:
+            writer.stop.set()
+        for writer in writers:
+            writer.join(60)
+    primary = redis.Redis(host="127.0.0.1", port=primary_port(), password=LAB_PASSWORD)
+    lost = 0
+    for writer in writers:
+        values = primary.mget(writer.acked) if writer.acked else []
+        lost += sum(value is None for value in values)
+        lost += max(0, writer.incrs - int(primary.get(f"{writer.prefix}:counter") or 0))
+        primary.delete(*writer.acked, f"{writer.prefix}:counter") if writer.acked else None
+    return dict(
+        way=way,
+        switchovers=2 * switchovers,
+        operations=sum(len(writer.acked) for writer in writers),
+        hold_median=statistics.median(holds) if holds else None,
+        hold_worst=max(holds) if holds else None,
+        slowest_ms=max(writer.slowest_ms for writer in writers),
+        errors=sum(writer.errors for writer in writers),
+        lost=lost,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--switchovers", type=int, default=10, help="switchovers in each direction, per way")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = parser.parse_args()
+    if primary_port() != REDIS_BLUE:
+        raise SystemExit("Redis blue must be the primary to start: run playbooks/redis_switchover.yml -e redis_switchover_to=blue")
+    rows = [measure("one run (state=switched)", True, args.clients, args.switchovers)]
+    rows.append(measure("task by task (redis_switchover_one_run: false)", False, args.clients, args.switchovers))
+
+    def ms(value):
+        return "-" if value is None else f"{value:.1f}"
+
+    lines = [
+        f"{args.clients} clients (INCR + SET each operation) through HAProxy's Redis frontend while "
+        f"playbooks/redis_switchover.yml moved the primary blue -> green -> blue, {args.switchovers} times each way, per way.",
+        "",
+        "| way | switchovers | acknowledged operations | hold median (ms) | hold worst (ms) | slowest client op (ms) "
+        "| client errors | writes lost |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['way']} | {row['switchovers']} | {row['operations']} | {ms(row['hold_median'])} | {ms(row['hold_worst'])} "
+            f"| {ms(row['slowest_ms'])} | {row['errors']} | {row['lost']} |"
+        )
+    lines += [
+        "",
+        "The hold is what the module measures from CLIENT PAUSE to CLIENT UNPAUSE; the task-by-task path does not "
+        "measure its own, and its slowest client operation shows it. Client errors are operations refused while the "
+        "clients move (READONLY from the demoted primary, a closed connection), retried by the client; none of them "
+        "was acknowledged.",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    command = ".venv/bin/python bench/redis_cutover/run.py" + (f" --clients {args.clients}" if args.clients != 8 else "")
+    command += f" --switchovers {args.switchovers}" if args.switchovers != 10 else ""
+    title = f"Redis cutover: one run vs task by task, {args.clients} clients through HAProxy"
+    append_section(args.results, title, report, command, machine())
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    version = redis.Redis(host="127.0.0.1", port=REDIS_BLUE, password=LAB_PASSWORD).info("server")["redis_version"]
+    return f"Redis {version}; Python {platform.python_version()}; {os.cpu_count()} CPUs"
+
+
+if __name__ == "__main__":
+    main()
