@@ -462,13 +462,13 @@ def haproxy_up(socket_path: Path) -> set[str]:
     return {row[3] for row in rows if row[5] == "2"}
 
 
-@pytest.fixture()
-def behind_haproxy(pair, tmp_path):
-    """The pair behind a throwaway HAProxy that, like roles/haproxy's, sends clients to the server
-    answering role:master; yields (blue, green, HAProxy's port, its admin socket)."""
-    blue, green = pair
-    port, socket_path = free_port(), tmp_path / "admin.sock"
-    config = tmp_path / "haproxy.cfg"
+@contextmanager
+def throwaway_haproxy(workdir: Path, blue: int, green: int):
+    """A throwaway HAProxy that, like roles/haproxy's, sends Redis clients to the server answering
+    role:master; yields (its port, its admin socket)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, socket_path = free_port(), workdir / "admin.sock"
+    config = workdir / "haproxy.cfg"
     auth = f"AUTH {PASSWORD}\r\n".encode().hex()
     config.write_text(HAPROXY_CONFIG.format(socket=socket_path, port=port, auth=auth, blue=blue, green=green))
     config.chmod(0o600)
@@ -478,10 +478,18 @@ def behind_haproxy(pair, tmp_path):
         while not (socket_path.exists() and haproxy_up(socket_path) == {"blue"}):
             assert time.monotonic() < deadline and process.poll() is None, "the throwaway HAProxy did not start"
             time.sleep(0.05)
-        yield blue, green, port, socket_path
+        yield port, socket_path
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture()
+def behind_haproxy(pair, tmp_path):
+    """The pair behind a throwaway HAProxy; yields (blue, green, HAProxy's port, its admin socket)."""
+    blue, green = pair
+    with throwaway_haproxy(tmp_path / "haproxy", blue, green) as (port, socket_path):
+        yield blue, green, port, socket_path
 
 
 def one_run_args(blue: int, green: int, socket_path: Path, **extra) -> dict:
@@ -577,3 +585,25 @@ def test_one_run_cutover_bad_input_changes_nothing(behind_haproxy, change, expec
     assert result["failed"] and expected in result["msg"], result["msg"]
     assert client(green, PASSWORD).info("replication")["role"] == "slave" and not is_paused(blue)
     assert haproxy_up(socket_path) == {"blue"}
+
+
+def test_one_run_cutover_tells_every_haproxy(pair, tmp_path):
+    """Two HAProxies in front of Redis, a writer through each: both are told inside the one hold."""
+    blue, green = pair
+    with (
+        throwaway_haproxy(tmp_path / "a", blue, green) as (port_a, socket_a),
+        throwaway_haproxy(tmp_path / "b", blue, green) as (
+            port_b,
+            socket_b,
+        ),
+    ):
+        args = one_run_args(blue, green, socket_a, haproxy=[{"socket": str(socket_a)}, {"socket": str(socket_b)}])
+        with RedisWriter(port_a, PASSWORD, prefix="a:") as writer_a, RedisWriter(port_b, PASSWORD, prefix="b:") as writer_b:
+            _run, result = run_module(SWITCHOVER, args)
+        assert not result["failed"] and result["switched"], result.get("msg")
+        assert haproxy_up(socket_a) == {"green"} and haproxy_up(socket_b) == {"green"}
+        assert sum("health up" in command for command in result["commands"]) == 2
+    on_green = client(green, PASSWORD)
+    for writer in (writer_a, writer_b):
+        missing = [key for key, value in zip(writer.acked, on_green.mget(writer.acked), strict=True) if value is None]
+        assert writer.acked and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on green"
