@@ -76,7 +76,7 @@ class Writer(threading.Thread):
         values = primary.mget(keys) if keys else []
         lost = sum(value is None or int(value) < self.last_acked[key] for key, value in zip(keys, values, strict=True))
         lost += max(0, self.incrs - int(primary.get(f"{self.prefix}:counter") or 0))
-        primary.delete(*keys, f"{self.prefix}:counter") if keys else None
+        primary.delete(*keys, f"{self.prefix}:counter")
         return lost
 
 

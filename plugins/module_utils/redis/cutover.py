@@ -162,9 +162,10 @@ def switched(params: dict, source, target, check_mode: bool) -> dict:
 
     check_can_promote(src_info, tgt_info, src_params, tgt_params)
     after = dict(source=f"replica of {endpoint(tgt_params)}", target="primary")
-    result.update(changed=True, commands=planned_commands(params, proxies))
+    result["changed"] = True
     if check_mode:
-        return finish(after, would_switch=True, steps=[dict(step=step) for step in STEPS])
+        steps = [dict(step=step) for step in STEPS]
+        return finish(after, would_switch=True, steps=steps, commands=planned_commands(params, proxies))
     run_cutover(params, source, target, proxies, result)
     if params["persist"]:  # outside the hold: a restart keeps the new roles
         for client, side in ((target, tgt_params), (source, src_params)):
@@ -216,7 +217,6 @@ def run_cutover(params: dict, source, target, proxies: list[Proxy], result: dict
         result["steps"].append(dict(step=current["step"], ms=round((now - current["started"]) * 1000, 1)))
         current.update(step=step, started=now)
 
-    result["commands"] = []
     with signals_interrupt():
         try:
             pause_writes(source, src, params["pause_ms"], "write")
