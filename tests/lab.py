@@ -22,6 +22,18 @@ LAB_PASSWORD = "zerodowntime-lab"  # inventories/lab/group_vars/all.yml
 BLUE = {"login_host": "127.0.0.1", "login_port": 5433, "login_user": "migrator", "login_password": LAB_PASSWORD, "login_db": "novacron"}
 GREEN = dict(BLUE, login_port=5434)
 
+# The play targets lab-db with the group's variables file, so it runs whether or not
+# inventories/lab/hosts.yml has the monitoring_servers group yet.
+MONITORING_PLAY = [
+    {
+        "name": "Provision monitoring",
+        "hosts": "lab-db",
+        "become": True,
+        "vars_files": [str(ROOT / "inventories" / "lab" / "group_vars" / "monitoring_servers.yml")],
+        "roles": [{"role": "zerodowntime.migration.monitoring"}],
+    }
+]
+
 
 class PlaybookRun:
     """One ansible-runner run: its status, per-host stats and task results."""

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.lab import BLUE, GREEN, connect, run_playbook_ok, throwaway_postgres
+from tests.lab import BLUE, GREEN, MONITORING_PLAY, connect, run_playbook, run_playbook_ok, throwaway_postgres
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +17,14 @@ def lab():
     if os.environ.get("ZERODOWNTIME_LAB_CONVERGED") == "1":
         return None
     return run_playbook_ok("site.yml")
+
+
+@pytest.fixture(scope="session")
+def monitoring(lab):
+    """roles/monitoring converged on the lab: Prometheus :9090, Alertmanager :9093, the exporters."""
+    run = run_playbook(MONITORING_PLAY)
+    assert run.status == "successful", run.stdout
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from tests.lab import BLUE, LAB_PASSWORD, ROOT, connect, run_playbook, scratch_database, wait_for
+from tests.lab import BLUE, LAB_PASSWORD, MONITORING_PLAY, connect, run_playbook, scratch_database, wait_for
 
 PROMETHEUS = "http://127.0.0.1:9090"
 ALERTMANAGER = "http://127.0.0.1:9093"
@@ -25,17 +23,6 @@ EXPORTERS = {
     "prometheus-redis-exporter-redis-green": "127.0.0.1:9122",
 }
 SLOT = "zdm_monitoring_test"
-# The play targets lab-db with the group's variables file, so it runs whether or not
-# inventories/lab/hosts.yml has the monitoring_servers group yet.
-MONITORING_PLAY = [
-    {
-        "name": "Provision monitoring",
-        "hosts": "lab-db",
-        "become": True,
-        "vars_files": [str(ROOT / "inventories" / "lab" / "group_vars" / "monitoring_servers.yml")],
-        "roles": [{"role": "zerodowntime.migration.monitoring"}],
-    }
-]
 
 
 def api(base: str, path: str, **params) -> dict | list:
@@ -49,13 +36,6 @@ def query(expr: str) -> list[dict]:
     answer = api(PROMETHEUS, "/api/v1/query", query=expr)
     assert answer["status"] == "success", answer
     return answer["data"]["result"]
-
-
-@pytest.fixture(scope="module")
-def monitoring(lab):
-    run = run_playbook(MONITORING_PLAY)
-    assert run.status == "successful", run.stdout
-    return run
 
 
 def test_second_converge_changes_nothing(monitoring):
