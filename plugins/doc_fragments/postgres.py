@@ -111,6 +111,17 @@ requirements:
   - psycopg >= 3.1 (Python library, on the host that runs the module)
 """
 
+# The modules with one connection are the action group postgres (meta/runtime.yml); their examples
+# give only what differs from the play's module_defaults.
+GROUP_NOTES = """
+notes:
+  - The module is in the action group C(zerodowntime.migration.postgres), so a play sets the connection of every
+    PostgreSQL module once with C(module_defaults) and C(group/zerodowntime.migration.postgres); a task's own
+    options win. The examples assume a play that sets O(login_host=127.0.0.1), O(login_user=migrator),
+    O(login_password) and O(login_db=novacron), and give O(login_port) (V(5433) blue, V(5434) green) and any other
+    option that differs.
+"""
+
 SOURCE_DESCRIPTION = ["The server that has the data now (blue; green when going back). Connection errors name it, never its password."]
 
 
@@ -119,7 +130,7 @@ class ModuleDocFragment:
     # ansible-test's yamllint reads a fragment's plain assignments as string literals - the unit
     # tests (tests/unit/test_doc_fragments.py) lint the composed YAML with its rules instead.
     # One server: the options at the top level.
-    DOCUMENTATION: str = "options:\n" + flat(CONNECTION_OPTIONS) + REQUIREMENTS
+    DOCUMENTATION: str = "options:\n" + flat(CONNECTION_OPTIONS) + REQUIREMENTS + GROUP_NOTES
 
     # Two servers: the same options under source (the side that has the data now) and target.
     SOURCE: str = "options:\n" + option("source", SOURCE_DESCRIPTION, nest(CONNECTION_OPTIONS, "source"))
