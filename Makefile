@@ -16,7 +16,7 @@ SANITY_ROOT := /tmp/zerodowntime-sanity-$(shell printf %s "$(CURDIR)" | cksum | 
 SANITY_COPY := $(SANITY_ROOT)/ansible_collections/zerodowntime/migration
 ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: demo test system-deps venv lab lint ruff ansible-lint sanity unit integration molecule clean doc-fragments
+.PHONY: demo test system-deps venv lab lint ruff ansible-lint sanity unit integration molecule clean
 
 demo: venv system-deps
 	ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks ansible-playbook playbooks/demo.yml
@@ -58,10 +58,6 @@ sanity: venv
 	git ls-files -z --cached --others --exclude-standard | grep -zv '^\.ansible/' \
 		| tar --null -T - -cf - | tar -xf - -C $(SANITY_COPY)
 	cd $(SANITY_COPY) && ansible-test sanity --venv --python 3.11 --color no
-
-# plugins/doc_fragments/ are rendered from hacking/doc_fragments/sources/ (a unit test checks them).
-doc-fragments: venv
-	python hacking/doc_fragments/generate.py
 
 unit: venv
 	pytest tests/unit

@@ -95,10 +95,7 @@ notes:
 EXAMPLES = r"""
 - name: Start phase 2 (refused until phase 1 succeeded)
   zerodowntime.migration.migration_state:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     login_db: zerodowntime_state
     phase: phase2_schema
     state: started
@@ -107,17 +104,12 @@ EXAMPLES = r"""
 - name: Apply the schema unless an earlier attempt already did
   zerodowntime.migration.pg_schema_apply:
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     path: "{{ playbook_dir }}/files/schema/green"
   when: "'schema_applied' not in progress.checkpoints"
 
 - name: Record the finished step
   zerodowntime.migration.migration_state:
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     login_db: zerodowntime_state
     phase: phase2_schema
     state: checkpoint
@@ -126,8 +118,6 @@ EXAMPLES = r"""
 - name: Close the phase with its verdict
   zerodowntime.migration.migration_state:
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     login_db: zerodowntime_state
     phase: phase2_schema
     state: succeeded
@@ -137,8 +127,6 @@ EXAMPLES = r"""
 - name: Record a failure (in a rescue section)
   zerodowntime.migration.migration_state:
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     login_db: zerodowntime_state
     phase: phase2_schema
     state: failed
@@ -148,8 +136,6 @@ EXAMPLES = r"""
 - name: Where does the migration stand?
   zerodowntime.migration.migration_state:
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     login_db: zerodowntime_state
     state: query
   register: status

@@ -140,11 +140,7 @@ notes:
 EXAMPLES = r"""
 - name: Index orders by customer on green without blocking writes
   zerodowntime.migration.pg_index:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: orders_customer_id_idx
     table: public.orders
     columns: [customer_id, created_at]
@@ -153,11 +149,7 @@ EXAMPLES = r"""
 
 - name: Case-insensitive unique e-mail, only for live accounts (an expression and a predicate)
   zerodowntime.migration.pg_index:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: accounts_email_key
     table: accounts
     columns: ["lower(email)"]
@@ -166,11 +158,7 @@ EXAMPLES = r"""
 
 - name: GIN index on a hash-partitioned table (built partition by partition)
   zerodowntime.migration.pg_index:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: events_payload_idx
     table: events
     columns: [payload]
@@ -179,11 +167,7 @@ EXAMPLES = r"""
 
 - name: Drop an index that is no longer used
   zerodowntime.migration.pg_index:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: orders_legacy_idx
     table: orders
     state: absent

@@ -54,9 +54,6 @@ EXAMPLES = r"""
 - name: Refresh the usage view on green without blocking its readers
   zerodowntime.migration.pg_matview_refresh:
     login_host: green.db.internal
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     views: [tenant_vm_usage]
 """
 

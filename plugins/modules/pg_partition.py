@@ -136,22 +136,14 @@ notes:
 EXAMPLES = r"""
 - name: Hash-partition green's vms by tenant_id into 100 partitions
   zerodowntime.migration.pg_partition:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     table: public.vms
     strategy: hash
     modulus: 100
 
 - name: Monthly vm_metrics partitions, six months back and three ahead, older ones detached
   zerodowntime.migration.pg_partition:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     table: vm_metrics
     strategy: range
     interval: month
@@ -163,7 +155,6 @@ EXAMPLES = r"""
 
 - name: Integer ranges of a million ids
   zerodowntime.migration.pg_partition:
-    login_db: novacron
     table: audit_archive
     strategy: range
     step: 1000000
@@ -172,7 +163,6 @@ EXAMPLES = r"""
 
 - name: One partition per region, and a default partition
   zerodowntime.migration.pg_partition:
-    login_db: novacron
     table: tenants_by_region
     strategy: list
     values:

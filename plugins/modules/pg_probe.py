@@ -157,21 +157,13 @@ notes:
 EXAMPLES = r"""
 - name: A query through HAProxy's read frontend is answered by a server that is not frozen
   zerodowntime.migration.pg_probe:
-    login_host: 127.0.0.1
     login_port: 5001
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     expect:
       read_only: false
 
 - name: A write through PgBouncer lands on green and replicates back to blue
   zerodowntime.migration.pg_probe:
-    login_host: 127.0.0.1
     login_port: 6432
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     expect:
       port: 5434
     write:

@@ -101,11 +101,7 @@ notes:
 EXAMPLES = r"""
 - name: Publish the application's tables from blue
   zerodowntime.migration.pg_publication:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: novacron_pub
     tables:
       - customers
@@ -114,11 +110,7 @@ EXAMPLES = r"""
 
 - name: Publish everything, replacing a table list if there was one
   zerodowntime.migration.pg_publication:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: novacron_pub
     all_tables: true
     publish_via_partition_root: true
@@ -126,22 +118,14 @@ EXAMPLES = r"""
 
 - name: Publish every table of two schemas, inserts and updates only
   zerodowntime.migration.pg_publication:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: reporting_pub
     schemas: [sales, billing]
     publish: [insert, update]
 
 - name: Drop the publication after cutover
   zerodowntime.migration.pg_publication:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: novacron_pub
     state: absent
 """

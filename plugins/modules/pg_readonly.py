@@ -89,10 +89,7 @@ notes:
 EXAMPLES = r"""
 - name: Freeze writes on blue at cutover, giving open transactions 2 s before terminating them
   zerodowntime.migration.pg_readonly:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     readonly: true
     scope: instance
     terminate_writers: true
@@ -100,18 +97,13 @@ EXAMPLES = r"""
 
 - name: Rollback - let blue take writes again
   zerodowntime.migration.pg_readonly:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     readonly: false
     scope: instance
 
 - name: Make new sessions of one database read-only (existing sessions are not affected)
   zerodowntime.migration.pg_readonly:
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     database: novacron
     scope: database
     readonly: true

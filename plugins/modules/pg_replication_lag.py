@@ -60,20 +60,14 @@ notes:
 EXAMPLES = r"""
 - name: Wait until both blue replicas replay within 100 ms of the primary
   zerodowntime.migration.pg_replication_lag:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     expected_replicas: [blue_r1, blue_r2]
     max_lag_ms: 100
     timeout: 30
 
 - name: Report the standbys without any bound
   zerodowntime.migration.pg_replication_lag:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
   register: lag
 
 - name: Show the worst replay lag

@@ -79,11 +79,7 @@ notes:
 EXAMPLES = r"""
 - name: Create the logical slot green will subscribe through
   zerodowntime.migration.pg_replication_slot:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: green_sub
   register: slot
 
@@ -93,21 +89,14 @@ EXAMPLES = r"""
 
 - name: Drop the slot after cutover, even if a subscriber is still attached
   zerodowntime.migration.pg_replication_slot:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: green_sub
     state: absent
     force: true
 
 - name: A physical slot for a streaming standby, reserving WAL now
   zerodowntime.migration.pg_replication_slot:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     name: standby_1
     slot_type: physical
     immediately_reserve: true

@@ -49,19 +49,12 @@ attributes:
 EXAMPLES = r"""
 - name: Apply the target schema to green
   zerodowntime.migration.pg_schema_apply:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     path: "{{ playbook_dir }}/files/schema/green"
 
 - name: Pre-check that every schema file is applied
   zerodowntime.migration.pg_schema_apply:
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     path: "{{ playbook_dir }}/files/schema/green"
   check_mode: true
   register: schema_state

@@ -58,11 +58,7 @@ attributes:
 EXAMPLES = r"""
 - name: Move green's sequences past blue's (after the write freeze)
   zerodowntime.migration.pg_sequence_sync:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     source:
       login_host: 127.0.0.1
       login_port: 5433
@@ -74,9 +70,6 @@ EXAMPLES = r"""
 - name: Only two sequences of the billing schema
   zerodowntime.migration.pg_sequence_sync:
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     source: {login_port: 5433, login_user: migrator, login_password: "{{ migration_password }}", login_db: novacron}
     schemas: [billing]
     sequences: [billing.invoices_id_seq, credit_note_numbers]

@@ -52,10 +52,7 @@ attributes:
 EXAMPLES = r"""
 - name: Check that blue can publish logical changes
   zerodowntime.migration.pg_server_info:
-    login_host: 127.0.0.1
     login_port: 5433
-    login_user: migrator
-    login_password: "{{ migration_password }}"
     require_logical: true
     settings: [max_replication_slots, max_wal_senders]
   register: blue_info
@@ -65,7 +62,6 @@ EXAMPLES = r"""
     login_port: 5433
     login_user: novacron
     login_password: "{{ sample_data_owner_password }}"
-    login_db: novacron
     count_rows: [tenants, users, vms]
   register: blue_rows
 """

@@ -120,11 +120,7 @@ attributes:
 EXAMPLES = r"""
 - name: Subscribe green to blue's publication and wait for the initial copy
   zerodowntime.migration.pg_subscription:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: novacron_blue_to_green
     publications: [novacron_migration]
     publisher:
@@ -143,18 +139,12 @@ EXAMPLES = r"""
 - name: Stop forward replication at cutover
   zerodowntime.migration.pg_subscription:
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: novacron_blue_to_green
     enabled: false
 
 - name: Drop a subscription whose publisher is gone (its slot must then be dropped there)
   zerodowntime.migration.pg_subscription:
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     name: novacron_blue_to_green
     state: absent
     drop_slot: false

@@ -163,11 +163,7 @@ notes:
 EXAMPLES = r"""
 - name: Check green before cutover
   zerodowntime.migration.pg_validate:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     schemas: [public]
     references:
       - {table: vm_events, columns: [vm_id], ref_table: vms, ref_columns: [id]}
@@ -192,11 +188,7 @@ EXAMPLES = r"""
 
 - name: After cutover, fail outright on anything stale or orphaned
   zerodowntime.migration.pg_validate:
-    login_host: 127.0.0.1
     login_port: 5434
-    login_user: migrator
-    login_password: "{{ migration_password }}"
-    login_db: novacron
     fail_on_error: true
 """
 

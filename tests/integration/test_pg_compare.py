@@ -259,22 +259,33 @@ def test_hostile_table_name_is_a_missing_table_and_executes_nothing(databases):
         assert conn.execute("SELECT to_regclass('zdm_victim') IS NOT NULL").fetchone()[0]
 
 
-def test_missing_table_on_the_target_is_named(databases):
-    with connect(SOURCE) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS only_blue (id int PRIMARY KEY)")
-    result = compare(tables=["only_blue"])
+@pytest.mark.parametrize(
+    ("table", "on_source", "on_target", "message"),
+    [
+        pytest.param(
+            "only_blue",
+            "CREATE TABLE IF NOT EXISTS only_blue (id int PRIMARY KEY)",
+            None,
+            "table public.only_blue does not exist on the target",
+            id="table",
+        ),
+        pytest.param(
+            "narrow",
+            "CREATE TABLE IF NOT EXISTS narrow (id int PRIMARY KEY, wide text)",
+            "CREATE TABLE IF NOT EXISTS narrow (id int PRIMARY KEY)",
+            "has no column wide",
+            id="column",
+        ),
+    ],
+)
+def test_what_the_target_lacks_is_named(databases, table, on_source, on_target, message):
+    for endpoint, statement in ((SOURCE, on_source), (TARGET, on_target)):
+        if statement:
+            with connect(endpoint) as conn:
+                conn.execute(statement)
+    result = compare(tables=[table])
     assert result["failed"]
-    assert "table public.only_blue does not exist on the target" in result["msg"]
-
-
-def test_a_column_the_target_lacks_is_named(databases):
-    with connect(SOURCE) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS narrow (id int PRIMARY KEY, wide text)")
-    with connect(TARGET) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS narrow (id int PRIMARY KEY)")
-    result = compare(tables=["narrow"])
-    assert result["failed"]
-    assert "has no column wide" in result["msg"]
+    assert message in result["msg"]
 
 
 def test_wrong_password_names_the_side_and_user_not_the_password(databases):

@@ -281,34 +281,44 @@ def test_check_mode_retention_changes_nothing(scratch, db):
     assert len(partitions(db, "m")) == 4
 
 
-def test_missing_table_is_a_clear_error(scratch, db):
-    result = pg_partition(scratch, table="app.no_such_table", strategy="hash", modulus=4)
+@pytest.mark.parametrize(
+    ("setup", "args", "messages"),
+    [
+        pytest.param(
+            None,
+            dict(table="app.no_such_table", strategy="hash", modulus=4),
+            [f"table app.no_such_table does not exist in database '{SCRATCH}' on 127.0.0.1:5434", "PARTITION BY HASH"],
+            id="missing table",
+        ),
+        pytest.param(
+            "CREATE TABLE vms (id bigint)",
+            dict(table="vms", strategy="hash", modulus=4),
+            ["table public.vms on 127.0.0.1:5434 is not partitioned", "PARTITION BY HASH"],
+            id="plain table",
+        ),
+        pytest.param(
+            "CREATE TABLE vms (tenant_id bigint) PARTITION BY LIST (tenant_id)",
+            dict(table="vms", strategy="hash", modulus=4),
+            ["table public.vms on 127.0.0.1:5434 is partitioned by LIST (tenant_id), not by hash: set strategy: list"],
+            id="strategy mismatch",
+        ),
+        pytest.param(
+            "CREATE TABLE readings (id bigint) PARTITION BY RANGE (id)",
+            dict(table="readings", strategy="range", interval="month"),
+            ["partitioned by RANGE (id) of type int8: interval needs a date/timestamp key; use step"],
+            id="interval on an integer key",
+        ),
+    ],
+)
+def test_a_table_the_options_do_not_fit_is_a_clear_error_and_gets_no_partition(scratch, db, setup, args, messages):
+    if setup:
+        db.execute(setup)
+    result = pg_partition(scratch, **args)
     assert result["failed"] is True
-    assert f"table app.no_such_table does not exist in database '{SCRATCH}' on 127.0.0.1:5434" in result["msg"]
-    assert "PARTITION BY HASH" in result["msg"]
-
-
-def test_plain_table_is_a_clear_error(scratch, db):
-    db.execute("CREATE TABLE vms (id bigint)")
-    result = pg_partition(scratch, table="vms", strategy="hash", modulus=4)
-    assert result["failed"] is True
-    assert "table public.vms on 127.0.0.1:5434 is not partitioned" in result["msg"]
-    assert "PARTITION BY HASH" in result["msg"]
-
-
-def test_strategy_mismatch_is_a_clear_error(scratch, db):
-    db.execute("CREATE TABLE vms (tenant_id bigint) PARTITION BY LIST (tenant_id)")
-    result = pg_partition(scratch, table="vms", strategy="hash", modulus=4)
-    assert result["failed"] is True
-    assert "table public.vms on 127.0.0.1:5434 is partitioned by LIST (tenant_id), not by hash: set strategy: list" in result["msg"]
-    assert partitions(db, "vms") == {}
-
-
-def test_interval_on_an_integer_key_is_a_clear_error(scratch, db):
-    db.execute("CREATE TABLE readings (id bigint) PARTITION BY RANGE (id)")
-    result = pg_partition(scratch, table="readings", strategy="range", interval="month")
-    assert result["failed"] is True
-    assert "partitioned by RANGE (id) of type int8: interval needs a date/timestamp key; use step" in result["msg"]
+    for message in messages:
+        assert message in result["msg"]
+    if setup:
+        assert partitions(db, args["table"]) == {}
 
 
 def test_options_of_another_strategy_fail_before_connecting(scratch):

@@ -1,35 +1,47 @@
-"""The doc fragments are rendered from hacking/doc_fragments/sources; they must be up to date and
-nest each option set correctly (what ansible-doc and validate-modules read)."""
+"""The doc fragments compose each option set once (plugins/plugin_utils/doc_text.py) when Ansible
+imports them; the composed YAML must parse, pass ansible-test's yamllint rules (its sanity test
+reads only a fragment's plain string assignments) and nest each option set correctly (what
+ansible-doc and validate-modules read)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 
+import ansible_test
+import pytest
 import yaml
+from yamllint import linter
+from yamllint.config import YamlLintConfig
+
+from ansible_collections.zerodowntime.migration.plugins.plugin_utils import doc_text
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generate = load(ROOT / "hacking" / "doc_fragments" / "generate.py", "generate_doc_fragments")
-doc_text = load(ROOT / "hacking" / "doc_fragments" / "doc_text.py", "doc_text")
+FRAGMENTS = sorted(path.stem for path in (ROOT / "plugins" / "doc_fragments").glob("*.py") if path.stem != "__init__")
+# The rules ansible-test's yamllint sanity test applies to a plugin's documentation.
+PLUGIN_RULES = Path(ansible_test.__file__).parent / "_util" / "controller" / "sanity" / "yamllint" / "config" / "plugins.yml"
 
 
 def fragment(name: str):
-    return load(ROOT / "plugins" / "doc_fragments" / f"{name}.py", f"fragment_{name}").ModuleDocFragment
+    return importlib.import_module(f"ansible_collections.zerodowntime.migration.plugins.doc_fragments.{name}").ModuleDocFragment
 
 
-def test_every_fragment_is_rendered_from_its_source():
-    for name in generate.SOURCES:
-        path = ROOT / "plugins" / "doc_fragments" / f"{name}.py"
-        assert path.read_text() == generate.render(name), f"{path} is out of date: run make doc-fragments"
+def texts():
+    for name in FRAGMENTS:
+        for key, value in vars(fragment(name)).items():
+            if key.isupper():
+                yield pytest.param(value, id=f"{name}.{key}")
+
+
+@pytest.mark.parametrize("text", list(texts()))
+def test_every_fragment_is_one_yaml_document_that_passes_ansible_tests_yamllint(text):
+    assert isinstance(text, str)
+    assert isinstance(yaml.safe_load(text)["options"], dict)
+    problems = [
+        f"{problem.line}: {problem.desc} ({problem.rule})"
+        for problem in linter.run(text.lstrip("\n"), YamlLintConfig(file=str(PLUGIN_RULES)))
+    ]
+    assert problems == []
 
 
 def test_a_pair_nests_the_same_options_under_source_and_target_and_points_references_there():
@@ -51,6 +63,7 @@ def test_the_poolers_carry_the_console_and_the_pool_options():
     for option in ("pgbouncers", "pgbouncer"):
         assert set(console) < set(poolers[option]["suboptions"])
         assert poolers[option]["suboptions"]["database"]["required"] is True
+        assert f"O({option}.login_user)" in poolers[option]["suboptions"]["login_password"]["description"][0]
 
 
 def test_nest_points_references_at_the_parent_option():
@@ -67,24 +80,4 @@ ssl_mode:
 """
     nested = yaml.safe_load(doc_text.nest(options, "source", indent=0))
     assert nested["login_host"]["description"] == "Host; a socket in O(source.login_unix_socket) wins, see O(source.ssl_mode=verify-full)."
-
-
-def test_alias_repeats_an_anchored_option_and_writes_out_one_that_names_another():
-    options = """
-login_host:
-  description: Host.
-  type: str
-login_password:
-  description: Password of O(login_user).
-  type: str
-login_user:
-  description: Role.
-  type: str
-"""
-    text = "parents:\n  source:\n" + doc_text.nest(options, "source", indent=4, anchor="x")
-    text += "  target:\n" + doc_text.alias(options, "target", anchor="x", indent=4)
-    assert "login_host: *x_login_host" in text and "*x_login_password" not in text
-    parents = yaml.safe_load(text)["parents"]
-    assert parents["target"]["login_host"] == parents["source"]["login_host"] == {"description": "Host.", "type": "str"}
-    assert parents["target"]["login_password"]["description"] == "Password of O(target.login_user)."
-    assert parents["source"]["login_password"]["description"] == "Password of O(source.login_user)."
+    assert nested["ssl_mode"] == {"description": "sslmode.", "type": "str"}

@@ -1,6 +1,6 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Render doc fragments from one text per option set, so each option is written once.
+"""Compose doc fragments from one text per option set, so each option is written once.
 
 A set of connection options (PostgreSQL, the PgBouncer console, Redis) is documented flat for
 a module that has one connection and as the suboptions of `source` / `target` (or a list of
@@ -52,43 +52,14 @@ def split(options: str) -> list[tuple[str, str]]:
     return [(text[start : text.index(":", start)], text[start:end]) for start, end in itertools.pairwise(starts)]
 
 
-def names_another(block: str, names: list[str]) -> bool:
-    """Whether an option's text refers to one of `names` (its sibling options) with O()."""
-    return any(f"O({name})" in block or f"O({name}=" in block for name in names)
-
-
-def nest(options: str, parent: str, indent: int = 6, anchor: str = "") -> str:
-    """`options` as suboptions of `parent`: O(login_host) becomes O(parent.login_host).
-
-    With `anchor`, each option that names no other option of `options` gets a YAML anchor
-    (&anchor_name), so a later `alias()` of the same options in the same fragment can point at it.
-    """
+def nest(options: str, parent: str, indent: int = 6) -> str:
+    """`options` as suboptions of `parent`: O(login_host) becomes O(parent.login_host)."""
     names = [name for name, _block in split(options)]
     text = ""
-    for name, block in split(options):
-        if anchor and not names_another(block, names):
-            block = block.replace(f"{name}:", f"{name}: &{anchor}_{name}", 1)
+    for _name, block in split(options):
         for other in names:
             block = block.replace(f"O({other})", f"O({parent}.{other})").replace(f"O({other}=", f"O({parent}.{other}=")
         text += block
-    return flat(text, indent)
-
-
-def alias(options: str, parent: str, anchor: str, indent: int = 6) -> str:
-    """`options` under `parent` again, after `nest(options, ..., anchor=anchor)` in the same fragment.
-
-    An option that names no other option of `options` is the YAML alias of the one already
-    written; one that does (O(login_host)) is written out, its references pointing at `parent`.
-    """
-    names = [name for name, _block in split(options)]
-    text = ""
-    for name, block in split(options):
-        if names_another(block, names):
-            for other in names:
-                block = block.replace(f"O({other})", f"O({parent}.{other})").replace(f"O({other}=", f"O({parent}.{other}=")
-            text += block
-        else:
-            text += f"{name}: *{anchor}_{name}\n"
     return flat(text, indent)
 
 
