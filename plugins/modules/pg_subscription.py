@@ -212,7 +212,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.su
     PUBLISHER_SPEC,
     Subscription,
     build_conninfo,
-    publisher_client_params,
+    open_publisher,
 )
 
 # What the module compares with the subscription (the create-only options are ignored after creation).
@@ -241,7 +241,7 @@ def manage(client: Client, params: dict, log) -> dict:
                 f"subscription '{params['name']}' does not exist on {client.endpoint}: to create it, give {' and '.join(missing)}"
             )
         if params["connect"] is not False:
-            with Client(publisher_client_params(publisher)) as publisher_client:
+            with open_publisher(publisher) as publisher_client:
                 publisher_client.require_logical_wal()
 
     result = subscription.ensure("present", desired)

@@ -19,6 +19,10 @@ description:
   - With O(learners=true) members join as learners and are promoted once they caught up.
   - A member of the cluster that does not answer is started again; one that was added but never
     started (an interrupted run) is started with the cluster's member list.
+  - A member that does not answer at its O(members[].client_url) while the cluster lists it (by
+    peer URL, else by name) answering at another client URL is not reported down; the module fails
+    naming both URLs and saying that the task's client_url is wrong, before anything changes (also
+    with O(state=status)).
   - A healthy cluster of exactly these members changes nothing. A member missing from the cluster
     is the only one added. With O(prune=true) members not in O(members) are removed (one at a time)
     and their init script C(etcd-<name>), if any, stopped.

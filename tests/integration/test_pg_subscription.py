@@ -10,7 +10,8 @@ import time
 import pytest
 from psycopg import sql
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import Subscription, build_conninfo
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module
 
 MODULE = "zerodowntime.migration.pg_subscription"
@@ -208,13 +209,66 @@ def test_missing_subscription_without_what_creates_it(databases):
     assert run_module(MODULE, dict(SUBSCRIBER, name="zdm_nothing_here", state="absent"))[1]["changed"] is False
 
 
+def subscription_row(name: str):
+    with connect(SUBSCRIBER) as green:
+        return green.execute("SELECT subenabled, subslotname, subconninfo FROM pg_subscription WHERE subname = %s", (name,)).fetchone()
+
+
 def test_wrong_publisher_password_is_named_and_hidden(databases):
     run, result = run_module(MODULE, args(name="zdm_sub_badpw", publisher=dict(PUBLISHER, password="Bad-Pass-77")))
     assert result["failed"] is True
-    assert "authentication failed for user 'replicator' on 127.0.0.1:5433" in result["msg"]
+    # the publisher's connection is named, with its fix - not the module's own login
+    assert result["msg"].startswith(
+        "the publisher at 127.0.0.1:5433 refused authentication for user 'replicator' "
+        '(password authentication failed for user "replicator") when the module connected to it: '
+        "this is the subscription's connection to the publisher (the options under publisher), not the module's own login"
+    ), result["msg"]
+    assert "fix publisher.password (or publisher.user), or pg_hba.conf on the publisher" in result["msg"]
+    assert "check login_user and login_password" not in result["msg"]
     assert "Bad-Pass-77" not in json.dumps(run.events)
-    with connect(SUBSCRIBER) as green:
-        assert green.execute("SELECT count(*) FROM pg_subscription WHERE subname = 'zdm_sub_badpw'").fetchone()[0] == 0
+    assert subscription_row("zdm_sub_badpw") is None
+
+
+def test_publisher_password_refused_to_the_subscriber_by_create_subscription(databases):
+    """CREATE SUBSCRIPTION itself: the subscriber server connects to the publisher and fails with
+    SQLSTATE 08006 (what happens when the module's own check reached the publisher but the
+    subscriber cannot, e.g. another pg_hba.conf line for the subscriber's address)."""
+    conninfo = build_conninfo(dict(PUBLISHER, password="Bad-Pass-77"))
+    with Client(SUBSCRIBER) as client, pytest.raises(PgError) as refused:
+        Subscription(client, "zdm_sub_badpw").create({"conninfo": conninfo, "publications": ["zdm_pub"]})
+    assert str(refused.value).startswith(
+        "cannot create subscription 'zdm_sub_badpw': the subscriber 127.0.0.1:5434 could not connect to the publisher: "
+        "the publisher at 127.0.0.1:5433 refused authentication for user 'replicator' "
+        '(password authentication failed for user "replicator"); nothing was created: '
+        "this is the subscription's connection to the publisher (the options under publisher), not the module's own login"
+    ), str(refused.value)
+    assert "Bad-Pass-77" not in str(refused.value)
+    assert subscription_row("zdm_sub_badpw") is None
+
+
+def test_drop_when_the_publisher_refuses_the_password_names_it_and_changes_nothing(databases):
+    created = run_module(MODULE, args(name="zdm_sub_refused", publisher=dict(PUBLISHER, password="Bad-Pass-77"), connect=False))[1]
+    assert created["failed"] is False, created.get("msg")
+    before = subscription_row("zdm_sub_refused")
+    assert before[1] == "zdm_sub_refused"
+    run, refused = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub_refused", state="absent"))
+    assert refused["failed"] is True and refused["changed"] is False
+    assert refused["msg"].startswith(
+        "cannot drop subscription 'zdm_sub_refused': the publisher at 127.0.0.1:5433 refused authentication for user "
+        "'replicator' (password authentication failed for user \"replicator\"), and DROP SUBSCRIPTION must drop the slot "
+        "'zdm_sub_refused' there; nothing was changed."
+    ), refused["msg"]
+    assert "the right publisher.password runs ALTER SUBSCRIPTION ... CONNECTION" in refused["msg"]
+    assert (
+        "set drop_slot: false to disable the subscription, detach the slot (ALTER SUBSCRIPTION ... SET (slot_name = NONE))"
+        in (refused["msg"])
+    )
+    assert "unreachable" not in refused["msg"]
+    assert "Bad-Pass-77" not in json.dumps(run.events)
+    assert subscription_row("zdm_sub_refused") == before  # not dropped, not disabled, slot still attached
+    dropped = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub_refused", state="absent", drop_slot=False))[1]
+    assert dropped["changed"] is True
+    assert subscription_row("zdm_sub_refused") is None
 
 
 def test_wrong_subscriber_credentials(databases):

@@ -300,6 +300,36 @@ def test_bad_input_is_named_with_the_fix_and_changes_nothing(trio):
     assert names(bootstrap(trio["members"], state="status")) == ["zt1", "zt2", "zt3"]
 
 
+def test_a_wrong_client_url_of_a_healthy_member_is_named_not_reported_down(trio):
+    """zt2's client_url in the task points where nothing listens (12399); the cluster lists zt2
+    healthy at 12479. Neither status nor present may call it down or start it."""
+    wrong = [trio["members"][0], dict(trio["members"][1], client_url="http://127.0.0.1:12399"), trio["members"][2]]
+    assert not listening(12399)
+    expected = (
+        "member zt2 is listed at http://127.0.0.1:12399 (its client_url in the task), where nothing answers, but the cluster lists it (ID "
+    )
+    told = (
+        "at client URL http://127.0.0.1:12479, and it is reachable there and healthy: it is not down, the client_url in the task "
+        "is wrong. Set member zt2's client_url to http://127.0.0.1:12479; nothing was changed."
+    )
+    before = api("zt1", "/v3/cluster/member/list", {})["members"]
+    pid = Path("/run/etcd/etcd-zt2.pid").read_text()
+    for state in ("status", "present"):
+        refused = bootstrap(wrong, state=state)
+        assert refused["failed"] and refused["changed"] is False, refused
+        assert refused["msg"].startswith(expected) and told in refused["msg"], refused["msg"]
+        assert "peer URLs http://127.0.0.1:12480" in refused["msg"]
+        assert refused["reachable_client_url"] == "http://127.0.0.1:12479"
+        assert refused.get("actions", []) == [], refused.get("actions")
+    checked = bootstrap(wrong, check=True)
+    assert checked["failed"] and checked["changed"] is False and "the client_url in the task is wrong" in checked["msg"]
+    assert api("zt1", "/v3/cluster/member/list", {})["members"] == before
+    assert Path("/run/etcd/etcd-zt2.pid").read_text() == pid  # not restarted
+    status = bootstrap(trio["members"], state="status")
+    assert not status["failed"], status["msg"]
+    assert all(member["healthy"] for member in status["members"]) and names(status) == ["zt1", "zt2", "zt3"]
+
+
 def test_snapshot_save_verify_restore_gives_back_the_keys(trio, tmp_path):
     path = str(tmp_path / "cluster.db")
     put("zt1", "zdm/before-snapshot", "kept")

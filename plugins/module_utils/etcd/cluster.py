@@ -268,6 +268,38 @@ class RaftCluster:
                 self.refuse_foreign(member, statuses[member["name"]])
         return statuses
 
+    def refuse_wrong_client_url(self, listed: list[dict], statuses: dict) -> None:
+        """A member that does not answer at its client_url while the cluster lists it (by peer URL,
+        else by name) at another client URL where it answers as that member: not down, the task's
+        client_url is wrong. Raised before anything is started or changed."""
+        for member in self.members:
+            if statuses.get(member["name"]):
+                continue
+            entry = next((e for e in listed if member["peer_url"] in e.get("peerURLs", [])), None)
+            entry = entry or next((e for e in listed if e.get("name") == member["name"]), None)
+            if entry is None:
+                continue
+            for url in (url.rstrip("/") for url in entry.get("clientURLs", [])):
+                if url == member["client_url"]:
+                    continue
+                try:
+                    client = EtcdClient(url, self.params)
+                    answered = client.status().get("header", {}).get("member_id")
+                    healthy = client.health()
+                except EtcdError:
+                    continue
+                if answered is None or int(answered) != int(entry["ID"]):
+                    continue
+                raise EtcdError(
+                    f"member {member['name']} is listed at {member['client_url']} (its client_url in the task), where nothing "
+                    f"answers, but the cluster lists it (ID {hex_id(entry['ID'])}, peer URLs {', '.join(entry.get('peerURLs', []))}) "
+                    f"at client URL {url}, and it is reachable there{' and healthy' if healthy else ' (not healthy)'}: it is not "
+                    f"down, the client_url in the task is wrong. Set member {member['name']}'s client_url to {url}; nothing was changed.",
+                    member=member["name"],
+                    listed_client_url=member["client_url"],
+                    reachable_client_url=url,
+                )
+
     def any_client(self, statuses: dict) -> EtcdClient:
         for member in self.members:
             if statuses.get(member["name"]):
@@ -360,6 +392,7 @@ class RaftCluster:
         statuses = self.probe_all()
         if any(statuses.values()):
             listed = self.any_client(statuses).member_list().get("members", [])
+            self.refuse_wrong_client_url(listed, statuses)
             self.before = sorted(entry.get("name") or hex_id(entry["ID"]) for entry in listed)
         if not any(statuses.values()):
             statuses = self._start_from_nothing()
@@ -577,6 +610,7 @@ class RaftCluster:
                 members=[],
             )
         listed = self.any_client(statuses).member_list().get("members", [])
+        self.refuse_wrong_client_url(listed, statuses)
         leader, roles = member_roles(listed, self.statuses_by_id(listed, statuses))
         seen = {"listed": listed, "statuses": statuses, "leader": leader, "roles": roles}
         report = self.describe(seen)

@@ -50,7 +50,20 @@ CONNECTION_ARGUMENT_SPEC = dict(
 
 class PgError(ModuleError):
     """An error whose message is meant for the person running the playbook; `details` are
-    figures the module returns with the failure (for example per-table states on a timeout)."""
+    figures the module returns with the failure (for example per-table states on a timeout).
+    `sqlstate` (a statement's error) and `cause` (the driver's own text) say where it came from,
+    for a caller that explains it further."""
+
+    sqlstate: str | None = None
+    cause: str = ""
+
+
+def driver_error(message: str, exc: Exception) -> PgError:
+    """A PgError with `message`, remembering the SQLSTATE and text of the driver's error."""
+    error = PgError(message)
+    error.sqlstate = getattr(exc, "sqlstate", None)
+    error.cause = str(exc)
+    return error
 
 
 def connection_params(params: dict) -> dict:
@@ -171,7 +184,7 @@ class Client(Connection):
         try:
             self.conn = psycopg.connect(autocommit=autocommit, row_factory=dict_row, **connection_params(params))
         except psycopg.OperationalError as exc:
-            raise PgError(explain_connection_error(exc, params)) from None
+            raise driver_error(explain_connection_error(exc, params), exc) from None
 
     @property
     def endpoint(self) -> str:
@@ -212,7 +225,7 @@ class Client(Connection):
                 cur.execute(statement, args)
                 return cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
-            raise PgError(self.explain(exc, statement)) from None
+            raise driver_error(self.explain(exc, statement), exc) from None
 
     def query_one(self, statement, args=None) -> dict | None:
         rows = self.query(statement, args)
@@ -227,7 +240,7 @@ class Client(Connection):
             with self.conn.cursor() as cur:
                 cur.execute(statement, args)
         except psycopg.Error as exc:
-            raise PgError(self.explain(exc, statement, audit)) from None
+            raise driver_error(self.explain(exc, statement, audit), exc) from None
 
     def explain(self, exc: Exception, statement, audit: str | None = None) -> str:
         shown = audit if audit is not None else self.render(statement)

@@ -10,6 +10,7 @@ attributes carry it with the password masked.
 from __future__ import annotations
 
 import contextlib
+import re
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
@@ -79,6 +80,42 @@ def publisher_client_params(publisher: dict) -> dict:
         "connect_timeout": publisher.get("connect_timeout") or 10,
         "application_name": "zerodowntime.migration",
     }
+
+
+# libpq's words for a server that refused the user or the password (connection errors carry no SQLSTATE)
+AUTH_REFUSED = ("password authentication failed", "authentication failed", "no password supplied")
+# The subscriber's SQLSTATE when it could not connect to the publisher (CREATE, DROP, REFRESH)
+CONNECTION_FAILURE = "08006"
+
+
+def refused_authentication(text: str) -> bool:
+    return any(words in text for words in AUTH_REFUSED)
+
+
+def publisher_refused(publisher: dict, cause: str) -> str:
+    """'the publisher at host:port refused authentication for user U (libpq's reason)', from the
+    publisher's parameters (module options or the subscription's connection string)."""
+    found = re.search(r"(?:FATAL|fe_sendauth):\s*([^\n]+)", cause)
+    reason = found.group(1).strip() if found else "authentication failed"
+    where = f"{publisher.get('host') or 'localhost'}:{publisher.get('port') or 5432}"
+    return f"the publisher at {where} refused authentication for user '{publisher.get('user')}' ({reason})"
+
+
+PUBLISHER_AUTH_FIX = (
+    "this is the subscription's connection to the publisher (the options under publisher), not the module's own login "
+    "(login_user, login_password): fix publisher.password (or publisher.user), or pg_hba.conf on the publisher for this user"
+)
+
+
+def open_publisher(publisher: dict) -> Client:
+    """The module's own connection to the publisher (wal_level, lag, refresh); a refused password
+    is named as the publisher's, not as the module's login."""
+    try:
+        return Client(publisher_client_params(publisher))
+    except PgError as exc:
+        if refused_authentication(exc.cause):
+            raise PgError(f"{publisher_refused(publisher, exc.cause)} when the module connected to it: {PUBLISHER_AUTH_FIX}") from None
+        raise
 
 
 def option_value(value) -> sql.Composable:
@@ -164,7 +201,17 @@ class Subscription(ManagedObject):
         if options:
             statement += sql.SQL(" WITH ({})").format(with_options(options))
             audit += sql.SQL(" WITH ({})").format(with_options(options))
-        self.client.execute(statement, audit=self.client.render(audit))
+        try:
+            self.client.execute(statement, audit=self.client.render(audit))
+        except PgError as exc:
+            # The subscriber server connects to the publisher itself: its failure comes back as a statement error.
+            if exc.sqlstate == CONNECTION_FAILURE and refused_authentication(exc.cause):
+                raise PgError(
+                    f"cannot create subscription '{self.name}': the subscriber {self.client.endpoint} could not connect to the "
+                    f"publisher: {publisher_refused(conninfo_to_dict(desired['conninfo']), exc.cause)}; nothing was created: "
+                    f"{PUBLISHER_AUTH_FIX} from the subscriber's address"
+                ) from None
+            raise
 
     def update(self, current: dict, changes: dict) -> None:
         name = ident(self.name)
@@ -202,6 +249,16 @@ class Subscription(ManagedObject):
         try:
             self.client.execute(sql.SQL("DROP SUBSCRIPTION {}").format(name))
         except PgError as exc:
+            if self.drop_slot and exc.sqlstate == CONNECTION_FAILURE and refused_authentication(exc.cause):
+                slot = current["slot_name"]
+                raise PgError(
+                    f"cannot drop subscription '{self.name}': {publisher_refused(conninfo_to_dict(current['conninfo']), exc.cause)}, "
+                    f"and DROP SUBSCRIPTION must drop the slot '{slot}' there; nothing was changed. Either fix the password the "
+                    f"subscription uses (this module with state: present and the right publisher.password runs ALTER SUBSCRIPTION "
+                    f"... CONNECTION; or pg_hba.conf on the publisher) and drop again; or set drop_slot: false to disable the "
+                    f"subscription, detach the slot (ALTER SUBSCRIPTION ... SET (slot_name = NONE)) and drop it, then drop the "
+                    f"slot '{slot}' on the publisher (zerodowntime.migration.pg_replication_slot, state: absent)"
+                ) from None
             if self.drop_slot and "could not connect to publisher" in str(exc):
                 raise PgError(
                     f"cannot drop subscription '{self.name}': the publisher is unreachable, so its slot "
@@ -213,7 +270,7 @@ class Subscription(ManagedObject):
 
     def refresh_needed(self) -> tuple[list[str], list[str]]:
         """Tables the publisher publishes that the subscription does not know, and the reverse."""
-        with Client(publisher_client_params(self.publisher)) as publisher:
+        with open_publisher(self.publisher) as publisher:
             published = {
                 f"{row['schemaname']}.{row['tablename']}"
                 for row in publisher.query(
@@ -252,7 +309,7 @@ class Subscription(ManagedObject):
         slot_name = self.attrs()["slot_name"]
         if self.publisher.get("host") and slot_name != "none":
             try:
-                with Client(publisher_client_params(self.publisher)) as publisher:
+                with open_publisher(self.publisher) as publisher:
                     row = publisher.query_one(
                         "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
                         "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
