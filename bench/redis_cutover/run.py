@@ -185,9 +185,11 @@ def main() -> None:
     lines += [
         "",
         "The hold is what the module measures from CLIENT PAUSE to CLIENT UNPAUSE; the task-by-task path does not "
-        "measure its own, and its slowest client operation shows it. Client errors are operations refused while the "
-        "clients move (READONLY from the demoted primary, a closed connection), retried by the client; none of them "
-        "was acknowledged.",
+        "measure its own, and its slowest client operation shows it. The clients are redis-py "
+        f"{redis.__version__} with its default retry, the same in both ways (a connection closed or timed out is "
+        "retried on a new connection, up to 10 times with backoff, as an application's client does); a client error "
+        "is an operation that failed for the application after that (READONLY from a demoted primary, retries "
+        "exhausted), each listed below with its time from the module's CLIENT PAUSE. None of them was acknowledged.",
     ]
     for row in rows:
         if row["error_log"]:

@@ -667,7 +667,7 @@ def module_pid(playbook_pid: int) -> int:
 def cutover_result(process: subprocess.Popen) -> dict:
     import json
 
-    out, _ = process.communicate(timeout=60)
+    out = process.communicate(timeout=60)[0]
     plays = json.loads(out)["plays"]
     return next(iter(plays[0]["tasks"][0]["hosts"].values()))
 

@@ -108,7 +108,7 @@ class Proxy:
 
     def tell(self, result: dict, server: str, what: str) -> None:
         """`what`: health up/down, state ready/drain, or shutdown; recorded in result["commands"]."""
-        kind, _, value = what.partition(" ")
+        kind, value = [*what.split(" ", 1), ""][:2]
         if kind == "health":
             runtime.set_health(self.address, self.backend, server, value, self.timeout)
         elif kind == "state":
