@@ -43,7 +43,8 @@ class Writer(threading.Thread):
 
     def __init__(self, prefix: str):
         super().__init__()
-        self.prefix, self.last_acked, self.incrs, self.operations, self.errors, self.slowest_ms = prefix, {}, 0, 0, 0, 0.0
+        self.prefix, self.last_acked, self.incrs, self.operations, self.slowest_ms = prefix, {}, 0, 0, 0.0
+        self.errors: list[tuple[float, str, str]] = []  # (wall time, type, message) of each failed operation
         self.stop = threading.Event()
 
     def connect(self):
@@ -58,8 +59,8 @@ class Writer(threading.Thread):
                 conn.incr(f"{self.prefix}:counter")
                 self.incrs += 1
                 conn.set(key, number)
-            except redis.RedisError:
-                self.errors += 1
+            except redis.RedisError as exc:
+                self.errors.append((time.time(), type(exc).__name__, str(exc)[:120]))
                 time.sleep(0.005)
                 conn = self.connect()
                 number += 1  # a write that failed may still have been applied: never reuse its number
@@ -87,19 +88,23 @@ def primary_port() -> int:
 
 def measure(way: str, one_run: bool, clients: int, switchovers: int) -> dict:
     writers = [Writer(f"bench:{way}:{time.time_ns()}:{index}") for index in range(clients)]
-    holds = []
+    holds, switches = [], []  # switches: (number, side, playbook start, playbook end, hold start or None)
     for writer in writers:
         writer.start()
     time.sleep(1)
     try:
         for _round in range(switchovers):
             for side in ("green", "blue"):
+                started = time.time()
                 run = run_playbook("redis_switchover.yml", extravars={"redis_switchover_to": side, "redis_switchover_one_run": one_run})
                 if run.status != "successful":
                     raise SystemExit(f"{way}: the switchover to {side} failed:\n{run.stdout[-3000:]}")
+                hold_started = None
                 for result in run.task_results("Redis switchover | hold, catch up, promote, repoint, retire, release"):
                     if "hold_ms" in result:
                         holds.append(result["hold_ms"])
+                        hold_started = result.get("hold_started")
+                switches.append((len(switches) + 1, side, started, time.time(), hold_started))
                 time.sleep(0.5)
     finally:
         time.sleep(0.5)
@@ -116,20 +121,49 @@ def measure(way: str, one_run: bool, clients: int, switchovers: int) -> dict:
         hold_median=statistics.median(holds) if holds else None,
         hold_worst=max(holds) if holds else None,
         slowest_ms=max(writer.slowest_ms for writer in writers),
-        errors=sum(writer.errors for writer in writers),
+        errors=sum(len(writer.errors) for writer in writers),
         lost=lost,
+        error_log=error_log([error for writer in writers for error in writer.errors], switches),
     )
+
+
+def error_log(errors: list[tuple[float, str, str]], switches: list[tuple]) -> list[str]:
+    """What the client errors were: a count per type and message, then each error and when, relative
+    to the switch it fell in (to the module's CLIENT PAUSE when the one run reported it, else to the
+    playbook's start)."""
+    if not errors:
+        return []
+    kinds: dict[str, int] = {}
+    for _at, kind, message in errors:
+        kinds[f"{kind}: {message}"] = kinds.get(f"{kind}: {message}", 0) + 1
+    lines = [f"{count} x {kind}" for kind, count in sorted(kinds.items(), key=lambda item: -item[1])]
+    for at, kind, message in sorted(errors)[:40]:
+        during = [switch for switch in switches if switch[2] - 1 <= at <= switch[3] + 1]
+        if not during:
+            lines.append(f"{kind} ({message}) outside any switchover")
+            continue
+        number, side, started, ended, hold_started = during[0]
+        origin, what = (hold_started, "the hold's start (CLIENT PAUSE)") if hold_started else (started, "the playbook's start")
+        lines.append(
+            f"{kind} ({message}) in switchover {number} (to {side}): {(at - origin) * 1000:+.1f} ms from {what}, "
+            f"playbook {(ended - started) * 1000:.0f} ms"
+        )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--switchovers", type=int, default=10, help="switchovers in each direction, per way")
+    parser.add_argument("--one-run-only", action="store_true", help="measure the one run only, print it, record nothing")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
     if primary_port() != REDIS_BLUE:
         raise SystemExit("Redis blue must be the primary to start: run playbooks/redis_switchover.yml -e redis_switchover_to=blue")
     rows = [measure("one run (state=switched)", True, args.clients, args.switchovers)]
+    if args.one_run_only:  # a quick look at the one run; not a result to record
+        print(rows[0])
+        return
     rows.append(measure("task by task (redis_switchover_one_run: false)", False, args.clients, args.switchovers))
 
     def ms(value):
@@ -151,10 +185,15 @@ def main() -> None:
     lines += [
         "",
         "The hold is what the module measures from CLIENT PAUSE to CLIENT UNPAUSE; the task-by-task path does not "
-        "measure its own, and its slowest client operation shows it. Client errors are operations refused while the "
-        "clients move (READONLY from the demoted primary, a closed connection), retried by the client; none of them "
-        "was acknowledged.",
+        "measure its own, and its slowest client operation shows it. The clients are redis-py "
+        f"{redis.__version__} with its default retry, the same in both ways (a connection closed or timed out is "
+        "retried on a new connection, up to 10 times with backoff, as an application's client does); a client error "
+        "is an operation that failed for the application after that (READONLY from a demoted primary, retries "
+        "exhausted), each listed below with its time from the module's CLIENT PAUSE. None of them was acknowledged.",
     ]
+    for row in rows:
+        if row["error_log"]:
+            lines += ["", f"Client errors, {row['way']}:", "", *(f"- {line}" for line in row["error_log"])]
     report = "\n".join(lines)
     print(report)
     command = ".venv/bin/python bench/redis_cutover/run.py" + (f" --clients {args.clients}" if args.clients != 8 else "")

@@ -26,18 +26,23 @@ description:
     path).
   - O(state=switched) - the whole cutover in one run, so the hold lasts milliseconds, not several
     tasks. C(CLIENT PAUSE <pause_ms> WRITE) on the source (it ends by itself should the run die),
-    wait (at most O(timeout)) for the target, promote it, make the source its replica, tell every
-    HAProxy of O(haproxy) through its runtime API that the target is up and the source down and
-    confirm it in C(show servers state), close the source's sessions there and its client
-    connections (held writes are dropped unacknowledged; their clients reconnect through HAProxy
-    to the target), release the hold. Every step is timed (RV(steps)), the hold measured
-    (RV(hold_ms)). Every HAProxy must answer and know both servers before anything changes.
+    wait (at most O(timeout)) for the target, tell every HAProxy of O(haproxy) through its runtime API
+    to send new connections to the target (C(health up)) and none to the source (C(state drain)) and
+    confirm it in C(show servers state), promote the target, then in one C(MULTI) on the source close
+    its client connections and make it the target's replica (held writes are dropped unacknowledged,
+    their clients reconnect through HAProxy to the target; no client can reach the source between the
+    two and get C(READONLY)), mark the source down and close its sessions on HAProxy, release the hold.
+    Every step is timed (RV(steps)), the hold measured (RV(hold_ms)). After the hold, once HAProxy's
+    checks hold the source down, its drain is lifted (C(state ready)), so the cutover back (in one run
+    or task by task) finds both servers ready. Every HAProxy must answer and know both servers before
+    anything changes.
   - With O(state=switched) a failure, SIGTERM or SIGHUP undoes what was done, newest first, and
     releases the hold - the source is the primary again, the target its replica, HAProxy sends
     clients to the source - except when the promoted target already took writes from clients
-    (C(rdb_changes_since_last_save) moved after HAProxy was told) - those writes would be
-    discarded, so the target stays the primary and the error says so (RV(target_kept_as_primary)).
-    A run after a switch only tells the HAProxies that do not show the target up yet.
+    (C(rdb_changes_since_last_save) moved after its promotion) - those writes would be
+    discarded, so the target stays the primary, the source becomes its replica, and the error says so
+    (RV(target_kept_as_primary)). A run after a switch only tells the HAProxies that do not route to
+    the target alone yet, or still drain a server (what a run killed inside its hold leaves), RV(repaired).
   - C(community.general.haproxy) drives one server per task; the cutover needs several servers
     on several HAProxies inside one hold, so this module speaks the runtime API itself
     (C(plugins/module_utils/haproxy/runtime.py)).
@@ -201,6 +206,15 @@ promoted:
 hold_ms:
   description: With O(state=switched), how long the source held writes, from CLIENT PAUSE to CLIENT UNPAUSE.
   returned: when the cutover ran (also on failure)
+  type: float
+repaired:
+  description: With O(state=switched) after a switch, the HAProxies (socket and backend) this run told again.
+  returned: when a switched pair's HAProxy needed telling
+  type: list
+  elements: str
+hold_started:
+  description: With O(state=switched), when the hold began (seconds since the epoch, this host's clock), to relate clients' errors to it.
+  returned: when the cutover ran
   type: float
 steps:
   description:

@@ -9,9 +9,11 @@ never disturbs the lab.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -25,7 +27,7 @@ import yaml
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.lab import LAB_PASSWORD, ROOT, RedisWriter, free_port, run_module, run_playbook
+from tests.lab import LAB_PASSWORD, ROOT, RedisWriter, free_port, run_module, run_playbook, wait_for
 
 WRITE_PAUSE = "zerodowntime.migration.redis_write_pause"
 SWITCHOVER = "zerodowntime.migration.redis_switchover"
@@ -456,6 +458,12 @@ def haproxy_command(socket_path: Path, text: str) -> str:
         return b"".join(iter(lambda: conn.recv(65536), b"")).decode()
 
 
+def haproxy_drained(socket_path: Path) -> set[str]:
+    """The servers of redis_write drained from the runtime API (srv_admin_state bit 0x08)."""
+    rows = [line.split() for line in haproxy_command(socket_path, "show servers state redis_write").splitlines()[2:] if line]
+    return {row[3] for row in rows if int(row[6]) & 0x08}
+
+
 def haproxy_up(socket_path: Path) -> set[str]:
     """The servers of redis_write HAProxy sends connections to (srv_op_state 2)."""
     rows = [line.split() for line in haproxy_command(socket_path, "show servers state redis_write").splitlines()[2:] if line]
@@ -510,12 +518,13 @@ def test_one_run_cutover_through_haproxy_loses_no_write(behind_haproxy):
         run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
     assert not result["failed"] and result["changed"] and result["switched"], result.get("msg")
     assert PASSWORD not in run.stdout
-    steps = ["hold_writes", "wait_for_catch_up", "promote", "demote_source", "repoint_haproxy", "confirm_haproxy", "retire_source"]
+    steps = ["hold_writes", "wait_for_catch_up", "repoint_haproxy", "confirm_haproxy", "promote", "demote_source", "retire_source"]
     assert [step["step"] for step in result["steps"]] == [*steps, "release_writes"]
     assert 0 < result["hold_ms"] < 3000 and result["target_offset"] >= result["source_offset"]
     assert client(green, PASSWORD).info("replication")["role"] == "master"
     assert client(blue, PASSWORD).info("replication")["master_port"] == green
-    assert haproxy_up(socket_path) == {"green"} and not is_paused(blue)
+    assert haproxy_up(socket_path) == {"green"} and haproxy_drained(socket_path) == set() and not is_paused(blue)
+    assert writer.errors == [], writer.errors[:5]  # killed while held: reconnected (redis-py's retry), no READONLY
     on_green = client(green, PASSWORD)
     missing = [key for key, value in zip(writer.acked, on_green.mget(writer.acked), strict=True) if value is None]
     assert writer.acked and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on green"
@@ -545,15 +554,15 @@ def test_one_run_cutover_that_cannot_catch_up_is_undone(behind_haproxy):
 
 
 def test_one_run_cutover_that_haproxy_does_not_follow_is_undone(behind_haproxy):
-    """Green in maintenance on HAProxy: the view is never confirmed after the promotion; green, which
-    took no client write, becomes blue's replica again and HAProxy sends clients to blue."""
+    """Green in maintenance on HAProxy: the view is never confirmed, so green is never promoted; blue
+    is no longer drained, HAProxy sends clients to blue again."""
     blue, green, port, socket_path = behind_haproxy
     haproxy_command(socket_path, "set server redis_write/green state maint")
     with RedisWriter(port, PASSWORD) as writer:
         _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
     assert result["failed"] and result["failed_step"] == "confirm_haproxy", result["msg"]
     assert "does not show the target up" in result["msg"] and "maintenance" in result["msg"]
-    assert result["undone"] == ["repoint_haproxy", "demote_source", "promote", "hold_writes"]
+    assert result["undone"] == ["repoint_haproxy", "hold_writes"]  # never promoted: HAProxy did not follow
     assert client(blue, PASSWORD).info("replication")["role"] == "master" and not is_paused(blue)
     wait_replicating(green)
     haproxy_command(socket_path, "set server redis_write/green state ready")
@@ -607,3 +616,149 @@ def test_one_run_cutover_tells_every_haproxy(pair, tmp_path):
     for writer in (writer_a, writer_b):
         missing = [key for key, value in zip(writer.acked, on_green.mget(writer.acked), strict=True) if value is None]
         assert writer.acked and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on green"
+
+
+# Signals inside the hold (the cutovers' test failpoint, ZERODOWNTIME_SWITCHOVER_HOLD) -----------
+
+SIGNAL_HOLD = 2.5  # seconds the failpoint keeps the hold open after the chosen step
+SIGNAL_PAUSE_MS = 5000
+
+
+def start_cutover(args: dict, hold: str, workdir: Path) -> subprocess.Popen:
+    """ansible-playbook running the one-run cutover on lab-db in a process group of its own (as the
+    PostgreSQL signal tests run pg_switchover), the hold kept open after `hold` ("step:seconds");
+    its result is the json callback's output on stdout."""
+    play = [
+        {
+            "name": "cutover under test",
+            "hosts": "lab-db",
+            "gather_facts": False,
+            "tasks": [{"name": "under test", SWITCHOVER: args, "environment": {"ZERODOWNTIME_SWITCHOVER_HOLD": hold}}],
+        }
+    ]
+    playbook = workdir / "cutover.yml"
+    playbook.write_text(yaml.safe_dump(play))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="json")
+    command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories/lab"), str(playbook)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+
+
+def module_pid(playbook_pid: int) -> int:
+    """The process running the module: the python descendant of ansible-playbook whose environment
+    has the failpoint (pipelining sends the module on stdin, so its command line does not name it)."""
+    rows = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout.splitlines()
+    children: dict[int, list[int]] = {}
+    for row in rows:
+        pid, ppid = (int(field) for field in row.split())
+        children.setdefault(ppid, []).append(pid)
+    pending, found = [playbook_pid], []
+    while pending:
+        for pid in children.get(pending.pop(), []):
+            pending.append(pid)
+            with contextlib.suppress(OSError):
+                proc = Path(f"/proc/{pid}")
+                python = proc.joinpath("comm").read_text().startswith("python")
+                if python and b"ZERODOWNTIME_SWITCHOVER_HOLD=" in proc.joinpath("environ").read_bytes():
+                    found.append(pid)
+    assert len(found) == 1, f"module processes under {playbook_pid}: {found}"
+    return found[0]
+
+
+def cutover_result(process: subprocess.Popen) -> dict:
+    import json
+
+    out = process.communicate(timeout=60)[0]
+    plays = json.loads(out)["plays"]
+    return next(iter(plays[0]["tasks"][0]["hosts"].values()))
+
+
+def role(port: int) -> str:
+    return client(port, PASSWORD).info("replication")["role"]
+
+
+def interrupted_cutover(behind_haproxy, tmp_path, step: str, how: str, writer) -> tuple[subprocess.Popen, float]:
+    """Start the cutover held after `step`, send `how` to the module's process once inside that hold."""
+    blue, green, _port, socket_path = behind_haproxy
+    reached = {
+        "confirm_haproxy": lambda: "blue" in haproxy_drained(socket_path) and role(green) == "slave",
+        "promote": lambda: role(green) == "master" and role(blue) == "master",
+        "demote_source": lambda: role(blue) == "slave",
+    }[step]
+    process = start_cutover(one_run_args(blue, green, socket_path, pause_ms=SIGNAL_PAUSE_MS), f"{step}:{SIGNAL_HOLD}", tmp_path)
+    try:
+        wait_for(f"the cutover to reach {step}", reached, 60, interval=0.01)
+        time.sleep(0.2)  # the step itself takes a millisecond: now inside the failpoint's hold
+        assert role(blue) == "slave" or is_paused(blue), "the hold is not on"  # a replica answers READONLY, paused or not
+        os.kill(module_pid(process.pid), getattr(signal, how))
+        return process, time.monotonic()
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP"])
+def test_signal_inside_the_hold_is_undone(behind_haproxy, tmp_path, how):
+    """SIGTERM / SIGHUP after the promotion, clients held on blue: everything is undone, the hold
+    released - blue the primary, green its replica, HAProxy sending clients to blue, nothing drained."""
+    blue, green, port, socket_path = behind_haproxy
+    with RedisWriter(port, PASSWORD) as writer:
+        process, signalled = interrupted_cutover(behind_haproxy, tmp_path, "promote", how, writer)
+        result = cutover_result(process)
+        ended = time.monotonic() - signalled
+    assert result.get("failed") and f"received {how}" in result["msg"], result
+    assert result["failed_step"] == "promote" and not result["target_kept_as_primary"], result["msg"]
+    assert result["undone"] == ["promote", "repoint_haproxy", "hold_writes"], result["undone"]
+    assert ended < SIGNAL_HOLD, ended  # the signal cut the failpoint's sleep short
+    assert role(blue) == "master" and not is_paused(blue)
+    wait_replicating(green)
+    assert client(green, PASSWORD).info("replication")["master_port"] == blue
+    wait_for("HAProxy to send clients to blue alone", lambda: haproxy_up(socket_path) == {"blue"}, 5, interval=0.05)
+    assert haproxy_drained(socket_path) == set()
+    assert client(port, PASSWORD).info("server")["tcp_port"] == blue
+    assert writer.errors == [], writer.errors[:5]
+    on_blue = client(blue, PASSWORD)
+    assert writer.acked and [key for key, value in zip(writer.acked, on_blue.mget(writer.acked), strict=True) if value is None] == []
+
+
+@pytest.mark.parametrize("step", ["confirm_haproxy", "demote_source"])
+def test_sigkill_inside_the_hold_expires_and_the_next_run_repairs(behind_haproxy, tmp_path, step):
+    """SIGKILL: nothing is undone, the CLIENT PAUSE ends by itself (within pause_ms writes flow again).
+
+    - killed after confirm_haproxy (before the promotion): blue is still the primary and takes its
+      held writes when the pause ends; HAProxy has blue drained (its sessions stay) and green, a
+      replica, forced up until its checks take it down. The next run finds blue the primary and
+      green its replica, and runs the whole cutover; it ends with HAProxy sending clients to green
+      and nothing drained.
+    - killed after demote_source: green is the primary, blue its replica (its clients were closed
+      and reconnected through HAProxy to green at once); HAProxy still has blue drained. The next
+      run finds the switch made and HAProxy left drained (`repaired`), and settles it: green up, blue
+      down and ready. The run after changes nothing."""
+    blue, green, port, socket_path = behind_haproxy
+    with RedisWriter(port, PASSWORD) as writer:
+        process, killed = interrupted_cutover(behind_haproxy, tmp_path, step, "SIGKILL", writer)
+        process.communicate(timeout=60)
+        acked = len(writer.acked)
+        wait_for("writes to flow again", lambda: len(writer.acked) > acked + 10, SIGNAL_PAUSE_MS / 1000, interval=0.01)
+        flowing_after = time.monotonic() - killed
+    assert flowing_after < SIGNAL_PAUSE_MS / 1000, flowing_after
+    if role(blue) == "master":
+        assert not is_paused(blue)
+    assert "blue" in haproxy_drained(socket_path)  # what the killed run left
+    if step == "confirm_haproxy":
+        assert role(blue) == "master" and role(green) == "slave"
+    else:
+        assert role(green) == "master" and client(blue, PASSWORD).info("replication")["master_port"] == green
+    _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
+    assert not result["failed"] and result["changed"], result.get("msg")
+    if step == "confirm_haproxy":
+        assert result["switched"] and "repaired" not in result
+    else:
+        assert not result["switched"] and result["repaired"] == [f"{socket_path} redis_write"], result
+        assert "set server redis_write/blue state ready (on " + str(socket_path) + ")" in result["commands"]
+    assert role(green) == "master" and haproxy_up(socket_path) == {"green"} and haproxy_drained(socket_path) == set()
+    assert client(port, PASSWORD).info("server")["tcp_port"] == green
+    _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
+    assert not result["failed"] and not result["changed"], result
+    on_green = client(green, PASSWORD)
+    missing = [key for key, value in zip(writer.acked, on_green.mget(writer.acked), strict=True) if value is None]
+    assert writer.acked and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on green"

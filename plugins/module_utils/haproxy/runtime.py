@@ -16,7 +16,10 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.common.erro
 
 # srv_op_state in `show servers state`: 2 is SRV_ST_RUNNING (0 stopped, 1 starting, 3 stopping).
 RUNNING = 2
+# srv_admin_state bits: SRV_ADMF_FDRAIN (drained from the runtime API) and the maintenance bits.
+FORCED_DRAIN = 0x08
 HEALTH_STATES = ("up", "down")
+ADMIN_STATES = ("ready", "drain", "maint")
 
 
 class HAProxyError(ModuleError):
@@ -117,6 +120,13 @@ def set_health(address: str, backend: str, server: str, health: str, timeout: fl
     command(address, f"set server {backend}/{server} health {health}", timeout)
 
 
+def set_state(address: str, backend: str, server: str, state: str, timeout: float = 2.0) -> None:
+    """Set a server's admin state: drain (no new connections, checks go on), ready, maint."""
+    if state not in ADMIN_STATES:
+        raise HAProxyError(f"state {state!r} is not one of {', '.join(ADMIN_STATES)}")
+    command(address, f"set server {backend}/{server} state {state}", timeout)
+
+
 def shutdown_sessions(address: str, backend: str, server: str, timeout: float = 2.0) -> None:
     command(address, f"shutdown sessions server {backend}/{server}", timeout)
 
@@ -124,3 +134,8 @@ def shutdown_sessions(address: str, backend: str, server: str, timeout: float = 
 def running(rows: list[dict]) -> set[str]:
     """The servers HAProxy sends new connections to (operational state running)."""
     return {row["srv_name"] for row in rows if row.get("srv_op_state") == RUNNING}
+
+
+def drained(rows: list[dict]) -> set[str]:
+    """The servers drained from the runtime API (`set server ... state drain`): no new connections."""
+    return {row["srv_name"] for row in rows if isinstance(row.get("srv_admin_state"), int) and row["srv_admin_state"] & FORCED_DRAIN}

@@ -53,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.failpoint import hold
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import console as pgbouncer
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import guardian as pg_guardian
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
@@ -128,8 +129,6 @@ POLL_INTERVAL = 0.002  # the catch-up wait polls the source's slot this often (s
 UNDO_STATEMENT_TIMEOUT_MS = 15000
 CLEANUP_TIMEOUT = 15.0
 GUARDIAN_CONNECT_TIMEOUT = 5
-# Test failpoint: "step:seconds" holds the pause that long after `step` (signal tests land in it).
-HOLD_VARIABLE = "ZERODOWNTIME_SWITCHOVER_HOLD"
 
 
 class DeadlineExceeded(PgError):
@@ -794,14 +793,6 @@ class Switchover:
 
 class TakenOver(PgError):
     """The guardian took the run over before the module reached the commit point."""
-
-
-def hold(step: str) -> None:
-    """The test failpoint (HOLD_VARIABLE): sleep after `step` when asked to."""
-    wanted = os.environ.get(HOLD_VARIABLE, "")
-    name, separator, seconds = wanted.partition(":")
-    if name == step and separator and seconds:
-        time.sleep(float(seconds))
 
 
 def describe(endpoint: dict | None) -> str:

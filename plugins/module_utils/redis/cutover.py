@@ -4,17 +4,20 @@
 
 The old primary (source) holds writes with `CLIENT PAUSE <pause_ms> WRITE` - clients wait, and the
 pause ends by itself should this process die. Inside the hold: wait for the replica (target) to
-reach the source's offset, promote it, make the source its replica at once (from then on it
-refuses writes with READONLY instead of acknowledging them), tell every HAProxy that the target is
-up and the source down and confirm it in `show servers state`, close the source's client
-sessions (held writes are dropped unacknowledged; their clients reconnect through HAProxy to the
-target), release the hold. Each step is timed, the hold is measured.
+reach the source's offset; tell every HAProxy to send new connections to the target (target up,
+source drained) and confirm it in `show servers state`; promote the target; then, in one MULTI on
+the source, close its client connections and make it the target's replica (held writes are dropped
+unacknowledged, their clients reconnect through HAProxy to the target - and no client can send the
+source a write between the two and get READONLY); mark the source down on HAProxy and close its
+sessions there; release the hold. Each step is timed, the hold is measured. After the hold, once
+HAProxy's own checks hold the source down, its drain is lifted (`state ready`): the next cutover
+back finds both servers ready.
 
 A failure (or SIGTERM / SIGHUP) undoes what was done, newest first, and releases the hold: the
 source is the primary again, the target its replica, HAProxy sends clients to the source. One
-exception keeps data: once HAProxy was told, clients may have written to the promoted target
+exception keeps data: once the target was promoted, clients may have written to it
 (`rdb_changes_since_last_save` moved); making it a replica again would discard those writes, so
-it stays the primary, the source stays its replica, and the error says so.
+it stays the primary, the source becomes its replica, and the error says so.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.failpoint import hold as failpoint
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
 from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.client import (
     MAX_PAUSE_MS,
@@ -45,15 +49,18 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.clien
 STEPS = (
     "hold_writes",
     "wait_for_catch_up",
-    "promote",
-    "demote_source",
     "repoint_haproxy",
     "confirm_haproxy",
+    "promote",
+    "demote_source",
     "retire_source",
     "release_writes",
 )
 # Time the hold keeps in reserve after the catch-up for the steps that follow it.
 HOLD_RESERVE_MS = 500
+# After the hold the source stays drained at least this long: a health check of HAProxy's that read
+# role:master before the demotion must not send new connections to it (rise 1 marks it up).
+SETTLE_SECONDS = 0.5
 
 
 class Interrupted(Exception):
@@ -83,26 +90,37 @@ class Proxy:
     target_server: str
     timeout: float
 
-    def view(self) -> set[str]:
-        return runtime.running(runtime.servers_state(self.address, self.backend, self.timeout))
+    def rows(self) -> list[dict]:
+        return runtime.servers_state(self.address, self.backend, self.timeout)
 
-    def points_at_target(self) -> bool:
-        up = self.view()
-        return self.target_server in up and self.source_server not in up
+    def routes_to_target(self, settled: bool = False) -> bool:
+        """New connections go to the target only: it runs and is not drained, the source is drained or
+        down. `settled`: the source is down and no longer drained (the state a cutover leaves)."""
+        rows = self.rows()
+        up, drained = runtime.running(rows), runtime.drained(rows)
+        if settled:
+            return self.target_server in up and not drained & {self.target_server, self.source_server} and self.source_server not in up
+        source_closed = self.source_server in drained or self.source_server not in up
+        return self.target_server in up and self.target_server not in drained and source_closed
 
     def describe(self) -> str:
         return f"{self.address} {self.backend}"
 
-    def health(self, up: str, down: str) -> list[str]:
-        """Mark server `up` up and `down` down; returns the commands, as reported."""
-        commands = []
-        for server, health in ((up, "up"), (down, "down")):
-            runtime.set_health(self.address, self.backend, server, health, self.timeout)
-            commands.append(self.health_command(server, health))
-        return commands
+    def tell(self, result: dict, server: str, what: str) -> None:
+        """`what`: health up/down, state ready/drain, or shutdown; recorded in result["commands"]."""
+        kind, value = [*what.split(" ", 1), ""][:2]
+        if kind == "health":
+            runtime.set_health(self.address, self.backend, server, value, self.timeout)
+        elif kind == "state":
+            runtime.set_state(self.address, self.backend, server, value, self.timeout)
+        else:
+            runtime.shutdown_sessions(self.address, self.backend, server, self.timeout)
+        result["commands"].append(self.command_text(server, what))
 
-    def health_command(self, server: str, health: str) -> str:
-        return f"set server {self.backend}/{server} health {health} (on {self.address})"
+    def command_text(self, server: str, what: str) -> str:
+        if what == "shutdown":
+            return f"shutdown sessions server {self.backend}/{server} (on {self.address})"
+        return f"set server {self.backend}/{server} {what} (on {self.address})"
 
 
 def locate_proxies(params: dict) -> list[Proxy]:
@@ -150,14 +168,19 @@ def switched(params: dict, source, target, check_mode: bool) -> dict:
                 f"target {endpoint(tgt_params)} is a primary but source {endpoint(src_params)} does not follow it: "
                 f"nothing was changed; make the source its replica (state=retired) or give the sides the other way round"
             )
-        # Switched before: only HAProxy may still need telling (the source refuses writes already).
-        stale = [proxy for proxy in proxies if not proxy.points_at_target()]
+        # Switched before: only HAProxy may still need telling (the source refuses writes already) -
+        # a run that ended inside its hold leaves the source drained, or HAProxy not told at all.
+        stale = [proxy for proxy in proxies if not proxy.routes_to_target(settled=True)]
         if stale:
             result["changed"] = True
-            result["commands"] = [p.health_command(p.target_server, "up") for p in stale]
-            if not check_mode:
-                repoint(stale, result)
-                confirm(stale, Deadline(max(p.timeout for p in stale)))
+            result["repaired"] = [p.describe() for p in stale]
+            if check_mode:
+                result["commands"] = [p.command_text(server, what) for p in stale for server, what in settle_plan(p)]
+            else:
+                for p in stale:
+                    for server, what in settle_plan(p):
+                        p.tell(result, server, what)
+                confirm(stale, Deadline(max(p.timeout for p in stale)), settled=True)
         return finish(before)
 
     check_can_promote(src_info, tgt_info, src_params, tgt_params)
@@ -167,6 +190,7 @@ def switched(params: dict, source, target, check_mode: bool) -> dict:
         steps = [dict(step=step) for step in STEPS]
         return finish(after, would_switch=True, steps=steps, commands=planned_commands(params, proxies))
     run_cutover(params, source, target, proxies, result)
+    undrain(proxies, result)
     if params["persist"]:  # outside the hold: a restart keeps the new roles
         for client, side in ((target, tgt_params), (source, src_params)):
             persist_config(client, side, result["warnings"])
@@ -174,33 +198,98 @@ def switched(params: dict, source, target, check_mode: bool) -> dict:
     return finish(after, switched=True)
 
 
+def settle_plan(p: Proxy) -> list[tuple[str, str]]:
+    """What tells one HAProxy, after a switch, to send clients to the target and nothing to the source."""
+    return [
+        (p.target_server, "state ready"),
+        (p.target_server, "health up"),
+        (p.source_server, "health down"),
+        (p.source_server, "shutdown"),
+        (p.source_server, "state ready"),
+    ]
+
+
 def planned_commands(params: dict, proxies: list[Proxy]) -> list[str]:
     src, tgt = params["source"], params["target"]
     src_at, tgt_at = f" (on {endpoint(src)})", f" (on {endpoint(tgt)})"
-    commands = [f"CLIENT PAUSE {params['pause_ms']} WRITE{src_at}", f"REPLICAOF NO ONE{tgt_at}"]
-    commands.append(f"REPLICAOF {tgt['host']} {tgt['port']}{src_at}")
+    commands = [f"CLIENT PAUSE {params['pause_ms']} WRITE{src_at}"]
     for p in proxies:
-        commands += [p.health_command(p.target_server, "up"), p.health_command(p.source_server, "down")]
-    commands += [f"shutdown sessions server {p.backend}/{p.source_server} (on {p.address})" for p in proxies]
-    return [*commands, f"CLIENT KILL TYPE normal SKIPME yes{src_at}", f"CLIENT UNPAUSE{src_at}"]
+        commands += [p.command_text(p.target_server, "health up"), p.command_text(p.source_server, "state drain")]
+    commands.append(f"REPLICAOF NO ONE{tgt_at}")
+    commands.append(f"MULTI, CLIENT KILL TYPE normal SKIPME yes, REPLICAOF {tgt['host']} {tgt['port']}, EXEC{src_at}")
+    for p in proxies:
+        commands += [p.command_text(p.source_server, "health down"), p.command_text(p.source_server, "shutdown")]
+    commands.append(f"CLIENT UNPAUSE{src_at}")
+    return [*commands, *(p.command_text(p.source_server, "state ready") for p in proxies)]
 
 
 def repoint(proxies: list[Proxy], result: dict) -> None:
+    """New connections to the target; the source's sessions stay (held) until it is retired."""
     for p in proxies:
-        result["commands"] += p.health(up=p.target_server, down=p.source_server)
+        if p.target_server in runtime.drained(p.rows()):  # left drained by a run that died: a primary must take connections
+            p.tell(result, p.target_server, "state ready")
+        p.tell(result, p.target_server, "health up")
+        p.tell(result, p.source_server, "state drain")
 
 
-def confirm(proxies: list[Proxy], deadline: Deadline) -> None:
+def confirm(proxies: list[Proxy], deadline: Deadline, settled: bool = False) -> None:
     def wrong() -> list[str]:
-        return [p.describe() for p in proxies if not p.points_at_target()]
+        return [p.describe() for p in proxies if not p.routes_to_target(settled)]
 
     def not_confirmed(still_wrong: list[str]) -> None:
         raise RedisModuleError(
-            f"HAProxy {', '.join(still_wrong)} does not show the target up and the source down within "
+            f"HAProxy {', '.join(still_wrong)} does not show the target up and the source drained or down within "
             f"{deadline.seconds:.1f} s (show servers state): check that neither server is in maintenance there"
         )
 
     poll(wrong, deadline, not_confirmed, ready=lambda still_wrong: not still_wrong, interval=0.005)
+
+
+def demote_and_retire(source, src: dict, tgt: dict) -> tuple[int, list[str]]:
+    """One MULTI on the source: close its normal clients' connections and make it the target's
+    replica, so that no client can send it a write in between (it would get READONLY). Returns the
+    connections killed and the commands (no password)."""
+    pipe = source.pipeline(transaction=True)
+    commands = []
+    if tgt.get("password"):
+        pipe.execute_command("CONFIG", "SET", "masterauth", tgt["password"])
+        commands.append("CONFIG SET masterauth ********")
+    if tgt.get("username"):
+        pipe.execute_command("CONFIG", "SET", "masteruser", tgt["username"])
+        commands.append(f"CONFIG SET masteruser {tgt['username']}")
+    pipe.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    pipe.execute_command("REPLICAOF", tgt["host"], str(tgt["port"]))
+    try:
+        answers = pipe.execute()
+    except Exception as exc:  # redis.RedisError, without importing redis here
+        raise RedisModuleError(f"MULTI (CLIENT KILL, REPLICAOF) on {endpoint(src)} failed: {exc}") from None
+    killed = int(answers[-2])
+    return killed, ["MULTI", *commands, "CLIENT KILL TYPE normal SKIPME yes", f"REPLICAOF {tgt['host']} {tgt['port']}", "EXEC"]
+
+
+def check_source_still(source, src: dict, offset: int) -> None:
+    moved = int(replication(source, src)["master_repl_offset"])
+    if moved != offset:
+        raise RedisModuleError(
+            f"source {endpoint(src)} took writes after the target caught up (offset {offset} -> {moved}): "
+            f"its hold did not hold them; look for clients exempt from CLIENT PAUSE"
+        )
+
+
+def undrain(proxies: list[Proxy], result: dict) -> None:
+    """After the hold: lift the source's drain once HAProxy's checks hold it down (a replica fails them)."""
+    time.sleep(SETTLE_SECONDS)
+    for p in proxies:
+        deadline = Deadline(p.timeout)
+        while p.source_server in runtime.running(p.rows()) and not deadline.passed:
+            time.sleep(0.02)
+        if p.source_server in runtime.running(p.rows()):
+            result["warnings"].append(
+                f"HAProxy {p.describe()} still shows {p.source_server} (now a replica) up {p.timeout} s after the hold: it stays "
+                f"drained there; check its health check (role:master), then `set server {p.backend}/{p.source_server} state ready`"
+            )
+            continue
+        p.tell(result, p.source_server, "state ready")
 
 
 def run_cutover(params: dict, source, target, proxies: list[Proxy], result: dict) -> None:
@@ -213,47 +302,44 @@ def run_cutover(params: dict, source, target, proxies: list[Proxy], result: dict
     target_changes = None  # the target's write count right after its promotion
 
     def begin(step: str) -> None:
+        failpoint(current["step"])  # tests only: sleep after the step that just ended
         now = time.monotonic()
         result["steps"].append(dict(step=current["step"], ms=round((now - current["started"]) * 1000, 1)))
         current.update(step=step, started=now)
 
     with signals_interrupt():
         try:
+            result["hold_started"] = time.time()
             pause_writes(source, src, params["pause_ms"], "write")
             result["commands"].append(f"CLIENT PAUSE {params['pause_ms']} WRITE{src_at}")
             done.append("hold_writes")
             begin("wait_for_catch_up")
             result.update(wait_caught_up(source, src, target, tgt, params["timeout"]))
+            begin("repoint_haproxy")
+            done.append("repoint_haproxy")  # before the first command: a half-told HAProxy is undone too
+            repoint(proxies, result)
+            begin("confirm_haproxy")
+            confirm(proxies, Deadline(min(max(p.timeout for p in proxies) if proxies else 0, hold.remaining())))
             begin("promote")
             call(target, tgt, "REPLICAOF", "NO", "ONE")
             done.append("promote")
             result["commands"].append(f"REPLICAOF NO ONE{tgt_at}")
             # Writes the target takes from here on are clients' writes (it follows nobody).
             target_changes = changes_since_save(target, tgt)
-            moved = int(replication(source, src)["master_repl_offset"])
-            if moved != result["source_offset"]:
-                raise RedisModuleError(
-                    f"source {endpoint(src)} took writes after the target caught up (offset {result['source_offset']} -> {moved}): "
-                    f"its hold did not hold them; look for clients exempt from CLIENT PAUSE"
-                )
+            check_source_still(source, src, result["source_offset"])
             begin("demote_source")
-            result["commands"] += [command + src_at for command in make_replica(source, src, tgt)]
+            killed, commands = demote_and_retire(source, src, tgt)
             done.append("demote_source")
-            begin("repoint_haproxy")
-            done.append("repoint_haproxy")  # before the first command: a half-told HAProxy is undone too
-            repoint(proxies, result)
-            begin("confirm_haproxy")
-            confirm(proxies, Deadline(min(max(p.timeout for p in proxies) if proxies else 0, hold.remaining())))
+            result["killed_clients"] = killed
+            result["commands"].append(", ".join(commands) + src_at)
             begin("retire_source")
             for p in proxies:
-                runtime.shutdown_sessions(p.address, p.backend, p.source_server, p.timeout)
-                result["commands"].append(f"shutdown sessions server {p.backend}/{p.source_server} (on {p.address})")
-            result["killed_clients"] = int(call(source, src, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
-            result["commands"].append(f"CLIENT KILL TYPE normal SKIPME yes{src_at}")
+                p.tell(result, p.source_server, "health down")
+                p.tell(result, p.source_server, "shutdown")
             if hold.passed:  # the switch holds; clients only saw errors meanwhile
                 result["warnings"].append(
                     f"the cutover took longer than pause_ms ({params['pause_ms']} ms): the hold ended before the clients moved, "
-                    f"and the source, already a replica, refused their writes with READONLY meanwhile (none was lost); raise pause_ms"
+                    f"and the source refused or took their writes meanwhile; raise pause_ms"
                 )
             begin("release_writes")
             unpause_writes(source, src)
@@ -302,18 +388,24 @@ def changes_since_save(client, params: dict) -> int:
 def undo(params: dict, source, target, proxies: list[Proxy], done: list[str], target_changes, result: dict) -> bool:
     """Undo `done`, newest first; True when the target had to stay the primary (it took writes)."""
     src, tgt = params["source"], params["target"]
-    kept = "repoint_haproxy" in done and target_changes is not None and changes_since_save(target, tgt) != target_changes
+    kept = "promote" in done and target_changes is not None and changes_since_save(target, tgt) != target_changes
     try:
-        if kept:
-            repoint(proxies, result)  # finish telling every HAProxy: the target holds the newest writes
-            return True
-        if "repoint_haproxy" in done:
+        if kept:  # finish the switch: the target holds the newest writes
+            if "demote_source" not in done:
+                demote_and_retire(source, src, tgt)
             for p in proxies:
-                p.health(up=p.source_server, down=p.target_server)
+                for server, what in settle_plan(p):
+                    p.tell(result, server, what)
+            return True
         if "demote_source" in done:
             call(source, src, "REPLICAOF", "NO", "ONE")
         if "promote" in done:
             make_replica(target, tgt, src)
+        if "repoint_haproxy" in done:
+            for p in proxies:
+                p.tell(result, p.source_server, "state ready")
+                p.tell(result, p.source_server, "health up")
+                p.tell(result, p.target_server, "health down")
         return False
     finally:
         if "hold_writes" in done:

@@ -1,0 +1,22 @@
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The test failpoint of the cutovers (PostgreSQL pg_switchover, Redis redis_switchover state=switched).
+
+With HOLD_VARIABLE set to "step:seconds" in the module's environment, the cutover sleeps that long
+after `step`, still inside its pause, so that a signal test lands in the pause. Unset (always, in
+production) it does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+HOLD_VARIABLE = "ZERODOWNTIME_SWITCHOVER_HOLD"
+
+
+def hold(step: str) -> None:
+    """Sleep after `step` when HOLD_VARIABLE asks for it."""
+    name, separator, seconds = os.environ.get(HOLD_VARIABLE, "").partition(":")
+    if name == step and separator and seconds:
+        time.sleep(float(seconds))
