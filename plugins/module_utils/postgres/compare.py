@@ -69,8 +69,11 @@ SESSION_SETTINGS = {
     "jit": "off",  # JIT compilation costs more than it saves on these scans
 }
 
+# Also read by drift.py (schema drift): nullability, default, identity and generated columns.
 COLUMNS_QUERY = """
-SELECT a.attname AS name, t.typname AS type_name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+SELECT a.attname AS name, t.typname AS type_name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+       a.atttypmod AS typmod, a.attnotnull AS not_null, a.atthasdef AS has_default,
+       a.attidentity <> '' AS identity, a.attgenerated <> '' AS generated
   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
  WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum
