@@ -256,6 +256,81 @@ requirements:
   - psycopg >= 3.1 (Python library, on the host that runs the module)
 """
 
+    SUBSCRIBER = r"""
+options:
+  subscriber:
+    description:
+      - The subscriber of the logical slots on the server (green for blue's slots), connection options as at
+        the top level, O(subscriber.login_db) the subscriptions' database. While the module waits it watches
+        their workers and fails at once, naming the subscription, the table and the error from the
+        subscriber's log, when one fails (apply or sync errors counted in C(pg_stat_subscription_stats), no
+        apply worker).
+    type: dict
+    suboptions:
+      login_host:
+        description:
+          - Host name or address of the PostgreSQL server.
+        type: str
+        default: localhost
+        aliases: [host]
+      login_port:
+        description:
+          - Port of the PostgreSQL server.
+        type: int
+        default: 5432
+        aliases: [port]
+      login_unix_socket:
+        description:
+          - Directory of the server's unix socket; when set it is used instead of O(subscriber.login_host).
+        type: str
+        aliases: [unix_socket]
+      login_user:
+        description:
+          - Role to connect as.
+        type: str
+        default: postgres
+        aliases: [user]
+      login_password:
+        description:
+          - Password of O(subscriber.login_user). Never logged, returned or shown in diffs.
+        type: str
+        aliases: [password]
+      login_db:
+        description:
+          - Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, database]
+      ssl_mode:
+        description:
+          - libpq C(sslmode) for the connection.
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      ssl_rootcert:
+        description:
+          - CA certificate file used to verify the server (with O(subscriber.ssl_mode=verify-ca) or O(subscriber.ssl_mode=verify-full)).
+        type: path
+      ssl_cert:
+        description:
+          - Client certificate file.
+        type: path
+      ssl_key:
+        description:
+          - Client private key file.
+        type: path
+      connect_timeout:
+        description:
+          - Seconds to wait for the server to answer before failing.
+        type: int
+        default: 10
+      application_name:
+        description:
+          - C(application_name) the session shows in C(pg_stat_activity).
+        type: str
+        default: zerodowntime.migration
+"""
+
     PUBLISHER = r"""
 options:
   publisher:
