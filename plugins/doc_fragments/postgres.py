@@ -148,3 +148,16 @@ class ModuleDocFragment:
     # A subscription's publisher: pg_subscription's publisher, pg_switchover's reverse_publisher.
     PUBLISHER: str = publisher("publisher")
     REVERSE_PUBLISHER: str = publisher("reverse_publisher")
+
+    # pg_replication_lag's subscriber: the server whose subscriptions' workers are watched.
+    SUBSCRIBER: str = "options:\n" + option(
+        "subscriber",
+        [
+            "The subscriber of the logical slots on the server (green for blue's slots), connection options as at the "
+            "top level, O(subscriber.login_db) the subscriptions' database. While the module waits it watches their "
+            "workers and fails at once, naming the subscription, the table and the error from the subscriber's log, "
+            "when one fails (apply or sync errors counted in C(pg_stat_subscription_stats), no apply worker).",
+        ],
+        nest(CONNECTION_OPTIONS, "subscriber"),
+        required=False,
+    )

@@ -14,6 +14,10 @@ description:
   - With O(max_lag_bytes), O(max_lag_ms) or O(expected_replicas) it is a gate. It fails, naming
     each replica over a bound, not streaming, or missing, unless all of them hold. With
     O(timeout) it polls until they hold, for at most that many seconds, before failing.
+  - With O(subscriber) (the server holding the subscriptions of the server's logical slots) a
+    subscription whose apply or table synchronization worker fails ends the wait at once; the
+    failure names the subscription, the table and the error (read from the subscriber's log when
+    its login may, see notes), instead of waiting out O(timeout) for a lag that cannot drop.
   - Read-only; never reports a change, and check mode gives the same result.
 version_added: 0.1.0
 author:
@@ -42,8 +46,15 @@ options:
       - Seconds to keep polling (every 0.2 s) while a bound does not hold; C(0) checks once.
     type: int
     default: 0
+  subscriptions:
+    description:
+      - With O(subscriber), the subscriptions whose workers are watched; default every
+        subscription of O(subscriber.login_db).
+    type: list
+    elements: str
 extends_documentation_fragment:
   - zerodowntime.migration.postgres
+  - zerodowntime.migration.postgres.subscriber
 attributes:
   check_mode:
     support: full
@@ -55,6 +66,10 @@ notes:
   - O(login_user) must be a superuser or a member of C(pg_monitor); other roles see no
     replication state, which is an error that names the grant.
   - Connect to the primary (or, for cascading replicas, to the standby they stream from).
+  - The error text of a failing subscription worker is only in the subscriber's server log. It is
+    read (the last 256 KiB of the current log file, or of the server's stderr when the logging
+    collector is off) when O(subscriber.login_user) is a superuser or a member of C(pg_monitor) and
+    C(pg_read_server_files); otherwise the failure names the subscription and points to the log.
 """
 
 EXAMPLES = r"""
@@ -163,6 +178,15 @@ waited_s:
   returned: success and on a failed gate
   type: float
   sample: 0.0
+apply_error:
+  description: The failing subscription when O(subscriber) is set and one of its workers fails.
+  returned: on a failing subscription worker
+  type: dict
+  sample: {"subscription": "novacron_blue_to_green", "apply_error_count": 3, "sync_error_count": 0,
+           "seen": "its workers failed 1 time(s) during this wait", "log": null,
+           "failures": [{"worker": "apply", "table": "public.audit_log", "current": true,
+                         "error": "logical replication target relation \"public.audit_log\" is missing replicated column: \"note\"",
+                         "notes": [], "logged_at": "2026-12-03 19:54:24.430 UTC [3414]"}]}
 problems:
   description: Why the gate does not hold, one entry per replica and bound; empty on success.
   returned: success and on a failed gate
@@ -179,7 +203,14 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import (
+    PSYCOPG,
+    connect_option,
+    connection_option,
+    pg_argument_spec,
+)
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.replication import replication_lag
 
 
@@ -190,10 +221,20 @@ def main():
             max_lag_ms=dict(type="float"),
             expected_replicas=dict(type="raw"),
             timeout=dict(type="int", default=0),
+            subscriber=connection_option(),
+            subscriptions=dict(type="list", elements="str"),
         ),
         supports_check_mode=True,
     )
-    run(module, lambda client: replication_lag(client, module.params))
+    openers = {"client": lambda: Client(module.params, check_mode=module.check_mode)}
+    if module.params["subscriber"]:
+        openers["subscriber"] = lambda: connect_option(module.params["subscriber"], "subscriber", module.check_mode)
+    run_module(
+        module,
+        lambda opened: replication_lag(opened["client"], module.params, subscriber=opened.get("subscriber")),
+        openers,
+        libraries=[PSYCOPG],
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.lab import BLUE, LAB_PASSWORD, MONITORING_PLAY, connect, run_playbook, scratch_database, wait_for
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, MONITORING_PLAY, connect, drop_replication, run_playbook, scratch_database, wait_for
 
 PROMETHEUS = "http://127.0.0.1:9090"
 ALERTMANAGER = "http://127.0.0.1:9093"
@@ -62,7 +62,13 @@ def test_installed_configuration_is_valid(monitoring):
         check = subprocess.run(argv, capture_output=True, text=True, check=False)
         assert check.returncode == 0, (argv, check.stdout, check.stderr)
     rules = {rule["name"]: rule for group in api(PROMETHEUS, "/api/v1/rules")["data"]["groups"] for rule in group["rules"]}
-    expected = {"PostgresReplicationLag", "PostgresReplicationSlotRetainedWal", "PostgresReplicationSlotInactive", "RabbitMQQueueDepth"}
+    expected = {
+        "PostgresReplicationLag",
+        "PostgresReplicationSlotRetainedWal",
+        "PostgresReplicationSlotInactive",
+        "PostgresSubscriptionErrors",
+        "RabbitMQQueueDepth",
+    }
     assert expected <= set(rules)
     assert rules["PostgresReplicationSlotInactive"]["duration"] == 0  # the lab's for: 0s
     assert "rabbitmq_queue_messages_ready" in rules["RabbitMQQueueDepth"]["query"]
@@ -131,6 +137,49 @@ def test_inactive_slot_shows_up_and_fires_an_alert(monitoring):
                 conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,))
     with connect(BLUE, login_db="postgres") as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)).fetchone()[0] == 0
+
+
+def test_failing_subscription_fires_an_alert(monitoring):
+    """A subscription whose apply worker fails (a column added on the publisher only) makes
+    PostgresSubscriptionErrors fire on green; the subscription and its slot are dropped after."""
+    db = subscription = "zdm_monitoring_suberr"
+    with scratch_database(BLUE, db) as blue, scratch_database(GREEN, db) as green:
+        try:
+            with connect(blue) as conn:
+                conn.execute("CREATE TABLE audit_log (id int PRIMARY KEY)")
+                conn.execute("GRANT SELECT ON audit_log TO replicator")
+                conn.execute(f"CREATE PUBLICATION {subscription} FOR TABLE audit_log")
+            with connect(green) as conn:
+                conn.execute("CREATE TABLE audit_log (id int PRIMARY KEY)")
+                conn.execute(
+                    f"CREATE SUBSCRIPTION {subscription} CONNECTION 'host=127.0.0.1 port=5433 dbname={db} user=replicator "
+                    f"password={LAB_PASSWORD}' PUBLICATION {subscription} WITH (copy_data = false)"
+                )
+            with connect(blue) as conn:
+                conn.execute("ALTER TABLE audit_log ADD COLUMN note text")
+                conn.execute("INSERT INTO audit_log VALUES (1, 'set')")
+
+            def firing():
+                alerts = api(PROMETHEUS, "/api/v1/alerts")["data"]["alerts"]
+                return [
+                    a
+                    for a in alerts
+                    if a["labels"].get("alertname") == "PostgresSubscriptionErrors"
+                    and a["labels"].get("subname") == subscription
+                    and a["state"] == "firing"
+                ]
+
+            alert = wait_for("PostgresSubscriptionErrors firing", firing, timeout=90)[0]
+            assert alert["labels"]["pg_instance"] == "green"
+            assert alert["labels"]["severity"] == "critical"
+        finally:
+            with connect(green) as conn:  # DROP SUBSCRIPTION drops its slot on blue
+                if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (subscription,)).fetchone():
+                    conn.execute(f"DROP SUBSCRIPTION {subscription}")
+            for endpoint in (GREEN, BLUE):
+                drop_replication(endpoint, db)
+    with connect(BLUE, login_db="postgres") as conn:
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE database = %s", (db,)).fetchone()[0] == 0
 
 
 def test_converge_starts_an_exporter_after_an_unclean_stop(monitoring):

@@ -453,18 +453,45 @@ def test_a_target_table_without_replica_identity_is_refused_before_pausing(lab_p
 
 
 def test_an_erroring_apply_is_refused_before_anything_pauses(lab_pair):
-    """A row already on green makes the apply of blue's same row fail over and over: the forward
-    slot is not streamed, so the module gives up in prepare, before PAUSE."""
+    """A row already on green makes the apply of blue's same row fail over and over: the module
+    names the failing subscription, table and error in prepare within seconds (not after
+    prepare_timeout), before PAUSE."""
     with connect(lab_pair["green"]) as conn:
         conn.execute("INSERT INTO history (id, writer, seq) VALUES (1000000, 0, 1)")
     through_pgbouncer(lab_pair, "INSERT INTO history (id, writer, seq) VALUES (1000000, 0, 1) RETURNING id")
     time.sleep(1)
-    result = run_module(MODULE, args(lab_pair, prepare_timeout=3))[1]
+    started = time.monotonic()
+    result = run_module(MODULE, args(lab_pair, prepare_timeout=120))[1]
+    elapsed = time.monotonic() - started
     assert result["failed"] is True
+    assert elapsed < 5, f"took {elapsed:.1f} s: {result['msg']}"
     assert result["failed_step"] == "prepare"
-    assert "Nothing was paused" in result["msg"] and "apply errors" in result["msg"]
+    assert "Nothing was paused" in result["msg"] and f"'{FORWARD}'" in result["msg"]
+    assert "public.history" in result["msg"] and "duplicate key" in result["msg"], result["msg"]
     assert result["steps"] == [] and result["write_pause_ms"] is None
     assert not any(query.startswith("PAUSE") for query in result["queries"])
     with connect(lab_pair["green"]) as conn:
         conn.execute("DELETE FROM history WHERE id = 1000000")
+    assert_still_on_blue(lab_pair)
+
+
+def test_a_column_added_on_blue_only_is_named_before_anything_pauses(lab_pair):
+    """Issue 15's deploy during the migration: ADD COLUMN note on blue only and a row setting it
+    stop green's apply worker; prepare names the subscription, the table and the column within
+    seconds, with prepare_timeout 120 s."""
+    with connect(lab_pair["blue"]) as conn:
+        conn.execute("ALTER TABLE accounts ADD COLUMN note text")
+        conn.execute("INSERT INTO accounts (balance, note) VALUES (1, 'set by the new release')")
+    time.sleep(1)
+    started = time.monotonic()
+    result = run_module(MODULE, args(lab_pair, prepare_timeout=120))[1]
+    elapsed = time.monotonic() - started
+    assert result["failed"] is True
+    assert elapsed < 5, f"took {elapsed:.1f} s: {result['msg']}"
+    assert result["failed_step"] == "prepare" and "Nothing was paused" in result["msg"]
+    assert f"'{FORWARD}'" in result["msg"] and 'relation "public.accounts" is missing replicated column: "note"' in result["msg"]
+    assert result["apply_error"]["subscription"] == FORWARD
+    assert not any(query.startswith("PAUSE") for query in result["queries"])
+    with connect(lab_pair["green"]) as conn:  # the DBA's fix: the column on green too
+        conn.execute("ALTER TABLE accounts ADD COLUMN note text")
     assert_still_on_blue(lab_pair)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.apply_errors import ApplyWatch
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.lsn import lsn_diff
 
@@ -171,17 +172,24 @@ def read_standbys(client) -> tuple[list[dict], bool, str | None]:
     return [standby_from_row(row) for row in rows], bool(server["in_recovery"]), server["current_lsn"]
 
 
-def replication_lag(client, params: dict, clock=time.monotonic, sleep=time.sleep) -> dict:
+def replication_lag(client, params: dict, clock=time.monotonic, sleep=time.sleep, subscriber=None) -> dict:
     """What the pg_replication_lag module does: report every standby, and with bounds set wait
-    (at most `timeout` seconds) until they all hold; fail naming each replica that does not."""
+    (at most `timeout` seconds) until they all hold; fail naming each replica that does not.
+    With a `subscriber` connection, each poll also watches the workers of its subscriptions
+    (`subscriptions`, default all of its database) and fails as soon as one fails."""
     expected = validate_expected(params.get("expected_replicas"))
     max_lag_bytes, max_lag_ms = params.get("max_lag_bytes"), params.get("max_lag_ms")
     for option, value in (("max_lag_bytes", max_lag_bytes), ("max_lag_ms", max_lag_ms), ("timeout", params.get("timeout"))):
         if value is not None and value < 0:
             raise PgError(f"{option} must be 0 or more, got {value}")
     timeout = float(params.get("timeout") or 0)
+    if params.get("subscriptions") and subscriber is None:
+        raise PgError("subscriptions needs subscriber: the connection to the server the subscriptions are on (green)")
+    watch = ApplyWatch(subscriber, params.get("subscriptions") or None, clock=clock) if subscriber is not None else None
 
     def read():
+        if watch is not None:
+            watch.check()
         standbys, in_recovery, current_lsn = read_standbys(client)
         return standbys, in_recovery, current_lsn, lag_problems(standbys, max_lag_bytes, max_lag_ms, expected)
 

@@ -14,6 +14,7 @@ import re
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.apply_errors import ApplyWatch
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import SSL_MODES, Client, PgError, ident
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
@@ -337,11 +338,14 @@ class Subscription(ManagedObject):
     def wait_for_sync(self, timeout: float, max_lag_bytes: int | None, interval: float = 1.0, log=None) -> dict:
         """Wait, at most `timeout` seconds, until every table is ready (and the lag is at most
         `max_lag_bytes` when given). Returns the last figures with a `history` of the wait; on
-        timeout raises PgError naming the tables not ready."""
+        timeout raises PgError naming the tables not ready, and as soon as a worker of the
+        subscription fails (ApplyWatch) PgError naming the table and the error."""
         deadline = Deadline(timeout)
         history: list[dict] = []
+        watch = ApplyWatch(self.client, [self.name])
 
         def probe() -> dict:
+            watch.check()
             figures = self.progress()
             figures["elapsed"] = round(deadline.elapsed(), 1)
             point = {key: figures[key] for key in ("elapsed", "tables_ready", "tables_total", "lag_bytes")}

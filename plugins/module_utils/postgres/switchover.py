@@ -57,6 +57,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.common.fail
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import console as pgbouncer
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import guardian as pg_guardian
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.apply_errors import ApplyWatch
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import format_qualified_name
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import Journal, JournalError, pending
@@ -444,8 +445,17 @@ class Switchover:
                 f"or raise max_lag_bytes / prepare_timeout"
             )
 
+        watch = ApplyWatch(self.target, [self.forward.name])  # a failing apply worker: fail now, not at the timeout
+
+        def probe():
+            try:
+                watch.check()
+            except PgError as exc:
+                raise PgError(f"{exc}. Nothing was paused", **exc.details) from None
+            return self.lag(position)
+
         row = poll(
-            lambda: self.lag(position),
+            probe,
             Deadline(timeout),
             too_far_behind,
             ready=lambda row: bool(row and row["active"] and row["confirmed_position"] and row["lag_bytes"] <= limit),
