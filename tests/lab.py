@@ -3,6 +3,7 @@ ansible-runner with the checkout's ansible.cfg (assertions look at events, not s
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import ansible_runner
 import psycopg
 import redis
+import yaml
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +111,28 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
     results = run.task_results("under test")
     assert len(results) == 1, run.stdout
     return run, results[0]
+
+
+def start_held_module(module: str, arguments: dict, hold: str, workdir: Path, json_output: bool = False) -> subprocess.Popen:
+    """ansible-playbook running one cutover module on lab-db in a process group of its own, its
+    test failpoint holding the run after `hold` ("step:seconds") so a test can signal it. With
+    `json_output`, the module's result is the json callback's output on stdout."""
+    play = [
+        {
+            "name": "module under test",
+            "hosts": "lab-db",
+            "gather_facts": False,
+            "tasks": [{"name": "under test", module: arguments, "environment": {"ZERODOWNTIME_SWITCHOVER_HOLD": hold}}],
+        }
+    ]
+    playbook = workdir / "held.yml"
+    playbook.write_text(yaml.safe_dump(play))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    if json_output:
+        env["ANSIBLE_STDOUT_CALLBACK"] = "json"
+    command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories/lab"), str(playbook)]
+    output = subprocess.PIPE if json_output else subprocess.DEVNULL
+    return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
 
 
 def connect(endpoint: dict, **overrides) -> psycopg.Connection:

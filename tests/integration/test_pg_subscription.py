@@ -181,7 +181,9 @@ def test_refresh_adds_a_table_published_later(databases):
     assert run_module(MODULE, args(refresh=True))[1]["changed"] is False
 
 
-def test_timeout_names_the_tables_not_ready(databases):
+def test_a_failing_copy_is_named_at_once(databases):
+    """The table's copy fails on every retry: the wait ends within seconds, not at its timeout,
+    naming the table and the error."""
     with connect(BLUE, login_db=DB) as blue:
         blue.execute("CREATE TABLE broken (id int PRIMARY KEY, payload text)")
         blue.execute("INSERT INTO broken VALUES (1, 'x')")
@@ -189,14 +191,40 @@ def test_timeout_names_the_tables_not_ready(databases):
         blue.execute("CREATE PUBLICATION zdm_pub_broken FOR TABLE broken")
     with connect(SUBSCRIBER) as green:
         green.execute("CREATE TABLE broken (id int PRIMARY KEY)")  # no payload column: the copy fails
+    started = time.monotonic()
     result = run_module(
-        MODULE, args(name="zdm_sub_broken", publications=["zdm_pub_broken"], wait_for_sync=True, timeout=10, poll_interval=0.5)
+        MODULE, args(name="zdm_sub_broken", publications=["zdm_pub_broken"], wait_for_sync=True, timeout=120, poll_interval=0.5)
     )[1]
     assert result["failed"] is True
-    assert "subscription 'zdm_sub_broken': 1 of 1 tables not ready after" in result["msg"]
-    assert "public.broken" in result["msg"]
-    assert "time(s) copying tables" in result["msg"]  # the sync worker's failures are counted
-    assert result["tables"][0]["table_name"] == "public.broken"
+    assert time.monotonic() - started < 60
+    assert "subscription 'zdm_sub_broken' on the subscriber 127.0.0.1:5434 is failing" in result["msg"]
+    assert "public.broken" in result["msg"] and "payload" in result["msg"]
+
+
+def test_timeout_names_the_tables_not_ready(databases):
+    """A copy that waits (blue's table locked) fails at the timeout, naming the table not ready."""
+    with connect(BLUE, login_db=DB) as blue:
+        blue.execute("CREATE TABLE held (id int PRIMARY KEY)")
+        blue.execute("INSERT INTO held VALUES (1)")
+        blue.execute("GRANT SELECT ON held TO replicator")
+        blue.execute("CREATE PUBLICATION zdm_pub_held FOR TABLE held")
+    with connect(SUBSCRIBER) as green:
+        green.execute("CREATE TABLE held (id int PRIMARY KEY)")
+    # Created disabled first: creating its slot would wait for the lock's transaction.
+    created = run_module(MODULE, args(name="zdm_sub_held", publications=["zdm_pub_held"], enabled=False))[1]
+    assert created["failed"] is False, created.get("msg")
+    with connect(BLUE, login_db=DB) as locker:
+        locker.autocommit = False
+        locker.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+        result = run_module(
+            MODULE,
+            args(name="zdm_sub_held", publications=["zdm_pub_held"], enabled=True, wait_for_sync=True, timeout=10, poll_interval=0.5),
+        )[1]
+        locker.rollback()
+    assert result["failed"] is True
+    assert "subscription 'zdm_sub_held': 1 of 1 tables not ready after" in result["msg"]
+    assert "public.held" in result["msg"]
+    assert result["tables"][0]["table_name"] == "public.held"
     assert result["history"]
 
 

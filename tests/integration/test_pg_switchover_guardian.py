@@ -21,7 +21,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 from psycopg.rows import dict_row
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import STEPS
@@ -38,7 +37,7 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     rows_missing,
     subscriptions,
 )
-from tests.lab import ROOT, run_module, throwaway_pgbouncer
+from tests.lab import run_module, start_held_module, throwaway_pgbouncer
 from tests.lab import wait_for as lab_wait_for
 
 TIMEOUT = 4.0  # the write pause's bound in these tests
@@ -70,24 +69,6 @@ def journal(pair: dict) -> dict:
 def guardian_log(pair: dict) -> str:
     path = Path(pair["journal_dir"]) / f"{DB}.guardian.log"
     return path.read_text()[-2000:] if path.exists() else ""
-
-
-def start_playbook(arguments: dict, hold: str, workdir: Path) -> subprocess.Popen:
-    """ansible-playbook running the module on lab-db in a process group of its own, the pause
-    held after `hold` ("step:seconds")."""
-    play = [
-        {
-            "name": "switchover under test",
-            "hosts": "lab-db",
-            "gather_facts": False,
-            "tasks": [{"name": "under test", MODULE: arguments, "environment": {"ZERODOWNTIME_SWITCHOVER_HOLD": hold}}],
-        }
-    ]
-    playbook = workdir / "switchover.yml"
-    playbook.write_text(yaml.safe_dump(play))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories/lab"), str(playbook)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
 
 
 def reached(pair: dict, predicate):
@@ -149,7 +130,7 @@ def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path) ->
     it started), and return what happened: the journal, and how long after the signal writes
     flowed through every pooler."""
     before = journal(pair).get("run_id")
-    process = start_playbook(module_args(pair, direction), f"{step}:{HOLD}", workdir)
+    process = start_held_module(MODULE, module_args(pair, direction), f"{step}:{HOLD}", workdir)
     try:
         record = wait_for(reached(pair, began(step, before)), 60, f"the switchover to reach {step}")
         time.sleep(0.3)  # the step itself takes milliseconds: now inside the hold
@@ -220,7 +201,7 @@ def test_sigkill_to_the_whole_controller_is_undone(pair, tmp_path):
 def test_a_hung_module_is_undone_at_the_deadline_plus_the_margin(pair, tmp_path):
     """SIGSTOP: the module lives but does nothing; the guardian acts at the deadline + margin.
     Continued afterwards, the module finds the run taken over and says so."""
-    process = start_playbook(module_args(pair, "blue_to_green"), f"freeze_source:{HOLD}", tmp_path)
+    process = start_held_module(MODULE, module_args(pair, "blue_to_green"), f"freeze_source:{HOLD}", tmp_path)
     record = wait_for(reached(pair, began("freeze_source")), 60, "the freeze")
     os.kill(record["pid"], signal.SIGSTOP)
     stopped = time.monotonic()
@@ -237,7 +218,7 @@ def test_a_hung_module_is_undone_at_the_deadline_plus_the_margin(pair, tmp_path)
 
 def test_killing_the_guardian_alone_does_not_disturb_the_switchover(pair, tmp_path):
     with Writers(pair["bouncers"][0]["port"], count=2, first=30) as writers:
-        process = start_playbook(module_args(pair, "blue_to_green"), "freeze_source:1", tmp_path)
+        process = start_held_module(MODULE, module_args(pair, "blue_to_green"), "freeze_source:1", tmp_path)
         record = wait_for(reached(pair, lambda r: r.get("guardian_pid") and began("freeze_source")(r)), 60, "the guardian")
         os.kill(record["guardian_pid"], signal.SIGKILL)
         assert process.wait(timeout=60) == 0
@@ -250,7 +231,7 @@ def test_killing_the_guardian_alone_does_not_disturb_the_switchover(pair, tmp_pa
 def test_leftovers_of_a_run_whose_guardian_died_too_are_repaired_by_the_next_run(pair, tmp_path):
     """The host 'rebooted': guardian and module killed inside the pause. Pools stay paused, blue
     stays frozen, until the next run repairs them and switches."""
-    process = start_playbook(module_args(pair, "blue_to_green"), f"disable_forward_subscription:{HOLD}", tmp_path)
+    process = start_held_module(MODULE, module_args(pair, "blue_to_green"), f"disable_forward_subscription:{HOLD}", tmp_path)
     record = wait_for(
         reached(pair, lambda r: r.get("guardian_pid") and began("disable_forward_subscription")(r)), 60, "the forward subscription disabled"
     )
@@ -304,7 +285,7 @@ def test_two_poolers_one_stopped_is_refused_before_pausing(pair):
 def test_one_pooler_killed_inside_the_pause_resumes_every_pooler_on_blue(pair, tmp_path):
     second = pair["bouncers"][1]
     with Writers(pair["bouncers"][0]["port"], count=2, first=50) as writers:
-        process = start_playbook(module_args(pair, "blue_to_green"), f"wait_for_catch_up:{HOLD}", tmp_path)
+        process = start_held_module(MODULE, module_args(pair, "blue_to_green"), f"wait_for_catch_up:{HOLD}", tmp_path)
         wait_for(reached(pair, began("wait_for_catch_up")), 60, "the catch-up")
         second["stop"]()
         process.wait(timeout=60)

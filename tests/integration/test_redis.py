@@ -27,7 +27,7 @@ import yaml
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.lab import LAB_PASSWORD, ROOT, RedisWriter, free_port, run_module, run_playbook, wait_for
+from tests.lab import LAB_PASSWORD, ROOT, RedisWriter, free_port, run_module, run_playbook, start_held_module, wait_for
 
 WRITE_PAUSE = "zerodowntime.migration.redis_write_pause"
 SWITCHOVER = "zerodowntime.migration.redis_switchover"
@@ -624,25 +624,6 @@ SIGNAL_HOLD = 2.5  # seconds the failpoint keeps the hold open after the chosen 
 SIGNAL_PAUSE_MS = 5000
 
 
-def start_cutover(args: dict, hold: str, workdir: Path) -> subprocess.Popen:
-    """ansible-playbook running the one-run cutover on lab-db in a process group of its own (as the
-    PostgreSQL signal tests run pg_switchover), the hold kept open after `hold` ("step:seconds");
-    its result is the json callback's output on stdout."""
-    play = [
-        {
-            "name": "cutover under test",
-            "hosts": "lab-db",
-            "gather_facts": False,
-            "tasks": [{"name": "under test", SWITCHOVER: args, "environment": {"ZERODOWNTIME_SWITCHOVER_HOLD": hold}}],
-        }
-    ]
-    playbook = workdir / "cutover.yml"
-    playbook.write_text(yaml.safe_dump(play))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="json")
-    command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories/lab"), str(playbook)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
-
-
 def module_pid(playbook_pid: int) -> int:
     """The process running the module: the python descendant of ansible-playbook whose environment
     has the failpoint (pipelining sends the module on stdin, so its command line does not name it)."""
@@ -684,7 +665,9 @@ def interrupted_cutover(behind_haproxy, tmp_path, step: str, how: str, writer) -
         "promote": lambda: role(green) == "master" and role(blue) == "master",
         "demote_source": lambda: role(blue) == "slave",
     }[step]
-    process = start_cutover(one_run_args(blue, green, socket_path, pause_ms=SIGNAL_PAUSE_MS), f"{step}:{SIGNAL_HOLD}", tmp_path)
+    process = start_held_module(
+        SWITCHOVER, one_run_args(blue, green, socket_path, pause_ms=SIGNAL_PAUSE_MS), f"{step}:{SIGNAL_HOLD}", tmp_path, json_output=True
+    )
     try:
         wait_for(f"the cutover to reach {step}", reached, 60, interval=0.01)
         time.sleep(0.2)  # the step itself takes a millisecond: now inside the failpoint's hold
