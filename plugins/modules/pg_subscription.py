@@ -95,7 +95,11 @@ options:
     type: bool
     default: false
   timeout:
-    description: Seconds O(wait_for_sync) waits at most.
+    description:
+      - Seconds O(wait_for_sync) waits at most.
+      - Also bounds the creation of a subscription with a slot - the publisher creates the slot only once every
+        transaction running there with a transaction ID has ended; past the bound the module fails naming them
+        and creates nothing.
     type: int
     default: 600
   max_lag_bytes:
@@ -206,13 +210,15 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, statement_timeout
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import (
     PUBLISHER_SPEC,
+    QUERY_CANCELED,
     Subscription,
     build_conninfo,
     open_publisher,
+    slot_creation_held,
 )
 
 # What the module compares with the subscription (the create-only options are ignored after creation).
@@ -244,7 +250,17 @@ def manage(client: Client, params: dict, log) -> dict:
             with open_publisher(publisher) as publisher_client:
                 publisher_client.require_logical_wal()
 
-    result = subscription.ensure("present", desired)
+    creates_slot = not exists and not client.check_mode and params["connect"] is not False and params["create_slot"] is not False
+    if creates_slot:
+        statement_timeout(client, params["timeout"] * 1000)  # the publisher's slot waits for its running transactions
+    try:
+        result = subscription.ensure("present", desired)
+    except PgError as exc:
+        if creates_slot and exc.sqlstate == QUERY_CANCELED:
+            raise slot_creation_held(publisher, params["name"], params["timeout"]) from None
+        raise
+    if creates_slot:
+        client.query("RESET statement_timeout")
     if client.check_mode and not exists:
         return result  # nothing to read yet: the subscription was not created
 

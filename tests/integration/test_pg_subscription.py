@@ -228,6 +228,33 @@ def test_timeout_names_the_tables_not_ready(databases):
     assert result["history"]
 
 
+def test_creation_held_by_a_long_transaction_is_bounded_and_named(databases):
+    """Creating the slot waits for every transaction with an ID on the publisher: the module gives
+    up at its timeout, names the transaction and leaves nothing behind."""
+    with connect(BLUE, login_db=DB) as blue:
+        blue.execute("CREATE TABLE waited (id int PRIMARY KEY)")
+        blue.execute("GRANT SELECT ON waited TO replicator")
+        blue.execute("CREATE PUBLICATION zdm_pub_waited FOR TABLE waited")
+    with connect(SUBSCRIBER) as green:
+        green.execute("CREATE TABLE waited (id int PRIMARY KEY)")
+    with connect(BLUE, login_db=DB) as long_transaction:
+        long_transaction.autocommit = False
+        long_transaction.execute("INSERT INTO waited VALUES (1)")  # takes a transaction ID
+        pid = long_transaction.info.backend_pid
+        started = time.monotonic()
+        result = run_module(MODULE, args(name="zdm_sub_waited", publications=["zdm_pub_waited"], timeout=5))[1]
+        elapsed = time.monotonic() - started
+        long_transaction.rollback()
+    assert result["failed"] is True
+    assert elapsed < 60
+    assert "subscription 'zdm_sub_waited' was not created within timeout (5 s)" in result["msg"]
+    assert f"pid {pid} (user migrator, database {DB}" in result["msg"]  # its state is hidden from replicator
+    assert "nothing was created" in result["msg"]
+    assert subscription_row("zdm_sub_waited") is None
+    with connect(BLUE, login_db="postgres") as blue:
+        assert blue.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'zdm_sub_waited'").fetchone()[0] == 0
+
+
 def test_missing_subscription_without_what_creates_it(databases):
     result = run_module(MODULE, dict(SUBSCRIBER, name="zdm_nothing_here", enabled=True))[1]
     assert result["failed"] is True

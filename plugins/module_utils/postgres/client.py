@@ -167,6 +167,11 @@ def ident(*parts: str):
     return sql.Identifier(*parts)
 
 
+def statement_timeout(client, milliseconds: int) -> None:
+    """Bound every statement this session runs from now on (also in check mode: it is a read)."""
+    client.query(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(milliseconds))))
+
+
 class Client(Connection):
     """A psycopg connection plus the audit list of statements and check mode.
 

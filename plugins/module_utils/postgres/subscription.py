@@ -87,6 +87,7 @@ def publisher_client_params(publisher: dict) -> dict:
 AUTH_REFUSED = ("password authentication failed", "authentication failed", "no password supplied")
 # The subscriber's SQLSTATE when it could not connect to the publisher (CREATE, DROP, REFRESH)
 CONNECTION_FAILURE = "08006"
+QUERY_CANCELED = "57014"  # statement_timeout
 
 
 def refused_authentication(text: str) -> bool:
@@ -117,6 +118,31 @@ def open_publisher(publisher: dict) -> Client:
         if refused_authentication(exc.cause):
             raise PgError(f"{publisher_refused(publisher, exc.cause)} when the module connected to it: {PUBLISHER_AUTH_FIX}") from None
         raise
+
+
+def slot_creation_held(publisher: dict, name: str, seconds: int) -> PgError:
+    """CREATE SUBSCRIPTION ran out of time: the publisher builds the slot's snapshot only once every
+    transaction that holds a transaction ID there has ended. Name those transactions."""
+    with open_publisher(publisher) as publisher_client:
+        rows = publisher_client.query(
+            "SELECT pid, usename, datname, state, round(extract(epoch FROM now() - xact_start))::int AS seconds "
+            "FROM pg_catalog.pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_catalog.pg_backend_pid() "
+            "ORDER BY xact_start LIMIT 5"
+        )
+        where = publisher_client.endpoint
+    # Without pg_read_all_stats the publisher's user sees other users' sessions but not their state.
+    running = "; ".join(
+        f"pid {row['pid']} (user {row['usename']}, database {row['datname']}"
+        + (f", {row['state']}, for {row['seconds']} s)" if row["state"] is not None else ")")
+        for row in rows
+    )
+    return PgError(
+        f"subscription '{name}' was not created within timeout ({seconds} s): the publisher {where} creates its slot only once "
+        f"every transaction running there with a transaction ID has ended"
+        + (f", and these still run: {running}" if running else "")
+        + ". Let them finish, or end them (pg_terminate_backend(pid) on the publisher), then run again; nothing was created",
+        long_transactions=rows,
+    )
 
 
 def option_value(value) -> sql.Composable:

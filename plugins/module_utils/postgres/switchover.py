@@ -58,16 +58,13 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer i
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import guardian as pg_guardian
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.apply_errors import ApplyWatch
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, statement_timeout
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import format_qualified_name
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import Journal, JournalError, pending
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.publication import ensure_publication
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import sync_sequences
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.slot import ReplicationSlot, validate_slot_name
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import Subscription, build_conninfo
-
-with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
-    from psycopg import sql
 
 
 @dataclass(frozen=True)
@@ -134,11 +131,6 @@ GUARDIAN_CONNECT_TIMEOUT = 5
 
 class DeadlineExceeded(PgError):
     pass
-
-
-def statement_timeout(client: Client, milliseconds: int) -> None:
-    """Bound every statement this session runs from now on (also in check mode: it is a read)."""
-    client.query(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(milliseconds))))
 
 
 def subscribed_tables(client: Client, subscription: str) -> list[str]:
