@@ -661,9 +661,14 @@ def interrupted_cutover(behind_haproxy, tmp_path, step: str, how: str, writer) -
     """Start the cutover held after `step`, send `how` to the module's process once inside that hold."""
     blue, green, _port, socket_path = behind_haproxy
     reached = {
+        "hold_writes": lambda: is_paused(blue),
+        "wait_for_catch_up": lambda: is_paused(blue),
+        "repoint_haproxy": lambda: "blue" in haproxy_drained(socket_path),
         "confirm_haproxy": lambda: "blue" in haproxy_drained(socket_path) and role(green) == "slave",
         "promote": lambda: role(green) == "master" and role(blue) == "master",
         "demote_source": lambda: role(blue) == "slave",
+        "retire_source": lambda: role(blue) == "slave",
+        "release_writes": lambda: role(blue) == "slave",
     }[step]
     process = start_held_module(
         SWITCHOVER, one_run_args(blue, green, socket_path, pause_ms=SIGNAL_PAUSE_MS), f"{step}:{SIGNAL_HOLD}", tmp_path, json_output=True
@@ -679,28 +684,49 @@ def interrupted_cutover(behind_haproxy, tmp_path, step: str, how: str, writer) -
         raise
 
 
+# What a run stopped after each step has done, newest last (its undo runs them backwards).
+DONE_AFTER = {
+    "hold_writes": ["hold_writes"],
+    "wait_for_catch_up": ["hold_writes"],
+    "repoint_haproxy": ["hold_writes", "repoint_haproxy"],
+    "confirm_haproxy": ["hold_writes", "repoint_haproxy"],
+    "promote": ["hold_writes", "repoint_haproxy", "promote"],
+}
+# From the demotion on, clients write to green: undoing would discard those writes, green stays.
+KEPT_AFTER = ["demote_source", "retire_source", "release_writes"]
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP"])
-def test_signal_inside_the_hold_is_undone(behind_haproxy, tmp_path, how):
-    """SIGTERM / SIGHUP after the promotion, clients held on blue: everything is undone, the hold
-    released - blue the primary, green its replica, HAProxy sending clients to blue, nothing drained."""
+@pytest.mark.parametrize("step", [*DONE_AFTER, *KEPT_AFTER])
+def test_signal_inside_the_hold_is_undone(behind_haproxy, tmp_path, step, how):
+    """SIGTERM / SIGHUP after each step, a writer going through HAProxy. Up to the promotion
+    everything is undone and the hold released - blue the primary, green its replica, HAProxy
+    sending clients to blue, nothing drained. From the demotion on green keeps the writes it took
+    and stays the primary. Either way no client error, and no acknowledged write is lost."""
     blue, green, port, socket_path = behind_haproxy
     with RedisWriter(port, PASSWORD) as writer:
-        process, signalled = interrupted_cutover(behind_haproxy, tmp_path, "promote", how, writer)
+        process, signalled = interrupted_cutover(behind_haproxy, tmp_path, step, how, writer)
         result = cutover_result(process)
         ended = time.monotonic() - signalled
     assert result.get("failed") and f"received {how}" in result["msg"], result
-    assert result["failed_step"] == "promote" and not result["target_kept_as_primary"], result["msg"]
-    assert result["undone"] == ["promote", "repoint_haproxy", "hold_writes"], result["undone"]
+    assert result["failed_step"] == step, result["msg"]
     assert ended < SIGNAL_HOLD, ended  # the signal cut the failpoint's sleep short
-    assert role(blue) == "master" and not is_paused(blue)
-    wait_replicating(green)
-    assert client(green, PASSWORD).info("replication")["master_port"] == blue
-    wait_for("HAProxy to send clients to blue alone", lambda: haproxy_up(socket_path) == {"blue"}, 5, interval=0.05)
-    assert haproxy_drained(socket_path) == set()
-    assert client(port, PASSWORD).info("server")["tcp_port"] == blue
+    primary = blue if step in DONE_AFTER else green
+    if step in DONE_AFTER:
+        assert not result["target_kept_as_primary"] and result["undone"] == DONE_AFTER[step][::-1], result["msg"]
+        assert role(blue) == "master" and not is_paused(blue)
+        wait_replicating(green)
+        assert client(green, PASSWORD).info("replication")["master_port"] == blue
+        wait_for("HAProxy to send clients to blue alone", lambda: haproxy_up(socket_path) == {"blue"}, 5, interval=0.05)
+        assert haproxy_drained(socket_path) == set()
+    else:
+        assert result["target_kept_as_primary"] and result["undone"] == [], result["msg"]
+        assert role(green) == "master" and client(blue, PASSWORD).info("replication")["master_port"] == green
+        wait_for("HAProxy to send clients to green alone", lambda: haproxy_up(socket_path) == {"green"}, 5, interval=0.05)
+    assert client(port, PASSWORD).info("server")["tcp_port"] == primary
     assert writer.errors == [], writer.errors[:5]
-    on_blue = client(blue, PASSWORD)
-    assert writer.acked and [key for key, value in zip(writer.acked, on_blue.mget(writer.acked), strict=True) if value is None] == []
+    on_primary = client(primary, PASSWORD)
+    assert writer.acked and [key for key, value in zip(writer.acked, on_primary.mget(writer.acked), strict=True) if value is None] == []
 
 
 @pytest.mark.parametrize("step", ["confirm_haproxy", "demote_source"])
