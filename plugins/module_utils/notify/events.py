@@ -9,7 +9,7 @@ An event (a phase started, succeeded, failed, was rolled back; a gate breached) 
   event, with `endsAt` so a success does not stay active for ever.
 
 Delivery is bounded by one deadline for all targets; a target that answers 5xx, 429 or not at
-all is tried again until then, any other answer fails at once. A target's URL may carry a token
+all is tried again until then (common/deadline.poll), any other answer fails at once. A target's URL may carry a token
 (Slack's webhooks do): it is never put in a message or a result, the target is named instead.
 """
 
@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
 
 EVENTS = ("started", "checkpoint", "succeeded", "failed", "rolled_back", "gate_breached")
@@ -115,13 +114,14 @@ def targets(params: dict) -> list[dict]:
     return found
 
 
-def post(target: dict, body, deadline: Deadline, validate_certs: bool, sleep=time.sleep) -> dict:
-    """POST `body` to one target until it accepts or the deadline passes."""
+def post(target: dict, body, deadline: Deadline, validate_certs: bool) -> dict:
+    """POST `body` to one target until it accepts, answers an error not worth retrying, or the
+    deadline passes (the one poll loop of common/deadline)."""
     data = json.dumps(body, default=str)
     headers = dict(target["headers"], **{"Content-Type": "application/json"})
-    attempts = 0
-    while True:
-        attempts += 1
+    attempts: list[dict] = []
+
+    def attempt() -> dict:
         try:
             response = open_url(
                 target["url"],
@@ -132,20 +132,21 @@ def post(target: dict, body, deadline: Deadline, validate_certs: bool, sleep=tim
                 timeout=max(0.5, min(5.0, deadline.remaining())),
                 follow_redirects="none",
             )
-            return {"kind": target["kind"], "name": target["name"], "status": response.getcode(), "attempts": attempts}
+            attempts.append({"status": response.getcode()})
         except HTTPError as exc:
-            status, reason = exc.code, f"HTTP {exc.code}"
-            if status not in RETRY_STATUSES:
-                return failure(target, attempts, reason, f"check its url and headers (a {status} is not retried)")
+            final = exc.code not in RETRY_STATUSES
+            fix = f"check its url and headers (a {exc.code} is not retried)" if final else None
+            attempts.append({"reason": f"HTTP {exc.code}", "fix": fix})
         except (URLError, TimeoutError, OSError) as exc:
-            reason = str(getattr(exc, "reason", exc))
-        if deadline.remaining() <= 0:
-            return failure(target, attempts, reason, "check that the receiver runs and is reachable from this host, or raise timeout")
-        sleep(min(0.2 * attempts, deadline.remaining()))
+            attempts.append({"reason": str(getattr(exc, "reason", exc)), "fix": None})
+        return attempts[-1]
 
-
-def failure(target: dict, attempts: int, reason: str, fix: str) -> dict:
-    return {"kind": target["kind"], "name": target["name"], "error": f"{reason} after {attempts} attempt(s): {fix}", "attempts": attempts}
+    last = poll(attempt, deadline, on_timeout=None, ready=lambda answer: "status" in answer or answer["fix"], interval=0.2)
+    outcome = {"kind": target["kind"], "name": target["name"], "attempts": len(attempts)}
+    if "status" in last:
+        return dict(outcome, status=last["status"])
+    fix = last["fix"] or "check that the receiver runs and is reachable from this host, or raise timeout"
+    return dict(outcome, error=f"{last['reason']} after {len(attempts)} attempt(s): {fix}")
 
 
 def notify(params: dict, check_mode: bool, post_one=post, now=None) -> dict:
