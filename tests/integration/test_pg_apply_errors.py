@@ -13,7 +13,18 @@ import time
 
 import pytest
 
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, drop_replication, recreate_database, run_module, wait_for
+from tests.lab import (
+    BLUE,
+    GREEN,
+    LAB_PASSWORD,
+    connect,
+    drop_database,
+    drop_replication,
+    recreate_database,
+    run_module,
+    run_playbook,
+    wait_for,
+)
 
 DB = "zdm_apply_errors"
 PUBLICATION, SUBSCRIPTION = "zdm_ae_pub", "zdm_ae_sub"
@@ -85,6 +96,20 @@ def lag_args(**overrides) -> dict:
     return dict(BLUE_DB, expected_replicas=[SUBSCRIPTION], subscriber=dict(GREEN_DB), subscriptions=[SUBSCRIPTION], **overrides)
 
 
+def lag_gate_play() -> list[dict]:
+    """The migration role's lag gate on this file's subscription, its subscriber given."""
+    gate = {
+        "lag_bound_bytes": 0,
+        "lag_label": "apply errors test",
+        "lag_server": BLUE_DB,
+        "lag_slot": SUBSCRIPTION,
+        "lag_subscriber": GREEN_DB,
+    }
+    include = {"name": "zerodowntime.migration.migration", "tasks_from": "replication_lag"}
+    tasks = [{"ansible.builtin.include_role": include, "vars": gate}]
+    return [{"name": "lag gate", "hosts": "lab-db", "gather_facts": False, "tasks": tasks}]
+
+
 def timed(module: str, args: dict) -> tuple[dict, float]:
     started = time.monotonic()
     result = run_module(module, args)[1]
@@ -118,6 +143,13 @@ def test_a_column_added_on_blue_only_is_named_at_once(replication):
     # Without a bound to wait for, a failing apply worker is still named (one look, from the log).
     result, elapsed = timed("zerodowntime.migration.pg_replication_lag", dict(BLUE_DB, subscriber=dict(GREEN_DB)))
     assert_named(result, elapsed)
+
+    # The phases' lag gate (roles/migration replication_lag) watches the subscriber too: the failure
+    # names the broken worker, not "no walsender streams the slot".
+    run = run_playbook(lag_gate_play(), extravars={"migration_password": LAB_PASSWORD})
+    results = run.task_results("Read the replication of the slot's server - apply errors test")
+    assert run.status == "failed" and len(results) == 1, run.stdout
+    assert_named(results[0], 0)
 
 
 def test_repaired_subscription_is_no_false_alarm(replication):
