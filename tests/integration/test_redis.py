@@ -657,7 +657,7 @@ def role(port: int) -> str:
     return client(port, PASSWORD).info("replication")["role"]
 
 
-def interrupted_cutover(behind_haproxy, tmp_path, step: str, how: str, writer) -> tuple[subprocess.Popen, float]:
+def interrupted_cutover(behind_haproxy, tmp_path, step: str, how: str) -> tuple[subprocess.Popen, float]:
     """Start the cutover held after `step`, send `how` to the module's process once inside that hold."""
     blue, green, _port, socket_path = behind_haproxy
     reached = {
@@ -705,7 +705,7 @@ def test_signal_inside_the_hold_is_undone(behind_haproxy, tmp_path, step, how):
     and stays the primary. Either way no client error, and no acknowledged write is lost."""
     blue, green, port, socket_path = behind_haproxy
     with RedisWriter(port, PASSWORD) as writer:
-        process, signalled = interrupted_cutover(behind_haproxy, tmp_path, step, how, writer)
+        process, signalled = interrupted_cutover(behind_haproxy, tmp_path, step, how)
         result = cutover_result(process)
         ended = time.monotonic() - signalled
     assert result.get("failed") and f"received {how}" in result["msg"], result
@@ -744,7 +744,7 @@ def test_sigkill_inside_the_hold_expires_and_the_next_run_repairs(behind_haproxy
       down and ready. The run after changes nothing."""
     blue, green, port, socket_path = behind_haproxy
     with RedisWriter(port, PASSWORD) as writer:
-        process, killed = interrupted_cutover(behind_haproxy, tmp_path, step, "SIGKILL", writer)
+        process, killed = interrupted_cutover(behind_haproxy, tmp_path, step, "SIGKILL")
         process.communicate(timeout=60)
         acked = len(writer.acked)
         wait_for("writes to flow again", lambda: len(writer.acked) > acked + 10, SIGNAL_PAUSE_MS / 1000, interval=0.01)
