@@ -3,8 +3,10 @@ ansible-runner with the checkout's ansible.cfg (assertions look at events, not s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -133,6 +135,27 @@ def start_held_module(module: str, arguments: dict, hold: str, workdir: Path, js
     command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories/lab"), str(playbook)]
     output = subprocess.PIPE if json_output else subprocess.DEVNULL
     return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+
+
+def kill_tree(pid: int, spare: int | None = None) -> None:
+    """SIGKILL ansible-playbook's process group and every process descended from it: its
+    workers run modules in sessions of their own (os.setsid), which the group's kill misses.
+    `spare` (pg_switchover's guardian) lives on the PgBouncer host in production, not the controller's."""
+    children: dict[int, list[int]] = {}
+    for line in subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout.splitlines():
+        child, parent = (int(field) for field in line.split())
+        children.setdefault(parent, []).append(child)
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        if current == spare:
+            continue
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    os.killpg(pid, signal.SIGKILL)
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
 
 
 def connect(endpoint: dict, **overrides) -> psycopg.Connection:

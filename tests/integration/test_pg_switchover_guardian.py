@@ -9,11 +9,9 @@ journal says who undid what, nothing acknowledged is lost, and the next run comp
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
 import tempfile
 import time
 from contextlib import ExitStack
@@ -37,7 +35,7 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     rows_missing,
     subscriptions,
 )
-from tests.lab import run_module, start_held_module, throwaway_pgbouncer
+from tests.lab import kill_tree, run_module, start_held_module, throwaway_pgbouncer
 from tests.lab import wait_for as lab_wait_for
 
 TIMEOUT = 4.0  # the write pause's bound in these tests
@@ -101,27 +99,6 @@ def write_through(bouncer: dict) -> int:
     with psycopg.connect(port=bouncer["port"], autocommit=True, connect_timeout=30, **CLIENT) as conn:
         row = conn.execute("INSERT INTO history (writer, seq) VALUES (-1, nextval('standalone_seq')) RETURNING inet_server_port()")
         return row.fetchone()[0]
-
-
-def kill_tree(pid: int, spare: int) -> None:
-    """SIGKILL ansible-playbook's process group and every process descended from it: its
-    workers run modules in sessions of their own (os.setsid), which the group's kill misses.
-    `spare` (the guardian) lives on the PgBouncer host in production, not the controller's."""
-    children: dict[int, list[int]] = {}
-    for line in subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout.splitlines():
-        child, parent = (int(field) for field in line.split())
-        children.setdefault(parent, []).append(child)
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        if current == spare:
-            continue
-        tree.append(current)
-        pending.extend(children.get(current, []))
-    os.killpg(pid, signal.SIGKILL)
-    for member in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(member, signal.SIGKILL)
 
 
 def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path) -> dict:

@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_pg_switchover_guardian import kill_tree, wait_for
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_playbook
+from tests.integration.test_pg_switchover_guardian import wait_for
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, kill_tree, run_playbook
 
 APPROVED = {"cutover_approved": True}
 PROMPT = r"Type yes to proceed"

@@ -27,7 +27,7 @@ import yaml
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.lab import LAB_PASSWORD, ROOT, RedisWriter, free_port, run_module, run_playbook, start_held_module, wait_for
+from tests.lab import LAB_PASSWORD, ROOT, RedisWriter, free_port, kill_tree, run_module, run_playbook, start_held_module, wait_for
 
 WRITE_PAUSE = "zerodowntime.migration.redis_write_pause"
 SWITCHOVER = "zerodowntime.migration.redis_switchover"
@@ -505,6 +505,12 @@ def one_run_args(blue: int, green: int, socket_path: Path, **extra) -> dict:
     return dict(sides(blue, green), **dict(defaults, **extra))
 
 
+def assert_acked_on(port: int, writer: RedisWriter, side: str) -> None:
+    """Every write the writer saw acknowledged is on the server at `port` (`side` names it)."""
+    missing = [key for key, value in zip(writer.acked, client(port, PASSWORD).mget(writer.acked), strict=True) if value is None]
+    assert writer.acked and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on {side}"
+
+
 def test_one_run_cutover_through_haproxy_loses_no_write(behind_haproxy):
     blue, green, port, socket_path = behind_haproxy
     # check mode: the plan, nothing paused, promoted or told
@@ -525,9 +531,7 @@ def test_one_run_cutover_through_haproxy_loses_no_write(behind_haproxy):
     assert client(blue, PASSWORD).info("replication")["master_port"] == green
     assert haproxy_up(socket_path) == {"green"} and haproxy_drained(socket_path) == set() and not is_paused(blue)
     assert writer.errors == [], writer.errors[:5]  # killed while held: reconnected (redis-py's retry), no READONLY
-    on_green = client(green, PASSWORD)
-    missing = [key for key, value in zip(writer.acked, on_green.mget(writer.acked), strict=True) if value is None]
-    assert writer.acked and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on green"
+    assert_acked_on(green, writer, "green")
     assert client(port, PASSWORD).info("server")["tcp_port"] == green  # a new connection reaches green
     # a second run changes nothing
     run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
@@ -549,8 +553,7 @@ def test_one_run_cutover_that_cannot_catch_up_is_undone(behind_haproxy):
     client(green, PASSWORD).execute_command("CLIENT", "UNPAUSE")
     assert client(blue, PASSWORD).info("replication")["role"] == "master" and not is_paused(blue)
     assert haproxy_up(socket_path) == {"blue"}
-    on_blue = client(blue, PASSWORD)
-    assert [key for key, value in zip(writer.acked, on_blue.mget(writer.acked), strict=True) if value is None] == []
+    assert_acked_on(blue, writer, "blue")
 
 
 def test_one_run_cutover_that_haproxy_does_not_follow_is_undone(behind_haproxy):
@@ -570,8 +573,7 @@ def test_one_run_cutover_that_haproxy_does_not_follow_is_undone(behind_haproxy):
     while haproxy_up(socket_path) != {"blue"}:  # blue forced up again; green's checks fail (a replica)
         assert time.monotonic() < deadline, haproxy_up(socket_path)
         time.sleep(0.05)
-    on_blue = client(blue, PASSWORD)
-    assert [key for key, value in zip(writer.acked, on_blue.mget(writer.acked), strict=True) if value is None] == []
+    assert_acked_on(blue, writer, "blue")
 
 
 @pytest.mark.parametrize(
@@ -612,10 +614,8 @@ def test_one_run_cutover_tells_every_haproxy(pair, tmp_path):
         assert not result["failed"] and result["switched"], result.get("msg")
         assert haproxy_up(socket_a) == {"green"} and haproxy_up(socket_b) == {"green"}
         assert sum("health up" in command for command in result["commands"]) == 2
-    on_green = client(green, PASSWORD)
     for writer in (writer_a, writer_b):
-        missing = [key for key, value in zip(writer.acked, on_green.mget(writer.acked), strict=True) if value is None]
-        assert writer.acked and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on green"
+        assert_acked_on(green, writer, "green")
 
 
 # Signals inside the hold (the cutovers' test failpoint, ZERODOWNTIME_SWITCHOVER_HOLD) -----------
@@ -658,7 +658,8 @@ def role(port: int) -> str:
 
 
 def interrupted_cutover(behind_haproxy, tmp_path, step: str, how: str) -> tuple[subprocess.Popen, float]:
-    """Start the cutover held after `step`, send `how` to the module's process once inside that hold."""
+    """Start the cutover held after `step`, send `how` to the module's process once inside that hold
+    (`how` "controller": SIGKILL to ansible-playbook and every process it started, the module too)."""
     blue, green, _port, socket_path = behind_haproxy
     reached = {
         "hold_writes": lambda: is_paused(blue),
@@ -677,7 +678,10 @@ def interrupted_cutover(behind_haproxy, tmp_path, step: str, how: str) -> tuple[
         wait_for(f"the cutover to reach {step}", reached, 60, interval=0.01)
         time.sleep(0.2)  # the step itself takes a millisecond: now inside the failpoint's hold
         assert role(blue) == "slave" or is_paused(blue), "the hold is not on"  # a replica answers READONLY, paused or not
-        os.kill(module_pid(process.pid), getattr(signal, how))
+        if how == "controller":
+            kill_tree(process.pid)
+        else:
+            os.kill(module_pid(process.pid), getattr(signal, how))
         return process, time.monotonic()
     except BaseException:
         os.killpg(process.pid, signal.SIGKILL)
@@ -725,13 +729,14 @@ def test_signal_inside_the_hold_is_undone(behind_haproxy, tmp_path, step, how):
         wait_for("HAProxy to send clients to green alone", lambda: haproxy_up(socket_path) == {"green"}, 5, interval=0.05)
     assert client(port, PASSWORD).info("server")["tcp_port"] == primary
     assert writer.errors == [], writer.errors[:5]
-    on_primary = client(primary, PASSWORD)
-    assert writer.acked and [key for key, value in zip(writer.acked, on_primary.mget(writer.acked), strict=True) if value is None] == []
+    assert_acked_on(primary, writer, "the primary")
 
 
+@pytest.mark.parametrize("killed", ["SIGKILL", "controller"])
 @pytest.mark.parametrize("step", ["confirm_haproxy", "demote_source"])
-def test_sigkill_inside_the_hold_expires_and_the_next_run_repairs(behind_haproxy, tmp_path, step):
-    """SIGKILL: nothing is undone, the CLIENT PAUSE ends by itself (within pause_ms writes flow again).
+def test_sigkill_inside_the_hold_expires_and_the_next_run_repairs(behind_haproxy, tmp_path, step, killed):
+    """SIGKILL to the module, or to the whole controller (ansible-playbook and everything it
+    started): nothing is undone, the CLIENT PAUSE ends by itself (within pause_ms writes flow again).
 
     - killed after confirm_haproxy (before the promotion): blue is still the primary and takes its
       held writes when the pause ends; HAProxy has blue drained (its sessions stay) and green, a
@@ -744,11 +749,11 @@ def test_sigkill_inside_the_hold_expires_and_the_next_run_repairs(behind_haproxy
       down and ready. The run after changes nothing."""
     blue, green, port, socket_path = behind_haproxy
     with RedisWriter(port, PASSWORD) as writer:
-        process, killed = interrupted_cutover(behind_haproxy, tmp_path, step, "SIGKILL")
+        process, killed_at = interrupted_cutover(behind_haproxy, tmp_path, step, killed)
         process.communicate(timeout=60)
         acked = len(writer.acked)
         wait_for("writes to flow again", lambda: len(writer.acked) > acked + 10, SIGNAL_PAUSE_MS / 1000, interval=0.01)
-        flowing_after = time.monotonic() - killed
+        flowing_after = time.monotonic() - killed_at
     assert flowing_after < SIGNAL_PAUSE_MS / 1000, flowing_after
     if role(blue) == "master":
         assert not is_paused(blue)
@@ -768,6 +773,31 @@ def test_sigkill_inside_the_hold_expires_and_the_next_run_repairs(behind_haproxy
     assert client(port, PASSWORD).info("server")["tcp_port"] == green
     _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
     assert not result["failed"] and not result["changed"], result
-    on_green = client(green, PASSWORD)
-    missing = [key for key, value in zip(writer.acked, on_green.mget(writer.acked), strict=True) if value is None]
-    assert writer.acked and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on green"
+    assert_acked_on(green, writer, "green")
+
+
+def test_ansible_playbook_killed_alone_the_cutover_completes(behind_haproxy, tmp_path):
+    """SIGKILL to ansible-playbook's process group only (its terminal closed): Ansible's workers run
+    modules in sessions of their own (os.setsid), so the module is not in that group. It goes on
+    and completes the cutover within its bounds: green the primary, HAProxy on green alone, nothing
+    drained, no acknowledged write lost; the next run changes nothing."""
+    blue, green, port, socket_path = behind_haproxy
+    with RedisWriter(port, PASSWORD) as writer:
+        process = start_held_module(
+            SWITCHOVER, one_run_args(blue, green, socket_path, pause_ms=SIGNAL_PAUSE_MS), f"confirm_haproxy:{SIGNAL_HOLD}", tmp_path
+        )
+        wait_for("the cutover to reach confirm_haproxy", lambda: "blue" in haproxy_drained(socket_path), 60, interval=0.01)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+        def completed() -> bool:
+            return role(green) == "master" and role(blue) == "slave" and haproxy_drained(socket_path) == set()
+
+        wait_for("the module to complete the cutover on its own", completed, SIGNAL_HOLD + 10, interval=0.05)
+        acked = len(writer.acked)
+        wait_for("writes to flow through HAProxy to green", lambda: len(writer.acked) > acked + 10, 5, interval=0.01)
+    assert haproxy_up(socket_path) == {"green"} and not is_paused(green)
+    assert client(port, PASSWORD).info("server")["tcp_port"] == green
+    _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
+    assert not result["failed"] and not result["changed"], result
+    assert_acked_on(green, writer, "green")
