@@ -4,8 +4,12 @@ lab's migration tables are never touched."""
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import pytest
 
+from tests.integration.test_migration_notify import ALERTMANAGER, alerts
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module, run_playbook
 
 MODULE = "zerodowntime.migration.pg_schema_drift"
@@ -286,3 +290,21 @@ def test_the_phases_check_fails_on_blocking_drift_and_passes_pending_tables(side
     (result,), run = role_play()
     assert run.status == "failed"
     assert "public.kept.note" in result["msg"] and 'ADD COLUMN "note" text' in result["msg"]
+
+
+def test_blocking_drift_is_an_alert(sides, monitoring):
+    """The phases' check told to Alertmanager: a gate_breached alert of schema_drift, critical,
+    naming the column; the play still fails."""
+    blue, green = sides
+    both(blue, green, BASE.format(name="watched"))
+    blue.execute("CREATE PUBLICATION zdm_drift_pub FOR TABLE watched")
+    blue.execute("ALTER TABLE watched ADD COLUMN deployed_on_blue text")
+    migration = f"drift-{uuid.uuid4().hex[:8]}"
+    (result,), run = role_play(migration_name=migration, migration_notify_alertmanagers=[{"name": "lab", "url": ALERTMANAGER}])
+    assert run.status == "failed" and "public.watched.deployed_on_blue" in result["msg"], run.stdout
+    failed_tasks = [event["event_data"].get("task") for event in run.events if event.get("event") == "runner_on_failed"]
+    assert "Stop on the schema drift - test" in failed_tasks
+    (alert,) = alerts(migration)
+    assert alert["labels"]["phase"] == "schema_drift" and alert["labels"]["event"] == "gate_breached"
+    assert alert["labels"]["severity"] == "critical"
+    assert "public.watched.deployed_on_blue" in json.dumps(alert["annotations"])
