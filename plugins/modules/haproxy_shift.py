@@ -17,7 +17,8 @@ description:
     weight reads as the percent of new connections with a round-robin or least-connections balance.
     Connections already open stay where they are."
   - "Metrics of the new side, over the step (deltas of HAProxy's counters since the step began, not lifetime
-    totals): C(error_rate) - connection and response errors (C(econ) + C(eresp)) per request; C(hrsp_5xx_share)
+    totals): C(error_rate) - connection errors (C(econ), and the attempts HAProxy retried, C(wretr) and
+    C(wredis)) and response errors (C(eresp)) per request or connection attempt; C(hrsp_5xx_share)
     - 5xx responses per response (HTTP backends); C(rtime_ms) and C(qtime_ms) - HAProxy's response and queue
     times (its moving averages over the server's last 1024 requests). They are judged once the new side got
     O(min_requests) requests in the step."
@@ -88,7 +89,7 @@ options:
     suboptions:
       max_error_rate:
         description:
-          - Most connection and response errors (C(econ) + C(eresp)) per request, 0..1.
+          - Most connection and response errors (C(econ) + C(wretr) + C(wredis) + C(eresp)) per request, 0..1.
         type: float
         default: 0.02
       max_5xx_share:

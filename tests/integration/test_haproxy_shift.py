@@ -71,8 +71,10 @@ class Side:
         self.thread.start()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(timeout=10)
 
 
 class Load:
@@ -151,17 +153,22 @@ def args(socket_path: Path, **extra) -> dict:
     return dict(defaults, **extra)
 
 
+def shift(socket_path: Path, check: bool = False, diff: bool = False, **extra) -> dict:
+    """haproxy_shift's result, run through a one-task play."""
+    return run_module(SHIFT, args(socket_path, **extra), check=check, diff=diff)[1]
+
+
 def test_healthy_shift_reaches_100_without_alarm_then_changes_nothing(stack):
     _blue, _green, port, socket_path = stack
     # check mode: the plan from where the weights stand, nothing changed
-    _, result = run_module(SHIFT, args(socket_path), check=True, diff=True)
+    result = shift(socket_path, check=True, diff=True)
     assert not result["failed"] and result["changed"], result.get("msg")
     assert result["plan"] == [10, 25, 50, 75, 100] and result["start_percent"] == 0
     assert "set weight app/green 10" in result["commands"] and result["diff"]["after"]["percent"] == 100
     assert weights(socket_path) == {"blue": 100, "green": 0}
 
     with Load(port) as load:
-        _, result = run_module(SHIFT, args(socket_path, hold=1.5, gates={"max_response_ms": 200, "max_response_ratio": 10}))
+        result = shift(socket_path, hold=1.5, gates={"max_response_ms": 200, "max_response_ratio": 10})
     assert not result["failed"] and result["changed"], result.get("msg")
     assert [step["percent"] for step in result["steps"]] == [10, 25, 50, 75, 100]
     assert all(step["breached"] is None for step in result["steps"])
@@ -173,19 +180,19 @@ def test_healthy_shift_reaches_100_without_alarm_then_changes_nothing(stack):
     assert step75["new"]["requests"] > step75["old"]["requests"]
 
     # a second run at 100 % changes nothing
-    _, result = run_module(SHIFT, args(socket_path))
+    result = shift(socket_path)
     assert not result["failed"] and not result["changed"] and result["plan"] == [] and result["commands"] == []
 
 
 def test_5xx_on_the_new_side_is_caught_and_rolled_back_to_the_last_good_step(stack):
     _blue, green, port, socket_path = stack
     with Load(port):
-        _, result = run_module(SHIFT, args(socket_path, steps=[10]))
+        result = shift(socket_path, steps=[10])
         assert not result["failed"] and result["changed"], result.get("msg")
         assert weights(socket_path) == {"blue": 90, "green": 10}
         green.fail_every = 5  # 20 % of green's answers are 500 from now on
         started = time.monotonic()
-        _, result = run_module(SHIFT, args(socket_path, steps=[10, 25, 50, 100], hold=20, gates={"max_5xx_share": 0.05}))
+        result = shift(socket_path, steps=[10, 25, 50, 100], hold=20, gates={"max_5xx_share": 0.05})
         took = time.monotonic() - started
     assert result["failed"] and result["changed"]
     assert result["plan"] == [25, 50, 100] and result["start_percent"] == 10
@@ -201,7 +208,7 @@ def test_a_slow_new_side_breaches_the_response_time_gate(stack):
     _blue, green, port, socket_path = stack
     green.delay = 0.3
     with Load(port, clients=8):
-        _, result = run_module(SHIFT, args(socket_path, steps=[10, 50, 100], hold=6, min_requests=5, gates={"max_response_ms": 150}))
+        result = shift(socket_path, steps=[10, 50, 100], hold=6, min_requests=5, gates={"max_response_ms": 150})
     assert result["failed"] and result["changed"], result.get("msg")
     breached = result["breached"]
     assert breached["metric"] == "rtime_ms" and breached["gate"] == "max_response_ms" and breached["step"] == 10
@@ -210,14 +217,28 @@ def test_a_slow_new_side_breaches_the_response_time_gate(stack):
     assert result["rolled_back_to"] == 0 and weights(socket_path) == {"blue": 100, "green": 0}
 
 
+def test_a_new_side_refusing_connections_breaches_the_error_rate_gate(stack):
+    _blue, green, port, socket_path = stack
+    green.close()  # nothing listens on green's port: HAProxy's connections to it are refused (econ)
+    with Load(port):
+        result = shift(socket_path, steps=[10, 50, 100], hold=6)
+    assert result["failed"] and result["changed"], result.get("msg")
+    breached = result["breached"]
+    assert breached["metric"] == "error_rate" and breached["gate"] == "max_error_rate" and breached["step"] == 10, breached
+    new = result["steps"][-1]["new"]
+    assert breached["value"] > 0.5 and new["econ"] + new["wretr"] > 0, new
+    assert "error_rate" in result["msg"] and "max_error_rate 0.02" in result["msg"]
+    assert result["rolled_back_to"] == 0 and weights(socket_path) == {"blue": 100, "green": 0}
+
+
 def test_bad_input_names_the_problem_and_the_fix(stack, tmp_path):
     _blue, _green, _port, socket_path = stack
-    _, result = run_module(SHIFT, args(socket_path, backend="nope"))
+    result = shift(socket_path, backend="nope")
     assert result["failed"] and "no backend 'nope'" in result["msg"] and "app" in result["msg"], result["msg"]
-    _, result = run_module(SHIFT, args(socket_path, to_server="red"))
+    result = shift(socket_path, to_server="red")
     assert result["failed"] and "no server 'red'" in result["msg"] and "blue, green" in result["msg"], result["msg"]
-    _, result = run_module(SHIFT, args(tmp_path / "missing.sock"))
+    result = shift(tmp_path / "missing.sock")
     assert result["failed"] and "cannot reach HAProxy" in result["msg"] and "stats socket" in result["msg"], result["msg"]
-    _, result = run_module(SHIFT, args(socket_path, steps=[50, 10]))
+    result = shift(socket_path, steps=[50, 10])
     assert result["failed"] and "rising order" in result["msg"], result["msg"]
     assert weights(socket_path) == {"blue": 100, "green": 0}

@@ -39,6 +39,9 @@ def test_window_takes_deltas_not_lifetime_totals():
     # a counter that went back (HAProxy restarted) counts from 0
     assert window({"req_tot": 500}, {"req_tot": 5})["requests"] == 5
     assert window({}, {})["hrsp_5xx_share"] is None
+    # a refused connection is in econ once the request gives up, in wretr at every retried attempt
+    refused = window({"stot": 0}, {"stot": 8, "econ": 2, "wretr": 6})
+    assert refused["requests"] == 8 and refused["error_rate"] == 1.0
 
 
 def metrics(**values):
@@ -57,6 +60,9 @@ def test_judge_absolute_and_relative_gates():
     assert judge(metrics(rtime_ms=50), None, {"max_response_ratio": 2}, 20) is None
     assert judge(metrics(hrsp_5xx_share=0.015), metrics(), {"max_5xx_ratio": 2}, 20) is None
     assert judge(metrics(hrsp_5xx_share=0.03), metrics(), {"max_5xx_ratio": 2}, 20)["gate"] == "max_5xx_ratio"
+    # a new side its checks mark down is a breach whatever the traffic
+    assert judge(metrics(requests=0, status="DOWN 1/2"), None, {}, 20)["metric"] == "status"
+    assert judge(metrics(status="UP"), None, {"max_5xx_share": 0.05}, 20) is None
 
 
 def test_position_and_plan_read_where_the_weights_stand():

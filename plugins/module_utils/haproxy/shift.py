@@ -76,25 +76,33 @@ def window(before: dict, after: dict) -> dict:
 
     responses = sum(delta(field) for field in HRSP)
     requests = max(delta("req_tot"), responses, delta("stot"))
-    errors = delta("econ") + delta("eresp")
+    # A failed connection is counted in econ once the request gives up, in wretr/wredis at every
+    # attempt HAProxy retried (on this server, or on another one with `option redispatch`).
+    errors = delta("econ") + delta("wretr") + delta("wredis") + delta("eresp")
     hrsp_5xx = delta("hrsp_5xx")
     return {
         "requests": requests,
         "responses": responses,
         "econ": delta("econ"),
         "eresp": delta("eresp"),
+        "wretr": delta("wretr"),
+        "wredis": delta("wredis"),
         "error_rate": round(errors / requests, 4) if requests else None,
         "hrsp_5xx": hrsp_5xx,
         "hrsp_5xx_share": round(hrsp_5xx / responses, 4) if responses else None,
         "rtime_ms": after.get("rtime") if isinstance(after.get("rtime"), int) else None,
         "qtime_ms": after.get("qtime") if isinstance(after.get("qtime"), int) else None,
         "ttime_ms": after.get("ttime") if isinstance(after.get("ttime"), int) else None,
+        "status": after.get("status"),
     }
 
 
 def judge(new: dict, old: dict | None, gates: dict, min_requests: int) -> dict | None:
     """The first gate the new side's metrics breach, or None. Nothing is judged before the new
-    side got `min_requests` requests in the step (a share of 3 requests says nothing)."""
+    side got `min_requests` requests in the step (a share of 3 requests says nothing) - except its
+    health: a new side its checks mark DOWN is a breach at once."""
+    if str(new.get("status") or "").startswith("DOWN"):
+        return {"metric": "status", "value": new["status"], "gate": "health checks", "limit": "UP"}
     if new["requests"] < min_requests:
         return None
     for gate, metric in GATES.items():
@@ -320,7 +328,7 @@ class Shift:
             except HAProxyError as exc:
                 raise HAProxyError(
                     f"step {percent} %: {exc}",
-                    changed=True,
+                    changed=bool(self.commands),
                     start_percent=start,
                     plan=todo,
                     steps=result["steps"],
