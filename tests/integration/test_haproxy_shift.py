@@ -85,7 +85,7 @@ class Load:
         self.stop = threading.Event()
         self.statuses: dict[int, int] = {}
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+        self.threads = [threading.Thread(target=self.run, daemon=True, name=f"load-{number}") for number in range(clients)]
 
     def run(self):
         while not self.stop.is_set():
