@@ -822,7 +822,7 @@ def watched_pair():
     each of which knows the other two and green; yields (blue, green, [sentinel ports])."""
     with throwaway_redis() as blue, throwaway_redis(replicaof=blue) as green, contextlib.ExitStack() as stack:
         wait_replicating(green)
-        sentinels = [stack.enter_context(throwaway_sentinel(blue)) for _ in range(3)]
+        sentinels = [stack.enter_context(throwaway_sentinel(blue)) for _number in range(3)]
 
         def settled() -> bool:
             views = [client(port, None).sentinel_master(SENTINEL_NAME) for port in sentinels]
