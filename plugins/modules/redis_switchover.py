@@ -50,6 +50,15 @@ description:
     becomes a replica of the source again (replacing its data with the source's).
   - Idempotent - a target that is already a primary is not promoted again, a source already replicating
     the target and holding no writes is not retired again, a target already replicating the source is left alone (changed=false).
+  - Refuses - before anything changes, in check mode too - a pair that Redis Sentinel watches (Sentinel's
+    C(sentinel-<id>-cmd) / C(-pubsub) connections in C(CLIENT LIST) of the source or the target, else subscribers
+    of C(__sentinel__:hello)). Two controllers of one primary fight - Sentinel would see the target this module
+    promoted as a second primary, or the source it monitors turn replica, and reconfigure the servers behind the
+    module's back (or fail over again). It does not drive Sentinel's failover either - Sentinel moves its clients
+    itself, and this module's hold and HAProxy steps do not apply. The error names every Sentinel (its address
+    and the name it monitors the primary by, from its hello) and the fix - C(SENTINEL FAILOVER <name>) on one
+    of them to let Sentinel switch, or C(SENTINEL REMOVE <name>) on every one of them before a switchover by
+    this module (RV(sentinels)).
   - The new role is written to each changed server's configuration file with C(CONFIG REWRITE) (O(persist)),
     so a restart keeps it. C(roles/redis) refuses to write back an instance's C(replicaof) once that happened.
 version_added: 0.1.0
@@ -244,6 +253,17 @@ target_kept_as_primary:
   description: On a failure of O(state=switched), true when the target stays the primary because it took writes.
   returned: on failure
   type: bool
+sentinels:
+  description: On a refusal because Redis Sentinel watches the pair, each Sentinel's address (C(host:port)), or C(sentinel-<id>)
+    when its hello was not heard.
+  returned: on failure, when Sentinels watch the pair
+  type: list
+  elements: str
+sentinel_masters:
+  description: On a refusal because Redis Sentinel watches the pair, the names the Sentinels monitor the primary by.
+  returned: on failure, when Sentinels watch the pair
+  type: list
+  elements: str
 commands:
   description: Commands that changed something, with the server they ran on (passwords masked).
   returned: always

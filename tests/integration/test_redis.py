@@ -26,6 +26,7 @@ import redis
 import yaml
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from tests.lab import LAB_PASSWORD, ROOT, RedisWriter, free_port, kill_tree, run_module, run_playbook, start_held_module, wait_for
 
@@ -801,3 +802,168 @@ def test_ansible_playbook_killed_alone_the_cutover_completes(behind_haproxy, tmp
     _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
     assert not result["failed"] and not result["changed"], result
     assert_acked_on(green, writer, "green")
+
+
+# Redis Sentinel: its own failover, and redis_switchover refusing to fight it ------------------
+
+SENTINEL_NAME = "zdm-sentinel-test"
+
+
+@contextmanager
+def throwaway_sentinel(primary: int, quorum: int = 2, password: str = PASSWORD):
+    """A Redis Sentinel of the test's own (`redis-server <conf> --sentinel`, no redis-sentinel
+    package needed) monitoring 127.0.0.1:primary; yields its port. Its config file is its own to rewrite."""
+    workdir = Path(tempfile.mkdtemp(prefix="zdm-sentinel-"))
+    port = free_port()
+    config = workdir / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\nlogfile {workdir / 'sentinel.log'}\n"
+        f"sentinel monitor {SENTINEL_NAME} 127.0.0.1 {primary} {quorum}\n"
+        f'sentinel auth-pass {SENTINEL_NAME} "{password}"\n'
+        f"sentinel down-after-milliseconds {SENTINEL_NAME} 1000\n"
+        f"sentinel failover-timeout {SENTINEL_NAME} 10000\n"
+    )
+    config.chmod(0o600)
+    process = subprocess.Popen(["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client(port, None).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"sentinel did not start: {(workdir / 'sentinel.log').read_text()}") from None
+                time.sleep(0.02)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture()
+def watched_pair():
+    """A throwaway blue, green replicating it, and three Sentinels monitoring blue with quorum 2,
+    each of which knows the other two and green; yields (blue, green, [sentinel ports])."""
+    with throwaway_redis() as blue, throwaway_redis(replicaof=blue) as green, contextlib.ExitStack() as stack:
+        wait_replicating(green)
+        sentinels = [stack.enter_context(throwaway_sentinel(blue)) for _number in range(3)]
+
+        def settled() -> bool:
+            views = [client(port, None).sentinel_master(SENTINEL_NAME) for port in sentinels]
+            return all(view["num-other-sentinels"] == 2 and view["num-slaves"] == 1 for view in views)
+
+        wait_for("three sentinels that know each other and green", settled, 30, interval=0.2)
+        yield blue, green, sentinels
+
+
+class WaitWriter:
+    """Writes distinct keys through Sentinel (redis-py's Sentinel.master_for: a new connection asks
+    the Sentinels for the primary, READONLY or a lost connection drops it), each SET followed by
+    `WAIT 1 500`. A write counts as acknowledged only when WAIT answered >= 1 replica."""
+
+    def __init__(self, sentinels: list[int]):
+        self.sentinel = Sentinel([("127.0.0.1", port) for port in sentinels], socket_timeout=2)
+        self.acked: list[str] = []
+        self.unacked: list[str] = []  # written, but WAIT saw no replica: may be lost, the writer knew it
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self):
+        primary = self.sentinel.master_for(SENTINEL_NAME, password=PASSWORD, socket_timeout=2, decode_responses=True)
+        number = 0
+        while not self.stop.is_set():
+            number += 1
+            key = f"sentinel-wait:{number}"
+            try:
+                primary.set(key, number)
+                replicas = primary.execute_command("WAIT", 1, 500)
+            except redis.RedisError as exc:
+                self.errors.append(repr(exc)[:80])
+                time.sleep(0.02)
+                continue
+            (self.acked if int(replicas) >= 1 else self.unacked).append(key)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(30)
+
+
+@pytest.mark.parametrize("how", ["sentinel-failover", "primary-killed"])
+def test_sentinel_failover_loses_no_write_acknowledged_with_wait(watched_pair, how):
+    """Three Sentinels (quorum 2) fail over from blue to green while a writer writes through them.
+    Every write WAIT 1 acknowledged is on green afterwards. (With one replica: the promoted green
+    is the replica WAIT counted; with several, WAIT 1 may count one that is not promoted.)"""
+    blue, green, sentinels = watched_pair
+    ask = Sentinel([("127.0.0.1", port) for port in sentinels], socket_timeout=2)
+    assert ask.discover_master(SENTINEL_NAME) == ("127.0.0.1", blue)
+    with WaitWriter(sentinels) as writer:
+        wait_for("acknowledged writes on blue", lambda: len(writer.acked) > 50, 10, interval=0.01)
+        acked_on_blue = len(writer.acked)
+        if how == "sentinel-failover":
+            assert client(sentinels[0], None).execute_command("SENTINEL", "FAILOVER", SENTINEL_NAME)
+        else:  # a crash: the Sentinels agree it is down (quorum 2) and elect a leader that fails over
+            os.kill(int(client(blue, PASSWORD).info("server")["process_id"]), signal.SIGKILL)
+
+        def green_named() -> bool:
+            try:
+                return ask.discover_master(SENTINEL_NAME) == ("127.0.0.1", green)
+            except MasterNotFoundError:  # blue is down and no replica promoted yet
+                return False
+
+        wait_for("Sentinel to name green the primary", green_named, 30, interval=0.05)
+        # the writer follows; after a crash green has no replica left: WAIT answers 0 after its 500 ms
+        moved = len(writer.acked) + len(writer.unacked)
+        wait_for("writes on green", lambda: len(writer.acked) + len(writer.unacked) > moved + 5, 20, interval=0.01)
+    assert role(green) == "master"
+    if how == "sentinel-failover":
+        wait_for("blue to follow green", lambda: client(blue, PASSWORD).info("replication").get("master_port") == green, 20, interval=0.05)
+    on_green = client(green, PASSWORD)
+    missing = [key for key, value in zip(writer.acked, on_green.mget(writer.acked), strict=True) if value is None]
+    assert acked_on_blue > 50 and missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes not on green: {missing[:5]}"
+
+
+def replication_view(port: int) -> tuple:
+    info = client(port, PASSWORD).info("replication")
+    return info["role"], info.get("master_port"), info.get("master_link_status")
+
+
+def test_switchover_refuses_a_pair_sentinel_watches(watched_pair):
+    """redis_switchover refuses (check mode too) while Sentinels watch the pair, naming them and the
+    fix, and changes nothing; once the monitor is removed from every Sentinel it switches."""
+    blue, green, sentinels = watched_pair
+    before = (replication_view(blue), replication_view(green))
+    addresses = [f"127.0.0.1:{port}" for port in sentinels]
+    for state, check in (("promoted", True), ("promoted", False), ("switched", True), ("switched", False), ("replica", False)):
+        run, result = run_module(SWITCHOVER, dict(sides(blue, green), state=state, timeout=1, require_source_paused=False), check=check)
+        assert result["failed"], (state, check, result)
+        message = result["msg"]
+        assert "3 Redis Sentinel(s) watch" in message and "Nothing was changed" in message, message
+        assert all(address in message for address in addresses), message
+        assert f"SENTINEL FAILOVER {SENTINEL_NAME}" in message and f"SENTINEL REMOVE {SENTINEL_NAME}" in message, message
+        assert sorted(result["sentinels"]) == sorted(addresses) and result["sentinel_masters"] == [SENTINEL_NAME]
+        assert PASSWORD not in run.stdout
+        assert (replication_view(blue), replication_view(green)) == before and not is_paused(blue)
+    assert Sentinel([("127.0.0.1", sentinels[0])]).discover_master(SENTINEL_NAME) == ("127.0.0.1", blue)
+
+    for port in sentinels:
+        assert client(port, None).execute_command("SENTINEL", "REMOVE", SENTINEL_NAME)
+
+    def sentinel_clients() -> list[str]:
+        rows = [row for port in (blue, green) for row in client(port, PASSWORD).client_list()]
+        return [row["name"] for row in rows if row["name"].startswith("sentinel-")]
+
+    wait_for("the Sentinels to disconnect", lambda: not sentinel_clients(), 10, interval=0.05)
+    run, result = run_module(SWITCHOVER, dict(sides(blue, green), state="promoted", require_source_paused=False))
+    assert not result["failed"] and result["changed"], result.get("msg")
+    assert role(green) == "master" and client(blue, PASSWORD).info("replication")["master_port"] == green

@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.client import (
+    SENTINEL_CLIENT_NAME,
     RedisModuleError,
     check_connection_params,
     check_pause_params,
@@ -88,3 +89,19 @@ def test_replica_of_by_replication_id_or_address():
     assert is_replica_of({"role": "slave", "master_replid": "zzz", "master_host": "10.0.0.5", "master_port": 6379}, primary, PARAMS)
     assert not is_replica_of({"role": "slave", "master_replid": "zzz", "master_host": "10.0.0.6", "master_port": 6379}, primary, PARAMS)
     assert not is_replica_of({"role": "master", "master_replid": "abc"}, primary, PARAMS)
+
+
+@pytest.mark.parametrize(
+    ("name", "run_id"),
+    [
+        ("sentinel-deb7e516-cmd", "deb7e516"),
+        ("sentinel-c11e3348-pubsub", "c11e3348"),
+        ("sentinel-app-cmd", None),
+        ("", None),
+        ("my-sentinel-deb7e516-cmd", None),
+    ],
+)
+def test_sentinel_connections_are_told_by_their_name(name, run_id):
+    """What Redis 7's Sentinel names its connections (CLIENT LIST on a watched server)."""
+    match = SENTINEL_CLIENT_NAME.match(name)
+    assert (match.group(1) if match else None) == run_id

@@ -291,6 +291,105 @@ def persist_config(client, params: dict, warnings: list) -> None:
 
 SWITCHOVER_STATES = ("promoted", "retired", "replica", "switched")
 
+# Redis Sentinel names its two connections to every server it watches (the primary and each of its
+# replicas) `sentinel-<first 8 characters of its run id>-cmd` / `-pubsub`, and every 2 s publishes a
+# hello on the server's __sentinel__:hello channel: "ip,port,runid,epoch,master name,master ip,...".
+SENTINEL_CLIENT_NAME = re.compile(r"^sentinel-([0-9a-f]{8})-(?:cmd|pubsub)$")
+SENTINEL_HELLO_CHANNEL = "__sentinel__:hello"
+SENTINEL_HELLO_WAIT = 2.5  # seconds: one hello period of Sentinel's, and some
+
+
+def sentinel_ids(client, params: dict) -> dict[str, str]:
+    """The Sentinels connected to this server: {run id prefix: the address they connect from}.
+    Without CLIENT LIST (an ACL refuses it), PUBSUB NUMSUB of the hello channel still shows them."""
+    try:
+        clients = client.execute_command("CLIENT", "LIST")
+    except redis.ResponseError:
+        clients = None
+    if clients is not None:
+        if not isinstance(clients, list):  # redis-py parses CLIENT LIST into dicts; older ones may not
+            clients = [dict(f.split("=", 1) for f in line.split(" ") if "=" in f) for line in clients.splitlines()]
+        found = {}
+        for row in clients:
+            match = SENTINEL_CLIENT_NAME.match(str(row.get("name") or ""))
+            if match:
+                found.setdefault(match.group(1), str(row.get("addr")))
+        if found:
+            return found
+    try:
+        count = sum(int(number) for _channel, number in client.pubsub_numsub(SENTINEL_HELLO_CHANNEL))
+    except redis.RedisError as exc:
+        raise RedisModuleError(f"PUBSUB NUMSUB {SENTINEL_HELLO_CHANNEL} failed: {explain(exc, params)}") from None
+    return {f"unnamed-{number}": "unknown" for number in range(1, count + 1)}
+
+
+def sentinel_hellos(client, wanted: set[str], wait: float) -> dict[str, dict]:
+    """The hellos Sentinels publish on this server, at most `wait` seconds or until every run id
+    prefix in `wanted` was heard: {run id prefix: {address, master, watches}}."""
+    heard: dict[str, dict] = {}
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(SENTINEL_HELLO_CHANNEL)
+        deadline = Deadline(wait)
+        while not deadline.passed and not wanted <= set(heard):
+            message = pubsub.get_message(timeout=min(0.2, max(deadline.remaining(), 0.01)))
+            if not message or message.get("type") != "message":
+                continue
+            fields = str(message["data"]).split(",")
+            if len(fields) >= 7:
+                heard[fields[2][:8]] = dict(address=f"{fields[0]}:{fields[1]}", master=fields[4], watches=f"{fields[5]}:{fields[6]}")
+    except redis.RedisError:
+        pass  # the addresses are a courtesy: the Sentinels were found already
+    finally:
+        pubsub.close()
+    return heard
+
+
+def watching_sentinels(servers: list[tuple]) -> list[dict]:
+    """Every Sentinel connected to one of `servers` ((client, params) pairs): its address and the
+    name it monitors the primary by (from its hello), else its run id prefix and where it connects
+    from. Sentinel connects to the primary and to each replica it learnt of, so either side shows it."""
+    found: dict[str, dict] = {}
+    for client, params in servers:
+        for run_id, peer in sentinel_ids(client, params).items():
+            found.setdefault(run_id, dict(id=run_id, connected_from=peer, seen_on=endpoint(params)))
+    if not found:
+        return []
+    wanted = {run_id for run_id in found if not run_id.startswith("unnamed-")}
+    for client, _params in servers:
+        missing = wanted - {run_id for run_id, entry in found.items() if "address" in entry}
+        if not missing:
+            break
+        for run_id, hello in sentinel_hellos(client, missing, SENTINEL_HELLO_WAIT).items():
+            if run_id in found:
+                found[run_id].update(hello)
+    return sorted(found.values(), key=lambda entry: (entry.get("address", ""), entry["id"]))
+
+
+def refuse_if_sentinel_watches(source, src_params: dict, target, tgt_params: dict) -> None:
+    """Refuse (changing nothing) when a Redis Sentinel watches the pair: two controllers of one
+    primary fight - Sentinel would see the promoted target as a rogue primary, or the source it
+    still monitors go away, and fail over or reconfigure the servers behind this module's back."""
+    sentinels = watching_sentinels([(source, src_params), (target, tgt_params)])
+    if not sentinels:
+        return
+    names = sorted({entry["master"] for entry in sentinels if entry.get("master")}) or ["<master-name>"]
+    listed = ", ".join(
+        f"{entry['address']} (monitors {entry['master']} at {entry['watches']})"
+        if "address" in entry
+        else f"sentinel-{entry['id']} (connected from {entry['connected_from']})"
+        for entry in sentinels
+    )
+    name = names[0] if len(names) == 1 else "<master-name>"
+    raise RedisModuleError(
+        f"{len(sentinels)} Redis Sentinel(s) watch source {endpoint(src_params)} / target {endpoint(tgt_params)}: {listed}. "
+        f"Nothing was changed: a switchover by this module would fight Sentinel's own failover. Either let Sentinel switch "
+        f"(`SENTINEL FAILOVER {name}` on one of them; clients that ask Sentinel for the primary follow it), or "
+        f"remove the monitor first (`SENTINEL REMOVE {name}` on every one of them) and run this module again",
+        sentinels=[entry.get("address", f"sentinel-{entry['id']}") for entry in sentinels],
+        sentinel_masters=sorted({entry["master"] for entry in sentinels if entry.get("master")}),
+    )
+
 
 def role_of(info: dict, params: dict) -> str:
     if info.get("role") == "slave":
@@ -321,6 +420,7 @@ def ensure_switchover(params: dict, check_mode: bool, step=None) -> dict:
         try:
             for client, side in ((source, src_params), (target, tgt_params)):
                 require_version(client, side)
+            refuse_if_sentinel_watches(source, src_params, target, tgt_params)
             return (step or switchover_step)(params, source, target, check_mode)
         finally:
             target.close()
