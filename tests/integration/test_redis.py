@@ -791,10 +791,18 @@ def test_ansible_playbook_killed_alone_the_cutover_completes(behind_haproxy, tmp
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
-        def completed() -> bool:
-            return role(green) == "master" and role(blue) == "slave" and haproxy_drained(socket_path) == set()
+        seen = {}
 
-        wait_for("the module to complete the cutover on its own", completed, SIGNAL_HOLD + 10, interval=0.05)
+        def completed() -> bool:
+            seen.update(green=role(green), blue=role(blue), drained=haproxy_drained(socket_path), up=haproxy_up(socket_path))
+            return seen["green"] == "master" and seen["blue"] == "slave" and seen["drained"] == set()
+
+        try:
+            wait_for("the module to complete the cutover on its own", completed, SIGNAL_HOLD + 30, interval=0.05)
+        except AssertionError:
+            ps = subprocess.run(["ps", "-eo", "pid,ppid,sid,etime,args"], capture_output=True, text=True).stdout
+            survivors = [line for line in ps.splitlines() if "ansible" in line or "python" in line]
+            raise AssertionError(f"{seen}\n" + "\n".join(survivors)) from None
         acked = len(writer.acked)
         wait_for("writes to flow through HAProxy to green", lambda: len(writer.acked) > acked + 10, 5, interval=0.01)
     assert haproxy_up(socket_path) == {"green"} and not is_paused(green)
