@@ -4,6 +4,7 @@ ansible-runner with the checkout's ansible.cfg (assertions look at events, not s
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -113,6 +114,14 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
     results = run.task_results("under test")
     assert len(results) == 1, run.stdout
     return run, results[0]
+
+
+def vminer_sample():
+    """playbooks/files/vminer_sample.py (the vMiner-like SQLite file and its workload) imported as a module."""
+    spec = importlib.util.spec_from_file_location("vminer_sample", ROOT / "playbooks" / "files" / "vminer_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def start_held_module(module: str, arguments: dict, hold: str, workdir: Path, json_output: bool = False) -> subprocess.Popen:

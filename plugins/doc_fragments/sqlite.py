@@ -1,0 +1,32 @@
+# Copyright: zerodowntime.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""SQLite file options: the database file and the busy timeout of every connection to it."""
+
+from __future__ import annotations
+
+from ansible_collections.zerodowntime.migration.plugins.plugin_utils.doc_text import flat
+
+# Matches CONNECTION_OPTIONS in plugins/module_utils/sqlite/client.py.
+CONNECTION_OPTIONS = r"""
+path:
+  description:
+    - The SQLite database file, on the host that runs the module. It must exist - the module never
+      creates one (a wrong path is an error, not a new empty database).
+    - The module needs write access to the file and to its directory (WAL mode keeps C(-wal) and
+      C(-shm) files beside it).
+  type: path
+  required: true
+busy_timeout:
+  description:
+    - Seconds every connection of the module waits for another connection's lock (SQLite's busy
+      timeout) before giving up with an error naming the lock (more than 0, at most 600).
+    - The module holds the write lock only for a short transaction; the application's writers wait
+      for it (up to their own busy timeout) instead of failing.
+  type: float
+  default: 5.0
+"""
+
+
+class ModuleDocFragment:
+    # Composed when Ansible imports the fragment (see plugins/doc_fragments/redis.py).
+    DOCUMENTATION: str = "options:\n" + flat(CONNECTION_OPTIONS)
