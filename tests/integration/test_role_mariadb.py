@@ -10,7 +10,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from tests.lab import free_port, run_playbook
+from tests.lab import LAB_PASSWORD, free_port, run_playbook
 
 NAME = "zdm-itest"
 APP_PASSWORD = "itest-app-secret"
@@ -83,7 +83,7 @@ def test_instance_listens_on_loopback_with_its_own_files(port):
     with connect(port, "validator", VALIDATOR_PASSWORD) as conn, conn.cursor() as cur:
         cur.execute("SELECT @@port, @@bind_address, @@datadir, @@socket, @@character_set_server")
         assert cur.fetchone() == (port, "127.0.0.1", f"/var/lib/mysql-{NAME}/", f"/run/mysqld-{NAME}/mysqld.sock", "utf8mb4")
-    status = subprocess.run([f"/etc/init.d/mariadb-{NAME}", "status"], capture_output=True, text=True)
+    status = subprocess.run([f"/etc/init.d/mariadb-{NAME}", "status"], check=False, capture_output=True, text=True)
     assert status.returncode == 0, status.stdout
 
 
@@ -171,6 +171,16 @@ def test_a_setting_change_restarts_the_instance(port):
         restored = run_playbook(role_play(port))
         assert restored.status == "successful", restored.stdout
     assert uptime() < 30
+
+
+def test_lab_instance_serves_the_app_and_the_validation_user(lab):
+    """site.yml's MariaDB play (inventories/lab/group_vars/mariadb_servers.yml): instance lab on :3306."""
+    with connect(3306, "app", LAB_PASSWORD) as app, app.cursor() as cur:
+        cur.execute("SELECT @@datadir, DATABASE()")
+        assert cur.fetchone() == ("/var/lib/mysql-lab/", "appdb")
+    with connect(3306, "validator", LAB_PASSWORD) as validator, validator.cursor() as cur:
+        cur.execute("SHOW GRANTS FOR CURRENT_USER")
+        assert "GRANT SELECT ON `appdb`.*" in "\n".join(row[0] for row in cur.fetchall())
 
 
 @pytest.mark.parametrize(
