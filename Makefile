@@ -71,6 +71,7 @@ molecule: venv system-deps
 	molecule test -s rabbitmq
 	molecule test -s monitoring
 	molecule test -s cluster_node
+	molecule test -s mariadb
 
 clean:
 	rm -rf .make $(SANITY_ROOT) .pytest_cache .ruff_cache
