@@ -777,11 +777,12 @@ def test_sigkill_inside_the_hold_expires_and_the_next_run_repairs(behind_haproxy
     assert_acked_on(green, writer, "green")
 
 
-def test_ansible_playbook_killed_alone_the_cutover_completes(behind_haproxy, tmp_path):
+def test_ansible_playbook_killed_alone_the_module_ends_the_run(behind_haproxy, tmp_path):
     """SIGKILL to ansible-playbook's process group only (its terminal closed): Ansible's workers run
-    modules in sessions of their own (os.setsid), so the module is not in that group. It goes on
-    and completes the cutover within its bounds: green the primary, HAProxy on green alone, nothing
-    drained, no acknowledged write lost; the next run changes nothing."""
+    modules in sessions of their own (os.setsid), so the module is not in that group. It ends the
+    run within its bounds, never half-way: it completes (green the primary, HAProxy on green alone)
+    or, a bound passed (a slow machine), undoes it (blue the primary, HAProxy on blue alone) -
+    nothing drained either way, no acknowledged write lost; the next run leaves green the primary."""
     blue, green, port, socket_path = behind_haproxy
     with RedisWriter(port, PASSWORD) as writer:
         process = start_held_module(
@@ -790,25 +791,33 @@ def test_ansible_playbook_killed_alone_the_cutover_completes(behind_haproxy, tmp
         wait_for("the cutover to reach confirm_haproxy", lambda: "blue" in haproxy_drained(socket_path), 60, interval=0.01)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
-
         seen = {}
 
-        def completed() -> bool:
+        def ended() -> bool:
+            with contextlib.suppress(redis.ConnectionError):  # the demotion closes blue's clients, a probe too
+                return settled()
+            return False
+
+        def settled() -> bool:
             seen.update(green=role(green), blue=role(blue), drained=haproxy_drained(socket_path), up=haproxy_up(socket_path))
-            return seen["green"] == "master" and seen["blue"] == "slave" and seen["drained"] == set()
+            completed = seen["green"] == "master" and seen["blue"] == "slave" and seen["up"] == {"green"}
+            undone = seen["blue"] == "master" and seen["green"] == "slave" and seen["up"] == {"blue"} and not is_paused(blue)
+            return (completed or undone) and seen["drained"] == set()
 
         try:
-            wait_for("the module to complete the cutover on its own", completed, SIGNAL_HOLD + 30, interval=0.05)
+            wait_for("the module to end the run on its own", ended, SIGNAL_HOLD + 30, interval=0.05)
         except AssertionError:
             ps = subprocess.run(["ps", "-eo", "pid,ppid,sid,etime,args"], capture_output=True, text=True).stdout
             survivors = [line for line in ps.splitlines() if "ansible" in line or "python" in line]
             raise AssertionError(f"{seen}\n" + "\n".join(survivors)) from None
+        primary = green if seen["green"] == "master" else blue
+        print(f"the run ended with {'green' if primary == green else 'blue'} the primary")
         acked = len(writer.acked)
-        wait_for("writes to flow through HAProxy to green", lambda: len(writer.acked) > acked + 10, 5, interval=0.01)
-    assert haproxy_up(socket_path) == {"green"} and not is_paused(green)
-    assert client(port, PASSWORD).info("server")["tcp_port"] == green
-    _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
-    assert not result["failed"] and not result["changed"], result
+        wait_for("writes to flow through HAProxy", lambda: len(writer.acked) > acked + 10, 5, interval=0.01)
+        assert client(port, PASSWORD).info("server")["tcp_port"] == primary
+        _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
+        assert not result["failed"] and result["changed"] == (primary == blue), result
+    assert role(green) == "master" and haproxy_up(socket_path) == {"green"} and haproxy_drained(socket_path) == set()
     assert_acked_on(green, writer, "green")
 
 
