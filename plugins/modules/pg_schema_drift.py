@@ -19,8 +19,8 @@ description:
     sequence green lacks or holds in a narrower type. Each comes with the statement to run on green.
   - Beyond the tables, what logical replication carries for no table is looked for, each blocking and named with its
     fix - large objects blue has and green lacks (by OID; pg_largeobject is never replicated), unlogged tables on
-    blue (no publication can hold them: with O(publication) every one of the database, with O(tables) the listed
-    ones), replicated tables blue sends no key for (no primary key nor replica identity: blue refuses their UPDATEs
+    blue (no publication can hold them; with O(publication) every one of the database, with O(tables) the listed
+    ones), replicated tables blue sends no key for (no primary key nor replica identity - blue refuses their UPDATEs
     and DELETEs once published), and sequences blue has and green lacks (the cutover's sequence sync moves every
     sequence of blue's non-system schemas; one created after green's schema stops it).
   - C(harmless) differences do not - green has extra nullable or defaulted columns, a wider type, another
