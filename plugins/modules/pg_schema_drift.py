@@ -17,6 +17,12 @@ description:
     green lacks, a type green may reject blue's values in, NOT NULL on green where blue may send NULL (or a NOT
     NULL column without a default that only green has), a key green finds rows by that blue does not send, a
     sequence green lacks or holds in a narrower type. Each comes with the statement to run on green.
+  - Beyond the tables, what logical replication carries for no table is looked for, each blocking and named with its
+    fix - large objects blue has and green lacks (by OID; pg_largeobject is never replicated), unlogged tables on
+    blue (no publication can hold them; with O(publication) every one of the database, with O(tables) the listed
+    ones), replicated tables blue sends no key for (no primary key nor replica identity - blue refuses their UPDATEs
+    and DELETEs once published), and sequences blue has and green lacks (the cutover's sequence sync moves every
+    sequence of blue's non-system schemas; one created after green's schema stops it).
   - C(harmless) differences do not - green has extra nullable or defaulted columns, a wider type, another
     usable primary key, or is partitioned where blue is not (or differently).
   - Logical replication does not carry DDL; run this after a deploy changed blue's schema, and before the
@@ -50,13 +56,25 @@ options:
     description:
       - A table green does not have at all is listed in RV(pending_tables) instead of being a blocking difference -
         before phase 2 creates green's tables. A table of another kind (a view) is still a difference.
+      - Likewise sequences green lacks are listed in RV(pending_sequences), and large objects green lacks are counted
+        in RV(pending_large_objects), instead of being blocking.
     type: bool
     default: false
+  allow_unlogged_tables:
+    description:
+      - Unlogged tables whose rows are not to be migrated (a cache the application refills), C(table) or
+        C(schema.table). Each is reported as a C(harmless) C(unlogged_table) difference instead of a blocking one.
+      - Any other unlogged table of blue is blocking - SET LOGGED on blue (and add it to the publication) to migrate it.
+    type: list
+    elements: str
+    default: []
 notes:
   - O(source) is blue (the publisher); O(target) is green (the subscriber). After the cutover, pass green as the
     source and blue as the target to check the reverse replication.
   - A type counts as compatible when green's is the same or wider (C(integer) to C(bigint), C(varchar(20)) to
     C(text), C(numeric(10,2)) to C(numeric(12,2)), C(json) to C(jsonb), ...); any other change is blocking.
+  - Large objects are matched by OID only; their contents are not compared. Copy them again when they changed on
+    blue after the copy (during the write freeze if they still change).
   - Indexes other than the primary key and the replica identity index are not compared (they never stop rows
     from applying, except a unique index only green has, which rows that violate it stop).
 """
@@ -100,6 +118,15 @@ pending_tables:
   returned: always
   type: list
   elements: str
+pending_sequences:
+  description: Sequences of blue green does not have yet, with O(allow_missing_tables).
+  returned: always
+  type: list
+  elements: str
+pending_large_objects:
+  description: How many of blue's large objects green does not have yet, with O(allow_missing_tables).
+  returned: always
+  type: int
 differences:
   description: One entry per difference.
   returned: always
@@ -109,13 +136,16 @@ differences:
     kind:
       description:
         - C(missing_table), C(missing_column), C(extra_column), C(type), C(not_null), C(generated_column),
-          C(primary_key), C(replica_identity), C(sequence) or C(partitioning).
+          C(primary_key), C(replica_identity), C(sequence) or C(partitioning) - the tables' definitions.
+        - C(no_replica_identity) (blue sends no key for a replicated table), C(unlogged_table), C(large_objects) or
+          C(missing_sequence) (a sequence that is no column's of a compared table) - what replication does not carry.
       type: str
     object:
-      description: The table (C(schema.table)) or column (C(schema.table.column)).
+      description: The table (C(schema.table)), column (C(schema.table.column)), sequence (C(schema.sequence)), or
+        C(large objects).
       type: str
     table:
-      description: The table, C(schema.table).
+      description: The table, C(schema.table); null for a sequence and for large objects.
       type: str
     column:
       description: The column, or null for a table-level difference.
@@ -133,7 +163,10 @@ differences:
       description: What the difference does to replication.
       type: str
     fix:
-      description: The statement to run on green (null when a DBA must choose).
+      description: The statement that fixes it (null when a DBA must choose; RV(differences[].why) then says what to do).
+      type: str
+    fix_on:
+      description: Where to run RV(differences[].fix) - C(green), C(blue), or C(blue and green); null without a fix.
       type: str
   sample:
     - kind: missing_column
@@ -145,6 +178,7 @@ differences:
       green: null
       why: blue sends this column and green has no column to put it in
       fix: ALTER TABLE "public"."audit_log" ADD COLUMN "note" text
+      fix_on: green
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -161,6 +195,7 @@ def main():
             tables=dict(type="list", elements="str"),
             fail_on=dict(type="str", choices=list(FAIL_ON), default="blocking"),
             allow_missing_tables=dict(type="bool", default=False),
+            allow_unlogged_tables=dict(type="list", elements="str", default=[]),
         ),
         mutually_exclusive=[("publication", "tables")],
         required_one_of=[("publication", "tables")],

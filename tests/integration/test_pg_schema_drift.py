@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import psycopg
 import pytest
 
 from tests.integration.test_migration_notify import ALERTMANAGER, alerts
@@ -49,6 +50,9 @@ def sides(databases):
             tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'zdm_victim'").fetchall()
             for (table,) in tables:
                 conn.execute(f'DROP TABLE IF EXISTS public."{table}" CASCADE')
+            for (sequence,) in conn.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'").fetchall():
+                conn.execute(f'DROP SEQUENCE IF EXISTS public."{sequence}" CASCADE')
+            conn.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
 
 
 def drift(check: bool = False, **args) -> dict:
@@ -220,12 +224,106 @@ def test_publication_tables_and_missing_tables(sides):
     blue.execute("CREATE PUBLICATION zdm_drift_pub FOR TABLE kept, added_later")
     result = drift(publication="zdm_drift_pub")
     assert result["failed"] is True
-    assert kinds(result) == {("missing_table", "public.added_later", "blocking")}
+    # the table's sequence too: CREATE TABLE does not make it, and the cutover's sequence sync needs it
+    assert kinds(result) == {
+        ("missing_table", "public.added_later", "blocking"),
+        ("missing_sequence", "public.added_later_id_seq", "blocking"),
+    }
     assert 'CREATE TABLE "public"."added_later" ("id" bigint NOT NULL' in result["msg"]
     # Before phase 2 builds green: the tables green does not have yet are pending, not blocking.
     pending = drift(publication="zdm_drift_pub", allow_missing_tables=True)
     assert not pending.get("failed"), pending.get("msg")
     assert pending["pending_tables"] == ["public.added_later"] and pending["tables"] == ["public.kept"]
+
+
+def entry_of(result: dict, kind: str) -> dict:
+    (entry,) = [entry for entry in result["differences"] if entry["kind"] == kind]
+    return entry
+
+
+def test_what_replication_does_not_carry_is_refused_by_name_with_the_fix(sides):
+    """Issue 15 item 4 on real databases: a replicated table without a replica identity, an unlogged
+    table, a large object and a sequence created on blue only are each named with the fix; once the
+    fixes are applied (each as the message says) nothing is left."""
+    blue, green = sides
+    both(blue, green, "CREATE TABLE keyless (code text NOT NULL, body text)")
+    both(blue, green, BASE.format(name="kept"))
+    blue.execute("CREATE UNLOGGED TABLE sessions_cache (id int PRIMARY KEY, payload text)")
+    green.execute("CREATE TABLE sessions_cache (id int PRIMARY KEY, payload text)")
+    oid = blue.execute("SELECT lo_from_bytea(0, 'scanned contract')").fetchone()[0]
+    blue.execute("CREATE SEQUENCE invoice_no AS integer INCREMENT BY 5 START WITH 1000")
+    blue.execute("CREATE PUBLICATION zdm_drift_pub FOR TABLE keyless, kept")
+    blue.execute("INSERT INTO keyless VALUES ('a', 'x')")
+    # the hazard is real: blue itself refuses an UPDATE of the published keyless table
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="replica identity"):
+        blue.execute("UPDATE keyless SET body = 'y'")
+    for check in (False, True):
+        result = drift(check=check, publication="zdm_drift_pub")
+        assert result["failed"] is True and result["changed"] is False
+        assert kinds(result) == {
+            ("no_replica_identity", "public.keyless", "blocking"),
+            ("unlogged_table", "public.sessions_cache", "blocking"),
+            ("large_objects", "large objects", "blocking"),
+            ("missing_sequence", "public.invoice_no", "blocking"),
+        }
+        assert result["blocking"] == 4
+        message = result["msg"]
+        assert "public.keyless (no_replica_identity, blocking)" in message
+        assert 'fix on blue and green: ALTER TABLE "public"."keyless" REPLICA IDENTITY FULL' in message
+        assert 'fix on blue: ALTER TABLE "public"."sessions_cache" SET LOGGED' in message and "allow_unlogged_tables" in message
+        assert f"1 of blue's are not on green (OIDs {oid})" in message and "pg_dump" in message
+        sequence_fix = 'CREATE SEQUENCE "public"."invoice_no" AS integer INCREMENT BY 5 MINVALUE 1 MAXVALUE 2147483647 START WITH 1000'
+        assert f"fix on green: {sequence_fix}" in message
+    # The fixes, each where the message says.
+    fixes = drift(publication="zdm_drift_pub", fail_on="none")
+    keyless = entry_of(fixes, "no_replica_identity")
+    both(blue, green, keyless["fix"])
+    blue.execute("UPDATE keyless SET body = 'y'")  # blue takes it now
+    green.execute(entry_of(fixes, "missing_sequence")["fix"])
+    data = blue.execute("SELECT lo_get(%s)", (oid,)).fetchone()[0]
+    green.execute("SELECT lo_from_bytea(%s, %s)", (oid, data))
+    # the unlogged table: a cache the DBA chose not to migrate
+    allowed = drift(publication="zdm_drift_pub", allow_unlogged_tables=["public.sessions_cache"])
+    assert not allowed.get("failed"), allowed.get("msg")
+    assert kinds(allowed) == {("unlogged_table", "public.sessions_cache", "harmless")}
+    # or migrated: logged on blue (and published), then nothing differs at all
+    blue.execute(entry_of(fixes, "unlogged_table")["fix"])
+    blue.execute("ALTER PUBLICATION zdm_drift_pub ADD TABLE sessions_cache")
+    clean = drift(publication="zdm_drift_pub")
+    assert not clean.get("failed"), clean.get("msg")
+    assert clean["identical"] is True and clean["differences"] == []
+    assert clean["tables"] == ["public.kept", "public.keyless", "public.sessions_cache"]
+
+
+def test_before_green_is_built_missing_sequences_and_large_objects_are_pending(sides):
+    blue, green = sides
+    both(blue, green, BASE.format(name="kept"))
+    blue.execute(BASE.format(name="later"))
+    blue.execute("CREATE SEQUENCE invoice_no")
+    blue.execute("SELECT lo_from_bytea(0, 'a'), lo_from_bytea(0, 'b')")
+    blue.execute("CREATE PUBLICATION zdm_drift_pub FOR TABLE kept, later")
+    pending = drift(publication="zdm_drift_pub", allow_missing_tables=True)
+    assert not pending.get("failed"), pending.get("msg")
+    assert pending["pending_tables"] == ["public.later"]
+    assert pending["pending_sequences"] == ["public.invoice_no", "public.later_id_seq"]
+    assert pending["pending_large_objects"] == 2 and pending["differences"] == []
+    assert "public.invoice_no" in pending["msg"] and "2 large object(s)" in pending["msg"]
+    # a keyless table is blue's own problem: blocking even before green has it
+    blue.execute("CREATE TABLE keyless (code text)")
+    blue.execute("ALTER PUBLICATION zdm_drift_pub ADD TABLE keyless")
+    refused = drift(publication="zdm_drift_pub", allow_missing_tables=True)
+    assert refused["failed"] is True and kinds(refused) == {("no_replica_identity", "public.keyless", "blocking")}
+
+
+def test_with_tables_only_the_listed_unlogged_tables_are_hazards(sides):
+    blue, green = sides
+    both(blue, green, BASE.format(name="kept"))
+    for conn in (blue, green):
+        conn.execute("CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)")
+        conn.execute("CREATE UNLOGGED TABLE other_cache (id int PRIMARY KEY)")
+    assert drift(tables=["kept"])["identical"] is True
+    result = drift(tables=["kept", "scratch"], fail_on="none")
+    assert kinds(result) == {("unlogged_table", "public.scratch", "blocking")}
 
 
 def test_missing_publication_and_table_are_named(sides):
@@ -308,3 +406,16 @@ def test_blocking_drift_is_an_alert(sides, monitoring):
     assert alert["labels"]["phase"] == "schema_drift" and alert["labels"]["event"] == "gate_breached"
     assert alert["labels"]["severity"] == "critical"
     assert "public.watched.deployed_on_blue" in json.dumps(alert["annotations"])
+
+
+def test_the_phases_check_refuses_an_unlogged_table_unless_the_inventory_lists_it(sides):
+    blue, green = sides
+    both(blue, green, BASE.format(name="kept"))
+    blue.execute("CREATE PUBLICATION zdm_drift_pub FOR TABLE kept")
+    blue.execute("CREATE UNLOGGED TABLE rate_limits (key text PRIMARY KEY, hits int)")
+    (result,), run = role_play()
+    assert run.status == "failed"
+    assert "public.rate_limits (unlogged_table, blocking)" in result["msg"] and "SET LOGGED" in result["msg"]
+    (result,), run = role_play(migration_allow_unlogged_tables=["rate_limits"])
+    assert run.status == "successful", run.stdout
+    assert result["blocking"] == 0 and result["harmless"] == 1

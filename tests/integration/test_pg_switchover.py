@@ -452,6 +452,23 @@ def test_a_target_table_without_replica_identity_is_refused_before_pausing(lab_p
     assert pool_port(lab_pair) == 5433 and subscriptions(lab_pair["blue"]) == {}
 
 
+def test_a_sequence_created_on_blue_only_is_refused_before_pausing(lab_pair):
+    """A sequence created on blue after green's schema: the sequence sync inside the pause would stop
+    on it; the checks before the pause name it instead, in check mode too."""
+    with connect(lab_pair["blue"]) as conn:
+        conn.execute("CREATE SEQUENCE invoice_no START WITH 1000")
+    for check in (True, False):
+        result = run_module(MODULE, args(lab_pair), check=check)[1]
+        assert result["failed"] is True
+        assert "public.invoice_no" in result["msg"] and "missing on the target" in result["msg"], result["msg"]
+        assert not any(query.startswith("PAUSE") for query in result.get("queries", []))
+    assert pool_port(lab_pair) == 5433 and subscriptions(lab_pair["blue"]) == {} and readonly(lab_pair["blue"]) == "off"
+    with connect(lab_pair["green"]) as conn:  # the fix the message names: the sequence on green
+        conn.execute("CREATE SEQUENCE invoice_no START WITH 1000")
+    result = run_module(MODULE, args(lab_pair), check=True)[1]
+    assert not result.get("failed"), result.get("msg")
+
+
 def test_an_erroring_apply_is_refused_before_anything_pauses(lab_pair):
     """A row already on green makes the apply of blue's same row fail over and over: the module
     names the failing subscription, table and error in prepare within seconds (not after

@@ -8,7 +8,9 @@ import pytest
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.drift import (
     failure_message,
     key_columns,
+    large_objects_difference,
     lookup_key,
+    no_replica_identity,
     table_differences,
     type_verdict,
 )
@@ -141,3 +143,44 @@ def test_failure_message_names_each_failing_difference_and_fix():
     assert "public.t.d" in failure_message(found, "any")
     assert failure_message(found, "none") is None
     assert failure_message(found[1:], "blocking") is None
+
+
+def test_a_table_blue_sends_no_key_for_is_one_hazard_fixed_on_both_sides():
+    columns = {"id": col("int8", not_null=True), "body": col("text")}
+    keyless = table(columns)
+    hazard = no_replica_identity("public.t", keyless)
+    assert (hazard["kind"], hazard["severity"], hazard["fix_on"]) == ("no_replica_identity", "blocking", "blue and green")
+    assert hazard["fix"].as_string() == 'ALTER TABLE "public"."t" REPLICA IDENTITY FULL'
+    assert "primary key" in hazard["why"] and "UPDATE" in hazard["why"]
+    # whatever green has, the table comparison reports the hazard once, not a replica_identity difference as well
+    for green in (table(columns), table(columns, primary_key=["id"])):
+        found = severities(table_differences("public.t", keyless, green))
+        assert ("no_replica_identity", None, "blocking") in found
+        assert not any(entry[0] == "replica_identity" for entry in found)
+    assert no_replica_identity("public.t", table(columns, primary_key=["id"], replident="n"))["blue"] == "NOTHING"
+    assert no_replica_identity("public.t", table(columns, primary_key=["id"])) is None
+    assert no_replica_identity("public.t", table(columns, replident="f")) is None
+
+
+def test_large_objects_name_count_oids_and_the_copy():
+    entry = large_objects_difference(15, list(range(100, 112)))
+    assert (entry["kind"], entry["object"], entry["severity"]) == ("large_objects", "large objects", "blocking")
+    assert (entry["blue"], entry["green"]) == ("15 large object(s)", "3 of them")
+    assert "OIDs 100, 101" in entry["why"] and "109 and 2 more" in entry["why"] and "110" not in entry["why"]
+    assert "pg_dump" in entry["why"] and "lo_from_bytea" in entry["why"]
+
+
+def test_failure_message_says_where_the_fix_runs():
+    found = [
+        {
+            "kind": "unlogged_table",
+            "object": "public.cache",
+            "severity": "blocking",
+            "blue": "UNLOGGED",
+            "green": None,
+            "why": "w",
+            "fix": 'ALTER TABLE "public"."cache" SET LOGGED',
+            "fix_on": "blue",
+        }
+    ]
+    assert 'fix on blue: ALTER TABLE "public"."cache" SET LOGGED' in failure_message(found, "blocking")

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import plan, position, qualified, selected
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import (
+    create_statement,
+    missing_on_target,
+    plan,
+    position,
+    qualified,
+    selected,
+)
 
 BIG = 9223372036854775807
 
@@ -93,3 +100,12 @@ def test_selected_matches_qualified_or_bare_names_and_refuses_unknown_ones():
 
 def test_qualified_is_plain_schema_dot_name():
     assert qualified("public", 's"; x') == 'public.s"; x'
+
+
+def test_missing_on_target_and_the_statement_that_creates_one():
+    source = [seq("a"), seq("b", schema="billing"), seq("c")]
+    assert [row["name"] for row in missing_on_target(source, [seq("a"), seq("b")])] == ["b", "c"]
+    row = dict(seq('order"s', schema="we ird", increment=-2, start=-1, min_value=-100, max_value=-1), type="integer", cycle=True)
+    assert create_statement(row).as_string() == (
+        'CREATE SEQUENCE "we ird"."order""s" AS integer INCREMENT BY -2 MINVALUE -100 MAXVALUE -1 START WITH -1 CYCLE'
+    )

@@ -11,6 +11,13 @@ table (a publication's tables, or a list) and classifies each difference:
   nothing at all: a NOT NULL column only green has, without a default), a generated column on
   green that blue sends, a key green finds rows by that blue does not send (replica identity),
   a sequence the cutover's sequence sync needs that green lacks or holds in a narrower type.
+* hazards - what logical replication carries for no table at all, found on blue: large objects
+  green lacks (pg_largeobject is never replicated), unlogged tables (no publication can hold
+  them: their rows never reach green), a replicated table without a replica identity (blue
+  refuses its UPDATEs and DELETEs once published, green could not find the rows), a sequence
+  green lacks (the cutover's sequence sync stops on it). Each is blocking and named with its
+  fix; an unlogged table listed in allow_unlogged_tables is harmless (its rows are not migrated:
+  the DBA said so).
 * harmless - green has extra nullable or defaulted columns, a wider type, a different primary
   key that is still usable, or is partitioned where blue is not (or differently).
 
@@ -33,13 +40,14 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.id
     format_qualified_name,
     split_qualified_name,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import create_statement, missing_sequences
 
 BLOCKING = "blocking"
 HARMLESS = "harmless"
 FAIL_ON = ("blocking", "any", "none")
 
 RELATION_QUERY = (
-    "SELECT c.oid, c.relkind, c.relreplident, c.relispartition, "
+    "SELECT c.oid, c.relkind, c.relreplident, c.relispartition, c.relpersistence, "
     "CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END AS partition_key, "
     # The primary key's and the replica identity index's columns, in index order (key columns only).
     "(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_catalog.pg_index i "
@@ -66,6 +74,22 @@ OWNED_SEQUENCES_QUERY = (
     "WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass "
     "AND d.refobjid = %s AND d.deptype IN ('a', 'i') ORDER BY a.attnum"
 )
+
+# Unlogged tables (and partitioned parents) of every non-system schema: no publication can hold them.
+UNLOGGED_TABLES_QUERY = (
+    "SELECT n.nspname AS schema, c.relname AS name FROM pg_catalog.pg_class c "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)' ORDER BY 1, 2"
+)
+# pg_largeobject_metadata is readable by every role (pg_largeobject, the data, is not).
+LARGE_OBJECTS_QUERY = "SELECT oid::bigint AS oid FROM pg_catalog.pg_largeobject_metadata ORDER BY oid"
+# Of blue's large objects (%s, their OIDs), those green has no large object of that OID for.
+MISSING_LARGE_OBJECTS_QUERY = (
+    "SELECT b.oid FROM unnest(%s::bigint[]) AS b(oid) WHERE NOT EXISTS "
+    "(SELECT 1 FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = b.oid::oid) ORDER BY 1"
+)
+SHOWN = 10  # how many OIDs a message lists
 
 PUBLICATION_QUERY = "SELECT p.oid FROM pg_catalog.pg_publication p WHERE p.pubname = %s"
 # pg_publication_tables resolves FOR ALL TABLES, FOR TABLES IN SCHEMA and publish_via_partition_root.
@@ -171,9 +195,9 @@ def describe_column(column: dict | None) -> str | None:
     return text
 
 
-def difference(kind: str, table: str, severity: str, blue, green, why: str, fix=None, column: str | None = None) -> dict:
-    """One difference; `fix` is SQL (psycopg Composable) to run on green, rendered later."""
-    return {
+def difference(kind: str, table: str | None, severity: str, blue, green, why: str, fix=None, column: str | None = None, **extra) -> dict:
+    """One difference; `fix` is SQL (psycopg Composable) to run on `fix_on` (green unless said), rendered later."""
+    entry = {
         "kind": kind,
         "table": table,
         "column": column,
@@ -183,7 +207,10 @@ def difference(kind: str, table: str, severity: str, blue, green, why: str, fix=
         "green": green,
         "why": why,
         "fix": fix,
+        "fix_on": "green" if fix is not None else None,
     }
+    entry.update(extra)
+    return entry
 
 
 def table_differences(name: str, blue: dict, green: dict) -> list[dict]:
@@ -274,6 +301,25 @@ def table_differences(name: str, blue: dict, green: dict) -> list[dict]:
     return found
 
 
+def no_replica_identity(name: str, blue: dict) -> dict | None:
+    """The hazard of a replicated table blue sends no key for (NOTHING, DEFAULT without a primary key,
+    an index that is gone): blue itself refuses its UPDATEs and DELETEs once they are published, and
+    green could not find the rows. Fixed on blue and green alike (the reverse replication after the
+    cutover needs it on green)."""
+    if key_columns(blue) is not None:
+        return None
+    relation = ident(blue["schema"], blue["name"])
+    return difference(
+        "no_replica_identity", name, BLOCKING, describe_identity(blue), None,
+        "blue sends no key for this table's rows: PostgreSQL refuses its UPDATEs and DELETEs on blue once published "
+        "(\"does not have a replica identity and publishes updates\"), green could not find the rows, and the cutover "
+        "refuses it. Add a primary key on both sides (green then finds rows by index), or REPLICA IDENTITY FULL on both "
+        "(every UPDATE and DELETE then scans the table on the receiving side)",
+        sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(relation),
+        fix_on="blue and green",
+    )  # fmt: skip
+
+
 def key_differences(name: str, blue: dict, green: dict, relation) -> list[dict]:
     sent, lookup = key_columns(blue), lookup_key(green)
     found = []
@@ -290,6 +336,10 @@ def key_differences(name: str, blue: dict, green: dict, relation) -> list[dict]:
                 "the primary keys differ (replica_identity says whether green's is usable)",
             )
         )
+    hazard = no_replica_identity(name, blue)
+    if hazard is not None:  # blue sends no key at all: the fix is on blue (and green), not green's key
+        found.append(hazard)
+        return found
     usable = set(lookup or []) <= set(sent or []) if lookup else blue["relreplident"] == "f"
     if not usable:
         if lookup:
@@ -389,7 +439,7 @@ def failure_message(differences: list[dict], fail_on: str) -> str | None:
         sides = f"blue {entry['blue'] or 'none'}, green {entry['green'] or 'none'}"
         text = f"{entry['object']} ({entry['kind']}, {entry['severity']}): {sides}: {entry['why']}"
         if entry["fix"]:
-            text += f"; fix on green: {entry['fix']}"
+            text += f"; fix on {entry.get('fix_on') or 'green'}: {entry['fix']}"
         lines.append(text)
     return f"schema drift between blue and green: {len(failing)} {what} that would break replication or the cutover: " + "; ".join(lines)
 
@@ -426,11 +476,87 @@ def replicated_tables(blue, params: dict) -> list[tuple[str, str]]:
     return found
 
 
+def unlogged_tables(blue, params: dict, tables: list[tuple[str, str]]) -> list[dict]:
+    """Blue's unlogged tables: every one in the database with a publication (none can be in it, so
+    their rows never reach green), the listed ones with `tables`. Those in allow_unlogged_tables
+    are harmless: the DBA chose not to migrate their rows."""
+    allowed = {split_qualified_name(text) for text in params.get("allow_unlogged_tables") or []}
+    found = []
+    for row in blue.query(UNLOGGED_TABLES_QUERY):
+        pair = (row["schema"], row["name"])
+        if not params.get("publication") and pair not in tables:
+            continue
+        display = format_qualified_name(*pair)
+        if pair in allowed:
+            found.append(
+                difference(
+                    "unlogged_table", display, HARMLESS, "UNLOGGED", None,
+                    "listed in allow_unlogged_tables: its rows are not migrated (green keeps what it has)",
+                )
+            )  # fmt: skip
+            continue
+        found.append(
+            difference(
+                "unlogged_table", display, BLOCKING, "UNLOGGED", None,
+                "an unlogged table: no publication can hold it, so none of its rows reach green. On blue make it logged "
+                "(SET LOGGED rewrites it under an ACCESS EXCLUSIVE lock), add it to the publication unless it is FOR ALL "
+                "TABLES (ALTER PUBLICATION ... ADD TABLE), then ALTER SUBSCRIPTION ... REFRESH PUBLICATION on green; or, "
+                "if its rows need not move (a cache), list it in allow_unlogged_tables",
+                sql.SQL("ALTER TABLE {} SET LOGGED").format(ident(*pair)),
+                fix_on="blue",
+            )
+        )  # fmt: skip
+    return found
+
+
+def large_objects(blue, green) -> tuple[int, list[int]]:
+    """How many large objects blue has, and the OIDs of those green has none of."""
+    oids = [row["oid"] for row in blue.query(LARGE_OBJECTS_QUERY)]
+    if not oids:
+        return 0, []
+    return len(oids), [row["oid"] for row in green.query(MISSING_LARGE_OBJECTS_QUERY, (oids,))]
+
+
+def large_objects_difference(total: int, missing: list[int]) -> dict:
+    shown = ", ".join(str(oid) for oid in missing[:SHOWN]) + (f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else "")
+    entry = difference(
+        "large_objects", None, BLOCKING, f"{total} large object(s)", f"{total - len(missing)} of them",
+        f"logical replication does not carry large objects (pg_largeobject): {len(missing)} of blue's are not on green "
+        f"(OIDs {shown}), and whatever references them would point at nothing after the cutover. Copy them to green with "
+        f"their OIDs before the cutover, during the write freeze if they still change: pg_dump -Fc --blobs --data-only "
+        f"of blue, then pg_restore -L with only its BLOB entries (pg_restore -l lists them) into green, or per object "
+        f"SELECT lo_from_bytea(<oid>, <lo_get(<oid>) read on blue>) on green",
+    )  # fmt: skip
+    entry["object"] = "large objects"
+    return entry
+
+
+def sequence_hazards(blue, green, covered: set) -> list[dict]:
+    """Blue's sequences (every non-system schema: what the cutover's sequence sync moves) that green
+    lacks, except those owned by the compared tables' columns (sequence_differences names them)."""
+    found = []
+    for row in missing_sequences(blue, green):
+        if (row["schema"], row["name"]) in covered:
+            continue
+        entry = difference(
+            "missing_sequence", None, BLOCKING, row["type"], None,
+            "blue has this sequence and green has none (created after green's schema): the cutover's sequence sync "
+            "refuses before the pause, and inserts on green that draw from it would fail",
+            create_statement(row),
+        )  # fmt: skip
+        entry["object"] = format_qualified_name(row["schema"], row["name"])
+        found.append(entry)
+    return found
+
+
 def check_drift(blue, green, params: dict) -> dict:
-    """Compare every replicated table; the module's result (fails through PgError per fail_on)."""
+    """Compare every replicated table, then look for what replication carries for no table (large
+    objects, unlogged tables, sequences); the module's result (fails through PgError per fail_on)."""
     fail_on = params.get("fail_on") or "blocking"
     differences, compared, pending = [], [], []
-    for schema, name in replicated_tables(blue, params):
+    covered = set()  # sequences owned by the columns of the tables compared
+    tables = replicated_tables(blue, params)
+    for schema, name in tables:
         display = format_qualified_name(schema, name)
         blue_table = read_table(blue, schema, name)
         if blue_table is None or blue_table["relkind"] not in ("r", "p"):
@@ -441,6 +567,9 @@ def check_drift(blue, green, params: dict) -> dict:
             )
         green_table = read_table(green, schema, name)
         if green_table is None or green_table["relkind"] not in ("r", "p"):
+            hazard = no_replica_identity(display, blue_table)
+            if hazard is not None:  # blue's own problem, whether green has the table or not
+                differences.append(hazard)
             if green_table is None and params.get("allow_missing_tables"):
                 pending.append(display)
                 continue
@@ -453,7 +582,21 @@ def check_drift(blue, green, params: dict) -> dict:
             compared.append(display)
             continue
         differences.extend(table_differences(display, blue_table, green_table))
+        covered.update((sequence["schema"], sequence["name"]) for sequence in blue_table["sequences"].values())
         compared.append(display)
+    differences.extend(unlogged_tables(blue, params, tables))
+    total, missing_objects = large_objects(blue, green)
+    pending_objects = 0
+    if missing_objects and params.get("allow_missing_tables"):
+        pending_objects = len(missing_objects)
+    elif missing_objects:
+        differences.append(large_objects_difference(total, missing_objects))
+    pending_sequences = []
+    for entry in sequence_hazards(blue, green, covered):
+        if params.get("allow_missing_tables"):
+            pending_sequences.append(entry["object"])
+        else:
+            differences.append(entry)
     for entry in differences:
         entry["fix"] = green.render(entry["fix"]) if entry["fix"] is not None else None
     blocking = sum(1 for entry in differences if entry["severity"] == BLOCKING)
@@ -465,11 +608,14 @@ def check_drift(blue, green, params: dict) -> dict:
         "harmless": len(differences) - blocking,
         "tables": compared,
         "pending_tables": pending,
+        "pending_sequences": pending_sequences,
+        "pending_large_objects": pending_objects,
     }
     message = failure_message(differences, fail_on)
     if message:
         raise PgError(message, **{key: value for key, value in result.items() if key != "changed"})
+    not_yet = pending + pending_sequences + ([f"{pending_objects} large object(s)"] if pending_objects else [])
     result["msg"] = f"{len(compared)} table(s) compared: {blocking} blocking and {result['harmless']} harmless difference(s)" + (
-        f"; not on green yet: {', '.join(pending)}" if pending else ""
+        f"; not on green yet (needed there before the cutover): {', '.join(not_yet)}" if not_yet else ""
     )
     return result

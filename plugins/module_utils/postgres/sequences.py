@@ -39,7 +39,7 @@ DEFAULT_MARGIN = 1000
 # set with is_called = false): such rows get a second look at the sequence itself.
 SEQUENCES_QUERY = (
     "SELECT c.oid, n.nspname AS schema, c.relname AS name, s.seqincrement AS increment, s.seqmin AS min_value, "
-    "s.seqmax AS max_value, s.seqstart AS start_value, "
+    "s.seqmax AS max_value, s.seqstart AS start_value, s.seqcycle AS cycle, pg_catalog.format_type(s.seqtypid, NULL) AS type, "
     "pg_catalog.has_sequence_privilege(c.oid, 'SELECT') OR pg_catalog.has_sequence_privilege(c.oid, 'USAGE') AS readable, "
     "CASE WHEN pg_catalog.has_sequence_privilege(c.oid, 'SELECT') OR pg_catalog.has_sequence_privilege(c.oid, 'USAGE') "
     "THEN pg_catalog.pg_sequence_last_value(c.oid) END AS last_value "
@@ -98,7 +98,7 @@ def plan(source_rows: list[dict], target_rows: list[dict], margin: int) -> list[
     if margin is None or margin < 0:
         raise PgError(f"margin must be 0 or more, not {margin}")
     targets = {(row["schema"], row["name"]): row for row in target_rows}
-    missing = [qualified(row["schema"], row["name"]) for row in source_rows if (row["schema"], row["name"]) not in targets]
+    missing = [qualified(row["schema"], row["name"]) for row in missing_on_target(source_rows, target_rows)]
     if missing:
         raise PgError(
             f"{len(missing)} sequence(s) of the source are missing on the target: {', '.join(missing)}. "
@@ -137,10 +137,16 @@ def plan(source_rows: list[dict], target_rows: list[dict], margin: int) -> list[
     return entries
 
 
-def read_sequences(client: Client, schemas: list[str] | None = None, names: list[tuple[str, str]] | None = None) -> list[dict]:
-    """Every sequence in `schemas` (all non-system schemas when None), or exactly `names`
-    ((schema, name) pairs), with its value. One query, plus one for the not-called ones."""
-    rows = client.query(
+def missing_on_target(source_rows: list[dict], target_rows: list[dict]) -> list[dict]:
+    """The source's rows whose sequence (same schema and name) the target lacks."""
+    targets = {(row["schema"], row["name"]) for row in target_rows}
+    return [row for row in source_rows if (row["schema"], row["name"]) not in targets]
+
+
+def list_sequences(client: Client, schemas: list[str] | None = None, names: list[tuple[str, str]] | None = None) -> list[dict]:
+    """The catalog facts of every sequence in `schemas` (all non-system schemas when None), or of
+    exactly `names` ((schema, name) pairs): one query; last_value only where the role may read it."""
+    return client.query(
         SEQUENCES_QUERY,
         {
             "schemas": schemas,
@@ -148,6 +154,31 @@ def read_sequences(client: Client, schemas: list[str] | None = None, names: list
             "relnames": [pair[1] for pair in names] if names is not None else None,
         },
     )
+
+
+def missing_sequences(source_client: Client, target_client: Client) -> list[dict]:
+    """Every sequence the source has (all non-system schemas: what sync_sequences moves) that the
+    target lacks, with the source's definition (type, increment, bounds, start, cycle)."""
+    source_rows = list_sequences(source_client)
+    if not source_rows:
+        return []
+    target_rows = list_sequences(target_client, names=[(row["schema"], row["name"]) for row in source_rows])
+    return missing_on_target(source_rows, target_rows)
+
+
+def create_statement(row: dict):
+    """CREATE SEQUENCE with the source's definition (a psycopg Composable; the name is quoted by psycopg,
+    the numbers are int()s: psycopg's Literal would write a negative one with a leading space)."""
+    numbers = [sql.SQL(str(int(row[key]))) for key in ("increment", "min_value", "max_value", "start_value")]
+    return sql.SQL("CREATE SEQUENCE {} AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {}{}").format(
+        ident(row["schema"], row["name"]), sql.SQL(row["type"]), *numbers, sql.SQL(" CYCLE" if row.get("cycle") else "")
+    )
+
+
+def read_sequences(client: Client, schemas: list[str] | None = None, names: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Every sequence in `schemas` (all non-system schemas when None), or exactly `names`
+    ((schema, name) pairs), with its value. One query, plus one for the not-called ones."""
+    rows = list_sequences(client, schemas, names)
     unreadable = [qualified(row["schema"], row["name"]) for row in rows if not row["readable"]]
     if unreadable:
         raise PgError(

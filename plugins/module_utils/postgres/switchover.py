@@ -8,7 +8,7 @@ Before the pause (bounded by `prepare_timeout`): leftovers of an earlier run are
 its lag under `max_lag_bytes`, and it commits synchronously on the target so the source's slot
 confirms an applied position within milliseconds (with `synchronous_commit = off` the
 confirmation waits for the target's WAL writer: ~0.4 s); the reverse publication exists on the
-target; every table it sends has a replica identity.
+target; every table it sends has a replica identity; every sequence of the source exists on the target.
 
 The pause (bounded by `timeout`, each statement by statement_timeout), STEPS in order:
 
@@ -62,7 +62,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.cl
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import format_qualified_name
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import Journal, JournalError, pending
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.publication import ensure_publication
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import sync_sequences
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sequences import missing_sequences, qualified, sync_sequences
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.slot import ReplicationSlot, validate_slot_name
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import Subscription, build_conninfo
 
@@ -373,6 +373,15 @@ class Switchover:
         if slot["wal_status"] == "lost":
             raise PgError(
                 f"the forward slot '{forward['slot_name']}' on the source has lost required WAL: re-create the replication (phase 2)"
+            )
+        # sync_sequences (inside the pause) moves every sequence of the source: one the target lacks
+        # (created after the target's schema) would fail there and undo the switchover. Refuse it now.
+        missing = [qualified(row["schema"], row["name"]) for row in missing_sequences(self.source, self.target)]
+        if missing:
+            raise PgError(
+                f"{len(missing)} sequence(s) of the source are missing on the target {self.target.endpoint}: {', '.join(missing)}: "
+                f"the switchover's sequence sync would stop on them inside the pause. Create them on the target "
+                f"(pg_schema_drift names each with its CREATE SEQUENCE), then retry; nothing was changed"
             )
         unusable = unusable_replica_identities(self.target, self.forward.name)
         if unusable:
