@@ -24,12 +24,14 @@ demo: venv system-deps
 test: venv system-deps lint sanity unit integration molecule
 	@echo "make test: all suites passed"
 
-# Debian packages the tooling needs; the roles install the services themselves.
+# Debian packages the tooling needs; the roles install the services themselves (roles/lab_ssh,
+# run by the integration tests' lab_ssh fixture, installs openssh-server). openssh-client: ansible's
+# ssh connection, ssh-keygen and ssh-keyscan in tests/integration/test_lab_ssh.py.
 system-deps: .make/system-deps
 .make/system-deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		python3-venv git tar ca-certificates util-linux procps iproute2 >/dev/null
+		python3-venv git tar ca-certificates util-linux procps iproute2 openssh-client >/dev/null
 	mkdir -p .make && touch $@
 
 venv: .make/venv

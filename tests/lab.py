@@ -40,6 +40,21 @@ MONITORING_PLAY = [
 ]
 
 
+# roles/lab_ssh on this machine: sshd on the SSH lab hosts' addresses (inventories/lab-ssh), the
+# lab's key pair and known_hosts. Like MONITORING_PLAY it targets lab-db (local) with the
+# settings file of the inventory it serves.
+LAB_SSH_INVENTORY = str(ROOT / "inventories" / "lab-ssh")
+LAB_SSH_PLAY = [
+    {
+        "name": "Provision the lab's SSH",
+        "hosts": "lab-db",
+        "become": True,
+        "vars_files": [str(ROOT / "inventories" / "lab-ssh" / "group_vars" / "all.yml")],
+        "roles": [{"role": "zerodowntime.migration.lab_ssh"}],
+    }
+]
+
+
 class PlaybookRun:
     """One ansible-runner run: its status, per-host stats and task results."""
 
@@ -99,8 +114,11 @@ def run_playbook_ok(playbook: str, **kwargs) -> PlaybookRun:
     return run
 
 
-def run_module(module: str, args: dict, check: bool = False, diff: bool = False, host: str = "lab-db") -> tuple[PlaybookRun, dict]:
-    """Run one module on a lab host (lab-db unless told); returns the run and the module's result."""
+def run_module(
+    module: str, args: dict, check: bool = False, diff: bool = False, host: str = "lab-db", inventory: str | None = None
+) -> tuple[PlaybookRun, dict]:
+    """Run one module on a lab host (lab-db of inventories/lab unless told); returns the run and
+    the module's result."""
     play = [
         {
             "name": "module under test",
@@ -110,7 +128,7 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
         }
     ]
     flags = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
-    run = run_playbook(play, cmdline=flags or None)
+    run = run_playbook(play, cmdline=flags or None, inventory=inventory)
     results = run.task_results("under test")
     assert len(results) == 1, run.stdout
     return run, results[0]
@@ -124,14 +142,17 @@ def vminer_sample():
     return module
 
 
-def start_held_module(module: str, arguments: dict, hold: str, workdir: Path, json_output: bool = False) -> subprocess.Popen:
-    """ansible-playbook running one cutover module on lab-db in a process group of its own, its
-    test failpoint holding the run after `hold` ("step:seconds") so a test can signal it. With
-    `json_output`, the module's result is the json callback's output on stdout."""
+def start_held_module(
+    module: str, arguments: dict, hold: str, workdir: Path, json_output: bool = False, host: str = "lab-db", inventory: str | None = None
+) -> subprocess.Popen:
+    """ansible-playbook running one cutover module on a lab host (lab-db of inventories/lab unless
+    told) in a process group of its own, its test failpoint holding the run after `hold`
+    ("step:seconds") so a test can signal it. With `json_output`, the module's result is the json
+    callback's output on stdout."""
     play = [
         {
             "name": "module under test",
-            "hosts": "lab-db",
+            "hosts": host,
             "gather_facts": False,
             "tasks": [{"name": "under test", module: arguments, "environment": {"ZERODOWNTIME_SWITCHOVER_HOLD": hold}}],
         }
@@ -141,7 +162,7 @@ def start_held_module(module: str, arguments: dict, hold: str, workdir: Path, js
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     if json_output:
         env["ANSIBLE_STDOUT_CALLBACK"] = "json"
-    command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories/lab"), str(playbook)]
+    command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", inventory or str(ROOT / "inventories/lab"), str(playbook)]
     output = subprocess.PIPE if json_output else subprocess.DEVNULL
     return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
 

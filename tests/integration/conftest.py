@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.lab import BLUE, GREEN, MONITORING_PLAY, connect, run_playbook, run_playbook_ok, throwaway_postgres
+from tests.lab import BLUE, GREEN, LAB_SSH_PLAY, MONITORING_PLAY, connect, run_playbook, run_playbook_ok, throwaway_postgres
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,16 @@ def lab():
 def monitoring(lab):
     """roles/monitoring converged on the lab: Prometheus :9090, Alertmanager :9093, the exporters."""
     run = run_playbook(MONITORING_PLAY)
+    assert run.status == "successful", run.stdout
+    return run
+
+
+@pytest.fixture(scope="session")
+def lab_ssh():
+    """roles/lab_ssh converged on this machine: sshd on the SSH lab hosts' addresses
+    (inventories/lab-ssh), the lab's key authorized for root, its known_hosts written. Runs
+    whatever ZERODOWNTIME_LAB_CONVERGED says (it converges nothing else, and quickly)."""
+    run = run_playbook(LAB_SSH_PLAY)
     assert run.status == "successful", run.stdout
     return run
 
