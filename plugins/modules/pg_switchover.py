@@ -46,6 +46,11 @@ description:
     and slot dropped; after the deadline plus O(guardian_margin) it does the same for a hung module. A
     run that had begun resuming pools on the target is finished instead (clients may write there).
     It logs to O(journal_dir) and always exits.
+  - B(A dropped SSH connection) - without pipelining Ansible gives the module a terminal, whose hangup
+    (SIGHUP) kills it and the guardian undoes the run. With pipelining (this collection's C(ansible.cfg))
+    the module has no terminal and no signal reaches it: it does not depend on the connection and ends its
+    bounded run by itself (commits, or undoes on a failure or the deadline); the controller reports the host
+    failed. The journal (or O(state=repaired)) tells which.
   - B(Leftovers) - the module, and so C(playbooks/rollback.yml), first reads the journal. A run that
     neither committed nor was undone (its guardian died too, e.g. the host rebooted) is undone or
     finished before anything else happens (RV(repaired)). A paused pool or a frozen source that no

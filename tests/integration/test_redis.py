@@ -807,7 +807,7 @@ def test_ansible_playbook_killed_alone_the_module_ends_the_run(behind_haproxy, t
         try:
             wait_for("the module to end the run on its own", ended, SIGNAL_HOLD + 30, interval=0.05)
         except AssertionError:
-            ps = subprocess.run(["ps", "-eo", "pid,ppid,sid,etime,args"], capture_output=True, text=True).stdout
+            ps = subprocess.run(["ps", "-eo", "pid,ppid,sid,etime,args"], capture_output=True, text=True, check=False).stdout
             survivors = [line for line in ps.splitlines() if "ansible" in line or "python" in line]
             raise AssertionError(f"{seen}\n" + "\n".join(survivors)) from None
         primary = green if seen["green"] == "master" else blue
