@@ -48,9 +48,9 @@ description:
     It logs to O(journal_dir) and always exits.
   - B(A dropped SSH connection) - without pipelining Ansible gives the module a terminal, whose hangup
     (SIGHUP) kills it and the guardian undoes the run. With pipelining (this collection's C(ansible.cfg))
-    the module has no terminal and no signal reaches it: it does not depend on the connection and ends its
-    bounded run by itself (commits, or undoes on a failure or the deadline); the controller reports the host
-    failed. The journal (or O(state=repaired)) tells which.
+    the module has no terminal and no signal reaches it; it does not depend on the connection and ends its
+    bounded run by itself (commits, or undoes on a failure or the deadline) while the controller reports the
+    host failed. The journal (or O(state=repaired)) tells which.
   - B(Leftovers) - the module, and so C(playbooks/rollback.yml), first reads the journal. A run that
     neither committed nor was undone (its guardian died too, e.g. the host rebooted) is undone or
     finished before anything else happens (RV(repaired)). A paused pool or a frozen source that no

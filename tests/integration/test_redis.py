@@ -72,7 +72,15 @@ def throwaway_redis(password: str | None = PASSWORD, replicaof: int | None = Non
     config.chmod(0o600)
     if replicaof:
         argv += ["--replicaof", "127.0.0.1", str(replicaof)]
-    process = subprocess.Popen([argv[0], str(config), *argv[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with serving([argv[0], str(config), *argv[1:]], workdir, port, password, workdir / "redis.log"):
+        yield port
+
+
+@contextmanager
+def serving(argv: list[str], workdir: Path, port: int, password: str | None, log: Path):
+    """Run a Redis process (a server or a Sentinel) until it answers PING on `port`; afterwards
+    stop it and remove its `workdir`. Its log is shown when it does not start."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -81,9 +89,9 @@ def throwaway_redis(password: str | None = PASSWORD, replicaof: int | None = Non
                 break
             except redis.ConnectionError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start: {(workdir / 'redis.log').read_text()}") from None
+                    raise RuntimeError(f"{argv[0]} did not start: {log.read_text() if log.exists() else 'no log'}") from None
                 time.sleep(0.02)
-        yield port
+        yield
     finally:
         process.terminate()
         try:
@@ -841,26 +849,8 @@ def throwaway_sentinel(primary: int, quorum: int = 2, password: str = PASSWORD):
         f"sentinel failover-timeout {SENTINEL_NAME} 10000\n"
     )
     config.chmod(0o600)
-    process = subprocess.Popen(["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client(port, None).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"sentinel did not start: {(workdir / 'sentinel.log').read_text()}") from None
-                time.sleep(0.02)
+    with serving(["redis-server", str(config), "--sentinel"], workdir, port, None, workdir / "sentinel.log"):
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture()
