@@ -55,8 +55,9 @@ options:
     required: true
   to_server:
     description:
-      - The new side - the server that takes traffic. It must be up by its health checks. Put in drain or
-        maintenance from the runtime API, it is made ready when it first gains weight.
+      - The new side - the server that takes traffic. It must be up by its health checks. Put in drain from
+        the runtime API, it is made ready when it first gains weight; in maintenance (its checks stop, so it
+        is not up) it is refused, naming the command that makes it ready.
     type: str
     required: true
   steps:
@@ -180,8 +181,8 @@ breached:
   type: dict
   sample: {"metric": "hrsp_5xx_share", "value": 0.2, "gate": "max_5xx_share", "limit": 0.02, "step": 25, "server": "app/green"}
 rolled_back_to:
-  description: The percent the weights went back to after a breach.
-  returned: on a breach
+  description: The percent the weights went back to after a breach or a step that could not be judged; null when going back failed too.
+  returned: on failure
   type: int
 commands:
   description: Runtime API commands that changed something (in check mode, those of the plan as seen from now).

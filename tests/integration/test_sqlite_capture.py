@@ -293,9 +293,32 @@ def test_a_missing_table_is_named(plain):
 
 
 def test_a_change_table_name_taken_by_an_application_table_is_refused(plain):
+    before = schema(plain)
     failed = capture(plain, change_table="t", tables=[HOSTILE])
     assert failed["failed"] is True
     assert "'t'" in failed["msg"] and "not a change table" in failed["msg"]
+    assert schema(plain) == before and journal_mode(plain) == "delete"  # refused before the journal mode too
+
+
+def test_a_blob_key_is_recorded_and_the_application_write_succeeds(plain):
+    """SQLite lets any column hold a BLOB (a UUID as 16 bytes); json_array refuses one, which would
+    fail the application's own write inside the trigger. The key is recorded as {"blob": HEX}."""
+    with sqlite3.connect(plain) as conn:
+        conn.execute("CREATE TABLE devices (id BLOB PRIMARY KEY, name TEXT)")
+    conn.close()
+    assert not capture(plain, tables=["devices"])["failed"]
+    key = bytes.fromhex("00112233445566778899aabbccddeeff")
+    with sqlite3.connect(plain) as conn:
+        conn.execute("INSERT INTO devices VALUES (?, 'sensor')", (key,))
+        conn.execute("UPDATE devices SET id = ? WHERE id = ?", (b"\x01", key))
+        conn.execute("INSERT INTO devices VALUES ('text-key', 'other')")
+    conn.close()
+    blob = compact([{"blob": key.hex().upper()}])
+    assert changes(plain) == [
+        (1, "devices", blob, None, "I"),
+        (2, "devices", compact([{"blob": "01"}]), blob, "U"),
+        (3, "devices", compact(["text-key"]), None, "I"),
+    ]
 
 
 def test_views_and_virtual_tables_are_refused_by_name_and_left_out_of_all_tables(plain):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.runtime import HAProxyError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.shift import (
+    Shift,
     check_params,
     judge,
     parse_stat,
@@ -96,3 +98,65 @@ def test_check_params_names_the_problem(change, message):
     check_params(PARAMS)
     with pytest.raises(HAProxyError, match=message):
         check_params(dict(PARAMS, **change))
+
+
+class FakeRuntime:
+    """An in-memory stand-in for the runtime API of one backend `app` with servers blue and green:
+    `set weight` changes a weight; `show stat` fails once `stat_failures_from` calls were answered,
+    `set weight` is refused once `sets_allowed` were applied."""
+
+    HEADER = "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight"
+
+    def __init__(self, stat_failures_from=None, sets_allowed=None):
+        self.weights = {"green": 0, "blue": 100}
+        self.stat_calls = 0
+        self.stat_failures_from = stat_failures_from
+        self.sets_allowed = sets_allowed
+
+    def command(self, _address, text, _timeout=2.0):
+        if text.startswith("show servers state"):
+            rows = [f"1 app {n} {name} 127.0.0.1 2 0 {weight} 100" for n, (name, weight) in enumerate(self.weights.items(), 1)]
+            return "\n".join(["1", self.HEADER, *rows])
+        if text.startswith("show stat"):
+            self.stat_calls += 1
+            if self.stat_failures_from is not None and self.stat_calls > self.stat_failures_from:
+                raise HAProxyError("timed out reading the runtime API")
+            return STAT
+        if text.startswith("set weight app/"):
+            server, weight = text.split("/", 1)[1].split()
+            if self.sets_allowed is not None:
+                if self.sets_allowed == 0:
+                    return "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'."
+                self.sets_allowed -= 1
+            self.weights[server] = int(weight)
+            return ""
+        raise AssertionError(f"unexpected command {text!r}")
+
+
+def shift_params(**overrides):
+    params = dict(socket="/fake", backend="app", from_server="blue", to_server="green", steps=[10, 25, 50], hold=0.0, interval=0.01)
+    params.update(min_requests=20, gates={"max_5xx_share": 0.5}, timeout=1.0)
+    params.update(overrides)
+    return params
+
+
+def test_a_step_that_cannot_be_judged_goes_back_to_the_last_good_one(monkeypatch):
+    """`show stat` fails inside the 25 % step: the weights go back to 10 % (not left at an unjudged
+    step the next run would start above), and the error says so."""
+    fake = FakeRuntime(stat_failures_from=2)  # step 10 reads twice (start, one sample), then the reads fail
+    monkeypatch.setattr(runtime, "command", fake.command)
+    with pytest.raises(HAProxyError) as raised:
+        Shift(shift_params(), check_mode=False, sleep=lambda _seconds: None).run()
+    assert fake.weights == {"green": 10, "blue": 90}
+    assert raised.value.details["rolled_back_to"] == 10 and "step 25 %" in str(raised.value) and "back to 10 %" in str(raised.value)
+
+
+def test_a_failed_way_back_is_not_reported_as_a_rollback(monkeypatch):
+    """HAProxy takes the new side's weight, then refuses every other (the old side's at 10 %, the new
+    side's on the way back to 0 %): the error has no rolled_back_to and says to set them by hand."""
+    fake = FakeRuntime(sets_allowed=1)
+    monkeypatch.setattr(runtime, "command", fake.command)
+    with pytest.raises(HAProxyError) as raised:
+        Shift(shift_params(), check_mode=False, sleep=lambda _seconds: None).run()
+    assert raised.value.details["rolled_back_to"] is None and fake.weights == {"green": 10, "blue": 100}
+    assert "going back to 0 % failed too" in str(raised.value) and "by hand" in str(raised.value)

@@ -291,6 +291,11 @@ class Shift:
 
     def run(self) -> dict:
         to_row, from_row = self.rows()
+        if to_row.get("srv_op_state") != runtime.RUNNING and int(to_row.get("srv_admin_state") or 0) & 0x01:
+            raise HAProxyError(
+                f"HAProxy at {self.address}: {self.backend}/{self.new} is in maintenance (set from the runtime API), so not up: "
+                f"`set server {self.backend}/{self.new} state ready`, wait for its health checks, then shift"
+            )
         if to_row.get("srv_op_state") != runtime.RUNNING:
             raise HAProxyError(
                 f"HAProxy at {self.address}: {self.backend}/{self.new} is not up (srv_op_state {to_row.get('srv_op_state')}, "
@@ -326,12 +331,16 @@ class Shift:
                 self.set_percent(percent)
                 step = self.hold(percent, baseline)
             except HAProxyError as exc:
+                # A step set but not judged (a stats read or a weight refused): not left in place,
+                # or the next run would start above it and never hold it.
+                rolled_back, back = self.go_back(good)
                 raise HAProxyError(
-                    f"step {percent} %: {exc}",
+                    f"step {percent} %: {exc}; {back}",
                     changed=bool(self.commands),
                     start_percent=start,
                     plan=todo,
                     steps=result["steps"],
+                    rolled_back_to=good if rolled_back else None,
                     percent=self.current(),
                     commands=self.commands,
                 ) from None
@@ -358,13 +367,17 @@ class Shift:
         except HAProxyError:
             return None
 
-    def fail(self, step: dict, good: int, result: dict) -> None:
-        breached = dict(step["breached"], step=step["percent"], server=f"{self.backend}/{self.new}")
+    def go_back(self, good: int) -> tuple[bool, str]:
+        """Weights back to the last good step: (whether that worked, what to tell)."""
         try:
             self.set_percent(good)
-            back = f"weights back to {good} % ({self.new} {weights_for(good)[0]}, {self.old} {weights_for(good)[1]})"
         except HAProxyError as exc:
-            back = f"and going back to {good} % failed too: {exc}"
+            return False, f"going back to {good} % failed too ({exc}): set the weights by hand before anything else"
+        return True, f"weights back to {good} % ({self.new} {weights_for(good)[0]}, {self.old} {weights_for(good)[1]})"
+
+    def fail(self, step: dict, good: int, result: dict) -> None:
+        breached = dict(step["breached"], step=step["percent"], server=f"{self.backend}/{self.new}")
+        rolled_back, back = self.go_back(good)
         new = step["new"]
         measured = (
             f"{new['hrsp_5xx']} of {new['responses']} responses"
@@ -380,7 +393,7 @@ class Shift:
             plan=result["plan"],
             breached=breached,
             steps=result["steps"],
-            rolled_back_to=good,
+            rolled_back_to=good if rolled_back else None,
             percent=self.current(),
             commands=self.commands,
         )

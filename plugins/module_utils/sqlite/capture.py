@@ -51,7 +51,13 @@ def trigger_name(change_table: str, table: str, operation: str) -> str:
 
 
 def key_json(row: str, key: list[str]) -> str:
-    return "json_array(" + ", ".join(f"{row}.{quote_ident(column)}" for column in key) + ")"
+    """The key as a JSON array. SQLite's loose typing lets any column hold a BLOB, which json_array
+    refuses - an error inside the application's own write - so a BLOB is recorded as {"blob": HEX}."""
+    values = []
+    for column in key:
+        value = f"{row}.{quote_ident(column)}"
+        values.append(f"CASE WHEN typeof({value}) = 'blob' THEN json_object('blob', hex({value})) ELSE {value} END")
+    return "json_array(" + ", ".join(values) + ")"
 
 
 def trigger_sql(change_table: str, table: str, key: list[str], operation: str) -> str:
@@ -236,10 +242,12 @@ def ensure_capture(client: Client, params: dict) -> dict:
         if not isinstance(key, list) or not all(isinstance(column, str) for column in key):
             raise SqliteError(f"key_columns for table {table!r} must be a list of column names, not {key!r}")
     journal_before = client.journal_mode()
-    if params["state"] == "present":
-        desired_triggers(client, params)  # bad input is refused before anything changes, even the journal mode
-    wal_changed = params["state"] == "present" and client.ensure_wal()
     capture = Capture(client, params["change_table"], force=params["force"])
+    if params["state"] == "present":
+        # bad input is refused before anything changes, even the journal mode
+        capture.check_change_table()
+        desired_triggers(client, params)
+    wal_changed = params["state"] == "present" and client.ensure_wal()
     with client.immediate():
         capture.check_change_table()
         desired = {"triggers": desired_triggers(client, params)} if params["state"] == "present" else {}
