@@ -13,7 +13,8 @@ description:
     one row to it per changed row - C(seq) (C(INTEGER PRIMARY KEY AUTOINCREMENT) - monotonic, never
     reused, the order in which the changes committed), C(table_name), C(pk) (the row's key as a
     JSON array, in key column order; a BLOB value, which JSON cannot hold, as an object with the one
-    member C(blob), its bytes in hex), C(old_pk) (the key before an C(UPDATE) that changed it, otherwise null), C(op) (C(I), C(U) or C(D)) and C(changed_at).
+    member C(blob), its bytes in hex), C(old_pk) (the key before an C(UPDATE) that changed it, otherwise
+    null), C(op) (C(I), C(U) or C(D)) and C(changed_at).
   - The triggers run inside the application's own transactions, so a change row exists exactly when
     the change committed; the capture adds no connection the application waits on.
   - Triggers of this change table on tables not in O(tables) are removed, so the captured tables are

@@ -315,6 +315,20 @@ def test_before_green_is_built_missing_sequences_and_large_objects_are_pending(s
     assert refused["failed"] is True and kinds(refused) == {("no_replica_identity", "public.keyless", "blocking")}
 
 
+def test_a_keyless_table_in_an_insert_only_publication_is_harmless(sides):
+    """publish = 'insert' (an append-only log): no UPDATE or DELETE is sent, so blue sends no key and
+    needs none; publishing updates again makes the same table blocking."""
+    blue, green = sides
+    both(blue, green, "CREATE TABLE event_log (at timestamptz, message text)")
+    blue.execute("CREATE PUBLICATION zdm_drift_pub FOR TABLE event_log WITH (publish = 'insert')")
+    result = drift(publication="zdm_drift_pub")
+    assert not result.get("failed"), result.get("msg")
+    assert kinds(result) == {("no_replica_identity", "public.event_log", "harmless")}
+    blue.execute("ALTER PUBLICATION zdm_drift_pub SET (publish = 'insert, update')")
+    refused = drift(publication="zdm_drift_pub")
+    assert refused["failed"] is True and kinds(refused) == {("no_replica_identity", "public.event_log", "blocking")}
+
+
 def test_with_tables_only_the_listed_unlogged_tables_are_hazards(sides):
     blue, green = sides
     both(blue, green, BASE.format(name="kept"))

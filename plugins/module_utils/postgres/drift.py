@@ -91,7 +91,7 @@ MISSING_LARGE_OBJECTS_QUERY = (
 )
 SHOWN = 10  # how many OIDs a message lists
 
-PUBLICATION_QUERY = "SELECT p.oid FROM pg_catalog.pg_publication p WHERE p.pubname = %s"
+PUBLICATION_QUERY = "SELECT p.oid, p.pubupdate OR p.pubdelete AS keyed FROM pg_catalog.pg_publication p WHERE p.pubname = %s"
 # pg_publication_tables resolves FOR ALL TABLES, FOR TABLES IN SCHEMA and publish_via_partition_root.
 PUBLICATION_TABLES_QUERY = "SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables WHERE pubname = %s ORDER BY 1, 2"
 
@@ -318,6 +318,18 @@ def no_replica_identity(name: str, blue: dict) -> dict | None:
         sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(relation),
         fix_on="blue and green",
     )  # fmt: skip
+
+
+def insert_only(differences: list[dict], publication: str) -> None:
+    """A publication of inserts only (publish = 'insert', an append-only log): no UPDATE or DELETE is
+    sent, so a table without a key replicates; its no_replica_identity finding becomes harmless."""
+    for entry in differences:
+        if entry["kind"] == "no_replica_identity":
+            entry["severity"] = HARMLESS
+            entry["why"] = (
+                f"blue sends no key for this table's rows, and publication {publication} publishes neither updates nor "
+                f"deletes, so none is needed; publishing them later needs a primary key or REPLICA IDENTITY FULL first"
+            )
 
 
 def key_differences(name: str, blue: dict, green: dict, relation) -> list[dict]:
@@ -584,6 +596,8 @@ def check_drift(blue, green, params: dict) -> dict:
         differences.extend(table_differences(display, blue_table, green_table))
         covered.update((sequence["schema"], sequence["name"]) for sequence in blue_table["sequences"].values())
         compared.append(display)
+    if params.get("publication") and not blue.query_one(PUBLICATION_QUERY, (params["publication"],))["keyed"]:
+        insert_only(differences, params["publication"])
     differences.extend(unlogged_tables(blue, params, tables))
     total, missing_objects = large_objects(blue, green)
     pending_objects = 0
