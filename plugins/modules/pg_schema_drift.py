@@ -21,8 +21,9 @@ description:
     fix - large objects blue has and green lacks (by OID; pg_largeobject is never replicated), unlogged tables on
     blue (no publication can hold them; with O(publication) every one of the database, with O(tables) the listed
     ones), replicated tables blue sends no key for (no primary key nor replica identity - blue refuses their UPDATEs
-    and DELETEs once published; harmless when O(publication) publishes neither updates nor deletes), and sequences blue has and green lacks (the cutover's sequence sync moves every
-    sequence of blue's non-system schemas; one created after green's schema stops it).
+    and DELETEs once published; harmless when O(publication) publishes neither updates nor deletes), and
+    sequences blue has and green lacks (the cutover's sequence sync moves every sequence of blue's non-system
+    schemas; one created after green's schema stops it).
   - C(harmless) differences do not - green has extra nullable or defaulted columns, a wider type, another
     usable primary key, or is partitioned where blue is not (or differently).
   - Logical replication does not carry DDL; run this after a deploy changed blue's schema, and before the

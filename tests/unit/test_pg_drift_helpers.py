@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import drift
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.drift import (
     failure_message,
     key_columns,
@@ -163,7 +164,7 @@ def test_a_table_blue_sends_no_key_for_is_one_hazard_fixed_on_both_sides():
 
 
 def test_large_objects_name_count_oids_and_the_copy():
-    entry = large_objects_difference(15, list(range(100, 112)))
+    entry = large_objects_difference(15, 12, list(range(100, 110)))
     assert (entry["kind"], entry["object"], entry["severity"]) == ("large_objects", "large objects", "blocking")
     assert (entry["blue"], entry["green"]) == ("15 large object(s)", "3 of them")
     assert "OIDs 100, 101" in entry["why"] and "109 and 2 more" in entry["why"] and "110" not in entry["why"]
@@ -184,3 +185,26 @@ def test_failure_message_says_where_the_fix_runs():
         }
     ]
     assert 'fix on blue: ALTER TABLE "public"."cache" SET LOGGED' in failure_message(found, "blocking")
+
+
+class PagedLargeObjects:
+    """blue with OIDs 1..n read a page at a time; green lacking every OID divisible by 7."""
+
+    def __init__(self, count: int):
+        self.oids = list(range(1, count + 1))
+        self.pages = 0
+
+    def query(self, text, params):
+        if "unnest" in text:  # green: which of these it lacks
+            return [{"oid": oid} for oid in params[0] if oid % 7 == 0]
+        after, limit = params
+        self.pages += 1
+        return [{"oid": oid} for oid in self.oids if oid > after][:limit]
+
+
+def test_large_objects_are_read_a_page_at_a_time_and_only_the_shown_oids_kept(monkeypatch):
+    monkeypatch.setattr(drift, "LARGE_OBJECTS_PAGE", 100)
+    server = PagedLargeObjects(1050)
+    total, missing_count, shown = drift.large_objects(server, server)
+    assert (total, missing_count) == (1050, 150) and shown == [7 * n for n in range(1, 11)]
+    assert server.pages == 12  # 11 pages of OIDs, then an empty one

@@ -83,7 +83,9 @@ UNLOGGED_TABLES_QUERY = (
     "AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)' ORDER BY 1, 2"
 )
 # pg_largeobject_metadata is readable by every role (pg_largeobject, the data, is not).
-LARGE_OBJECTS_QUERY = "SELECT oid::bigint AS oid FROM pg_catalog.pg_largeobject_metadata ORDER BY oid"
+# Blue's large objects a page at a time (after an OID, %s rows): millions are not read at once.
+LARGE_OBJECTS_QUERY = "SELECT oid::bigint AS oid FROM pg_catalog.pg_largeobject_metadata WHERE oid::bigint > %s ORDER BY oid LIMIT %s"
+LARGE_OBJECTS_PAGE = 10000
 # Of blue's large objects (%s, their OIDs), those green has no large object of that OID for.
 MISSING_LARGE_OBJECTS_QUERY = (
     "SELECT b.oid FROM unnest(%s::bigint[]) AS b(oid) WHERE NOT EXISTS "
@@ -521,19 +523,26 @@ def unlogged_tables(blue, params: dict, tables: list[tuple[str, str]]) -> list[d
     return found
 
 
-def large_objects(blue, green) -> tuple[int, list[int]]:
-    """How many large objects blue has, and the OIDs of those green has none of."""
-    oids = [row["oid"] for row in blue.query(LARGE_OBJECTS_QUERY)]
-    if not oids:
-        return 0, []
-    return len(oids), [row["oid"] for row in green.query(MISSING_LARGE_OBJECTS_QUERY, (oids,))]
+def large_objects(blue, green) -> tuple[int, int, list[int]]:
+    """How many large objects blue has, how many of them green has none of, and the first SHOWN
+    of those OIDs (a message names no more). Read a page at a time."""
+    total, missing, missing_count, after = 0, [], 0, -1
+    while True:
+        oids = [row["oid"] for row in blue.query(LARGE_OBJECTS_QUERY, (after, LARGE_OBJECTS_PAGE))]
+        if not oids:
+            return total, missing_count, missing
+        total += len(oids)
+        absent = [row["oid"] for row in green.query(MISSING_LARGE_OBJECTS_QUERY, (oids,))]
+        missing_count += len(absent)
+        missing.extend(absent[: max(0, SHOWN - len(missing))])
+        after = oids[-1]
 
 
-def large_objects_difference(total: int, missing: list[int]) -> dict:
-    shown = ", ".join(str(oid) for oid in missing[:SHOWN]) + (f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else "")
+def large_objects_difference(total: int, missing_count: int, missing: list[int]) -> dict:
+    shown = ", ".join(str(oid) for oid in missing) + (f" and {missing_count - len(missing)} more" if missing_count > len(missing) else "")
     entry = difference(
-        "large_objects", None, BLOCKING, f"{total} large object(s)", f"{total - len(missing)} of them",
-        f"logical replication does not carry large objects (pg_largeobject): {len(missing)} of blue's are not on green "
+        "large_objects", None, BLOCKING, f"{total} large object(s)", f"{total - missing_count} of them",
+        f"logical replication does not carry large objects (pg_largeobject): {missing_count} of blue's are not on green "
         f"(OIDs {shown}), and whatever references them would point at nothing after the cutover. Copy them to green with "
         f"their OIDs before the cutover, during the write freeze if they still change: pg_dump -Fc --blobs --data-only "
         f"of blue, then pg_restore -L with only its BLOB entries (pg_restore -l lists them) into green, or per object "
@@ -599,12 +608,12 @@ def check_drift(blue, green, params: dict) -> dict:
     if params.get("publication") and not blue.query_one(PUBLICATION_QUERY, (params["publication"],))["keyed"]:
         insert_only(differences, params["publication"])
     differences.extend(unlogged_tables(blue, params, tables))
-    total, missing_objects = large_objects(blue, green)
+    total, missing_count, missing_objects = large_objects(blue, green)
     pending_objects = 0
-    if missing_objects and params.get("allow_missing_tables"):
-        pending_objects = len(missing_objects)
-    elif missing_objects:
-        differences.append(large_objects_difference(total, missing_objects))
+    if missing_count and params.get("allow_missing_tables"):
+        pending_objects = missing_count
+    elif missing_count:
+        differences.append(large_objects_difference(total, missing_count, missing_objects))
     pending_sequences = []
     for entry in sequence_hazards(blue, green, covered):
         if params.get("allow_missing_tables"):
