@@ -4,7 +4,6 @@ The lab's HAProxy is not touched."""
 
 from __future__ import annotations
 
-import socket as sockets
 import subprocess
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
 from tests.lab import free_port, run_module
 
 SHIFT = "zerodowntime.migration.haproxy_shift"
@@ -111,20 +111,8 @@ class Load:
             thread.join(timeout=10)
 
 
-def haproxy_command(socket_path: Path, text: str) -> str:
-    with sockets.socket(sockets.AF_UNIX) as conn:
-        conn.settimeout(2)
-        conn.connect(str(socket_path))
-        conn.sendall(text.encode() + b"\n")
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
-
-
 def weights(socket_path: Path) -> dict[str, int]:
-    lines = haproxy_command(socket_path, "show servers state app").splitlines()[2:]
-    return {fields[3]: int(fields[7]) for fields in (line.split() for line in lines if line.strip())}
+    return {row["srv_name"]: row["srv_uweight"] for row in runtime.servers_state(str(socket_path), "app")}
 
 
 @pytest.fixture()

@@ -184,6 +184,10 @@ class Shift:
         self.gates = {gate: limit for gate, limit in (params.get("gates") or {}).items() if limit is not None}
         self.commands: list[str] = []
 
+    def weights(self, percent: int) -> dict[str, int]:
+        """The two servers' weights at `percent` (the new side's first)."""
+        return dict(zip((self.new, self.old), weights_for(percent), strict=True))
+
     # Reading --------------------------------------------------------------------------------
     def rows(self) -> tuple[dict, dict]:
         """`show servers state` of the two servers, failing with the names there are."""
@@ -280,7 +284,7 @@ class Shift:
         )
         return {
             "percent": percent,
-            "weights": dict(zip((self.new, self.old), weights_for(percent), strict=True)),
+            "weights": self.weights(percent),
             "held_s": round(time.monotonic() - started, 2),
             "samples": len(samples),
             "new": last["new"],
@@ -321,8 +325,8 @@ class Shift:
         if self.check_mode or not todo:
             for percent in todo:
                 self.set_percent(percent)  # records the commands it would send
-                result["steps"].append({"percent": percent, "weights": dict(zip((self.new, self.old), weights_for(percent), strict=True))})
-            result["weights"] = dict(zip((self.new, self.old), weights_for(result["percent"]), strict=True)) if todo else before["weights"]
+                result["steps"].append({"percent": percent, "weights": self.weights(percent)})
+            result["weights"] = self.weights(result["percent"]) if todo else before["weights"]
             result["diff"] = {"before": before, "after": {"percent": result["percent"], "weights": result["weights"]}}
             return result
         good, baseline = start, None
