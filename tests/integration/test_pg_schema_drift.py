@@ -224,12 +224,17 @@ def test_publication_tables_and_missing_tables(sides):
     blue.execute("CREATE PUBLICATION zdm_drift_pub FOR TABLE kept, added_later")
     result = drift(publication="zdm_drift_pub")
     assert result["failed"] is True
-    # the table's sequence too: CREATE TABLE does not make it, and the cutover's sequence sync needs it
-    assert kinds(result) == {
-        ("missing_table", "public.added_later", "blocking"),
-        ("missing_sequence", "public.added_later_id_seq", "blocking"),
-    }
+    # its column's sequence is the table's: named once green has the table, not as a separate one
+    assert kinds(result) == {("missing_table", "public.added_later", "blocking")}
     assert 'CREATE TABLE "public"."added_later" ("id" bigint NOT NULL' in result["msg"]
+    # The fixes, applied in the order given, compose: the table, then its sequence OWNED BY its column.
+    green.execute(entry_of(result, "missing_table")["fix"])
+    table_made = drift(publication="zdm_drift_pub")
+    assert kinds(table_made) == {("sequence", "public.added_later", "blocking")}, table_made["msg"]
+    green.execute(entry_of(table_made, "sequence")["fix"])
+    sequence_made = drift(publication="zdm_drift_pub")
+    assert not sequence_made.get("failed") and sequence_made["blocking"] == 0, sequence_made.get("msg")
+    green.execute("DROP TABLE added_later")
     # Before phase 2 builds green: the tables green does not have yet are pending, not blocking.
     pending = drift(publication="zdm_drift_pub", allow_missing_tables=True)
     assert not pending.get("failed"), pending.get("msg")
@@ -305,7 +310,7 @@ def test_before_green_is_built_missing_sequences_and_large_objects_are_pending(s
     pending = drift(publication="zdm_drift_pub", allow_missing_tables=True)
     assert not pending.get("failed"), pending.get("msg")
     assert pending["pending_tables"] == ["public.later"]
-    assert pending["pending_sequences"] == ["public.invoice_no", "public.later_id_seq"]
+    assert pending["pending_sequences"] == ["public.invoice_no"]  # later_id_seq comes with its table
     assert pending["pending_large_objects"] == 2 and pending["differences"] == []
     assert "public.invoice_no" in pending["msg"] and "2 large object(s)" in pending["msg"]
     # a keyless table is blue's own problem: blocking even before green has it

@@ -587,6 +587,9 @@ def check_drift(blue, green, params: dict) -> dict:
                 f"fix `tables` (a name without a schema means public.<name>)"
             )
         green_table = read_table(green, schema, name)
+        # Its columns' sequences are the table's (named by sequence_differences once green has it,
+        # with OWNED BY), not separate missing sequences whose fix would then collide with that one.
+        covered.update((sequence["schema"], sequence["name"]) for sequence in blue_table["sequences"].values())
         if green_table is None or green_table["relkind"] not in ("r", "p"):
             hazard = no_replica_identity(display, blue_table)
             if hazard is not None:  # blue's own problem, whether green has the table or not
@@ -603,7 +606,6 @@ def check_drift(blue, green, params: dict) -> dict:
             compared.append(display)
             continue
         differences.extend(table_differences(display, blue_table, green_table))
-        covered.update((sequence["schema"], sequence["name"]) for sequence in blue_table["sequences"].values())
         compared.append(display)
     if params.get("publication") and not blue.query_one(PUBLICATION_QUERY, (params["publication"],))["keyed"]:
         insert_only(differences, params["publication"])
