@@ -230,7 +230,7 @@ def test_publication_tables_and_missing_tables(sides):
     # The fixes, applied in the order given, compose: the table, then its sequence OWNED BY its column.
     green.execute(entry_of(result, "missing_table")["fix"])
     table_made = drift(publication="zdm_drift_pub")
-    assert kinds(table_made) == {("sequence", "public.added_later", "blocking")}, table_made["msg"]
+    assert kinds(table_made) == {("sequence", "public.added_later.id", "blocking")}, table_made["msg"]
     green.execute(entry_of(table_made, "sequence")["fix"])
     sequence_made = drift(publication="zdm_drift_pub")
     assert not sequence_made.get("failed") and sequence_made["blocking"] == 0, sequence_made.get("msg")
