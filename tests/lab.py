@@ -27,32 +27,30 @@ LAB_PASSWORD = "zerodowntime-lab"  # inventories/lab/group_vars/all.yml
 BLUE = {"login_host": "127.0.0.1", "login_port": 5433, "login_user": "migrator", "login_password": LAB_PASSWORD, "login_db": "novacron"}
 GREEN = dict(BLUE, login_port=5434)
 
+
 # The play targets lab-db with the group's variables file, so it runs whether or not
 # inventories/lab/hosts.yml has the monitoring_servers group yet.
-MONITORING_PLAY = [
-    {
-        "name": "Provision monitoring",
-        "hosts": "lab-db",
-        "become": True,
-        "vars_files": [str(ROOT / "inventories" / "lab" / "group_vars" / "monitoring_servers.yml")],
-        "roles": [{"role": "zerodowntime.migration.monitoring"}],
-    }
-]
+def provision_play(what: str, role: str, settings: Path) -> list[dict]:
+    """One role converged on lab-db (this machine) with an inventory's settings file."""
+    return [
+        {
+            "name": f"Provision {what}",
+            "hosts": "lab-db",
+            "become": True,
+            "vars_files": [str(settings)],
+            "roles": [{"role": f"zerodowntime.migration.{role}"}],
+        }
+    ]
+
+
+MONITORING_PLAY = provision_play("monitoring", "monitoring", ROOT / "inventories" / "lab" / "group_vars" / "monitoring_servers.yml")
 
 
 # roles/lab_ssh on this machine: sshd on the SSH lab hosts' addresses (inventories/lab-ssh), the
 # lab's key pair and known_hosts. Like MONITORING_PLAY it targets lab-db (local) with the
 # settings file of the inventory it serves.
 LAB_SSH_INVENTORY = str(ROOT / "inventories" / "lab-ssh")
-LAB_SSH_PLAY = [
-    {
-        "name": "Provision the lab's SSH",
-        "hosts": "lab-db",
-        "become": True,
-        "vars_files": [str(ROOT / "inventories" / "lab-ssh" / "group_vars" / "all.yml")],
-        "roles": [{"role": "zerodowntime.migration.lab_ssh"}],
-    }
-]
+LAB_SSH_PLAY = provision_play("the lab's SSH", "lab_ssh", ROOT / "inventories" / "lab-ssh" / "group_vars" / "all.yml")
 
 
 class PlaybookRun:
@@ -186,6 +184,22 @@ def kill_tree(pid: int, spare: int | None = None) -> None:
     for member in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(member, signal.SIGKILL)
+
+
+def ssh_session_of(pid: int) -> list[int]:
+    """The server side of the SSH connection a process runs under: its `sshd: USER@notty`
+    ancestor (and a privileged `sshd: USER [priv]` one where sshd keeps one per connection),
+    never the listener."""
+    session, start = [], pid
+    while pid > 1:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        if "[listener]" in command:
+            break
+        if command.startswith("sshd: "):
+            session.append(pid)
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert session and "[listener]" in command, f"process {start} does not run under an SSH connection"
+    return session
 
 
 def connect(endpoint: dict, **overrides) -> psycopg.Connection:

@@ -5,10 +5,7 @@ the others; the switchover's guardian undoes a pause whose SSH connection was cu
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -23,20 +20,13 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     subscriptions,
 )
 from tests.integration.test_pg_switchover_guardian import (  # pylint: disable=unused-import
-    HOLD,
     MARGIN,
-    MODULE,
     TIMEOUT,
-    began,
     guardian_log,
-    journal,
-    module_args,
+    interrupt,
     pair,  # pylint: disable=unused-import # noqa: F401 - a fixture
-    reached,
-    wait_for,
-    write_through,
 )
-from tests.lab import BLUE, LAB_SSH_INVENTORY, connect, run_module, run_playbook, start_held_module
+from tests.lab import BLUE, LAB_SSH_INVENTORY, connect, run_module, run_playbook
 
 INVENTORY = yaml.safe_load((Path(LAB_SSH_INVENTORY) / "hosts.yml").read_text())
 SETTINGS = yaml.safe_load((Path(LAB_SSH_INVENTORY) / "group_vars" / "all.yml").read_text())
@@ -157,22 +147,6 @@ def test_a_bad_host_stops_the_play_at_its_first_task_and_nothing_changes_on_the_
     assert "change something" not in run.stdout
 
 
-def ssh_session_of(pid: int) -> list[int]:
-    """The server side of the SSH connection a process runs under: its `sshd: USER@notty`
-    ancestor (and a privileged `sshd: USER [priv]` one where sshd keeps one per connection),
-    never the listener."""
-    session, start = [], pid
-    while pid > 1:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        if "[listener]" in command:
-            break
-        if command.startswith("sshd: "):
-            session.append(pid)
-        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    assert session and "[listener]" in command, f"process {start} does not run under an SSH connection"
-    return session
-
-
 @pytest.mark.parametrize("pipelining", [False, True], ids=["tty", "pipelining"])
 @pytest.mark.parametrize("step", ["freeze_source", "wait_for_catch_up"])
 def test_the_ssh_connection_cut_inside_the_pause_ends_the_run_on_the_host(lab_ssh, pair, step, pipelining, tmp_path, monkeypatch):  # noqa: F811 # pylint: disable=redefined-outer-name
@@ -184,28 +158,9 @@ def test_the_ssh_connection_cut_inside_the_pause_ends_the_run_on_the_host(lab_ss
     - with pipelining (the collection's ansible.cfg) the module has no terminal and gets no SIGHUP:
       it does not depend on the connection and completes the switchover (the pools resume on green)."""
     monkeypatch.setenv("ANSIBLE_PIPELINING", str(pipelining))
-    before = journal(pair).get("run_id")
     with Writers(pair["bouncers"][1]["port"], count=2, first=70) as writers:
-        arguments, hold = module_args(pair, "blue_to_green"), f"{step}:{HOLD}"
-        process = start_held_module(MODULE, arguments, hold, tmp_path, host="lab-ssh-1", inventory=LAB_SSH_INVENTORY)
-        try:
-            record = wait_for(reached(pair, began(step, before)), 60, f"the switchover to reach {step}")
-            time.sleep(0.3)  # inside the hold
-            session = ssh_session_of(record["pid"])
-            for pid in session:
-                os.kill(pid, signal.SIGKILL)
-            cut = time.monotonic()
-            ports = [write_through(bouncer) for bouncer in pair["bouncers"]]
-            flowing_after = time.monotonic() - cut
-            returncode = process.wait(timeout=60)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-        final = wait_for(
-            reached(pair, lambda r: r.get("state") in ("undone", "committed")),
-            30,
-            f"the guardian to end the run: journal {journal(pair)}, log {guardian_log(pair)}",
-        )
+        outcome = interrupt(pair, "blue_to_green", step, "ssh", tmp_path, host="lab-ssh-1", inventory=LAB_SSH_INVENTORY)
+    final, ports, flowing_after, returncode = (outcome[key] for key in ("journal", "ports", "flowing_after", "returncode"))
     context = f"connection cut after {step}: {final}, guardian log {guardian_log(pair)}"
     assert returncode != 0, context  # the controller saw the host fail
     assert writers.errors == [], context

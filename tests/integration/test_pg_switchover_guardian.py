@@ -35,7 +35,7 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     rows_missing,
     subscriptions,
 )
-from tests.lab import kill_tree, run_module, start_held_module, throwaway_pgbouncer
+from tests.lab import kill_tree, run_module, ssh_session_of, start_held_module, throwaway_pgbouncer
 from tests.lab import wait_for as lab_wait_for
 
 TIMEOUT = 4.0  # the write pause's bound in these tests
@@ -101,24 +101,28 @@ def write_through(bouncer: dict) -> int:
         return row.fetchone()[0]
 
 
-def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path) -> dict:
-    """Start a switchover held after `step`, kill it (`how`: a signal name for the module's
-    process, or "controller" for SIGKILL to ansible-playbook's process group and every process
-    it started), and return what happened: the journal, and how long after the signal writes
-    flowed through every pooler."""
+def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path, host: str = "lab-db", inventory: str | None = None) -> dict:
+    """Start a switchover on `host` held after `step`, kill it (`how`: a signal name for the
+    module's process, "controller" for SIGKILL to ansible-playbook's process group and every
+    process it started, "ssh" to cut the SSH connection the module runs under), and return what
+    happened: the journal, how long after the kill writes flowed through every pooler, and
+    ansible-playbook's exit status."""
     before = journal(pair).get("run_id")
-    process = start_held_module(MODULE, module_args(pair, direction), f"{step}:{HOLD}", workdir)
+    process = start_held_module(MODULE, module_args(pair, direction), f"{step}:{HOLD}", workdir, host=host, inventory=inventory)
     try:
         record = wait_for(reached(pair, began(step, before)), 60, f"the switchover to reach {step}")
         time.sleep(0.3)  # the step itself takes milliseconds: now inside the hold
         if how == "controller":
             kill_tree(process.pid, spare=record["guardian_pid"])
+        elif how == "ssh":
+            for pid in ssh_session_of(record["pid"]):
+                os.kill(pid, signal.SIGKILL)
         else:
             os.kill(record["pid"], getattr(signal, how))
         signalled = time.monotonic()
         ports = [write_through(bouncer) for bouncer in pair["bouncers"]]
         flowing_after = time.monotonic() - signalled
-        process.wait(timeout=60)
+        returncode = process.wait(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -127,7 +131,7 @@ def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path) ->
         30,
         f"the guardian to end the run after {how} at {step}: journal {journal(pair)}, log {guardian_log(pair)}",
     )
-    return {"journal": final, "ports": ports, "flowing_after": flowing_after}
+    return {"journal": final, "ports": ports, "flowing_after": flowing_after, "returncode": returncode}
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGKILL"])
