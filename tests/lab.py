@@ -210,6 +210,7 @@ def connect(endpoint: dict, **overrides) -> psycopg.Connection:
         user=params["login_user"],
         password=params["login_password"],
         dbname=params["login_db"],
+        connect_timeout=params.get("connect_timeout"),
         autocommit=True,
     )
 
@@ -446,3 +447,96 @@ class RedisWriter:
         time.sleep(0.3)
         self.stop.set()
         self.thread.join(30)
+
+
+# The state every integration test starts from, and what brings the lab back to it.
+POOLER_CONSOLES = (6432, 6433)  # inventories/lab: migration_pgbouncers
+HAPROXY_WRITES = 5000
+LAB_RESETS = {
+    "postgresql": ("rollback.yml", {}),
+    "redis": ("redis_switchover.yml", {"redis_switchover_to": "blue"}),
+}
+
+
+def lab_findings() -> list[tuple[str, str]]:
+    """What keeps the lab from the state the suite starts from - blue serving the application
+    (writable, every PgBouncer and HAProxy's write frontend on blue, no pool paused) and Redis blue
+    the master - as (what resets it: a LAB_RESETS key, what was found). A machine without the
+    novacron database yet (fresh, or before the sample data) has no PostgreSQL findings."""
+    found = []
+    try:
+        with connect(dict(BLUE, login_db="postgres"), connect_timeout=5) as conn:
+            has_novacron = conn.execute("SELECT true FROM pg_catalog.pg_database WHERE datname = 'novacron'").fetchone()
+        if has_novacron:
+            with connect(BLUE, connect_timeout=5) as conn:
+                if conn.execute("SHOW default_transaction_read_only").fetchone()[0] == "on":
+                    found.append(("postgresql", "blue's novacron is read-only (a cutover left it frozen or switched to green)"))
+            found += pooler_findings()
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=HAPROXY_WRITES,
+                user="migrator",
+                password=LAB_PASSWORD,
+                dbname="novacron",
+                connect_timeout=5,
+                autocommit=True,
+            ) as conn:
+                port = conn.execute("SELECT inet_server_port()").fetchone()[0]
+            if port != BLUE["login_port"]:
+                found.append(
+                    ("postgresql", f"HAProxy's write frontend :{HAPROXY_WRITES} sends writes to :{port}, not blue :{BLUE['login_port']}")
+                )
+    except psycopg.Error as exc:
+        found.append(("postgresql", f"cannot read PostgreSQL's side of the lab: {str(exc).strip()}"))
+    try:
+        role = redis.Redis(host="127.0.0.1", port=6379, password=LAB_PASSWORD, socket_timeout=5).info("replication")["role"]
+        if role != "master":
+            found.append(("redis", f"Redis blue :6379 is a {role}, not the master"))
+    except redis.RedisError as exc:
+        found.append(("redis", f"cannot read Redis blue :6379: {exc}"))
+    return found
+
+
+def pooler_findings() -> list[tuple[str, str]]:
+    """Every lab PgBouncer whose novacron pool is not on blue or is paused (read from its console,
+    which answers while a pool is paused)."""
+    found = []
+    for console in POOLER_CONSOLES:
+        params = {"host": "127.0.0.1", "port": console, "user": "pgbouncer_admin", "password": LAB_PASSWORD, "dbname": "pgbouncer"}
+        with psycopg.connect(**params, connect_timeout=5, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+            cursor = conn.execute("SHOW DATABASES")
+            columns = [column.name for column in cursor.description]
+            for row in cursor.fetchall():
+                pool = dict(zip(columns, row, strict=True))
+                if pool["name"] != "novacron":
+                    continue
+                if int(pool["port"]) != BLUE["login_port"]:
+                    found.append(("postgresql", f"PgBouncer :{console} sends novacron to :{pool['port']}, not blue :{BLUE['login_port']}"))
+                if int(pool.get("paused") or 0):
+                    found.append(("postgresql", f"PgBouncer :{console} holds novacron paused"))
+    return found
+
+
+def bring_lab_to_start() -> list[tuple[str, str]]:
+    """Bring the lab from whatever state a demo, a manual switchover or a failed run left to the
+    suite's starting state, running the playbook an operator would (LAB_RESETS). Returns what was
+    found and repaired; raises naming what is still wrong and the command that resets it."""
+    found = lab_findings()
+    for kind in dict.fromkeys(kind for kind, _ in found):
+        playbook, extravars = LAB_RESETS[kind]
+        run_playbook(playbook, extravars=extravars)
+    left = lab_findings()
+    if left:
+        commands = {
+            f"ansible-playbook -i inventories/lab playbooks/{LAB_RESETS[kind][0]}"
+            + "".join(f" -e {name}={value}" for name, value in LAB_RESETS[kind][1].items())
+            for kind, _ in left
+        }
+        raise RuntimeError(
+            "The lab is not in the tests' starting state: "
+            + "; ".join(text for _, text in left)
+            + ". Reset it with: "
+            + " and ".join(sorted(commands))
+            + " (add -e rollback_force=true to rollback.yml when it refuses; see its header)."
+        )
+    return found

@@ -7,16 +7,31 @@ import os
 
 import pytest
 
-from tests.lab import BLUE, GREEN, LAB_SSH_PLAY, MONITORING_PLAY, connect, run_playbook, run_playbook_ok, throwaway_postgres
+from tests.lab import (
+    BLUE,
+    GREEN,
+    LAB_SSH_PLAY,
+    MONITORING_PLAY,
+    bring_lab_to_start,
+    connect,
+    run_playbook,
+    run_playbook_ok,
+    throwaway_postgres,
+)
 
 
 @pytest.fixture(scope="session")
 def lab():
-    """Converge the lab (PostgreSQL, HAProxy, PgBouncer, Redis, RabbitMQ, monitoring) once per session.
-    ZERODOWNTIME_LAB_CONVERGED=1 skips it, when iterating on tests against a lab converged already."""
-    if os.environ.get("ZERODOWNTIME_LAB_CONVERGED") == "1":
-        return None
-    return run_playbook_ok("site.yml")
+    """Converge the lab (PostgreSQL, HAProxy, PgBouncer, Redis, RabbitMQ, monitoring) once per session,
+    then bring it to the suite's starting state from whatever a demo, a manual switchover or a failed
+    run left (tests/lab.bring_lab_to_start). ZERODOWNTIME_LAB_CONVERGED=1 skips the converge, when
+    iterating on tests against a lab converged already; the starting state is checked either way."""
+    run = None if os.environ.get("ZERODOWNTIME_LAB_CONVERGED") == "1" else run_playbook_ok("site.yml")
+    try:
+        bring_lab_to_start()
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=3)
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,49 @@
+"""The suite starts from whatever state the lab is in: tests/lab.bring_lab_to_start (run by the
+session's `lab` fixture) finds what a manual switchover left and runs the operator's playbook that
+resets it, or stops saying what it found and which command resets it."""
+
+from __future__ import annotations
+
+import pytest
+
+import tests.lab
+from tests.lab import bring_lab_to_start, lab_findings, run_playbook_ok
+
+
+def texts(findings) -> str:
+    return " | ".join(text for _, text in findings)
+
+
+def test_a_manual_cutover_is_found_and_rolled_back(validated):
+    assert lab_findings() == []
+    run_playbook_ok("phase5_cutover.yml", extravars={"cutover_approved": True})
+    left_on_green = lab_findings()
+    assert "PgBouncer :6432 sends novacron to :5434" in texts(left_on_green)
+    assert "HAProxy's write frontend :5000 sends writes to :5434" in texts(left_on_green)
+
+    assert bring_lab_to_start() == left_on_green
+    assert lab_findings() == []
+
+
+def test_redis_left_on_green_is_switched_back(lab):
+    run_playbook_ok("redis_switchover.yml", extravars={"redis_switchover_to": "green"})
+    assert [kind for kind, _ in lab_findings()] == ["redis"]
+
+    repaired = bring_lab_to_start()
+    assert "Redis blue :6379 is a slave, not the master" in texts(repaired)
+    assert lab_findings() == []
+
+
+def test_what_no_reset_repairs_is_named_with_the_command(lab, monkeypatch):
+    run_playbook_ok("redis_switchover.yml", extravars={"redis_switchover_to": "green"})
+    try:
+        # a reset that changes nothing (the read-only status playbook) stands for one that failed
+        monkeypatch.setitem(tests.lab.LAB_RESETS, "redis", ("status.yml", {}))
+        with pytest.raises(RuntimeError) as raised:
+            bring_lab_to_start()
+        assert "Redis blue :6379 is a slave, not the master" in str(raised.value)
+        assert "Reset it with: ansible-playbook -i inventories/lab playbooks/status.yml" in str(raised.value)
+    finally:
+        monkeypatch.undo()
+        run_playbook_ok("redis_switchover.yml", extravars={"redis_switchover_to": "blue"})
+    assert lab_findings() == []
