@@ -65,7 +65,7 @@ unit: venv
 	pytest tests/unit
 
 integration: venv system-deps
-	pytest tests/integration
+	pytest tests/integration --durations=30
 
 molecule: venv system-deps
 	molecule test -s postgresql
