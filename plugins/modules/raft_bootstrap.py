@@ -37,7 +37,7 @@ description:
     C(zerodowntime.migration.cluster_node) role), which receive the initial-cluster settings as
     C(ETCD_INITIAL_CLUSTER), C(ETCD_INITIAL_CLUSTER_STATE) and C(ETCD_INITIAL_CLUSTER_TOKEN).
   - With O(member), the module handles that one member and runs on B(its) host (members on several
-    hosts; run it over the members' hosts one at a time, first member first - C(throttle: 1), as
+    hosts; run it over the members' hosts one at a time, first member first - with throttle 1, as
     C(playbooks/cluster.yml) does). When no member answers, the first member bootstraps (another
     member fails, naming the first); a member with state is started, and waited for once the members
     before it in the list and itself make a quorum. When the cluster answers, the member is added through

@@ -23,9 +23,9 @@ description:
     exists (recorded in C(<first data_dir>.restored.json)); O(force=true) restores again.
   - V(restored) with O(member), for members on several hosts, runs on that member's host (the play
     goes over the members' hosts, first member first, one at a time; C(playbooks/cluster_restore.yml)).
-    On the B(first) member's host: refused while another member answers (stop every member first, each
-    on its host), else that member stopped, its data dir moved aside, the snapshot restored into it and
-    it started - a one-member cluster; the same second-run rule applies. On another member's host: a
+    On the B(first) member's host it is refused while another member answers (stop every member first, each
+    on its host); else that member is stopped, its data dir moved aside, the snapshot restored into it and
+    it started - a one-member cluster; the same second-run rule applies. On another member's host, a
     member the restored cluster does not list is stopped, its data dir moved aside (its state is the
     old cluster's), and it is added and started as M(zerodowntime.migration.raft_bootstrap) with
     O(member) does; one the cluster lists and that answers is left alone.
