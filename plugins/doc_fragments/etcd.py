@@ -12,8 +12,8 @@ options:
     description:
       - The cluster's members, in order. The first one bootstraps the cluster (alone); the others
         join it one at a time, in this order. Keep the order stable, the first member especially.
-      - The module runs on the host whose init scripts start the members (in the lab every member
-        is on one machine).
+      - A member's init script and data dir are used on the host the module runs on - with O(member),
+        that member's host; without, the host of every member's init script.
     type: list
     elements: dict
     required: true

@@ -36,6 +36,16 @@ description:
   - Members are started through their init scripts (C(/etc/init.d/etcd-<name>), written by the
     C(zerodowntime.migration.cluster_node) role), which receive the initial-cluster settings as
     C(ETCD_INITIAL_CLUSTER), C(ETCD_INITIAL_CLUSTER_STATE) and C(ETCD_INITIAL_CLUSTER_TOKEN).
+  - With O(member), the module handles that one member and runs on B(its) host (members on several
+    hosts; run it over the members' hosts one at a time, first member first - with throttle 1, as
+    C(playbooks/cluster.yml) does). When no member answers, the first member bootstraps (another
+    member fails, naming the first); a member with state is started, and waited for once the members
+    before it in the list and itself make a quorum. When the cluster answers, the member is added through
+    its API and started with the cluster's member list, or started again when the cluster knows it, and
+    waited for until healthy. A member the cluster lists whose O(members[].data_dir) is empty (moved
+    aside to rebuild it) is removed and added afresh. Only this member's init script and data dir are
+    used; the other members are reached through their client URLs. O(prune) removes the members not
+    listed after this member is in.
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
@@ -55,6 +65,13 @@ options:
     description: Remove members the cluster has that O(members) does not list.
     type: bool
     default: false
+  member:
+    description:
+      - Name of one member of O(members), whose host the task runs on; only it is bootstrapped, added
+        or started (see the description). Without it the module handles every member from where it
+        runs, which needs every member's init script there (all members on one host).
+      - Ignored with O(state=status).
+    type: str
 extends_documentation_fragment:
   - zerodowntime.migration.etcd
 attributes:
@@ -66,11 +83,23 @@ attributes:
     description: Shows the cluster's member names before and after.
 notes:
   - etcd 3.4 ignores the C(--initial-*) settings once a data dir exists; to rebuild a member, stop it and move its data dir aside.
-  - The module runs on the host of the init scripts it starts (with several hosts, every member's
-    init script must be reachable from where it runs, as in the lab).
+  - Without O(member) the module runs on the host of every init script it starts; with O(member),
+    on that member's host, which must reach the other members' client URLs.
 """
 
 EXAMPLES = r"""
+# Over the members' hosts (hosts: cluster_nodes), one at a time, the first first: etcd1
+# bootstraps on its host, then etcd2 and etcd3 are added and started each on its own host.
+- name: Bootstrap or join this host's member
+  zerodowntime.migration.raft_bootstrap:
+    member: "{{ inventory_hostname }}"
+    members:
+      - {name: etcd1, client_url: "http://10.0.0.11:2379", peer_url: "http://10.0.0.11:2380", data_dir: /var/lib/etcd/etcd1}
+      - {name: etcd2, client_url: "http://10.0.0.12:2379", peer_url: "http://10.0.0.12:2380", data_dir: /var/lib/etcd/etcd2}
+      - {name: etcd3, client_url: "http://10.0.0.13:2379", peer_url: "http://10.0.0.13:2380", data_dir: /var/lib/etcd/etcd3}
+  throttle: 1
+
+# Every member on this host (their init scripts all here): one task does it all.
 - name: Bootstrap the cluster from etcd1, then add etcd2 and etcd3
   zerodowntime.migration.raft_bootstrap:
     members:
@@ -169,6 +198,8 @@ def main():
     def work(cluster):
         if params["state"] == "status":
             return cluster.status()
+        if params["member"]:
+            return cluster.ensure_member(params["member"], learners=params["learners"], prune=params["prune"])
         return cluster.ensure(learners=params["learners"], prune=params["prune"])
 
     run_module(module, work)

@@ -21,6 +21,14 @@ description:
     as M(zerodowntime.migration.raft_bootstrap) adds members. The cluster keeps its cluster ID.
     A second run with the same snapshot changes nothing while every member answers and a leader
     exists (recorded in C(<first data_dir>.restored.json)); O(force=true) restores again.
+  - V(restored) with O(member), for members on several hosts, runs on that member's host (the play
+    goes over the members' hosts, first member first, one at a time; C(playbooks/cluster_restore.yml)).
+    On the B(first) member's host it is refused while another member answers (stop every member first, each
+    on its host); else that member is stopped, its data dir moved aside, the snapshot restored into it and
+    it started - a one-member cluster; the same second-run rule applies. On another member's host, a
+    member the restored cluster does not list is stopped, its data dir moved aside (its state is the
+    old cluster's), and it is added and started as M(zerodowntime.migration.raft_bootstrap) with
+    O(member) does; one the cluster lists and that answers is left alone.
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
@@ -38,6 +46,12 @@ options:
     description: V(saved) - overwrite an existing file. V(restored) - restore even when this snapshot was restored already.
     type: bool
     default: false
+  member:
+    description:
+      - V(restored) only - the member whose host the task runs on (see the description). Without it every
+        member is stopped, restored and started from where the module runs, which needs every member's
+        init script and data dir there (all members on one host).
+    type: str
 extends_documentation_fragment:
   - zerodowntime.migration.etcd
 attributes:
@@ -49,7 +63,8 @@ attributes:
     description: A snapshot file has no diff to show; the actions say what was done.
 notes:
   - Needs C(etcdctl) (Debian's etcd-client package) on the host for V(verified) and V(restored).
-  - V(restored) needs every member's O(members[].data_dir) and runs on the host of their init scripts.
+  - V(restored) needs the O(members[].data_dir) of the members it handles, and runs on the host of their
+    init scripts (with O(member), that member's host; O(path) is read there on the first member's host).
 """
 
 EXAMPLES = r"""
@@ -70,6 +85,16 @@ EXAMPLES = r"""
     members: "{{ etcd_members }}"
     path: /var/backups/etcd/before-migration.db
     state: restored
+
+# Members on several hosts: every member stopped on its host, then, over the members' hosts one at a
+# time, first member first - see playbooks/cluster_restore.yml.
+- name: Restore into the first member, re-add the others, each on its own host
+  zerodowntime.migration.raft_snapshot:
+    members: "{{ etcd_members }}"
+    member: "{{ inventory_hostname }}"
+    path: /var/backups/etcd/before-migration.db
+    state: restored
+  throttle: 1
 """
 
 RETURN = r"""
@@ -132,6 +157,8 @@ def main():
         if params["state"] == "verified":
             return {"changed": False, "snapshot": snapshot.inspect(), "actions": []}
         if params["state"] == "restored":
+            if params["member"]:
+                return snapshot.restore_member(params["member"], params["force"])
             return snapshot.restore(params["force"])
         return snapshot.save(params["force"])
 

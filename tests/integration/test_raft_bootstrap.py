@@ -1,7 +1,9 @@
 """zerodowntime.migration.raft_bootstrap and raft_snapshot against real etcd 3.4 members, and
-playbooks/cluster.yml on the lab's cluster (etcd1-3 on 2379/2479/2579).
+playbooks/cluster.yml on the lab's cluster (etcd1-3 on 127.0.0.2-4, ports 2379/2380, reached over
+SSH; tests/integration/test_raft_hosts.py has the per-host runs on throwaway members).
 
-Everything but the playbook test runs on throwaway members of the test's own: roles/cluster_node
+Everything but the playbook test runs on throwaway members of the test's own, all on this host
+(the modules without `member:`, every init script local): roles/cluster_node
 converged from a temporary inventory (zt1..zt5 and zforeign on ports 12379, 12479, ... 12879,
 data dirs in a temporary directory), so the lab's cluster is not touched. Their init scripts,
 settings, logs and data go afterwards."""
@@ -373,7 +375,7 @@ def test_snapshot_save_verify_restore_gives_back_the_keys(trio, tmp_path):
     assert missing["failed"] and "no snapshot file" in missing["msg"]
 
 
-def test_cluster_playbook_bootstraps_the_lab_and_a_second_run_changes_nothing():
+def test_cluster_playbook_bootstraps_the_lab_and_a_second_run_changes_nothing(lab, lab_ssh):
     first = run_playbook("cluster.yml")
     assert first.status == "successful", first.stdout
     second = run_playbook("cluster.yml")
@@ -381,6 +383,9 @@ def test_cluster_playbook_bootstraps_the_lab_and_a_second_run_changes_nothing():
     assert [second.changed(host) for host in LAB] == [0, 0, 0], second.changed_tasks()
     (status,) = second.task_results("Read each member's role and health")
     assert [member["name"] for member in status["members"]] == LAB
+    # each member on its own host's address, on the standard ports
+    assert [member["client_urls"] for member in status["members"]] == [[f"http://127.0.0.{n}:2379"] for n in (2, 3, 4)]
+    assert [member["peer_urls"] for member in status["members"]] == [[f"http://127.0.0.{n}:2380"] for n in (2, 3, 4)]
     assert status["leader"] in LAB and all(member["healthy"] for member in status["members"])
     assert sorted(member["role"] for member in status["members"]) == ["follower", "follower", "leader"]
     (printed,) = second.task_results("Print each member's role and health")

@@ -7,6 +7,7 @@ import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.client import EtcdError, cluster_id, hex_id, member_id
 from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.cluster import (
+    RaftCluster,
     expected_cluster_id,
     initial_cluster,
     member_roles,
@@ -115,3 +116,10 @@ def test_no_leader_without_quorum():
     leader, roles = member_roles([{"ID": "1"}, {"ID": "2"}, {"ID": "3"}], {"1": status("1", "0"), "2": None, "3": None})
     assert leader is None
     assert roles["1"] == "follower"
+
+
+def test_the_member_of_a_per_host_run_must_be_in_the_list():
+    cluster = RaftCluster({"members": [member("e1", 2379), member("e2", 2479)], "cluster_token": "t"}, run_command=None)
+    assert cluster.member_named("e2")["peer_url"] == "http://127.0.0.1:2480"
+    with pytest.raises(EtcdError, match=r"member 'e9' is not in members \(e1, e2\); give the name of the member whose host this runs on"):
+        cluster.member_named("e9")

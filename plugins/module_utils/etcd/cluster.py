@@ -21,6 +21,12 @@ and T (`expected_cluster_id`). A member answering with another cluster ID was bo
 separately: it is refused by name, with what to do, before anything changes. A member to be
 added whose data dir already holds state is refused too (it would start as what it was).
 
+`RaftCluster.ensure_member` does the same for one member, on that member's own host (a play over
+the members' hosts, one at a time, first member first): bootstrap it if it is the first and no
+cluster answers, else add it through the cluster's API (a member the cluster lists but whose data
+dir is empty is removed and added again: a rebuild), start it, wait until it answers healthy.
+Only its own init script and data dir are touched; the others are reached over the API.
+
 Members are started and stopped through their init scripts (/etc/init.d/<service>, written by
 roles/cluster_node); the initial-cluster settings go to the script as ETCD_INITIAL_* variables
 (etcd ignores them once its data dir exists). Pure helpers: `validate_members`,
@@ -65,6 +71,7 @@ def spec(**module_options) -> dict:
         members=dict(type="list", elements="dict", required=True, options=MEMBER_SPEC),
         cluster_token=dict(type="str", default="zerodowntime-etcd", no_log=False),
         timeout=dict(type="float", default=120.0),
+        member=dict(type="str"),
     )
     options.update(module_options)
     return options
@@ -388,19 +395,16 @@ class RaftCluster:
         self.service.start(member, env)
         self.done = True
 
-    def ensure(self, learners: bool = False, prune: bool = False) -> dict:
+    def _look(self) -> dict:
+        """Probe every member; when one answers, refuse a wrong client_url and note the members before."""
         statuses = self.probe_all()
         if any(statuses.values()):
             listed = self.any_client(statuses).member_list().get("members", [])
             self.refuse_wrong_client_url(listed, statuses)
             self.before = sorted(entry.get("name") or hex_id(entry["ID"]) for entry in listed)
-        if not any(statuses.values()):
-            statuses = self._start_from_nothing()
-            if statuses is None:  # check mode: nothing runs that could be asked further
-                return self.result(None)
-        client = self.any_client(statuses)
-        listed = client.member_list().get("members", [])
-        by_peer = {url: entry for entry in listed for url in entry.get("peerURLs", [])}
+        return statuses
+
+    def _refuse_renamed(self, by_peer: dict) -> None:
         for member in self.members:
             entry = by_peer.get(member["peer_url"])
             if entry and entry.get("name") and entry["name"] != member["name"]:
@@ -408,6 +412,23 @@ class RaftCluster:
                     f"the cluster knows peer URL {member['peer_url']} as member {entry['name']}, the list calls it "
                     f"{member['name']}; nothing was changed. Use the cluster's name, or remove that member first."
                 )
+
+    def _prune(self, listed: list, client: EtcdClient) -> None:
+        wanted = {member["peer_url"] for member in self.members}
+        extra = [entry for entry in listed if not wanted & set(entry.get("peerURLs", []))]
+        for entry in sorted(extra, key=lambda entry: (entry.get("name", ""), entry["ID"])):
+            self._remove(entry, client)
+
+    def ensure(self, learners: bool = False, prune: bool = False) -> dict:
+        statuses = self._look()
+        if not any(statuses.values()):
+            statuses = self._start_from_nothing()
+            if statuses is None:  # check mode: nothing runs that could be asked further
+                return self.result(None)
+        client = self.any_client(statuses)
+        listed = client.member_list().get("members", [])
+        by_peer = {url: entry for entry in listed for url in entry.get("peerURLs", [])}
+        self._refuse_renamed(by_peer)
         # Known members that do not answer: start them again (their data dir has their state).
         for member in self.members:
             entry = by_peer.get(member["peer_url"])
@@ -424,13 +445,95 @@ class RaftCluster:
             if member["peer_url"] not in by_peer:
                 listed = self._add(member, client, learners) or listed
         if prune:
-            wanted = {member["peer_url"] for member in self.members}
-            extra = [entry for entry in listed if not wanted & set(entry.get("peerURLs", []))]
-            for entry in sorted(extra, key=lambda entry: (entry.get("name", ""), entry["ID"])):
-                self._remove(entry, client)
+            self._prune(listed, client)
         if self.check_mode and self.actions:
             return self.result(None)
         return self.result(self.wait_leader())
+
+    # One member, on its own host ----------------------------------------------------------
+    def member_named(self, name: str) -> dict:
+        for member in self.members:
+            if member["name"] == name:
+                return member
+        raise EtcdError(
+            f"member {name!r} is not in members ({', '.join(m['name'] for m in self.members)}); give the name of the member "
+            "whose host this runs on (roles/cluster_node's cluster_node_member.name), or add it to the members list."
+        )
+
+    def ensure_member(self, name: str, learners: bool = False, prune: bool = False) -> dict:
+        """Make one member, on its own host, a running member of the cluster (see the module
+        docstring). Its init script and data dir are this host's; the others are only asked."""
+        me = self.member_named(name)
+        statuses = self._look()
+        if not any(statuses.values()):
+            if not self._start_alone(me):  # check mode, or it waits for members after it in the list
+                return self.result(None)
+            statuses = self.probe_all()
+        client = self.any_client(statuses)
+        listed = client.member_list().get("members", [])
+        by_peer = {url: entry for entry in listed for url in entry.get("peerURLs", [])}
+        self._refuse_renamed(by_peer)
+        entry = by_peer.get(me["peer_url"])
+        if entry and not statuses[me["name"]]:
+            if entry.get("name") and me["data_dir"] and not self.has_data(me):
+                # listed and started once, but its data dir is empty now (moved aside to rebuild it):
+                # etcd would not start it again; it is removed and added afresh
+                self._remove(entry, client, stop=False)
+                listed = self._add(me, client, learners) or listed
+            elif entry.get("name"):
+                if self.act(f"start {me['name']}"):
+                    self._start(me)
+                    self.wait_member_up(me)
+            else:  # added before, never started (a run that stopped half-way)
+                self._start_joining(me, listed, learner=bool(entry.get("isLearner")), ident=entry["ID"])
+        elif entry is None:
+            listed = self._add(me, client, learners) or listed
+        if prune:
+            self._prune(listed, client)
+        if self.check_mode and self.actions:
+            return self.result(None)
+        return self.result(self.wait_leader())
+
+    def _start_alone(self, me: dict) -> bool:
+        """No member answers. True when `me` now answers (bootstrapped, or started and in a quorum);
+        False in check mode, or when it was started but needs members later in the list for a quorum."""
+        if self.has_data(me):
+            if not self.act(f"start {me['name']}"):
+                return False
+            self._start(me)
+            position = self.members.index(me) + 1
+            if position < quorum(len(self.members)):
+                # a member with state answers once a quorum runs: the members after it in the list
+                # (started after it, on their hosts) make one
+                self.progress.append(f"{me['name']} started; it answers once {quorum(len(self.members))} members run")
+                return False
+            try:
+                self.wait_member_up(me)
+            except EtcdError as exc:
+                if exc.details.get("foreign_member"):  # its data is another cluster's: leave it as it was
+                    self.service.stop(me)
+                    self.done = False
+                raise
+            return True
+        if me is not self.first:
+            if self.check_mode:  # the first member's run would have bootstrapped the cluster
+                self.act(f"add {me['name']}")
+                return False
+            raise EtcdError(
+                f"no member answers and member {me['name']} has no data: there is no cluster to join yet. The first member, "
+                f"{self.first['name']}, bootstraps it: run for {self.first['name']} first (playbooks/cluster.yml runs the members "
+                "in list order, one at a time). If the cluster exists, start its members; nothing was changed."
+            )
+        if not self.act(f"bootstrap {me['name']}"):
+            return False
+        env = {
+            "ETCD_INITIAL_CLUSTER": initial_cluster([(me["name"], me["peer_url"])]),
+            "ETCD_INITIAL_CLUSTER_STATE": "new",
+            "ETCD_INITIAL_CLUSTER_TOKEN": self.token,
+        }
+        self._start(me, env)
+        self.wait_member_up(me)
+        return True
 
     def _start_from_nothing(self) -> dict | None:
         """No member answers: start the members that have state, or bootstrap the first."""
@@ -534,7 +637,7 @@ class RaftCluster:
         self.actions.append(f"promote {member['name']}")
         self.progress.append(f"{member['name']} promoted")
 
-    def _remove(self, entry: dict, client: EtcdClient) -> None:
+    def _remove(self, entry: dict, client: EtcdClient, stop: bool = True) -> None:
         name = entry.get("name") or hex_id(entry["ID"])
         if not self.act(f"remove {name}"):
             return
@@ -543,7 +646,7 @@ class RaftCluster:
         self.progress.append(f"{name} removed")
         self.wait_leader()  # a removed leader steps down: the next change waits for the new one
         extra = {"name": name, "service": f"etcd-{name}", "data_dir": None}
-        if entry.get("name") and NAME_PATTERN.match(name) and self.service.exists(extra):
+        if stop and entry.get("name") and NAME_PATTERN.match(name) and self.service.exists(extra):
             self.service.stop(extra)
 
     # Reporting ----------------------------------------------------------------------------

@@ -14,6 +14,11 @@
   others added one at a time by RaftCluster.ensure - the same path as a bootstrap. A record next
   to the first data dir (`<data_dir>.restored.json`) makes a second run with the same snapshot
   change nothing while the cluster is whole.
+- restore_member (members on several hosts, run on each member's host): on the first member's
+  host, the same restore into its data dir - refused while another member answers (they are
+  stopped first, each on its host: playbooks/cluster_restore.yml); on another member's host,
+  that member leaves the old cluster (stopped, its data dir moved aside) and joins the restored
+  one through RaftCluster.ensure_member.
 """
 
 from __future__ import annotations
@@ -129,13 +134,96 @@ class Snapshot:
             if self.cluster.service.exists(member):
                 self.cluster.service.stop(member)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = self._move_aside(self.cluster.members, stamp)
+        self._restore_into(self.cluster.first, moved)
+        for member in self.cluster.members[1:]:
+            os.makedirs(member["data_dir"], mode=0o700)
+            shutil.chown(member["data_dir"], "etcd", "etcd")
+        self.cluster.actions.extend(actions)
+        result = self.cluster.ensure()
+        self._write_record(figures, stamp)
+        result.update(snapshot=figures, moved_aside=moved, restored_at=stamp)
+        return result
+
+    def restore_member(self, name: str, force: bool) -> dict:
+        """The restore for one member, on its own host (see the module docstring)."""
+        cluster = self.cluster
+        me = cluster.member_named(name)
+        if not me["data_dir"]:
+            raise EtcdError(f"restore needs member {name}'s data_dir: it is moved aside before the restore.")
+        if me is not cluster.first:
+            return self._rejoin(me)
+        figures = self.inspect()
+        record = self._read_record()
+        if not force and record.get("sha256") == figures["sha256"] and self._whole():
+            return {"changed": False, "snapshot": figures, "actions": [], "restored_at": record.get("restored_at")}
+        statuses = cluster.probe_all()
+        running = [m["name"] for m in cluster.members[1:] if statuses.get(m["name"])]
+        if running and not cluster.check_mode:
+            raise EtcdError(
+                f"{', '.join(running)} still {'answers' if len(running) == 1 else 'answer'}: the snapshot is restored into "
+                f"{me['name']} while every member is stopped (a member of the old cluster would talk to the restored one). "
+                "Stop every member first, each on its host (playbooks/cluster_restore.yml does), then run again; nothing was changed."
+            )
+        actions = [f"stop {me['name']}", f"restore {me['name']} from {self.path}", f"start {me['name']}"]
+        if cluster.check_mode:  # the members still answering would have to be stopped first, each on its host
+            actions = [f"stop {name}" for name in running] + actions
+            return {"changed": True, "snapshot": figures, "actions": actions, "moved_aside": []}
+        cluster.done = True
+        if cluster.service.exists(me):
+            cluster.service.stop(me)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = self._move_aside([me], stamp)
+        self._restore_into(me, moved)
+        cluster.actions.extend(actions)
+        cluster.service.start(me)
+        cluster.wait_member_up(me)
+        result = cluster.result(cluster.wait_leader())
+        self._write_record(figures, stamp)
+        result.update(snapshot=figures, moved_aside=moved, restored_at=stamp)
+        return result
+
+    def _rejoin(self, me: dict) -> dict:
+        """A member other than the first: out of the old cluster, into the restored one."""
+        cluster = self.cluster
+        statuses = cluster.probe_all()
+        if not any(statuses.values()):
+            if cluster.check_mode:
+                return {"changed": True, "actions": [f"add {me['name']}"], "moved_aside": []}
+            raise EtcdError(
+                f"no member answers: restore the snapshot into the first member, {cluster.first['name']}, first (on its host), "
+                f"then run for {me['name']}; nothing was changed."
+            )
+        listed = cluster.any_client(statuses).member_list().get("members", [])
         moved = []
-        for member in self.cluster.members:
+        if not any(me["peer_url"] in entry.get("peerURLs", []) for entry in listed) and (cluster.has_data(me) or statuses[me["name"]]):
+            # its state is the old cluster's: it goes aside (kept), the member joins afresh
+            if cluster.act(f"stop {me['name']}"):
+                cluster.done = True
+                if cluster.service.exists(me):
+                    cluster.service.stop(me)
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                moved = self._move_aside([me], stamp)
+                os.makedirs(me["data_dir"], mode=0o700)
+                shutil.chown(me["data_dir"], "etcd", "etcd")
+            elif cluster.has_data(me):  # check mode: the add refuses a data dir with state, which would be moved
+                cluster.actions.append(f"add {me['name']}")
+                return {"changed": True, "actions": cluster.actions, "moved_aside": []}
+        result = cluster.ensure_member(me["name"])
+        result["moved_aside"] = moved
+        return result
+
+    def _move_aside(self, members: list, stamp: str) -> list:
+        moved = []
+        for member in members:
             if os.path.exists(member["data_dir"]):
                 aside = f"{member['data_dir'].rstrip('/')}.before-restore-{stamp}"
                 os.rename(member["data_dir"], aside)
                 moved.append(aside)
-        first = self.cluster.first
+        return moved
+
+    def _restore_into(self, first: dict, moved: list) -> None:
+        """etcdctl snapshot restore into the first member's data dir, as a one-member cluster with the token."""
         rc, out, err = self.run_command(
             [
                 self.etcdctl,
@@ -165,16 +253,11 @@ class Snapshot:
             for name in [root, *(os.path.join(root, entry) for entry in dirs + files)]:
                 shutil.chown(name, "etcd", "etcd")
         os.chmod(first["data_dir"], 0o700)
-        for member in self.cluster.members[1:]:
-            os.makedirs(member["data_dir"], mode=0o700)
-            shutil.chown(member["data_dir"], "etcd", "etcd")
-        self.cluster.actions.extend(actions)
-        result = self.cluster.ensure()
+
+    def _write_record(self, figures: dict, stamp: str) -> None:
         record = {"sha256": figures["sha256"], "path": self.path, "restored_at": stamp, "cluster_id": hex_id(self.cluster.expected)}
         with open(self.record_path(), "w") as handle:
             json.dump(record, handle)
-        result.update(snapshot=figures, moved_aside=moved, restored_at=stamp)
-        return result
 
     def _read_record(self) -> dict:
         try:
