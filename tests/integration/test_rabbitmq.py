@@ -403,6 +403,9 @@ def test_role_sets_a_changed_password_back(converged):
 def test_role_refuses_a_queue_name_with_a_slash(converged):
     run = run_playbook(ROLE_PLAY, extravars={"rabbitmq_queues": [{"name": "zdm_t/bad"}]}, cmdline=inventory_flags())
     assert run.status == "failed"
-    (result,) = run.task_results("Check the platform and the variables")
-    assert "queue names must not contain '/'" in result["msg"]
-    assert run.changed() == 0
+    results = run.task_results("Check the platform and the variables")
+    assert len(results) == 3, results  # each of the cluster's nodes refuses it
+    for result in results:
+        assert result["failed"] and "queue names must not contain '/'" in result["msg"], result
+    for host in ("lab-db", "lab-rabbit2", "lab-rabbit3"):
+        assert run.changed(host) == 0, host

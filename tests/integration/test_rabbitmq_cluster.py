@@ -151,7 +151,7 @@ def test_vcenter_sync_survives_a_follower_stopped(all_nodes_running_after):
     stopped halfway through: the queue keeps confirming and delivering, none of the confirmed
     messages is lost, and rabbit3 comes back as a member."""
     assert management("/queues/%2F/vcenter_sync")["messages"] == 0, "vcenter_sync holds messages of someone else; empty it first"
-    ids = [f"zdm_t_{uuid.uuid4().hex}" for _ in range(MESSAGES)]
+    ids = [f"zdm_t_{number}_{uuid.uuid4().hex}" for number in range(MESSAGES)]
     connection = connect("127.0.0.1")
     try:
         channel = connection.channel()
@@ -171,7 +171,7 @@ def test_a_quorum_queue_survives_its_leader_stopped(all_nodes_running_after):
     """A quorum queue declared through rabbit2 has its leader there; rabbit2 is stopped halfway
     through: another member is elected, publishing and consuming go on, nothing confirmed is lost."""
     name = "zdm_t_quorum_failover"
-    ids = [f"zdm_t_{uuid.uuid4().hex}" for _ in range(MESSAGES)]
+    ids = [f"zdm_t_{number}_{uuid.uuid4().hex}" for number in range(MESSAGES)]
     connection = connect("127.0.0.2")
     try:
         channel = connection.channel()
