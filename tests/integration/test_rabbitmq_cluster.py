@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.lab import LAB_PASSWORD, ROOT, run_playbook, wait_for
+from tests.lab import LAB_PASSWORD, ROOT, free_port, run_playbook, wait_for
 
 ROLE_PLAY = [
     {"name": "Provision RabbitMQ", "hosts": "rabbitmq_servers", "become": True, "roles": [{"role": "zerodowntime.migration.rabbitmq"}]}
@@ -208,12 +208,13 @@ def fourth_node(converged, tmp_path):
     inventory = tmp_path / "rabbit4.yml"
     inventory.write_text(
         "rabbitmq_servers:\n  hosts:\n    zdm-t-rabbit4:\n      rabbitmq_instance: rabbit4\n      rabbitmq_address: 127.0.0.4\n"
-        "      rabbitmq_dist_port: 25675\n      rabbitmq_tls_enabled: false\n      rabbitmq_prometheus_enabled: false\n"
+        f"      rabbitmq_dist_port: {free_port()}\n      rabbitmq_tls_enabled: false\n      rabbitmq_prometheus_enabled: false\n"
     )
     yield f"-i {ROOT / 'inventories' / 'lab'} -i {inventory} --limit zdm-t-rabbit4"
     subprocess.run(["rabbitmqctl", "-n", "rabbit4@localhost", "-q", "stop_app"], check=False, capture_output=True, timeout=120)
     subprocess.run(["rabbitmqctl", "-n", "rabbit4@localhost", "-q", "reset"], check=False, capture_output=True, timeout=120)
-    subprocess.run(["/etc/init.d/rabbitmq-server-rabbit4", "stop"], check=False, capture_output=True, timeout=300)
+    # the init script takes a node whose app is stopped for a stopped node: stop the Erlang VM itself
+    subprocess.run(["rabbitmqctl", "-n", "rabbit4@localhost", "-q", "stop"], check=False, capture_output=True, timeout=300)
     subprocess.run(["rabbitmqctl", "-q", "forget_cluster_node", "rabbit4@localhost"], check=False, capture_output=True, timeout=120)
     for path in ("/etc/rabbitmq/rabbit4", "/var/lib/rabbitmq/rabbit4", "/var/log/rabbitmq/rabbit4", "/run/rabbitmq-rabbit4"):
         shutil.rmtree(path, ignore_errors=True)
