@@ -1,5 +1,7 @@
 """roles/rabbitmq and zerodowntime.migration.rabbitmq_queue against the RabbitMQ 3.10 the role
-installs on this machine (AMQP 127.0.0.1:5672, management API 127.0.0.1:15672, Prometheus :15692).
+installs on this machine: Debian's node rabbit@localhost (AMQP 127.0.0.1:5672, management API
+127.0.0.1:15672, Prometheus :15692), the first of the lab's three-node cluster (the cluster and TLS
+are tested in test_rabbitmq_cluster.py).
 
 The module tests declare queues of their own (named `zdm_t_...` in vhost /) and delete them
 afterwards, so they do not touch the seed's queues or other people's.
@@ -115,7 +117,8 @@ def scratch(converged):
 # The role -------------------------------------------------------------------------------------
 def test_second_converge_changes_nothing(converged):
     _first, second = converged
-    assert second.changed() == 0, second.changed_tasks()
+    for host in ("lab-db", "lab-rabbit2", "lab-rabbit3"):
+        assert second.changed(host) == 0, (host, second.changed_tasks())
 
 
 def test_no_password_in_the_output(converged):
@@ -124,8 +127,14 @@ def test_no_password_in_the_output(converged):
 
 
 def test_listeners_are_on_loopback_only(converged):
+    """Each node on its own loopback address (AMQP, AMQPS, management, Prometheus); the Erlang
+    distribution of all three on 127.0.0.1, one port each."""
     listening = subprocess.run(["ss", "-Hltn"], check=True, capture_output=True, text=True).stdout.split("\n")
-    for port in (5672, 15672, 15692, 25672):
+    nodes = {"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+    for port, expected in ((5672, nodes), (5671, nodes), (15672, nodes), (15692, nodes), (25672, {"127.0.0.1"})):
+        addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening if line and line.split()[3].endswith(f":{port}")}
+        assert addresses == expected, (port, addresses)
+    for port in (25673, 25674):
         addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening if line and line.split()[3].endswith(f":{port}")}
         assert addresses == {"127.0.0.1"}, (port, addresses)
 
@@ -163,8 +172,8 @@ def test_seed_queues_exist_with_their_arguments(converged):
     sync = queue("vcenter_sync")
     assert sync["durable"] is True and sync["auto_delete"] is False
     assert sync["arguments"] == {
-        "x-queue-type": "classic",
-        "x-max-priority": 10,
+        "x-queue-type": "quorum",
+        "x-quorum-initial-group-size": 3,
         "x-message-ttl": 3600000,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": "vcenter_sync_dlq",
@@ -394,6 +403,9 @@ def test_role_sets_a_changed_password_back(converged):
 def test_role_refuses_a_queue_name_with_a_slash(converged):
     run = run_playbook(ROLE_PLAY, extravars={"rabbitmq_queues": [{"name": "zdm_t/bad"}]}, cmdline=inventory_flags())
     assert run.status == "failed"
-    (result,) = run.task_results("Check the platform and the variables")
-    assert "queue names must not contain '/'" in result["msg"]
-    assert run.changed() == 0
+    results = run.task_results("Check the platform and the variables")
+    assert len(results) == 3, results  # each of the cluster's nodes refuses it
+    for result in results:
+        assert result["failed"] and "queue names must not contain '/'" in result["msg"], result
+    for host in ("lab-db", "lab-rabbit2", "lab-rabbit3"):
+        assert run.changed(host) == 0, host
