@@ -122,9 +122,9 @@ def test_a_missing_ca_file_is_named(lab, tmp_path):
 
 def test_a_module_connects_over_verify_full(lab, wrong_ca):
     args = dict(BLUE, **VERIFY_FULL)
-    _, result = run_module("zerodowntime.migration.pg_server_info", args)
+    result = run_module("zerodowntime.migration.pg_server_info", args)[1]
     assert result["failed"] is False, result.get("msg")
-    _, refused = run_module("zerodowntime.migration.pg_server_info", dict(args, ssl_rootcert=wrong_ca))
+    refused = run_module("zerodowntime.migration.pg_server_info", dict(args, ssl_rootcert=wrong_ca))[1]
     assert refused["failed"] is True
     assert "is not signed by the CA in ssl_rootcert" in refused["msg"] and "set ssl_rootcert" in refused["msg"], refused["msg"]
 
@@ -136,7 +136,7 @@ def test_the_streaming_replica_replicates_over_tls(lab):
             "SELECT r.application_name, s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) "
             "WHERE r.application_name = 'green_r1'"
         ).fetchall()
-    assert rows and all(ssl_on for _, ssl_on in rows), rows
+    assert rows and all(row[1] for row in rows), rows
 
 
 def drop_everything() -> None:
@@ -171,9 +171,9 @@ def publisher(**overrides) -> dict:
 def test_a_subscription_with_verify_full_replicates_over_tls(databases, wrong_ca):
     sub = dict(GREEN, login_db=DB, name="zdm_tls_sub", publications=["zdm_tls_pub"], wait_for_sync=True, timeout=60)
 
-    _, refused = run_module(
+    refused = run_module(
         "zerodowntime.migration.pg_subscription", dict(sub, publisher=publisher(sslmode="verify-full", sslrootcert=wrong_ca))
-    )
+    )[1]
     assert refused["failed"] is True
     assert "is not signed by the CA" in refused["msg"], refused["msg"]
     assert LAB_PASSWORD not in refused["msg"]
