@@ -262,7 +262,7 @@ def test_redis_tls_listener_verifies_with_the_lab_ca(lab, port):
     try:
         assert client.ping() is True
         assert client.info("replication")["role"] == REDIS_TLS[port]
-        assert client.connection_pool.get_connection("PING").port == port
+        assert client.connection_pool.connection_kwargs["port"] == port
     finally:
         client.close()
 
