@@ -5,6 +5,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.cl
     CONNECTION_ARGUMENT_SPEC,
     connection_params,
     describe_endpoint,
+    explain_connection_error,
     parse_version,
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import (
@@ -71,3 +72,29 @@ def test_a_connection_option_is_the_shared_spec_and_a_pair_is_two_required_ones(
     assert spec["source"] == spec["target"] == {"type": "dict", "required": True, "options": CONNECTION_ARGUMENT_SPEC}
     assert spec["tables"] == {"type": "list"}
     assert set(pair_openers({"source": {}, "target": {}})) == {"source", "target"}
+
+
+TLS = defaults(login_host="db.example", login_port=5433, ssl_mode="verify-full", ssl_rootcert="/etc/tls/ca.crt")
+
+
+def test_a_certificate_for_another_name_says_which_names_and_what_to_set():
+    text = (
+        'connection to server at "db.example" (10.0.0.5), port 5433 failed: '
+        'server certificate for "lab-db" (and 3 other names) does not match host name "db.example"'
+    )
+    message = explain_connection_error(Exception(text), TLS)
+    assert "the TLS certificate of db.example:5433 is for 'lab-db' (and 3 other names), not for host 'db.example'" in message
+    assert "set login_host to a name or address the certificate lists" in message
+
+
+def test_a_server_without_tls_says_how_to_turn_it_on():
+    message = explain_connection_error(Exception("server does not support SSL, but SSL was required"), TLS)
+    assert "db.example:5433 does not accept TLS and ssl_mode=verify-full requires it" in message
+    assert "postgresql_ssl" in message
+
+
+def test_an_unverifiable_certificate_names_the_ca_file():
+    message = explain_connection_error(Exception("SSL error: certificate verify failed"), TLS)
+    assert "is not signed by the CA in ssl_rootcert /etc/tls/ca.crt" in message
+    without = explain_connection_error(Exception("SSL error: certificate verify failed"), dict(TLS, ssl_rootcert=None))
+    assert "libpq's default root certificate (~/.postgresql/root.crt)" in without

@@ -59,3 +59,25 @@ def test_no_sql_text_and_no_psql(path):
 def test_the_scan_sees_the_playbooks_and_roles():
     scanned = {str(path.relative_to(ROOT)) for path in yaml_files()}
     assert {"playbooks/sample_data.yml", "roles/postgresql/handlers/main.yml", "roles/postgresql/tasks/replicas.yml"} <= scanned
+
+
+# The migration's connections (inventory dicts such as migration_blue) may carry ssl_mode and
+# ssl_rootcert (the lab's do: verify-full against its CA). A task that takes a connection from
+# such a dict key by key must take those too, or it silently connects without verifying.
+KEY_BY_KEY = re.compile(r"\{\{\s*([\w.]+)\.(login_db|database)\s*\}\}")
+
+
+def test_connections_taken_key_by_key_keep_their_tls_options():
+    missing = []
+    for path in (p for p in yaml_files() if p.is_relative_to(ROOT / "playbooks") or p.is_relative_to(ROOT / "roles" / "migration")):
+        for where, mapping in walk(yaml.safe_load(path.read_text())):
+            login_db = mapping.get("login_db")
+            if isinstance(login_db, str) and KEY_BY_KEY.search(login_db):
+                source = KEY_BY_KEY.search(login_db).group(1)
+                if not {"ssl_mode", "ssl_rootcert"} <= mapping.keys():
+                    missing.append(f"{path.relative_to(ROOT)} {'/'.join(where)} (from {source})")
+            dbname = mapping.get("dbname")
+            publisher = isinstance(dbname, str) and "user" in mapping and KEY_BY_KEY.search(dbname)
+            if publisher and not {"sslmode", "sslrootcert"} <= mapping.keys():
+                missing.append(f"{path.relative_to(ROOT)} {'/'.join(where)} (publisher)")
+    assert not missing, "connections without ssl_mode/ssl_rootcert (sslmode/sslrootcert): " + "; ".join(missing)

@@ -143,9 +143,46 @@ def explain_connection_error(error: Exception, params: dict) -> str:
         return f"cannot resolve host '{params.get('login_host')}': check login_host"
     if "the database system is starting up" in text:
         return f"PostgreSQL at {where} is still starting up: retry in a few seconds"
-    if "certificate" in text or "SSL" in text:
-        return f"TLS handshake with {where} failed ({last_line(text)}): check ssl_mode and the certificates"
+    tls = explain_tls_error(text, params, where)
+    if tls:
+        return tls
     return f"cannot connect to {where} as '{user}': {last_line(text)}"
+
+
+def explain_tls_error(text: str, params: dict, where: str) -> str | None:
+    """A failed TLS handshake or certificate check, named with the option that fixes it (None
+    when `text` is not about TLS)."""
+    mode = params.get("ssl_mode")
+    rootcert = params.get("ssl_rootcert")
+    if "certificate verify failed" in text:
+        against = f"ssl_rootcert {rootcert}" if rootcert else "libpq's default root certificate (~/.postgresql/root.crt)"
+        return (
+            f"the TLS certificate of {where} is not signed by the CA in {against} (certificate verify failed, "
+            f"ssl_mode={mode}): set ssl_rootcert to the certificate of the CA that signed the server's certificate, "
+            f"or renew the server's certificate from the CA in ssl_rootcert"
+        )
+    match = re.search(r'root certificate file "(.*?)" does not exist', text)
+    if match:
+        return (
+            f"the CA certificate file '{match.group(1)}' does not exist on the host running the module; ssl_mode={mode} "
+            f"verifies the certificate of {where} with it: set ssl_rootcert to the CA certificate's path, or use "
+            f"ssl_mode=require to encrypt without verifying"
+        )
+    match = re.search(r'server certificate for "(.*?)"( \(and \d+ other names?\))? does not match host name "(.*?)"', text)
+    if match:
+        return (
+            f"the TLS certificate of {where} is for '{match.group(1)}'{match.group(2) or ''}, not for host "
+            f"'{match.group(3)}' (ssl_mode=verify-full checks the name): set login_host to a name or address the "
+            f"certificate lists (its subject alternative names), or issue the certificate for this name"
+        )
+    if "server does not support SSL" in text:
+        return (
+            f"{where} does not accept TLS and ssl_mode={mode} requires it: turn TLS on at the server "
+            f"(roles/postgresql: postgresql_ssl) or use ssl_mode=prefer"
+        )
+    if "certificate" in text or "SSL" in text:
+        return f"TLS handshake with {where} failed ({last_line(text)}): check ssl_mode, ssl_rootcert and the server's certificate"
+    return None
 
 
 def last_line(text: str) -> str:
