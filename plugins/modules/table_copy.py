@@ -59,7 +59,7 @@ options:
   column_types:
     description:
       - Per table, per column, the PostgreSQL type to create the column with, overriding the mapping
-        of its declared type (for example C({virtual_machines: {created_at: timestamptz}})) - also
+        of its declared type (for example C(created_at) of C(virtual_machines) as C(timestamptz)) - also
         for a declared type that has no mapping. For an existing target table it must match the
         column's type.
     type: dict
@@ -129,7 +129,7 @@ options:
 notes:
   - The progress table lives in the target database so that a batch and its checkpoint commit together.
   - Change rows are not removed from the change table; M(zerodowntime.migration.sqlite_capture)
-    O(state=absent) removes it once the cutover is done.
+    C(state=absent) removes it once the cutover is done.
 requirements:
   - psycopg >= 3.1
   - Python's sqlite3 with SQLite 3.38 or later
@@ -140,8 +140,8 @@ attributes:
       - Reads both sides and returns the plan (per table its key, column types, whether it is
         created, rows) and the pending changes; writes nothing.
   diff_mode:
-    support: none
-    description: The plan (RV(plan)) says what would be created and copied.
+    support: full
+    description: Per table the rows copied and whether it is done, and the last change replayed, before and after the run.
 """
 
 EXAMPLES = r"""

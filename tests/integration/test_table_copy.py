@@ -86,7 +86,7 @@ def comparable(row) -> tuple:
     return tuple(out)
 
 
-def assert_equal(path, target: dict, tables=VMINER) -> None:
+def assert_equal(path, target: dict, tables: tuple = tuple(VMINER)) -> None:
     for table in tables:
         expected = source_rows(path, table)
         found = [comparable(row) for row in target_rows(target, table)]

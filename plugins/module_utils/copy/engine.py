@@ -210,7 +210,7 @@ class Copier:
     # -- the bulk copy ---------------------------------------------------------------------------
     def prepare(self, plan: TablePlan, state: dict | None) -> None:
         if plan.create:
-            self.target.create(plan.name, [(c, k, n) for c, k, n in zip(plan.columns, plan.types, plan.notnull, strict=True)], plan.key)
+            self.target.create(plan.name, list(zip(plan.columns, plan.types, plan.notnull, strict=True)), plan.key)
             self.changed = True
         elif state is None and self.target.has_rows(plan.name):
             if not self.options["overwrite"]:

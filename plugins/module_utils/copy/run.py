@@ -58,6 +58,18 @@ def check_names(params: dict, plans) -> None:
             check_identifier(column, f"column of table {plan.name!r}")
 
 
+def state_view(copy_state: dict, plans) -> dict:
+    """What --diff shows: per table whether it exists in the target, rows copied and done; the last change replayed."""
+    tables = copy_state.get("tables") or {}
+    return {
+        "tables": {
+            plan.name: {"rows": (tables.get(plan.name) or {}).get("rows", 0), "done": bool((tables.get(plan.name) or {}).get("done"))}
+            for plan in plans
+        },
+        "replayed_seq": copy_state.get("replayed_seq"),
+    }
+
+
 def run_copy(sqlite_client, pg_client, params: dict, check_mode: bool) -> dict:
     validate_options(params)
     if params["progress_interval"] < 0:
@@ -69,6 +81,7 @@ def run_copy(sqlite_client, pg_client, params: dict, check_mode: bool) -> dict:
     store.load()
     plans = plan_tables(source, target, params.get("tables"), params.get("column_types") or {})
     check_names(params, plans)
+    before = state_view(store.copy, plans)
     copier = Copier(source, target, store, params, on_progress=progress_writer(store))
     try:
         result = copier.run(plans, check_mode)
@@ -76,6 +89,11 @@ def run_copy(sqlite_client, pg_client, params: dict, check_mode: bool) -> dict:
         if not check_mode:
             store.fail(str(exc))
         raise
+    if check_mode:
+        after = {"tables": {plan.name: {"rows": plan.total, "done": True} for plan in plans}, "replayed_seq": "(every change captured)"}
+    else:
+        after = state_view(store.copy, plans)
+    result["diff"] = {"before": before, "after": after}
     result["phase"] = params["phase"]
     result["path"] = sqlite_client.path
     result["queries"] = list(sqlite_client.queries) + list(pg_client.queries)
