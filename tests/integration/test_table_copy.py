@@ -349,8 +349,16 @@ def test_bad_input_is_refused_by_name(typed, green_db, tmp_path):
     assert [row[0] for row in target_rows(green_db, "events")] == [1, 2]
     # no capture in the file
     bare = tmp_path / "bare.db"
-    sqlite3.connect(bare).execute("CREATE TABLE t (id INTEGER PRIMARY KEY)").connection.close()
-    assert "sqlite_capture" in str(copy_fails(bare, green_db))
+    conn = sqlite3.connect(bare)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    conn.close()
+    error = str(copy_fails(bare, green_db))  # a rollback journal: the snapshot would hold the writers
+    assert "delete journal mode" in error and "WAL" in error
+    conn = sqlite3.connect(bare)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    error = str(copy_fails(bare, green_db))
+    assert "no change table 'zdm_changes'" in error and "sqlite_capture" in error
     # a corrupt file
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
@@ -371,9 +379,13 @@ def test_a_locked_file_is_an_error_naming_the_lock(typed, green_db):
 
 
 def test_check_mode_through_ansible_plans_and_writes_nothing(typed, green_db):
-    result = module(typed, green_db, check=True, column_types={"events": {"at": "timestamptz"}})
+    result = run_module(MODULE, {"path": str(typed), **green_db, "column_types": {"events": {"at": "timestamptz"}}}, check=True, diff=True)[
+        1
+    ]
     assert result.get("failed") is not True, result
     assert result["changed"] is True
+    assert result["diff"]["before"]["tables"]["events"] == {"rows": 0, "done": False}
+    assert result["diff"]["after"]["tables"]["events"] == {"rows": 2, "done": True}
     assert {item["table"] for item in result["plan"]} == {"events", HOSTILE}
     assert result["queries"] == []
     with connect(green_db) as conn:
