@@ -177,19 +177,46 @@ def to_uuid(value):
 
 
 def converter(logical: str, bits: int = 64, length: int | None = None):
-    """value -> value the target's driver writes into a column of `logical` type; None stays None."""
+    """value -> value the target's driver writes into a column of `logical` type; None stays None.
+    A value already of the target's Python type is passed on at once (the bulk of a copy)."""
+    if logical == "integer":
+        low, high = INTEGER_RANGES[bits]
+
+        def convert(value):
+            if type(value) is int and low <= value <= high:
+                return value
+            return to_integer(value, bits)
+
+        return convert
+    if logical == "text":
+
+        def convert(value):
+            if type(value) is str and "\x00" not in value and (length is None or len(value) <= length):
+                return value
+            return to_text(value, length)
+
+        return convert
+    if logical == "real":
+        return lambda value: value if type(value) is float else to_real(value)
+    if logical in ("date", "timestamp", "timestamptz"):
+
+        def convert(value):
+            # the common 'YYYY-MM-DD HH:MM:SS' / 'YYYY-MM-DDTHH:MM:SS' in C; anything else by the rules
+            if logical != "date" and type(value) is str and len(value) == 19 and value[10] in " T":
+                try:
+                    moment = datetime.datetime.fromisoformat(value)
+                except ValueError:
+                    return parse_date_time(value, logical)
+                return moment.replace(tzinfo=UTC) if logical == "timestamptz" else moment
+            return parse_date_time(value, logical)
+
+        return convert
     convert = {
-        "integer": lambda value: to_integer(value, bits),
-        "real": to_real,
         "numeric": to_numeric,
-        "text": lambda value: to_text(value, length),
         "blob": to_blob,
         "boolean": to_boolean,
         "json": to_json,
         "uuid": to_uuid,
-        "date": lambda value: parse_date_time(value, "date"),
-        "timestamp": lambda value: parse_date_time(value, "timestamp"),
-        "timestamptz": lambda value: parse_date_time(value, "timestamptz"),
     }.get(logical)
     if convert is None:
         raise ValueError(f"unknown logical type {logical!r}")
