@@ -109,6 +109,15 @@ def vminer(tmp_path):
 
 
 @pytest.fixture()
+def big_vminer(tmp_path):
+    """Big enough that a copy is still running when the test kills it (about 2 s at 100k rows/s)."""
+    path = tmp_path / "vminer.db"
+    sample.build(str(path), vms=200000, vcenters=100)
+    capture(path, tables=VMINER)
+    return path
+
+
+@pytest.fixture()
 def green_db(lab):
     with scratch_database(GREEN, "zdm_table_copy_test") as target:
         yield target
@@ -212,7 +221,8 @@ def test_writes_during_the_copy_are_replayed_by_the_same_run(vminer, green_db):
     assert_equal(vminer, green_db)
 
 
-def test_resume_after_max_rows_and_after_a_kill_continues_without_duplicates(vminer, green_db, tmp_path):
+def test_resume_after_max_rows_and_after_a_kill_continues_without_duplicates(big_vminer, green_db, tmp_path):
+    vminer = big_vminer
     part = copy(vminer, green_db, batch_size=1000, max_rows=1500, column_types=DATES)
     assert part["complete"] is False and part["rows_copied"] == 1500 and part["backlog"] is None
     details = phase_details(green_db)
@@ -247,7 +257,7 @@ def test_resume_after_max_rows_and_after_a_kill_continues_without_duplicates(vmi
 
     rest = copy(vminer, green_db, batch_size=1000, column_types=DATES)
     assert rest["complete"] is True
-    assert rest["tables"]["virtual_machines"]["rows_copied"] == 20000 - killed["rows"]
+    assert rest["tables"]["virtual_machines"]["rows_copied"] == 200000 - killed["rows"]
     assert_equal(vminer, green_db)
 
 
