@@ -183,7 +183,7 @@ def converter(logical: str, bits: int = 64, length: int | None = None):
         low, high = INTEGER_RANGES[bits]
 
         def convert(value):
-            if type(value) is int and low <= value <= high:
+            if value.__class__ is int and low <= value <= high:
                 return value
             return to_integer(value, bits)
 
@@ -191,18 +191,18 @@ def converter(logical: str, bits: int = 64, length: int | None = None):
     if logical == "text":
 
         def convert(value):
-            if type(value) is str and "\x00" not in value and (length is None or len(value) <= length):
+            if value.__class__ is str and "\x00" not in value and (length is None or len(value) <= length):
                 return value
             return to_text(value, length)
 
         return convert
     if logical == "real":
-        return lambda value: value if type(value) is float else to_real(value)
+        return lambda value: value if value.__class__ is float else to_real(value)
     if logical in ("date", "timestamp", "timestamptz"):
 
         def convert(value):
             # the common 'YYYY-MM-DD HH:MM:SS' / 'YYYY-MM-DDTHH:MM:SS' in C; anything else by the rules
-            if logical != "date" and type(value) is str and len(value) == 19 and value[10] in " T":
+            if logical != "date" and value.__class__ is str and len(value) == 19 and value[10] in " T":
                 try:
                     moment = datetime.datetime.fromisoformat(value)
                 except ValueError:
