@@ -211,3 +211,18 @@ def test_the_status_view_says_how_old_each_steps_progress_is_and_whether_it_is_s
     assert shown["index"]["stale"] is False  # 50 s, but 3 reports of 20 s are 60 s
     assert shown["old"]["stale"] is False  # finished steps are not stale
     assert migration_state.row_view({"phase": "p", "status": "running", "progress": progress})["progress"]["copy"]["done"] == 1
+
+
+def test_counting_another_unit_starts_a_rate_of_its_own():
+    clock = Clock()
+    seen = []
+    reporter = Reporter("index", [CallableSink(seen.append)], every=0.0, clock=clock)
+    clock.tick(10)
+    reporter.update(2, 2, unit="lockers")
+    clock.tick(10)
+    reporter.update(500, 1000, unit="blocks")
+    clock.tick(10)
+    reporter.update(900, unit="blocks")
+    assert (seen[-1]["unit"], seen[-1]["done"], seen[-1]["total"]) == ("blocks", 900, 1000)
+    assert seen[-1]["rate"] == pytest.approx(40.0)  # 500 -> 900 in 10 s, not counted from the lockers
+    assert seen[-1]["elapsed_seconds"] == 30.0

@@ -134,8 +134,11 @@ class Reporter:
     def update(self, done, total=None, unit: str | None = None, detail: dict | None = None, force: bool = False) -> bool:
         """The step's count now; returns whether a snapshot was emitted."""
         with self.lock:
-            if unit:
-                self.progress.unit = unit
+            if unit and unit != self.progress.unit:  # counting something else now: a rate of its own
+                started = self.progress.started
+                self.progress = Progress(None, unit, clock=self.clock, window=self.progress.window)
+                self.progress.started = started
+                self.progress.samples.clear()  # its first count is where the rate starts, not 0
             self.progress.update(done, total)
             if detail is not None:
                 self.detail = dict(detail)
@@ -206,7 +209,7 @@ class Reporter:
             for sink in self.sinks:
                 try:
                     sink.write(shown)
-                except Exception as exc:  # noqa: BLE001 - progress is never a reason to fail the work
+                except Exception as exc:
                     self.warn(f"progress of step '{self.step}' was not recorded: {exc}")
 
     def warn(self, message: str) -> None:
@@ -220,7 +223,7 @@ class Reporter:
             if close is not None:
                 try:
                     close()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     self.warn(f"closing the progress sink of step '{self.step}' failed: {exc}")
 
 
@@ -242,7 +245,7 @@ class Sampler:
         while not self.stopped.wait(self.interval):
             try:
                 figures = self.sample()
-            except Exception as exc:  # noqa: BLE001 - sampling is never a reason to fail the work
+            except Exception as exc:
                 self.reporter.warn(f"progress of step '{self.reporter.step}' could not be read: {exc}")
                 continue
             if figures:
