@@ -226,3 +226,15 @@ def test_counting_another_unit_starts_a_rate_of_its_own():
     assert (seen[-1]["unit"], seen[-1]["done"], seen[-1]["total"]) == ("blocks", 900, 1000)
     assert seen[-1]["rate"] == pytest.approx(40.0)  # 500 -> 900 in 10 s, not counted from the lockers
     assert seen[-1]["elapsed_seconds"] == 30.0
+
+
+def test_no_rate_from_samples_a_moment_apart():
+    clock = Clock()
+    progress = Progress(total=1000, clock=clock)
+    clock.tick(0.001)
+    progress.update(250)
+    assert progress.rate() is None
+    assert progress.eta() is None
+    clock.tick(1)
+    progress.update(260)
+    assert progress.rate() == pytest.approx(260 / 1.001)

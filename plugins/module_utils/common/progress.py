@@ -26,6 +26,7 @@ import time
 
 DEFAULT_EVERY = 5.0  # seconds between two emissions
 DEFAULT_WINDOW = 30.0  # seconds of samples the rate is computed over
+MIN_SPAN = 1.0  # seconds the samples must span before a rate is given (not 250 rows in 30 µs)
 
 
 class Progress:
@@ -57,11 +58,11 @@ class Progress:
         self.update(self.done + amount)
 
     def rate(self) -> float | None:
-        """Units per second over the window; None until two samples lie apart in time."""
+        """Units per second over the window; None until the samples span MIN_SPAN seconds."""
         if len(self.samples) < 2:
             return None
         (first_time, first_done), (last_time, last_done) = self.samples[0], self.samples[-1]
-        if last_time <= first_time:
+        if last_time - first_time < MIN_SPAN:
             return None
         return (last_done - first_done) / (last_time - first_time)
 
