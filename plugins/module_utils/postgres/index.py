@@ -578,6 +578,7 @@ def ensure_index(client, params: dict) -> dict:
     set_timeouts(client, params.get("timeout"), params.get("lock_timeout"))
     desired = index.desired(spec, index.require_table()) if state == "present" else {}
     index.reporter = open_reporter(params.get("progress"), f"index {index.table_label}.{params['name']}", client.check_mode, unit="blocks")
+    index.sample_interval = min(1.0, max(0.1, index.reporter.every))
     try:
         result = index.ensure(state, desired)
         if result["state"] == "present" and not index.partitions:
