@@ -51,11 +51,11 @@ def test_rate_and_eta_follow_the_counts_over_time():
 def test_the_rate_is_over_a_sliding_window_so_a_slowdown_shows():
     clock = Clock()
     progress = Progress(total=20_000, clock=clock, window=30.0)
-    for _ in range(10):  # 100 per second for 100 s
+    for _step in range(10):  # 100 per second for 100 s
         clock.tick(10)
         progress.advance(1000)
     assert progress.rate() == pytest.approx(100.0)
-    for _ in range(6):  # then 10 per second
+    for _step in range(6):  # then 10 per second
         clock.tick(10)
         progress.advance(100)
     assert progress.rate() == pytest.approx(10.0, rel=0.05)
@@ -92,7 +92,7 @@ def test_the_reporter_emits_the_first_update_then_at_most_every_n_seconds_and_al
     seen = []
     reporter = Reporter("copy", [CallableSink(seen.append)], unit="rows", total=100, every=5.0, clock=clock)
     assert reporter.update(1) is True
-    for _ in range(4):
+    for _step in range(4):
         clock.tick(1)
         assert reporter.update(reporter.progress.done + 1) is False
     clock.tick(1)
