@@ -366,8 +366,8 @@ class Subscription(ManagedObject):
         the subscriber): table_name, bytes_processed, tuples_processed."""
         return self.client.query(
             "SELECT n.nspname || '.' || c.relname AS table_name, p.bytes_processed, p.bytes_total, p.tuples_processed "
-            "FROM pg_catalog.pg_stat_progress_copy p JOIN pg_catalog.pg_stat_activity a ON a.pid = p.pid "
-            "JOIN pg_catalog.pg_class c ON c.oid = p.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "FROM pg_catalog.pg_stat_progress_copy p JOIN pg_catalog.pg_class c ON c.oid = p.relid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
             "JOIN pg_catalog.pg_subscription_rel r ON r.srrelid = p.relid "
             "JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid AND s.subname = %s "
             "WHERE p.datid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) ORDER BY 1",
