@@ -33,6 +33,7 @@ author:
   - zerodowntime.migration maintainers (@zerodowntime)
 extends_documentation_fragment:
   - zerodowntime.migration.postgres.pair
+  - zerodowntime.migration.progress
 options:
   tables:
     description:
@@ -199,9 +200,10 @@ progress:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.compare import compare_tables
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG, pair_argument_spec, pair_openers
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.progress import PROGRESS_SPEC, open_reporter
 
 
 def compare(module, opened) -> dict:
@@ -211,7 +213,23 @@ def compare(module, opened) -> dict:
         progress.append(message)
         module.log(message)
 
-    result = compare_tables(opened["source"], opened["target"], module.params, log, open_reader=lambda client: Client(client.params))
+    tables = module.params["tables"]
+    reporter = open_reporter(module.params["progress"], f"compare {', '.join(tables)}", module.check_mode, unit="tables", total=len(tables))
+    try:
+        result = compare_tables(
+            opened["source"], opened["target"], module.params, log, open_reader=lambda client: Client(client.params), reporter=reporter
+        )
+    except PgError as exc:
+        if reporter.emitted:
+            reporter.finish("failed", {"error": str(exc)[:500]})
+        exc.details.setdefault("warnings", reporter.warnings)
+        reporter.close()
+        raise
+    if reporter.emitted:
+        reporter.progress.update(len(tables))
+        reporter.finish("done", {"table": None, "equal": result["equal"], "differing_tables": result["differing_tables"]})
+    reporter.close()
+    result["warnings"] = result.get("warnings", []) + reporter.warnings
     result["progress"] = progress
     if not result["equal"] and module.params["fail_on_difference"]:
         module.fail_json(**result)
@@ -234,6 +252,7 @@ def main():
             timeout=dict(type="float", default=60.0),
             fail_on_difference=dict(type="bool", default=True),
             parallel=dict(type="int", default=2),
+            progress=PROGRESS_SPEC,
         ),
         supports_check_mode=True,
     )

@@ -119,6 +119,7 @@ options:
     default: 5
 extends_documentation_fragment:
   - zerodowntime.migration.postgres
+  - zerodowntime.migration.progress
 attributes:
   check_mode:
     support: full
@@ -280,6 +281,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.index import METHODS, ensure_index
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.progress import PROGRESS_SPEC
 
 
 def main():
@@ -296,6 +298,7 @@ def main():
             state=dict(type="str", choices=["present", "absent"], default="present"),
             timeout=dict(type="float", default=0.0),
             lock_timeout=dict(type="float", default=5.0),
+            progress=PROGRESS_SPEC,
         ),
         required_if=[("state", "present", ["columns"])],
         supports_check_mode=True,

@@ -112,6 +112,7 @@ options:
 extends_documentation_fragment:
   - zerodowntime.migration.postgres
   - zerodowntime.migration.postgres.publisher
+  - zerodowntime.migration.progress
 attributes:
   check_mode:
     support: full
@@ -212,6 +213,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, statement_timeout
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec, run
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.progress import PROGRESS_SPEC, open_reporter
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import (
     PUBLISHER_SPEC,
     QUERY_CANCELED,
@@ -271,7 +273,16 @@ def manage(client: Client, params: dict, log) -> dict:
             result.update(changed=True, queries=list(client.queries), refreshed={"added": added, "removed": removed})
 
     if params["wait_for_sync"] and not client.check_mode:
-        result.update(subscription.wait_for_sync(params["timeout"], params["max_lag_bytes"], params["poll_interval"], log))
+        reporter = open_reporter(params["progress"], f"initial copy {params['name']}", client.check_mode, unit="tables")
+        try:
+            result.update(subscription.wait_for_sync(params["timeout"], params["max_lag_bytes"], params["poll_interval"], log, reporter))
+        except PgError as exc:
+            exc.details.setdefault("warnings", reporter.warnings)
+            raise
+        finally:
+            reporter.close()
+        if reporter.warnings:
+            result["warnings"] = list(reporter.warnings)
     elif not client.check_mode:
         result.update(subscription.progress())
     return result
@@ -300,6 +311,7 @@ def main():
             timeout=dict(type="int", default=600),
             max_lag_bytes=dict(type="int"),
             poll_interval=dict(type="float", default=1.0),
+            progress=PROGRESS_SPEC,
         ),
         supports_check_mode=True,
     )

@@ -95,7 +95,9 @@ def haproxy_module(**args):
 
 
 def shift_reads(percent: int, check: bool = False, **extravars):
-    return run_playbook("shift_reads.yml", extravars=dict(extravars, green_read_percent=percent), cmdline="--check" if check else None)
+    """The one-jump path (shift_reads_steps: []) unless the extravars give steps."""
+    extravars = {"shift_reads_steps": [], **extravars, "green_read_percent": percent}
+    return run_playbook("shift_reads.yml", extravars=extravars, cmdline="--check" if check else None)
 
 
 def haproxy_pid() -> int:
@@ -340,6 +342,41 @@ def test_shift_reads_steps(haproxy, percent, expected):
     run = shift_reads(percent)
     assert run.status == "successful", run.stdout
     assert weights() == expected
+
+
+GATED = {"shift_reads_steps": [10, 25, 50, 75, 100], "shift_reads_hold": 0.5, "shift_reads_interval": 0.2, "shift_reads_min_requests": 1}
+
+
+def test_shift_reads_in_gated_steps_by_default_and_back(haproxy):
+    """The default path (the inventory's shift_reads_steps): haproxy_shift holds each step up to
+    the percent asked, a second run changes nothing, check mode plans without changing, and a
+    lower percent walks blue back up the same steps."""
+    baseline()
+    wait_up("pg_read", "blue", "green")
+    hold = {key: value for key, value in GATED.items() if key != "shift_reads_steps"}  # the steps from the inventory
+    planned = run_playbook("shift_reads.yml", extravars=dict(hold, green_read_percent=50), cmdline="--check")
+    assert planned.status == "successful", planned.stdout
+    [moved] = planned.task_results("Move the reads through the steps, watching the gates")
+    assert moved["plan"] == [10, 25, 50]
+    assert weights() == {"blue": 256, "green": 0}
+
+    run = run_playbook("shift_reads.yml", extravars=dict(hold, green_read_percent=50))
+    assert run.status == "successful", run.stdout
+    [moved] = run.task_results("Move the reads through the steps, watching the gates")
+    assert [step["percent"] for step in moved["steps"]] == [10, 25, 50]
+    assert all(step["held_s"] >= 0.5 for step in moved["steps"]), moved["steps"]
+    assert weights() == {"blue": 50, "green": 50}
+    assert 12 <= ports_reached(READS, 40)[GREEN_PORT] <= 28
+
+    again = run_playbook("shift_reads.yml", extravars=dict(hold, green_read_percent=50))
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0, again.changed_tasks()
+
+    back = run_playbook("shift_reads.yml", extravars=dict(GATED, green_read_percent=10))
+    assert back.status == "successful", back.stdout
+    [moved] = back.task_results("Move the reads through the steps, watching the gates")
+    assert [step["percent"] for step in moved["steps"]] == [75, 90]  # blue's share: 50 -> 75 -> 90
+    assert weights() == {"blue": 90, "green": 10}
 
 
 def test_shift_reads_takes_servers_out_of_drain_and_maintenance(haproxy):

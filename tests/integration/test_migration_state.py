@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.progress import open_reporter
 from tests.lab import BLUE, LAB_PASSWORD, connect, run_module, run_playbook, scratch_database
 
 MODULE = "zerodowntime.migration.migration_state"
@@ -270,3 +271,41 @@ def test_status_playbook_shows_every_phase(db):
     assert lines[4].startswith("phase2_schema    failed    attempt 1, started ")
     assert lines[5:] == ["    error: sync timed out", "phase3_optimize  pending", "Next: phase2_schema (failed)"]
     assert table_exists(db, table)
+
+
+def test_status_playbook_shows_the_steps_progress_and_says_when_it_is_stale(db):
+    """A table of the shape before the progress column existed gets it from the progress sink;
+    status.yml shows each step's figures, and a running step not updated for long as STALE."""
+    table = "migration_progress"
+    db.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+    args = dict(ARGS, phases=PHASES[:2])
+    ok(run_module(MODULE, dict(args, phase="phase1_infra", state="started", force=True))[1])
+    db.execute(sql.SQL("ALTER TABLE {} DROP COLUMN progress").format(sql.Identifier(table)))  # the old shape
+    assert ok(run_module(MODULE, dict(args, state="query"))[1])["phases"][0]["progress"] == {}
+    reporter = open_reporter(dict(ARGS, phase="phase1_infra", step="copy", every=0.0), "copy", unit="rows", total=1000)
+    reporter.on_progress("public.orders", 250, 1000)
+    reporter.close()
+    assert reporter.warnings == []
+    db.execute(
+        sql.SQL(
+            "UPDATE {} SET progress = progress || jsonb_build_object('index', jsonb_build_object('state', 'running', 'done', 3, "
+            "'total', 10, 'unit', 'blocks', 'percent', 30.0, 'rate', 0.5, 'eta_seconds', 14, 'every', 5, "
+            "'updated_at', now() - interval '2 minutes', 'updated_epoch', extract(epoch FROM now() - interval '2 minutes'))) "
+            "WHERE phase = 'phase1_infra'"
+        ).format(sql.Identifier(table))
+    )
+    state_db = {key: ARGS[key] for key in ("login_host", "login_port", "login_user", "login_db")}
+    run = run_playbook(
+        "status.yml", extravars={"migration_state_db": state_db, "migration_password": LAB_PASSWORD, "migration_phases": PHASES[:2]}
+    )
+    assert run.status == "successful", run.stdout
+    shown = run.task_results("Read the progress of every phase")[0]["phases"][0]["progress"]
+    assert shown["copy"]["stale"] is False and shown["index"]["stale"] is True
+    lines = run.task_results("Show where the migration stands")[0]["msg"].splitlines()
+    copy = next(line for line in lines if line.startswith("    step copy: "))
+    assert copy.startswith("    step copy: running 250/1000 rows (25.0%), updated "), copy
+    assert "s ago)" in copy and "STALE" not in copy
+    assert "      public.orders: 250/1000 rows (25.0%)" in lines, "\n".join(lines)
+    index = next(line for line in lines if line.startswith("    step index: "))
+    assert index.startswith("    step index: running 3/10 blocks (30.0%), 0.5 blocks/s, ETA 0h 00m 14s, updated "), index
+    assert index.endswith("(120 s ago) - STALE: no update for 120 s, is the step still running?"), index

@@ -12,7 +12,7 @@ from psycopg import sql
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sql_text import parse_only
-from tests.lab import GREEN, connect, drop_database, recreate_database, run_module
+from tests.lab import GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module, run_playbook
 
 MODULE = "zerodowntime.migration.pg_index"
 DB = "zdm_index_test"
@@ -610,3 +610,103 @@ def test_wrong_password_names_the_user_and_not_the_password(db):
     assert "Wrong-Secret-9" not in run.stdout
     assert "Wrong-Secret-9" not in result["msg"]
     assert index_row(db, "wrong_pw_idx") is None
+
+
+def state_table(conn, old_shape=False):
+    """The migration_state progress table in the scratch database with phase3_optimize running;
+    `old_shape`: as created before the progress column existed."""
+    conn.execute("DROP TABLE IF EXISTS migration_progress")
+    progress = "" if old_shape else ", progress jsonb NOT NULL DEFAULT '{}'"
+    conn.execute(
+        "CREATE TABLE migration_progress (phase text PRIMARY KEY, status text NOT NULL, started_at timestamptz, "
+        f"completed_at timestamptz, attempts integer NOT NULL DEFAULT 0, details jsonb NOT NULL DEFAULT '{{}}'{progress})"
+    )
+    conn.execute("INSERT INTO migration_progress (phase, status, started_at, attempts) VALUES ('phase3_optimize', 'running', now(), 1)")
+
+
+def test_a_build_reports_its_progress_into_migration_state_while_it_runs(db):
+    """A reader of migration_state sees the build's progress change during the run (blocks done
+    rising of a known total, then done), status.yml shows it live, and the table of the old shape
+    got the progress column."""
+    db.execute("CREATE TABLE watched (id bigserial PRIMARY KEY, v int)")
+    db.execute("INSERT INTO watched (v) SELECT g FROM generate_series(1, 6000) g")  # about 12 s at 2 ms a row
+    db.execute("VACUUM ANALYZE watched")
+    state_table(db, old_shape=True)
+    step = "index public.watched.watched_slow_idx"
+    seen = []  # (moment, the step's progress) whenever it changed
+    stop = threading.Event()
+    errors = []
+
+    def reader():
+        try:
+            with connect(ARGS) as conn:
+                while not stop.is_set():
+                    found = conn.execute(
+                        "SELECT to_jsonb(p) -> 'progress' -> %s FROM migration_progress p WHERE phase = 'phase3_optimize'", (step,)
+                    ).fetchone()
+                    if found and found[0] and (not seen or seen[-1][1] != found[0]):
+                        seen.append((time.monotonic(), found[0]))
+                    time.sleep(0.05)
+        except Exception as exc:
+            errors.append(exc)
+
+    results = {}
+
+    def build():
+        progress = dict(ARGS, phase="phase3_optimize", every=0.5)
+        results["build"] = run_module(MODULE, index("watched_slow_idx", "watched", columns=["slow_key(v)"], progress=progress))[1]
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=build)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(entry[1].get("unit") == "blocks" and entry[1].get("done", 0) > 0 for entry in seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        state_db = {key: ARGS[key] for key in ("login_host", "login_port", "login_user", "login_db")}
+        status = run_playbook(
+            "status.yml",
+            extravars={"migration_state_db": state_db, "migration_password": LAB_PASSWORD, "migration_phases": ["phase3_optimize"]},
+        )
+    finally:
+        threads[1].join(timeout=120)
+        stop.set()
+        threads[0].join(timeout=30)
+    assert errors == []
+    result = results["build"]
+    assert (result["failed"], result["changed"]) == (False, True), result.get("msg")
+    assert not result.get("warnings"), result.get("warnings")
+    running = [figures for _moment, figures in seen if figures["state"] == "running" and figures["unit"] == "blocks"]
+    scanned = [figures for figures in running if figures["total"]]
+    assert len(scanned) >= 3, seen
+    assert {figures["total"] for figures in scanned} == {scanned[0]["total"]}
+    done = [figures["done"] for figures in scanned]
+    assert done == sorted(done) and done[-1] > done[0], done
+    assert any(figures["detail"]["phase"].startswith("building index") for figures in scanned)
+    assert any(figures["rate"] for figures in scanned)
+    assert all(figures["updated_at"] for figures in scanned)
+    assert seen[-1][1]["state"] == "done"
+    assert status.status == "successful", status.stdout
+    lines = status.task_results("Show where the migration stands")[0]["msg"].splitlines()
+    line = next((line for line in lines if line.startswith(f"    step {step}: running ")), None)
+    assert line is not None, "\n".join(lines)
+    assert " blocks (" in line and ", updated " in line and "STALE" not in line, line
+    column = "SELECT count(*) FROM pg_attribute WHERE attrelid = 'migration_progress'::regclass AND attname = 'progress'"
+    assert db.execute(column).fetchone()[0] == 1
+
+
+def test_progress_that_cannot_be_recorded_warns_and_check_mode_records_none(db):
+    db.execute("CREATE TABLE unrecorded (id int, v int)")
+    db.execute("INSERT INTO unrecorded SELECT g, g FROM generate_series(1, 300) g")
+    state_table(db)
+    nowhere = dict(ARGS, phase="phase9_unknown", every=0.1)
+    result = run_module(MODULE, index("unrecorded_slow_idx", "unrecorded", columns=["slow_key(v)"], progress=nowhere))[1]
+    assert (result["failed"], result["changed"]) == (False, True), result.get("msg")
+    assert index_row(db, "unrecorded_slow_idx")[:2] == (True, True)
+    assert any("phase 'phase9_unknown' has no row in public.migration_progress" in warning for warning in result["warnings"]), result
+
+    recorded = dict(ARGS, phase="phase3_optimize", every=0.1)
+    checked = run_module(MODULE, index("unrecorded_v_idx", "unrecorded", columns=["slow_key(v)"], progress=recorded), check=True)[1]
+    assert (checked["failed"], checked["changed"]) == (False, True), checked.get("msg")
+    assert db.execute("SELECT progress FROM migration_progress WHERE phase = 'phase3_optimize'").fetchone()[0] == {}
+    assert index_row(db, "unrecorded_v_idx") is None

@@ -113,16 +113,61 @@ def test_check_mode_creates_nothing_and_masks_the_password(databases):
         assert green.execute("SELECT count(*) FROM pg_subscription WHERE subname = 'zdm_sub'").fetchone()[0] == 0
 
 
+class ProgressReader(threading.Thread):
+    """Reads the step's progress in green's migration_progress table while the copy runs, keeping each change."""
+
+    def __init__(self, step: str):
+        super().__init__(daemon=True)
+        self.step = step
+        self.stop = threading.Event()
+        self.seen: list[dict] = []
+        self.errors: list[Exception] = []
+
+    def run(self):
+        try:
+            with connect(SUBSCRIBER) as green:
+                while not self.stop.is_set():
+                    found = green.execute("SELECT progress -> %s FROM migration_progress WHERE phase = 'phase2_schema'", (self.step,))
+                    value = found.fetchone()[0]
+                    if value and (not self.seen or self.seen[-1] != value):
+                        self.seen.append(value)
+                    time.sleep(0.02)
+        except Exception as exc:
+            self.errors.append(exc)
+
+
 def test_sync_under_writes_replicates_updates_and_deletes_into_partitions(databases):
+    with connect(SUBSCRIBER) as green:  # where the copy reports its progress (a migration_state table)
+        green.execute("DROP TABLE IF EXISTS migration_progress")
+        green.execute(
+            "CREATE TABLE migration_progress (phase text PRIMARY KEY, status text NOT NULL, started_at timestamptz, "
+            "completed_at timestamptz, attempts integer NOT NULL DEFAULT 0, details jsonb NOT NULL DEFAULT '{}', "
+            "progress jsonb NOT NULL DEFAULT '{}')"
+        )
+        green.execute("INSERT INTO migration_progress (phase, status, started_at, attempts) VALUES ('phase2_schema', 'running', now(), 1)")
+    progress = dict(SUBSCRIBER, phase="phase2_schema", step="initial copy", every=0.1)
+    reader = ProgressReader("initial copy")
+    reader.start()
     writer = Writer()
     writer.start()
     try:
-        run, result = run_module(MODULE, args(wait_for_sync=True, timeout=120, poll_interval=0.2), diff=True)
+        run, result = run_module(MODULE, args(wait_for_sync=True, timeout=120, poll_interval=0.2, progress=progress), diff=True)
     finally:
         time.sleep(1)  # writes keep going a moment after the copy
         writer.stop.set()
         writer.join()
+        reader.stop.set()
+        reader.join()
     assert result["failed"] is False, result.get("msg")
+    assert not result.get("warnings"), result["warnings"]
+    assert reader.errors == []
+    running = [seen for seen in reader.seen if seen["state"] == "running"]
+    assert running, reader.seen
+    assert all((seen["unit"], seen["total"]) == ("tables", 2) for seen in running), running
+    assert running[0]["done"] < 2 and running[0]["updated_at"]
+    copying = [item for seen in running for name, item in seen.get("items", {}).items() if name == "public.items"]
+    assert all(item["unit"] == "bytes" and item["total"] > 0 for item in copying), copying
+    assert (reader.seen[-1]["state"], reader.seen[-1]["done"], reader.seen[-1]["total"]) == ("done", 2, 2), reader.seen[-1]
     assert result["changed"] is True
     assert (result["tables_ready"], result["tables_total"]) == (2, 2)
     assert {t["table_name"]: t["state"] for t in result["tables"]} == {"public.items": "r", "public.tags": "r"}

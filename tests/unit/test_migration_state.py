@@ -184,6 +184,7 @@ def test_rows_are_returned_with_iso_times_and_duration_and_pending_phases_fill_t
         "attempts": 1,
         "details": {"verdict": "ok"},
         "duration_seconds": 300.0,
+        "progress": {},
     }
     assert row_view(row("phase2_schema", "running"))["duration_seconds"] is None
     listed = phases_view(["phase1_infra", "phase2_schema"], {"phase1_infra": done, "zz_extra": row("zz_extra", "running")})

@@ -46,6 +46,8 @@ def run_module(module, work, openers: dict | None = None, libraries=(), on_failu
         if on_failure is not None:
             for key, value in on_failure(opened, exc).items():
                 details.setdefault(key, value)
+        for warning in details.pop("warnings", None) or []:  # e.g. progress not recorded: told, not failed on
+            module.warn(warning)
         details.setdefault("changed", False)
         details.setdefault("queries", [query for connection in opened.values() for query in getattr(connection, "queries", [])])
         module.fail_json(msg=str(exc), **details)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -196,8 +197,9 @@ class Side:
 class TableComparison:
     """Compare one table; `compare()` returns the per-table result."""
 
-    def __init__(self, source, target, table: str, params: dict, pool: ThreadPoolExecutor, log=None, readers=None):
+    def __init__(self, source, target, table: str, params: dict, pool: ThreadPoolExecutor, log=None, readers=None, reporter=None):
         self.table = table
+        self.reporter = reporter  # a common.progress.Reporter: chunks compared of this table's item
         self.params = params
         self.pool = pool
         self.log = log or (lambda message: None)
@@ -368,8 +370,28 @@ class TableComparison:
         """(rows, checksum) of every chunk on each side; every reader of both sides at once."""
         keyless = not self.key
 
+        sides_read = [0] * len(chunks)  # 2 once both sides summed a chunk
+        compared = [0, 0]  # chunks, source rows
+        lock = threading.Lock()
+
+        def counted(index, summary, role):
+            if self.reporter is None:
+                return
+            with lock:
+                sides_read[index] += 1
+                if role == "source":
+                    compared[1] += summary[0]
+                if sides_read[index] == 2:
+                    compared[0] += 1
+                    self.reporter.item(self.table, compared[0], len(chunks), unit="chunks")
+
         def read(side, reader, indexes):
-            return [(index, side.summary(*chunks[index], keyless, client=reader)) for index in indexes]
+            done = []
+            for index in indexes:
+                summary = side.summary(*chunks[index], keyless, client=reader)
+                counted(index, summary, side.role)
+                done.append((index, summary))
+            return done
 
         jobs = [
             (side, self.pool.submit(read, side, reader, range(number, len(chunks), len(side.readers))))
@@ -421,11 +443,13 @@ class TableComparison:
         }
 
 
-def compare_tables(source, target, params: dict, log=None, open_reader=None) -> dict:
+def compare_tables(source, target, params: dict, log=None, open_reader=None, reporter=None) -> dict:
     """Compare every table of params['tables']; the module's result.
 
     `open_reader(client)` opens one more connection like `client`; with params['parallel'] > 1
-    each side reads chunks through that many connections at once (closed at the end)."""
+    each side reads chunks through that many connections at once (closed at the end). A
+    `reporter` (common.progress.Reporter) gets tables compared of total, and the chunks compared
+    of the table being compared."""
     started = time.monotonic()
     parallel = max(1, params.get("parallel") or 1) if open_reader else 1
     readers = {"source": [source], "target": [target]}
@@ -436,9 +460,13 @@ def compare_tables(source, target, params: dict, log=None, open_reader=None) -> 
         for client in readers["source"] + readers["target"]:
             prepare_session(client)
         with ThreadPoolExecutor(max_workers=2 * parallel) as pool:
-            comparisons = [TableComparison(source, target, table, params, pool, log, readers) for table in params["tables"]]
+            comparisons = [TableComparison(source, target, table, params, pool, log, readers, reporter) for table in params["tables"]]
             for comparison in comparisons:
+                if reporter is not None:
+                    reporter.update(len(results), len(comparisons), unit="tables", detail={"table": comparison.table}, force=not results)
                 results.append(comparison.compare())
+                if reporter is not None:
+                    reporter.drop_item(comparison.table)
     finally:
         for client in readers["source"][1:] + readers["target"][1:]:
             client.close()

@@ -24,16 +24,19 @@ dropped concurrently and built again. A build that fails drops the invalid index
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.progress import Sampler
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     MAX_IDENTIFIER_BYTES,
     check_identifier,
     format_qualified_name,
     split_qualified_name,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.progress import open_reporter
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sql_text import check_fragment, parse_only
 
 try:
@@ -216,6 +219,8 @@ class Index(ManagedObject):
         self.tail = ""
         self.rebuilt = False
         self.partitions: list[dict] = []
+        self.reporter = None  # a common.progress.Reporter: each build's progress while it runs
+        self.sample_interval = 1.0
 
     @property
     def database(self) -> str:
@@ -421,7 +426,8 @@ class Index(ManagedObject):
         (it would slow every write and never serve a read)."""
         statement = create_statement(name, (table["schema"], table["name"]), self.spec, self.concurrently)
         try:
-            self.client.execute(statement)
+            with self.watch(format_qualified_name(table["schema"], name)):
+                self.client.execute(statement)
         except PgError as exc:
             message = f"building index {format_qualified_name(table['schema'], name)} in database '{self.database}' failed: {exc}"
             left = self.read(table["schema"], name)
@@ -432,6 +438,23 @@ class Index(ManagedObject):
                 except PgError as cleanup:
                     message += f"; dropping the invalid index it left behind failed too ({cleanup}): the next run rebuilds it"
             raise PgError(f"{message}: {build_failure_hint(str(exc))}") from None
+
+    def watch(self, index: str):
+        """While a build runs: pg_stat_progress_create_index of the building session, read over a
+        connection of its own every sample_interval seconds, into the reporter (when it has sinks)."""
+        if self.reporter is None or not self.reporter.enabled or self.client.check_mode:
+            return contextlib.nullcontext()
+        try:
+            watcher = Client(self.client.params)
+        except PgError as exc:
+            self.reporter.warn(f"progress of building {index} cannot be read: {exc}")
+            return contextlib.nullcontext()
+        pid = self.client.conn.info.backend_pid
+        self.reporter.update(0, unit="blocks", detail={"index": index, "phase": "starting"}, force=True)
+        stack = contextlib.ExitStack()
+        stack.callback(watcher.close)
+        stack.enter_context(Sampler(self.reporter, lambda: build_progress(watcher, pid, index), self.sample_interval))
+        return stack
 
     def rebuild(self, table: dict, name: str) -> None:
         """An invalid index: DROP INDEX CONCURRENTLY, then build it again."""
@@ -515,6 +538,28 @@ class Index(ManagedObject):
             self.build_partitioned(self.require_table(), self.name, found)
 
 
+def build_progress(watcher, pid: int, index: str) -> dict | None:
+    """Reporter.update's figures from pg_stat_progress_create_index for the session `pid`:
+    blocks while the table is scanned, tuples while they are sorted and loaded, lockers while the
+    build waits for older transactions; None before the build shows up."""
+    row = watcher.query_one(
+        "SELECT phase, lockers_total, lockers_done, current_locker_pid, blocks_total, blocks_done, tuples_total, tuples_done, "
+        "partitions_total, partitions_done FROM pg_catalog.pg_stat_progress_create_index WHERE pid = %s",
+        (pid,),
+    )
+    if row is None:
+        return None
+    detail = {"index": index, "phase": row["phase"]}
+    if row["partitions_total"]:
+        detail.update(partitions_done=row["partitions_done"], partitions_total=row["partitions_total"])
+    if row["current_locker_pid"]:
+        detail["waiting_for_pid"] = row["current_locker_pid"]
+    for unit in ("blocks", "tuples", "lockers"):
+        if row[f"{unit}_total"]:
+            return {"done": row[f"{unit}_done"], "total": row[f"{unit}_total"], "unit": unit, "detail": detail}
+    return {"done": 0, "total": None, "unit": "blocks", "detail": detail}
+
+
 def set_timeouts(client, timeout, lock_timeout) -> None:
     """statement_timeout bounds each statement (each build); lock_timeout each wait for a lock,
     which includes CREATE/DROP INDEX CONCURRENTLY waiting for older transactions. Session
@@ -532,6 +577,8 @@ def ensure_index(client, params: dict) -> dict:
     index = Index(client, params["name"], params["table"], concurrently=params.get("concurrently", True))
     set_timeouts(client, params.get("timeout"), params.get("lock_timeout"))
     desired = index.desired(spec, index.require_table()) if state == "present" else {}
+    index.reporter = open_reporter(params.get("progress"), f"index {index.table_label}.{params['name']}", client.check_mode, unit="blocks")
+    index.sample_interval = min(1.0, max(0.1, index.reporter.every))
     try:
         result = index.ensure(state, desired)
         if result["state"] == "present" and not index.partitions:
@@ -540,7 +587,16 @@ def ensure_index(client, params: dict) -> dict:
         # A failure part-way through a partitioned build: say which partitions were done.
         exc.details.setdefault("rebuilt", index.rebuilt)
         exc.details.setdefault("partitions", index.partitions)
+        if index.reporter.emitted:
+            index.reporter.finish("failed", {"error": str(exc)})
+        exc.details.setdefault("warnings", index.reporter.warnings)
+        index.reporter.close()
         raise
+    if index.reporter.emitted:  # a build reported: say that it finished
+        index.reporter.finish("done")
+    index.reporter.close()
     result["rebuilt"] = index.rebuilt
     result["partitions"] = index.partitions
+    if index.reporter.warnings:
+        result["warnings"] = list(index.reporter.warnings)
     return result

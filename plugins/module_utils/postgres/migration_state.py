@@ -39,6 +39,10 @@ STATES = ["started", "succeeded", "failed", "checkpoint", "query"]
 STATUSES = ("running", "succeeded", "failed")
 PENDING = "pending"
 COLUMNS = ("phase", "status", "started_at", "completed_at", "attempts", "details")
+# The live progress of the phase's long steps (postgres/progress.py writes it, keyed by step); a
+# table created before it existed gets it on the first progress write.
+PROGRESS_COLUMN = "progress"
+STALE_AFTER = 30.0  # seconds: a running step whose last update is older (and older than 3 reports) is stale
 
 
 # --- pure logic ----------------------------------------------------------------------------
@@ -220,7 +224,25 @@ def iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def row_view(row: dict | None, name: str | None = None) -> dict:
+def progress_view(progress, now_epoch: float | None = None) -> dict:
+    """The steps' progress as returned: each step with `age_seconds` (since its last update, by
+    the server's clock) and `stale` (a running step not updated for max(30 s, 3 reports))."""
+    shown = {}
+    for step, figures in (progress or {}).items():
+        if not isinstance(figures, dict):
+            continue
+        figures = dict(figures)
+        updated = figures.get("updated_epoch")
+        if now_epoch is not None and isinstance(updated, (int, float)):
+            age = max(0.0, now_epoch - float(updated))
+            figures["age_seconds"] = round(age, 1)
+            every = figures.get("every") if isinstance(figures.get("every"), (int, float)) else 0
+            figures["stale"] = figures.get("state") == "running" and age > max(STALE_AFTER, 3 * every)
+        shown[step] = figures
+    return shown
+
+
+def row_view(row: dict | None, name: str | None = None, now_epoch: float | None = None) -> dict:
     """A row as the module returns it: ISO timestamps, duration, `pending` for no row."""
     if row is None:
         row = {"phase": name, "status": PENDING}
@@ -234,13 +256,14 @@ def row_view(row: dict | None, name: str | None = None) -> dict:
         "attempts": row.get("attempts") or 0,
         "details": dict(row.get("details") or {}),
         "duration_seconds": duration,
+        "progress": progress_view(row.get(PROGRESS_COLUMN), now_epoch),
     }
 
 
-def phases_view(phases: list[str], rows: dict) -> list[dict]:
+def phases_view(phases: list[str], rows: dict, now_epoch: float | None = None) -> list[dict]:
     """Every phase in `phases` order (pending when it has no row), then rows of other phases."""
-    listed = [row_view(rows.get(name), name) for name in phases]
-    others = [row_view(rows[name]) for name in sorted(rows) if name not in phases]
+    listed = [row_view(rows.get(name), name, now_epoch) for name in phases]
+    others = [row_view(rows[name], now_epoch=now_epoch) for name in sorted(rows) if name not in phases]
     return listed + others
 
 
@@ -255,6 +278,7 @@ class ProgressTable:
         self.table = ident(self.schema, self.name)
         self.qualified = f"{self.schema}.{self.name}"
         self.present = None  # known once read
+        self.has_progress = False  # whether the table has the progress column (known once read)
 
     def check_shape(self) -> bool:
         """Whether the table exists; an existing table without the expected columns is an error."""
@@ -266,7 +290,9 @@ class ProgressTable:
         )
         if not rows:
             return False
-        missing = [column for column in COLUMNS if column not in {row["attname"] for row in rows}]
+        found = {row["attname"] for row in rows}
+        self.has_progress = PROGRESS_COLUMN in found
+        missing = [column for column in COLUMNS if column not in found]
         if missing:
             raise PgError(
                 f"table {self.qualified} on {self.client.endpoint} exists but has no column(s) {', '.join(missing)}: "
@@ -274,12 +300,28 @@ class ProgressTable:
             )
         return True
 
+    def columns(self):
+        """The columns read: COLUMNS, and the progress column where the table has it."""
+        names = [*COLUMNS, PROGRESS_COLUMN] if self.has_progress else list(COLUMNS)
+        return sql.SQL(", ").join(map(sql.Identifier, names))
+
+    def add_progress_column(self) -> None:
+        """Give a table created before the progress column existed that column (not recorded:
+        only the progress sink calls it, on its own connection, never in check mode)."""
+        if not self.has_progress:
+            self.client.query(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} jsonb NOT NULL DEFAULT '{{}}'").format(
+                    self.table, sql.Identifier(PROGRESS_COLUMN)
+                )
+            )
+            self.has_progress = True
+
     def rows(self) -> dict:
         """Phase name -> row; {} while the table does not exist."""
         self.present = self.check_shape()
         if not self.present:
             return {}
-        found = self.client.query(sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), self.table))
+        found = self.client.query(sql.SQL("SELECT {} FROM {}").format(self.columns(), self.table))
         return {row["phase"]: row for row in found}
 
     def row(self, phase: str) -> dict | None:
@@ -288,7 +330,7 @@ class ProgressTable:
         if not self.present:
             return None
         return self.client.query_one(
-            sql.SQL("SELECT {} FROM {} WHERE phase = %s").format(sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), self.table),
+            sql.SQL("SELECT {} FROM {} WHERE phase = %s").format(self.columns(), self.table),
             (phase,),
         )
 
@@ -303,7 +345,7 @@ class ProgressTable:
                 "CREATE TABLE IF NOT EXISTS {} (phase text PRIMARY KEY, "
                 "status text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')), "
                 "started_at timestamptz, completed_at timestamptz, attempts integer NOT NULL DEFAULT 0, "
-                "details jsonb NOT NULL DEFAULT '{{}}')"
+                "details jsonb NOT NULL DEFAULT '{{}}', progress jsonb NOT NULL DEFAULT '{{}}')"
             ).format(self.table)
         )
         self.present = not self.client.check_mode
@@ -367,10 +409,11 @@ class PhaseRow(ManagedObject):
 
 
 # --- the module's work -----------------------------------------------------------------------
-def report(phases: list[str], rows: dict, phase: str | None, phase_view: dict | None = None) -> dict:
+def report(phases: list[str], rows: dict, phase: str | None, phase_view: dict | None = None, now_epoch: float | None = None) -> dict:
     """`phase`, `checkpoints` and `phases` as every state returns them; `phase_view` is the
-    phase's row as this run leaves it (or, in check mode, would leave it)."""
-    views = phases_view(phases, rows)
+    phase's row as this run leaves it (or, in check mode, would leave it); `now_epoch` (the
+    server's clock) dates the steps' progress."""
+    views = phases_view(phases, rows, now_epoch)
     if phase_view:
         views = [phase_view if view["phase"] == phase else view for view in views]
     shown = next((view for view in views if view["phase"] == phase), {}) if phase else {}
@@ -393,7 +436,9 @@ def run_state(client, params: dict) -> dict:
     if state == "query":
         if phase is not None:
             predecessor(phases, phase)
-        return dict(changed=False, queries=[], **flags, **report(phases, table.rows(), phase))
+        rows = table.rows()
+        now_epoch = client.query_one("SELECT extract(epoch FROM pg_catalog.now())::float AS now")["now"]
+        return dict(changed=False, queries=[], **flags, **report(phases, rows, phase, now_epoch=now_epoch))
     if not phase:
         raise PgError(f"state: {state} needs 'phase' (one of {', '.join(phases)})")
     keep_session_writable(client)

@@ -361,18 +361,73 @@ class Subscription(ManagedObject):
         figures.update(self.lag())
         return figures
 
-    def wait_for_sync(self, timeout: float, max_lag_bytes: int | None, interval: float = 1.0, log=None) -> dict:
+    def copy_progress(self) -> list[dict]:
+        """The tables the subscription's sync workers are copying now (pg_stat_progress_copy on
+        the subscriber): table_name, bytes_processed, tuples_processed."""
+        return self.client.query(
+            "SELECT n.nspname || '.' || c.relname AS table_name, p.bytes_processed, p.bytes_total, p.tuples_processed "
+            "FROM pg_catalog.pg_stat_progress_copy p JOIN pg_catalog.pg_class c ON c.oid = p.relid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_catalog.pg_subscription_rel r ON r.srrelid = p.relid "
+            "JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid AND s.subname = %s "
+            "WHERE p.datid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) ORDER BY 1",
+            (self.name,),
+        )
+
+    def table_sizes(self, tables: list[str]) -> dict:
+        """Each table's size on the publisher (bytes of its heap): what its copy's bytes are
+        measured against, an estimate (COPY's text is not the heap). {} without a publisher."""
+        if not tables or not self.publisher.get("host"):
+            return {}
+        with open_publisher(self.publisher) as publisher:
+            rows = publisher.query(
+                "SELECT n.nspname || '.' || c.relname AS table_name, pg_catalog.pg_relation_size(c.oid) AS size "
+                "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname || '.' || c.relname = ANY(%s)",
+                (tables,),
+            )
+        return {row["table_name"]: row["size"] for row in rows}
+
+    def report_progress(self, reporter, figures: dict, sizes: dict) -> None:
+        """Tables ready of total, and the bytes copied of each table being copied, into `reporter`."""
+        copying = self.copy_progress()
+        unknown = [row["table_name"] for row in copying if row["table_name"] not in sizes and not row["bytes_total"]]
+        if unknown:
+            try:
+                sizes.update(self.table_sizes(unknown))
+            except PgError as exc:  # a figure, not a reason to fail
+                reporter.warn(f"the publisher's table sizes cannot be read for the copy's progress: {exc}")
+            for name in unknown:
+                sizes.setdefault(name, None)
+        names = {row["table_name"] for row in copying}
+        for name in [name for name in reporter.items if name not in names]:
+            reporter.drop_item(name)
+        for row in copying:
+            total = row["bytes_total"] or sizes.get(row["table_name"])
+            reporter.item(row["table_name"], row["bytes_processed"], total, unit="bytes", emit=False)
+        detail = {"tables_ready": figures["tables_ready"], "tables_total": figures["tables_total"], "lag_bytes": figures["lag_bytes"]}
+        detail["tables_copying"] = sorted(names)
+        reporter.update(figures["tables_ready"], figures["tables_total"], unit="tables", detail=detail)
+
+    def wait_for_sync(self, timeout: float, max_lag_bytes: int | None, interval: float = 1.0, log=None, reporter=None) -> dict:
         """Wait, at most `timeout` seconds, until every table is ready (and the lag is at most
         `max_lag_bytes` when given). Returns the last figures with a `history` of the wait; on
         timeout raises PgError naming the tables not ready, and as soon as a worker of the
-        subscription fails (ApplyWatch) PgError naming the table and the error."""
+        subscription fails (ApplyWatch) PgError naming the table and the error. A `reporter`
+        (common.progress.Reporter) gets tables ready of total and each copy's bytes as it goes."""
         deadline = Deadline(timeout)
         history: list[dict] = []
         watch = ApplyWatch(self.client, [self.name])
+        sizes: dict = {}
 
         def probe() -> dict:
             watch.check()
             figures = self.progress()
+            if reporter is not None and reporter.enabled:
+                try:
+                    self.report_progress(reporter, figures, sizes)
+                except PgError as exc:
+                    reporter.warn(f"the initial copy's progress cannot be read: {exc}")
             figures["elapsed"] = round(deadline.elapsed(), 1)
             point = {key: figures[key] for key in ("elapsed", "tables_ready", "tables_total", "lag_bytes")}
             if not history or {k: v for k, v in point.items() if k != "elapsed"} != {
@@ -394,7 +449,17 @@ class Subscription(ManagedObject):
             elapsed = figures.pop("elapsed")
             raise PgError(self.timeout_message(figures, elapsed, all_ready(figures), max_lag_bytes), history=history, **figures)
 
-        figures = poll(probe, deadline, not_ready, ready=lambda figures: all_ready(figures) and lag_ok(figures), interval=interval)
+        try:
+            figures = poll(probe, deadline, not_ready, ready=lambda figures: all_ready(figures) and lag_ok(figures), interval=interval)
+        except PgError as exc:
+            if reporter is not None and reporter.enabled:
+                reporter.finish("failed", {"error": str(exc)[:500]})
+            raise
+        if reporter is not None and reporter.enabled:
+            for name in list(reporter.items):
+                reporter.drop_item(name)
+            reporter.progress.update(figures["tables_ready"], figures["tables_total"])
+            reporter.finish("done", {"tables_copying": [], "lag_bytes": figures["lag_bytes"], "tables_ready": figures["tables_ready"]})
         waited = figures.pop("elapsed")
         return dict(figures, history=history, waited=waited)
 
