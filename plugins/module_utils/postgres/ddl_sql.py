@@ -234,6 +234,9 @@ DECLARE
     have record;
     done text[] := '{}';
 BEGIN
+    IF current_setting('session_replication_role') <> 'replica' THEN
+        RETURN NEW;  -- only rows replicated from the other side: this server's own capture is logged, not applied
+    END IF;
     IF EXISTS (SELECT 1 FROM zerodowntime.ddl_resolved r WHERE r.id = NEW.id) THEN
         NEW.outcome := 'resolved by a DBA';
         RETURN NEW;
