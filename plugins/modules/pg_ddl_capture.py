@@ -71,6 +71,10 @@ attributes:
     description: Shows the installed pieces before and after.
 notes:
   - Event triggers need a superuser (O(login_user)).
+  - Reverse replication after the cutover (green -> blue) takes the same two halves the other way round - C(side=publisher)
+    on green with the reverse publication, C(side=subscriber) on blue with the reverse subscription - installed only
+    after the cutover's sequence sync has moved green's C(zerodowntime.ddl_log_id_seq) past blue's log ids (the log
+    holds blue's rows with their ids). pg_switchover does not install them yet.
   - C(ALTER TABLE) subcommands that change neither columns nor constraints (storage parameters, tablespace,
     triggers, replica identity) reach the subscriber as C(nothing to change) in the log's C(outcome) column.
 """
