@@ -91,12 +91,19 @@ def tables_ready() -> bool:
     return bool(states) and all(state == "r" for (state,) in states)
 
 
-def caught_up() -> bool:
-    """Green has confirmed blue's current WAL position (through the subscription's slot)."""
+def wait_caught_up(timeout: float = 60) -> None:
+    """Until green has confirmed blue's WAL position of now (through the subscription's slot); the
+    lab's other databases write on blue too, so the position is taken once."""
     with connect(BLUE_DB) as conn:
-        return conn.execute(
-            "SELECT confirmed_flush_lsn >= pg_current_wal_lsn() FROM pg_replication_slots WHERE slot_name = %s", (SUBSCRIPTION,)
-        ).fetchone()[0]
+        target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+
+    def confirmed():
+        with connect(BLUE_DB) as conn:
+            return conn.execute(
+                "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (target, SUBSCRIPTION)
+            ).fetchone()[0]
+
+    wait_for("green to catch up", confirmed, timeout=timeout, interval=0.2)
 
 
 def log_outcomes() -> list[tuple]:
@@ -199,7 +206,7 @@ def test_supported_ddl_arrives_with_the_rows(databases):
         time.sleep(0.3)
     assert writer.error is None, writer.error
     assert writer.count > 50
-    wait_for("green to catch up", caught_up, timeout=60, interval=0.2)
+    wait_caught_up()
 
     outcomes = log_outcomes()
     print("\n".join(map(str, outcomes)))
@@ -235,7 +242,7 @@ def test_supported_ddl_arrives_with_the_rows(databases):
             conn.execute("SELECT indexrelid::regclass::text, indisvalid FROM pg_index WHERE indexrelid::regclass::text LIKE '%idx'")
         )
     assert indexes.get("accounts_plan_idx") is True and indexes.get("events_severity_idx") is True, indexes
-    wait_for("green to catch up", caught_up, timeout=60, interval=0.2)
+    wait_caught_up()
     compare = ok(
         module(
             "zerodowntime.migration.pg_compare",
@@ -281,7 +288,7 @@ def test_unsupported_statement_stops_replication_naming_it(databases):
     with connect(GREEN_DB) as conn:
         conn.execute("ALTER TABLE accounts ALTER COLUMN name TYPE varchar(200)")
         conn.execute("INSERT INTO zerodowntime.ddl_resolved (id) VALUES (%s)", (logged,))
-    wait_for("green to catch up", caught_up, timeout=60, interval=0.5)
+    wait_caught_up()
     with connect(GREEN_DB) as conn:
         assert conn.execute("SELECT plan FROM accounts WHERE name = 'after the type change'").fetchone() == ("pro",)
 
