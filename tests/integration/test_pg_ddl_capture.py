@@ -150,6 +150,8 @@ def test_install_check_mode_then_idempotent(databases):
 class Writer:
     """Inserts into accounts and events on blue until stopped, one row per transaction."""
 
+    next_event = 100000  # event ids go on from one writer to the next
+
     def __init__(self):
         self.stop = threading.Event()
         self.count = 0
@@ -159,11 +161,10 @@ class Writer:
     def run(self):
         try:
             with connect(BLUE_DB) as conn:
-                next_event = 100000
                 while not self.stop.is_set():
                     conn.execute("INSERT INTO accounts (name) VALUES ('writer')")
-                    conn.execute("INSERT INTO events (id, account_id, kind) VALUES (%s, 1, 'write')", (next_event,))
-                    next_event += 1
+                    conn.execute("INSERT INTO events (id, account_id, kind) VALUES (%s, 1, 'write')", (Writer.next_event,))
+                    Writer.next_event += 1
                     self.count += 1
                     time.sleep(0.002)
         except Exception as exc:  # reported by the test
