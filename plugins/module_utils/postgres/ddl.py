@@ -233,11 +233,13 @@ class DdlCapture(ManagedObject):
         if self.side == "publisher":
             for name in EVENT_TRIGGERS:
                 run(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(ident(name)))
+        elif current.get("log_table"):
+            run(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(ident(APPLY_TRIGGER), log_table_ident()))
+        for name in reversed(FUNCTION_NAMES[self.side]):  # ddl_unsupported takes the log's row type: before the table
+            run(sql.SQL("DROP FUNCTION IF EXISTS {}").format(ident(SCHEMA, name)))
         tables = (LOG_TABLE,) if self.side == "publisher" else (LOG_TABLE, PENDING_TABLE, RESOLVED_TABLE)
         for table in tables:  # a dropped table leaves its publications and subscriptions by itself
             run(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(SCHEMA, table)))
-        for name in reversed(FUNCTION_NAMES[self.side]):
-            run(sql.SQL("DROP FUNCTION IF EXISTS {}").format(ident(SCHEMA, name)))
 
     def ensure_side(self, state: str) -> dict:
         # This session's own DDL (the log table, grants) is not captured (a session setting: a read, also in check mode).
