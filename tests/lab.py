@@ -522,7 +522,7 @@ def bring_lab_to_start() -> list[tuple[str, str]]:
     suite's starting state, running the playbook an operator would (LAB_RESETS). Returns what was
     found and repaired; raises naming what is still wrong and the command that resets it."""
     found = lab_findings()
-    for kind in dict.fromkeys(kind for kind, _ in found):
+    for kind in dict.fromkeys(kind for kind, _text in found):
         playbook, extravars = LAB_RESETS[kind]
         run_playbook(playbook, extravars=extravars)
     left = lab_findings()
@@ -530,11 +530,11 @@ def bring_lab_to_start() -> list[tuple[str, str]]:
         commands = {
             f"ansible-playbook -i inventories/lab playbooks/{LAB_RESETS[kind][0]}"
             + "".join(f" -e {name}={value}" for name, value in LAB_RESETS[kind][1].items())
-            for kind, _ in left
+            for kind, _text in left
         }
         raise RuntimeError(
             "The lab is not in the tests' starting state: "
-            + "; ".join(text for _, text in left)
+            + "; ".join(text for _kind, text in left)
             + ". Reset it with: "
             + " and ".join(sorted(commands))
             + " (add -e rollback_force=true to rollback.yml when it refuses; see its header)."

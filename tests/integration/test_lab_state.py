@@ -11,7 +11,7 @@ from tests.lab import bring_lab_to_start, lab_findings, run_playbook_ok
 
 
 def texts(findings) -> str:
-    return " | ".join(text for _, text in findings)
+    return " | ".join(text for _kind, text in findings)
 
 
 def test_a_manual_cutover_is_found_and_rolled_back(validated):
@@ -27,7 +27,7 @@ def test_a_manual_cutover_is_found_and_rolled_back(validated):
 
 def test_redis_left_on_green_is_switched_back(lab):
     run_playbook_ok("redis_switchover.yml", extravars={"redis_switchover_to": "green"})
-    assert [kind for kind, _ in lab_findings()] == ["redis"]
+    assert [kind for kind, _text in lab_findings()] == ["redis"]
 
     repaired = bring_lab_to_start()
     assert "Redis blue :6379 is a slave, not the master" in texts(repaired)
