@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -199,6 +201,19 @@ def test_a_quorum_queue_survives_its_leader_stopped(all_nodes_running_after):
         wait_for("rabbit2 back in the queue", lambda: online_members(name) == set(NODES), timeout=120)
     finally:
         subprocess.run(["rabbitmqctl", "-q", "delete_queue", name], check=False, capture_output=True)
+
+
+def test_a_node_killed_outright_starts_again_through_its_init_script(all_nodes_running_after):
+    """SIGKILL leaves the node's pid file behind (the end of a session kills the lab this way);
+    the init script starts the node again all the same and it rejoins the cluster."""
+    pid_file = Path("/run/rabbitmq-rabbit3/pid")
+    pid = int(pid_file.read_text().strip())
+    os.kill(pid, signal.SIGKILL)
+    wait_for("rabbit3's VM gone", lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
+    assert pid_file.exists()  # what the next start has to cope with
+    service("rabbit3@localhost", "start")
+    wait_for("rabbit3 running again", lambda: running_nodes() == set(NODES), timeout=120)
+    assert int(pid_file.read_text().strip()) != pid
 
 
 @pytest.fixture()
