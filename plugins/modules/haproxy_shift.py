@@ -26,10 +26,17 @@ description:
     the last step this run held without a breach, or where the run found them (V(0) on a first run) - and the
     module fails naming the metric, its value and the gate (RV(breached)).
   - Idempotent - the run starts from where the weights stand (the percent O(to_server) takes now) and takes
-    only the steps above it; at the last step already it changes nothing.
+    only the steps above it; at the last step already it changes nothing (and reads no health - a down
+    O(to_server) there gives a warning, not a failure).
+  - "The old side out - O(from_server) down by its checks, or drained or in maintenance: the new side takes every
+    new connection from the first step on, so only the last step is taken (held and judged like any step), a
+    breach leaves the weights where they are instead of sending connections back to the old side, and the old
+    side's admin state is left alone. This is how traffic goes back to the old infrastructure while the new one
+    is down: swap the servers (O(to_server) the side that is up) - only the side gaining traffic is gated."
   - Bounded - at most one O(hold) per step left, and every runtime API command O(timeout).
   - One backend, two servers in it (a backend per side is not supported; put both sides' servers in one
-    backend). To move traffic back, swap O(from_server) and O(to_server).
+    backend). To move traffic back, swap O(from_server) and O(to_server) - the gates then watch the side
+    gaining traffic back, never the side being drained.
   - C(community.general.haproxy) sets one server's weight or state per task, fails neither on HAProxy's
     refusals nor supports check mode, and reads no statistics; the gates need the counters between the steps,
     so this module speaks the runtime API itself (C(plugins/module_utils/haproxy/runtime.py)).
@@ -50,14 +57,15 @@ options:
     required: true
   from_server:
     description:
-      - The old side - the server that gives up traffic.
+      - The old side - the server that gives up traffic. Its health is not gated and its admin state (drain,
+        maintenance) is never changed; it may be down.
     type: str
     required: true
   to_server:
     description:
-      - The new side - the server that takes traffic. It must be up by its health checks. Put in drain from
-        the runtime API, it is made ready when it first gains weight; in maintenance (its checks stop, so it
-        is not up) it is refused, naming the command that makes it ready.
+      - The new side - the server that takes traffic. It must be up by its health checks when there is a step
+        to take. Put in drain from the runtime API, it is made ready when it first gains weight; in maintenance
+        (its checks stop, so it is not up) it is refused, naming the command that makes it ready.
     type: str
     required: true
   steps:
@@ -181,7 +189,8 @@ breached:
   type: dict
   sample: {"metric": "hrsp_5xx_share", "value": 0.2, "gate": "max_5xx_share", "limit": 0.02, "step": 25, "server": "app/green"}
 rolled_back_to:
-  description: The percent the weights went back to after a breach or a step that could not be judged; null when going back failed too.
+  description: The percent the weights went back to after a breach or a step that could not be judged; null when going back failed
+    too or was not tried (the old side out).
   returned: on failure
   type: int
 commands:

@@ -4,7 +4,9 @@ The lab's HAProxy is not touched."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -13,9 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
-from tests.lab import free_port, run_module
+from tests.lab import free_port, run_module, run_playbook
 
 SHIFT = "zerodowntime.migration.haproxy_shift"
 
@@ -34,7 +37,7 @@ backend app
     balance roundrobin
     http-reuse never
     server blue 127.0.0.1:{blue} weight 100
-    server green 127.0.0.1:{green} weight 0
+    server green 127.0.0.1:{green} weight 0{green_check}
 """
 
 
@@ -115,13 +118,14 @@ def weights(socket_path: Path) -> dict[str, int]:
     return {row["srv_name"]: row["srv_uweight"] for row in runtime.servers_state(str(socket_path), "app")}
 
 
-@pytest.fixture()
-def stack(tmp_path):
-    """(blue, green, HAProxy's port, its admin socket): a throwaway HAProxy in front of two sides."""
+@contextlib.contextmanager
+def throwaway_stack(tmp_path, green_check: str = ""):
+    """(blue, green, HAProxy's port, its admin socket): a throwaway HAProxy in front of two sides;
+    `green_check` (e.g. " check inter 200ms") health-checks green."""
     blue, green = Side(), Side()
     port, socket_path = free_port(), tmp_path / "admin.sock"
     config = tmp_path / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(socket=socket_path, port=port, blue=blue.port, green=green.port))
+    config.write_text(HAPROXY_CONFIG.format(socket=socket_path, port=port, blue=blue.port, green=green.port, green_check=green_check))
     process = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -134,6 +138,12 @@ def stack(tmp_path):
         process.wait(timeout=10)
         blue.close()
         green.close()
+
+
+@pytest.fixture()
+def stack(tmp_path):
+    with throwaway_stack(tmp_path) as sides:
+        yield sides
 
 
 def args(socket_path: Path, **extra) -> dict:
@@ -230,3 +240,68 @@ def test_bad_input_names_the_problem_and_the_fix(stack, tmp_path):
     result = shift(socket_path, steps=[50, 10])
     assert result["failed"] and "rising order" in result["msg"], result["msg"]
     assert weights(socket_path) == {"blue": 100, "green": 0}
+
+
+def server_state(socket_path: Path, name: str) -> dict:
+    return next(row for row in runtime.servers_state(str(socket_path), "app") if row["srv_name"] == name)
+
+
+def shift_reads_playbook(socket_path: Path, tmp_path: Path, percent: int) -> object:
+    """playbooks/shift_reads.yml against the throwaway HAProxy (a local inventory, backend app)."""
+    host = {"ansible_connection": "local", "ansible_become": False, "ansible_python_interpreter": sys.executable}
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"haproxy_servers": {"hosts": {"localhost": host}}}}}))
+    extravars = dict(haproxy_stats_socket=str(socket_path), haproxy_pg_read_backend="app", green_read_percent=percent)
+    extravars.update(shift_reads_hold=1, shift_reads_interval=0.25, shift_reads_min_requests=5)
+    return run_playbook("shift_reads.yml", inventory=str(inventory), extravars=extravars)
+
+
+def test_reads_go_back_to_blue_while_green_is_in_maintenance(stack, tmp_path):
+    """Green takes every read, then is disabled and stops answering: shift_reads.yml with
+    green_read_percent=0 moves every read back to blue (gated on blue alone, in one step - green
+    takes nothing anyway), leaves green in maintenance, and a second run changes nothing."""
+    _blue, green, port, socket_path = stack
+    result = shift(socket_path, steps=[100], hold=0)
+    assert not result["failed"] and weights(socket_path) == {"blue": 0, "green": 100}, result.get("msg")
+    assert runtime.command(str(socket_path), "set server app/green state maint", 2) == ""
+    green.close()
+
+    run = shift_reads_playbook(socket_path, tmp_path, 0)
+    assert run.status == "successful", run.stdout
+    [back] = run.task_results("Move reads back toward blue through the steps, watching blue's gates (green may be down)")
+    assert back["changed"] and back["plan"] == [100] and back["weights"] == {"blue": 100, "green": 0}, back
+    assert weights(socket_path) == {"blue": 100, "green": 0}
+    assert int(server_state(socket_path, "green")["srv_admin_state"]) & 0x01, "green was taken out of maintenance"
+    with Load(port) as load:
+        time.sleep(1)
+    assert set(load.statuses) == {200}, load.statuses
+
+    again = shift_reads_playbook(socket_path, tmp_path, 0)
+    assert again.status == "successful", again.stdout
+    assert again.changed() == 0, again.changed_tasks()
+
+
+def test_reads_go_back_to_blue_while_green_is_down_by_its_checks(tmp_path):
+    """Green health-checked, taking every read, then down (nothing listens): haproxy_shift from
+    green to blue is not gated on green, takes blue to 100 % in one held step judged on blue."""
+    with throwaway_stack(tmp_path, green_check=" check inter 200ms fall 1 rise 1") as (_blue, green, port, socket_path):
+        result = shift(socket_path, steps=[100], hold=0)
+        assert not result["failed"] and weights(socket_path) == {"blue": 0, "green": 100}, result.get("msg")
+        green.close()
+        deadline = time.monotonic() + 10
+        while server_state(socket_path, "green")["srv_op_state"] == runtime.RUNNING:
+            assert time.monotonic() < deadline, "green's checks did not mark it down"
+            time.sleep(0.1)
+
+        result = shift(socket_path, from_server="green", to_server="blue", steps=[10, 25, 50, 75, 100], hold=1)
+        assert not result["failed"] and result["changed"], result.get("msg")
+        assert result["plan"] == [100] and result["percent"] == 100 and weights(socket_path) == {"blue": 100, "green": 0}
+        assert not any("state ready" in command for command in result["commands"]), result["commands"]
+        with Load(port) as load:
+            time.sleep(1)
+        assert set(load.statuses) == {200}, load.statuses
+
+        # going back forward to green while it is down is refused, nothing changed
+        result = shift(socket_path, steps=[50])
+        assert result["failed"] and "green is not up" in result["msg"], result["msg"]
+        assert weights(socket_path) == {"blue": 100, "green": 0}

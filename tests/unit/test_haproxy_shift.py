@@ -13,6 +13,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.shi
     parse_stat,
     plan,
     position,
+    takes_connections,
     weights_for,
     window,
 )
@@ -107,21 +108,32 @@ class FakeRuntime:
 
     HEADER = "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight"
 
-    def __init__(self, stat_failures_from=None, sets_allowed=None):
-        self.weights = {"green": 0, "blue": 100}
+    def __init__(self, stat_failures_from=None, sets_allowed=None, weights=None, states=None):
+        self.weights = dict(weights or {"green": 0, "blue": 100})
+        # (srv_op_state, srv_admin_state) per server: 2 0 is up and ready
+        self.states = dict({"green": (2, 0), "blue": (2, 0)}, **(states or {}))
+        self.commands = []
         self.stat_calls = 0
         self.stat_failures_from = stat_failures_from
         self.sets_allowed = sets_allowed
 
     def command(self, _address, text, _timeout=2.0):
         if text.startswith("show servers state"):
-            rows = [f"1 app {n} {name} 127.0.0.1 2 0 {weight} 100" for n, (name, weight) in enumerate(self.weights.items(), 1)]
+            rows = [
+                f"1 app {n} {name} 127.0.0.1 {self.states[name][0]} {self.states[name][1]} {weight} 100"
+                for n, (name, weight) in enumerate(self.weights.items(), 1)
+            ]
             return "\n".join(["1", self.HEADER, *rows])
         if text.startswith("show stat"):
             self.stat_calls += 1
             if self.stat_failures_from is not None and self.stat_calls > self.stat_failures_from:
                 raise HAProxyError("timed out reading the runtime API")
             return STAT
+        self.commands.append(text)
+        if text.startswith("set server app/") and text.endswith(" state ready"):
+            server = text.split("/", 1)[1].split()[0]
+            self.states[server] = (2, 0)
+            return ""
         if text.startswith("set weight app/"):
             server, weight = text.split("/", 1)[1].split()
             if self.sets_allowed is not None:
@@ -160,3 +172,68 @@ def test_a_failed_way_back_is_not_reported_as_a_rollback(monkeypatch):
         Shift(shift_params(), check_mode=False, sleep=lambda _seconds: None).run()
     assert raised.value.details["rolled_back_to"] is None and fake.weights == {"green": 10, "blue": 100}
     assert "going back to 0 % failed too" in str(raised.value) and "by hand" in str(raised.value)
+
+
+def test_takes_connections_and_plan_with_the_old_side_out():
+    assert takes_connections({"srv_op_state": 2, "srv_admin_state": 0})
+    assert not takes_connections({"srv_op_state": 0, "srv_admin_state": 0})  # down by its checks
+    assert not takes_connections({"srv_op_state": 0, "srv_admin_state": 1})  # maintenance
+    assert not takes_connections({"srv_op_state": 2, "srv_admin_state": 8})  # drained
+    # the old side out: the new side takes everything from the first step, so only the last is taken
+    assert plan(0, [10, 25, 50, 75, 100], old_out=True) == [100]
+    assert plan(50, [10, 25, 50, 75], old_out=True) == [75]
+    assert plan(100, [10, 25, 50, 75, 100], old_out=True) == []
+
+
+BACK = {"from_server": "green", "to_server": "blue", "steps": [10, 25, 50, 75, 100]}
+
+
+@pytest.mark.parametrize("green", [(0, 1), (0, 0)], ids=["maintenance", "down-by-checks"])
+def test_reads_go_back_to_blue_while_green_is_out(monkeypatch, green):
+    """Green takes every read by its weights and is in maintenance or down: going back (green the
+    old side) is gated on blue alone, takes blue to 100 % in one step, and leaves green's state."""
+    fake = FakeRuntime(weights={"green": 100, "blue": 0}, states={"green": green})
+    monkeypatch.setattr(runtime, "command", fake.command)
+    result = Shift(shift_params(**BACK), check_mode=False, sleep=lambda _seconds: None).run()
+    assert result["changed"] and result["plan"] == [100] and result["percent"] == 100
+    assert fake.weights == {"green": 0, "blue": 100} and result["weights"] == {"blue": 100, "green": 0}
+    assert fake.states["green"] == green and not any("state ready" in command for command in fake.commands)
+    assert any("takes no new connections" in warning for warning in result["warnings"])
+    # a second run changes nothing
+    again = Shift(shift_params(**BACK), check_mode=False, sleep=lambda _seconds: None).run()
+    assert not again["changed"] and again["plan"] == [] and again["commands"] == []
+
+
+def test_the_side_gaining_is_asked_its_health_only_when_it_gains(monkeypatch):
+    """Green down: a shift to green with steps to take is refused (nothing changed); one with
+    nothing to take (the weights stand at the last step) is not, and warns."""
+    fake = FakeRuntime(states={"green": (0, 1)})
+    monkeypatch.setattr(runtime, "command", fake.command)
+    with pytest.raises(HAProxyError, match="green is in maintenance"):
+        Shift(shift_params(), check_mode=False, sleep=lambda _seconds: None).run()
+    assert fake.weights == {"green": 0, "blue": 100} and fake.commands == []
+    fake = FakeRuntime(weights={"green": 50, "blue": 50}, states={"green": (0, 0)})
+    monkeypatch.setattr(runtime, "command", fake.command)
+    result = Shift(shift_params(steps=[10, 25, 50]), check_mode=True).run()
+    assert not result["changed"] and result["plan"] == [] and any("is not up" in warning for warning in result["warnings"])
+
+
+def test_no_rollback_onto_an_old_side_that_is_out(monkeypatch):
+    fake = FakeRuntime(weights={"green": 100, "blue": 0}, states={"green": (0, 1)})
+    monkeypatch.setattr(runtime, "command", fake.command)
+    shift = Shift(shift_params(**BACK), check_mode=False, sleep=lambda _seconds: None)
+    shift.old_out = True
+    rolled_back, message = shift.go_back(0)
+    assert not rolled_back and "weights left where they are" in message and fake.commands == []
+
+
+def test_the_new_side_is_made_ready_but_never_the_old_one(monkeypatch):
+    """Green drained from the runtime API gains weight: made ready; blue drained loses weight: left drained."""
+    fake = FakeRuntime(states={"green": (2, 8)})
+    monkeypatch.setattr(runtime, "command", fake.command)
+    Shift(shift_params(steps=[100]), check_mode=False, sleep=lambda _seconds: None).run()
+    assert "set server app/green state ready" in fake.commands and fake.weights == {"green": 100, "blue": 0}
+    fake = FakeRuntime(weights={"green": 100, "blue": 0}, states={"green": (2, 8)})
+    monkeypatch.setattr(runtime, "command", fake.command)
+    Shift(shift_params(**BACK), check_mode=False, sleep=lambda _seconds: None).run()
+    assert fake.states["green"] == (2, 8) and not any("green state ready" in command for command in fake.commands)

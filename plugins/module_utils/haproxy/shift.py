@@ -144,9 +144,18 @@ def weights_for(percent: int) -> tuple[int, int]:
     return percent, TOTAL - percent
 
 
-def plan(current: int, steps: list[int]) -> list[int]:
-    """The steps still to take from where the weights stand."""
-    return [step for step in steps if step > current]
+def takes_connections(row: dict) -> bool:
+    """Whether a server can take new connections at all: up by its checks and in no admin state
+    (maintenance, drain)."""
+    return row.get("srv_op_state") == runtime.RUNNING and not row.get("srv_admin_state")
+
+
+def plan(current: int, steps: list[int], old_out: bool = False) -> list[int]:
+    """The steps still to take from where the weights stand. With the old side out (down or in
+    maintenance) the new side takes every new connection from the first step on, so the steps in
+    between hold nothing: only the last one is taken."""
+    todo = [step for step in steps if step > current]
+    return todo[-1:] if old_out else todo
 
 
 def check_params(params: dict) -> None:
@@ -183,6 +192,8 @@ class Shift:
         self.timeout = params["timeout"]
         self.gates = {gate: limit for gate, limit in (params.get("gates") or {}).items() if limit is not None}
         self.commands: list[str] = []
+        # the old side takes no new connection (down, maintenance, drain): steps and rollbacks skip it
+        self.old_out = False
 
     def weights(self, percent: int) -> dict[str, int]:
         """The two servers' weights at `percent` (the new side's first)."""
@@ -235,7 +246,9 @@ class Shift:
 
     def set_percent(self, percent: int) -> None:
         """New side first when it gains (the backend never runs short of weight), then the old side;
-        a server held in drain or maintenance from the runtime API is made ready when it gains."""
+        the new side held in drain or maintenance from the runtime API is made ready when it has
+        weight. The old side's admin state is left alone: a side drained or in maintenance (taken
+        out because it is broken) stays out while traffic moves away from it."""
         to_row, from_row = self.rows()
         new_weight, old_weight = weights_for(percent)
         order = [(self.new, to_row, new_weight), (self.old, from_row, old_weight)]
@@ -245,12 +258,12 @@ class Shift:
             if row.get("srv_uweight") != weight:
                 self.send(f"set weight {self.backend}/{name} {weight}")
             admin = row.get("srv_admin_state") or 0
-            if weight and admin & FORCED:
+            if name == self.new and weight and admin & FORCED:
                 self.send(f"set server {self.backend}/{name} state ready")
         if self.check_mode:
             return
         to_row, from_row = self.rows()
-        if (to_row.get("srv_uweight"), from_row.get("srv_uweight")) != (new_weight, old_weight) or position(to_row, from_row) != percent:
+        if (to_row.get("srv_uweight"), from_row.get("srv_uweight")) != (new_weight, old_weight) or effective_weight(to_row) != new_weight:
             raise HAProxyError(
                 f"HAProxy at {self.address} did not take {self.backend} to {percent} %: {self.new} has weight "
                 f"{to_row.get('srv_uweight')} (admin state {to_row.get('srv_admin_state')}), {self.old} weight "
@@ -293,8 +306,9 @@ class Shift:
             "breached": last["breached"],
         }
 
-    def run(self) -> dict:
-        to_row, from_row = self.rows()
+    def refuse_new_side_down(self, to_row: dict) -> None:
+        """The new side must be up to gain traffic (only then: where it gains nothing, e.g. the
+        weights stand at the last step already, its health is not asked)."""
         if to_row.get("srv_op_state") != runtime.RUNNING and int(to_row.get("srv_admin_state") or 0) & 0x01:
             raise HAProxyError(
                 f"HAProxy at {self.address}: {self.backend}/{self.new} is in maintenance (set from the runtime API), so not up: "
@@ -305,8 +319,14 @@ class Shift:
                 f"HAProxy at {self.address}: {self.backend}/{self.new} is not up (srv_op_state {to_row.get('srv_op_state')}, "
                 f"its health checks fail): make it healthy before shifting traffic to it"
             )
+
+    def run(self) -> dict:
+        to_row, from_row = self.rows()
         start = position(to_row, from_row)
-        todo = plan(start, self.params["steps"])
+        self.old_out = not takes_connections(from_row)
+        todo = plan(start, self.params["steps"], self.old_out)
+        if todo:
+            self.refuse_new_side_down(to_row)
         before = {"percent": start, "weights": {self.new: to_row.get("srv_uweight"), self.old: from_row.get("srv_uweight")}}
         result = {
             "changed": bool(todo),
@@ -321,6 +341,16 @@ class Shift:
             result["warnings"].append(
                 f"{self.backend}/{self.new} already takes {start} %, above the last step {self.params['steps'][-1]}: nothing to do "
                 f"(to move traffic back, swap from_server and to_server)"
+            )
+        if not todo and not takes_connections(to_row):
+            result["warnings"].append(
+                f"{self.backend}/{self.new} takes {start} % by its weights but is not up or is out (srv_op_state "
+                f"{to_row.get('srv_op_state')}, admin state {to_row.get('srv_admin_state')}): nothing to shift, but check it"
+            )
+        if todo and self.old_out and len(todo) < len(plan(start, self.params["steps"])):
+            result["warnings"].append(
+                f"{self.backend}/{self.old} takes no new connections (down, drained or in maintenance): "
+                f"{self.new} goes to {todo[-1]} % in one step, held and judged like any step"
             )
         if self.check_mode or not todo:
             for percent in todo:
@@ -372,7 +402,13 @@ class Shift:
             return None
 
     def go_back(self, good: int) -> tuple[bool, str]:
-        """Weights back to the last good step: (whether that worked, what to tell)."""
+        """Weights back to the last good step: (whether that worked, what to tell). Not when the old
+        side takes no connections: going back would leave new connections no server but a down one."""
+        if self.old_out:
+            return False, (
+                f"weights left where they are: {self.old} takes no new connections (down, drained or in maintenance), "
+                f"going back to {good} % would send them to it"
+            )
         try:
             self.set_percent(good)
         except HAProxyError as exc:
