@@ -19,13 +19,19 @@ description:
     B(first) member's data dir as a one-member cluster with O(cluster_token)
     (C(etcdctl snapshot restore)), that member started, and the others added one at a time, exactly
     as M(zerodowntime.migration.raft_bootstrap) adds members. The cluster keeps its cluster ID.
-    A second run with the same snapshot changes nothing while every member answers and a leader
-    exists (recorded in C(<first data_dir>.restored.json)); O(force=true) restores again.
+    The restore is recorded in C(<first data_dir>.restored.json) as soon as the snapshot is in the first data dir
+    (the snapshot's SHA-256 and revision, the restore's id and time, that data dir, and the cluster's revision once
+    it is up). A run with the same snapshot after that restores nothing again - the cluster at its restored
+    revision, or still missing members (a run that failed part-way), changes nothing and only the members not yet
+    in the cluster are added; a whole cluster that has moved on since (a higher revision - writes after the
+    restore), or one of which no member answers, is refused without O(force=true), naming the revisions, the
+    snapshot and the option. O(force=true) restores again.
   - V(restored) with O(member), for members on several hosts, runs on that member's host (the play
     goes over the members' hosts, first member first, one at a time; C(playbooks/cluster_restore.yml)).
     On the B(first) member's host it is refused while another member answers (stop every member first, each
     on its host); else that member is stopped, its data dir moved aside, the snapshot restored into it and
-    it started - a one-member cluster; the same second-run rule applies. On another member's host, a
+    it started - a one-member cluster; the same re-run rules apply (it changes nothing while members are
+    missing, and the other members, on their hosts, join). On another member's host, a
     member the restored cluster does not list is stopped, its data dir moved aside (its state is the
     old cluster's), and it is added and started as M(zerodowntime.migration.raft_bootstrap) with
     O(member) does; one the cluster lists and that answers is left alone.
@@ -43,7 +49,10 @@ options:
     type: path
     required: true
   force:
-    description: V(saved) - overwrite an existing file. V(restored) - restore even when this snapshot was restored already.
+    description:
+      - V(saved) - overwrite an existing file.
+      - V(restored) - restore even when this snapshot was restored already, discarding what the cluster took since (the
+        restore refused without it names the revision).
     type: bool
     default: false
   member:
@@ -118,6 +127,15 @@ actions:
 source:
   description: V(saved) - the member the snapshot was taken from (the leader).
   returned: when a snapshot was saved
+  type: str
+restore_id:
+  description: V(restored) - the id of the restore this cluster comes from (made now, or the recorded one when nothing was restored again).
+  returned: when restored, or restored already
+  type: str
+  sample: 20261204T150000Z-1a2b3c4d
+restored_at:
+  description: V(restored) - the UTC time of that restore.
+  returned: when restored, or restored already
   type: str
 moved_aside:
   description: V(restored) - where the members' old data dirs were moved.

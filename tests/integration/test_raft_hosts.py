@@ -241,6 +241,71 @@ def test_snapshot_restored_across_hosts_and_a_second_run_changes_nothing(bootstr
     assert all(member["healthy"] for member in unchanged["zs3"]["members"])
 
 
+CHECK = "Check the snapshot and whether it must be restored (check mode, on the first member's host)"
+RESTORE = "Restore into the first member, then add each other one on its host (first member first)"
+
+
+def save_and_restore(cluster: dict, path: str, key: str) -> None:
+    """A snapshot holding `key`, restored across the hosts by cluster_restore.yml."""
+    put("zs1", key, "kept")
+    saved = run_module(SNAPSHOT, {"members": cluster["members"], "cluster_token": TOKEN, "path": path}, host="localhost")[1]
+    assert not saved["failed"], saved["msg"]
+    run = run_playbook("cluster_restore.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
+    assert run.status == "successful", run.stdout
+    assert by_host(run, RESTORE)["zs1"]["changed"]
+
+
+def test_a_rerun_over_writes_made_since_the_restore_is_refused_and_force_restores(bootstrapped, cluster, tmp_path):
+    path = str(tmp_path / "rerun.db")
+    save_and_restore(cluster, path, "zdm/rerun-in-snapshot")
+    put("zs2", "zdm/written-after-restore", "must survive a re-run")
+
+    again = run_playbook("cluster_restore.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
+    assert again.status == "failed", again.stdout
+    refused = by_host(again, CHECK)["zs1"]
+    assert refused["failed"], refused
+    assert "moved on since" in refused["msg"] and "revision" in refused["msg"] and path in refused["msg"], refused["msg"]
+    assert "force: true" in refused["msg"] and "cluster_snapshot_force=true" in refused["msg"], refused["msg"]
+    assert by_host(again, RESTORE) == {}  # nothing stopped, nothing restored
+    for name in NAMES:
+        assert get(name, "zdm/written-after-restore") == "must survive a re-run"
+
+    forced = run_playbook(
+        "cluster_restore.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path, "cluster_snapshot_force": True}
+    )
+    assert forced.status == "successful", forced.stdout
+    results = by_host(forced, RESTORE)
+    assert f"restore zs1 from {path}" in results["zs1"]["actions"]
+    assert all(member["healthy"] for member in results["zs3"]["members"]) and results["zs3"]["leader"]
+    for name in NAMES:
+        assert get(name, "zdm/rerun-in-snapshot") == "kept"
+        assert get(name, "zdm/written-after-restore") is None
+
+
+def test_a_rerun_after_a_member_was_left_out_completes_it_without_restoring_again(bootstrapped, cluster, tmp_path):
+    """As after a run that failed once the cluster served writes again: zs3 is not in it (stopped,
+    its data dir gone). The re-run restores nothing (zs1 changed: false), only zs3 joins, and the
+    writes made since the restore stay."""
+    path = str(tmp_path / "partial.db")
+    save_and_restore(cluster, path, "zdm/partial-in-snapshot")
+    assert service("zs3", "stop").returncode == 0
+    Path(cluster["root"] / "zs3").rename(cluster["root"] / "zs3.left-out")
+    put("zs1", "zdm/written-while-zs3-out", "kept")
+
+    again = run_playbook("cluster_restore.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
+    assert again.status == "successful", again.stdout
+    (plan,) = again.task_results(CHECK)
+    assert not plan["changed"] and plan["actions"] == [], plan
+    results = by_host(again, RESTORE)
+    assert not results["zs1"]["changed"] and results["zs1"]["actions"] == [], results["zs1"]
+    assert not results["zs2"]["changed"] and results["zs3"]["changed"], results
+    assert [member["name"] for member in results["zs3"]["members"]] == NAMES
+    assert all(member["healthy"] for member in results["zs3"]["members"]) and results["zs3"]["leader"]
+    for name in NAMES:
+        assert get(name, "zdm/written-while-zs3-out") == "kept"
+        assert get(name, "zdm/partial-in-snapshot") == "kept"
+
+
 def test_the_role_refuses_to_move_a_member_with_state_to_another_peer_url(bootstrapped, cluster):
     """As on a machine whose members were made on other addresses: the data dirs hold the old
     peer URLs. The role refuses before writing or restarting anything, naming the rebuild."""

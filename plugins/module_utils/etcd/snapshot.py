@@ -11,9 +11,16 @@
   (`<data_dir>.before-restore-<UTC time>`, never deleted), the snapshot restored into the *first*
   member's data dir with `etcdctl snapshot restore` as a one-member cluster with the cluster
   token (so the cluster ID is the one raft_bootstrap expects), that member started, then the
-  others added one at a time by RaftCluster.ensure - the same path as a bootstrap. A record next
-  to the first data dir (`<data_dir>.restored.json`) makes a second run with the same snapshot
-  change nothing while the cluster is whole.
+  others added one at a time by RaftCluster.ensure - the same path as a bootstrap.
+- the record of a restore, next to the first data dir (`<data_dir>.restored.json`): the
+  snapshot's SHA-256 and revision, the restore's id and time, the inode of the data dir it made
+  (a data dir replaced since makes the record stale), and the cluster's revision once it is up.
+  It is written as soon as the snapshot is in the data dir, so a run that fails after that point
+  is seen by the next one. With the same snapshot recorded (`restore_due`): the cluster at its
+  restored revision, or still missing members (a run that failed part-way), is not restored again
+  - the first member changes nothing, the others join; a whole cluster that has moved on since
+  (a higher revision: writes after the restore), or none answering, is refused without `force`,
+  naming the revisions, the snapshot and the option.
 - restore_member (members on several hosts, run on each member's host): on the first member's
   host, the same restore into its data dir - refused while another member answers (they are
   stopped first, each on its host: playbooks/cluster_restore.yml); on another member's host,
@@ -28,6 +35,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.client import EtcdError, hex_id
 from ansible_collections.zerodowntime.migration.plugins.module_utils.etcd.cluster import RaftCluster
@@ -39,6 +47,39 @@ def sha256_of(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def restore_due(record: dict, figures: dict, seen: dict | None, force: bool) -> bool:
+    """Whether the snapshot in `figures` must be restored (again) into the first member.
+
+    `record` is what the last restore wrote (empty when none, or stale: its data dir replaced since),
+    `seen` the cluster now - None when no member answers, else {"revision": the highest revision a
+    member reports, "whole": every member answers, in the cluster, with a leader}. Raises EtcdError
+    when the cluster restored from this very snapshot would lose what it took since, without force."""
+    if force or record.get("sha256") != figures["sha256"]:
+        return True
+    path = record.get("path") or figures.get("path")
+    what = (
+        f"the cluster was restored from {path} (sha256 {figures['sha256'][:12]}, revision {figures.get('revision')}) "
+        f"by restore {record.get('restore_id', '?')} at {record.get('restored_at', '?')}"
+    )
+    fix = "To restore the snapshot again anyway, set force: true (playbooks/cluster_restore.yml: -e cluster_snapshot_force=true)."
+    if seen is None:
+        raise EtcdError(
+            f"{what}, and no member answers now: start its members (restoring again would discard whatever the cluster took "
+            f"since that restore); nothing was changed. {fix}",
+            restore_id=record.get("restore_id"),
+        )
+    restored = record.get("restored_revision", figures.get("revision"))
+    if seen["whole"] and restored is not None and seen["revision"] > restored:
+        raise EtcdError(
+            f"{what} and has moved on since: it is at revision {seen['revision']}, past {restored} right after the restore - "
+            f"restoring again would discard the writes since; nothing was changed. {fix}",
+            revision=seen["revision"],
+            restored_revision=restored,
+            restore_id=record.get("restore_id"),
+        )
+    return False
 
 
 class Snapshot:
@@ -122,8 +163,12 @@ class Snapshot:
             raise EtcdError(f"restore needs every member's data_dir (missing for {', '.join(missing)}): their data dirs are moved aside.")
         figures = self.inspect()
         record = self._read_record()
-        if not force and record.get("sha256") == figures["sha256"] and self._whole():
-            return {"changed": False, "snapshot": figures, "actions": [], "restored_at": record.get("restored_at")}
+        seen = self._seen() if record.get("sha256") == figures["sha256"] else None
+        if not restore_due(record, figures, seen, force):
+            # restored from this snapshot already: only the members not yet in the cluster are added
+            result = self.cluster.ensure() if not seen["whole"] else {"changed": False, "actions": []}
+            result.update(snapshot=figures, restored_at=record.get("restored_at"), restore_id=record.get("restore_id"))
+            return result
         actions = [f"stop {m['name']}" for m in self.cluster.members]
         actions.append(f"restore {self.cluster.first['name']} from {self.path}")
         if self.cluster.check_mode:
@@ -136,13 +181,14 @@ class Snapshot:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         moved = self._move_aside(self.cluster.members, stamp)
         self._restore_into(self.cluster.first, moved)
+        record = self._write_record(figures, stamp)
         for member in self.cluster.members[1:]:
             os.makedirs(member["data_dir"], mode=0o700)
             shutil.chown(member["data_dir"], "etcd", "etcd")
         self.cluster.actions.extend(actions)
         result = self.cluster.ensure()
-        self._write_record(figures, stamp)
-        result.update(snapshot=figures, moved_aside=moved, restored_at=stamp)
+        self._record_revision(record)
+        result.update(snapshot=figures, moved_aside=moved, restored_at=stamp, restore_id=record["restore_id"])
         return result
 
     def restore_member(self, name: str, force: bool) -> dict:
@@ -155,8 +201,16 @@ class Snapshot:
             return self._rejoin(me)
         figures = self.inspect()
         record = self._read_record()
-        if not force and record.get("sha256") == figures["sha256"] and self._whole():
-            return {"changed": False, "snapshot": figures, "actions": [], "restored_at": record.get("restored_at")}
+        seen = self._seen() if record.get("sha256") == figures["sha256"] else None
+        if not restore_due(record, figures, seen, force):
+            # restored from this snapshot already (the other members, on their hosts, join if not yet done)
+            return {
+                "changed": False,
+                "snapshot": figures,
+                "actions": [],
+                "restored_at": record.get("restored_at"),
+                "restore_id": record.get("restore_id"),
+            }
         statuses = cluster.probe_all()
         running = [m["name"] for m in cluster.members[1:] if statuses.get(m["name"])]
         if running and not cluster.check_mode:
@@ -175,12 +229,13 @@ class Snapshot:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         moved = self._move_aside([me], stamp)
         self._restore_into(me, moved)
+        record = self._write_record(figures, stamp)
         cluster.actions.extend(actions)
         cluster.service.start(me)
         cluster.wait_member_up(me)
         result = cluster.result(cluster.wait_leader())
-        self._write_record(figures, stamp)
-        result.update(snapshot=figures, moved_aside=moved, restored_at=stamp)
+        self._record_revision(record)
+        result.update(snapshot=figures, moved_aside=moved, restored_at=stamp, restore_id=record["restore_id"])
         return result
 
     def _rejoin(self, me: dict) -> dict:
@@ -254,25 +309,57 @@ class Snapshot:
                 shutil.chown(name, "etcd", "etcd")
         os.chmod(first["data_dir"], 0o700)
 
-    def _write_record(self, figures: dict, stamp: str) -> None:
-        record = {"sha256": figures["sha256"], "path": self.path, "restored_at": stamp, "cluster_id": hex_id(self.cluster.expected)}
-        with open(self.record_path(), "w") as handle:
+    def _write_record(self, figures: dict, stamp: str) -> dict:
+        """Record the restore as soon as the snapshot is in the first data dir (before it starts)."""
+        record = {
+            "sha256": figures["sha256"],
+            "revision": figures.get("revision"),
+            "path": self.path,
+            "restored_at": stamp,
+            "restore_id": f"{stamp}-{uuid.uuid4().hex[:8]}",
+            "cluster_id": hex_id(self.cluster.expected),
+            "data_dir_inode": os.stat(self.cluster.first["data_dir"]).st_ino,
+        }
+        self._save_record(record)
+        return record
+
+    def _record_revision(self, record: dict) -> None:
+        """Add the revision the cluster is at once restored and up (the reference of `moved on`)."""
+        seen = self._seen()
+        if seen is not None:
+            self._save_record(dict(record, restored_revision=seen["revision"]))
+
+    def _save_record(self, record: dict) -> None:
+        partial = self.record_path() + ".partial"
+        with open(partial, "w") as handle:
             json.dump(record, handle)
+        os.replace(partial, self.record_path())
 
     def _read_record(self) -> dict:
+        """The last restore's record; empty when there is none, or when the first data dir is no
+        longer the one that restore made (moved aside or rebuilt since)."""
         try:
             with open(self.record_path()) as handle:
-                return json.load(handle)
+                record = json.load(handle)
+            inode = os.stat(self.cluster.first["data_dir"]).st_ino
         except (OSError, ValueError):
             return {}
+        if not isinstance(record, dict) or record.get("data_dir_inode", inode) != inode:
+            return {}
+        return record
 
-    def _whole(self) -> bool:
-        """Every listed member answers, in the cluster, and there is a leader."""
+    def _seen(self) -> dict | None:
+        """The cluster now, for restore_due: None when no member answers, else the highest revision a
+        member reports and whether the cluster is whole (every listed member answers, in the cluster,
+        and there is a leader)."""
+        statuses = self.cluster.probe_all()
+        answering = [status for status in statuses.values() if status]
+        if not answering:
+            return None
+        revision = max(int(status.get("header", {}).get("revision") or 0) for status in answering)
         try:
-            statuses = self.cluster.probe_all()
-            if not all(statuses.values()):
-                return False
             listed, leader = self.cluster.leader(statuses)
-            return leader is not None and len(listed) == len(self.cluster.members)
         except EtcdError:
-            return False
+            return {"revision": revision, "whole": False}
+        whole = all(statuses.values()) and leader is not None and len(listed) == len(self.cluster.members)
+        return {"revision": revision, "whole": whole}
