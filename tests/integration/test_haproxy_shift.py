@@ -246,6 +246,14 @@ def server_state(socket_path: Path, name: str) -> dict:
     return next(row for row in runtime.servers_state(str(socket_path), "app") if row["srv_name"] == name)
 
 
+def wait_running(socket_path: Path, name: str, running: bool) -> None:
+    """Until `name` is up (running) or down by its checks, at most 10 s."""
+    deadline = time.monotonic() + 10
+    while (server_state(socket_path, name)["srv_op_state"] == runtime.RUNNING) != running:
+        assert time.monotonic() < deadline, f"{name} did not go {'up' if running else 'down'}"
+        time.sleep(0.1)
+
+
 def shift_reads_playbook(socket_path: Path, tmp_path: Path, percent: int) -> object:
     """playbooks/shift_reads.yml against the throwaway HAProxy (a local inventory, backend app)."""
     host = {"ansible_connection": "local", "ansible_become": False, "ansible_python_interpreter": sys.executable}
@@ -285,13 +293,11 @@ def test_reads_go_back_to_blue_while_green_is_down_by_its_checks(tmp_path):
     """Green health-checked, taking every read, then down (nothing listens): haproxy_shift from
     green to blue is not gated on green, takes blue to 100 % in one held step judged on blue."""
     with throwaway_stack(tmp_path, green_check=" check inter 200ms fall 1 rise 1") as (_blue, green, port, socket_path):
+        wait_running(socket_path, "green", True)
         result = shift(socket_path, steps=[100], hold=0)
         assert not result["failed"] and weights(socket_path) == {"blue": 0, "green": 100}, result.get("msg")
         green.close()
-        deadline = time.monotonic() + 10
-        while server_state(socket_path, "green")["srv_op_state"] == runtime.RUNNING:
-            assert time.monotonic() < deadline, "green's checks did not mark it down"
-            time.sleep(0.1)
+        wait_running(socket_path, "green", False)
 
         result = shift(socket_path, from_server="green", to_server="blue", steps=[10, 25, 50, 75, 100], hold=1)
         assert not result["failed"] and result["changed"], result.get("msg")
