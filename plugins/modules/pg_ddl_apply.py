@@ -18,6 +18,9 @@ description:
   - C(CREATE TABLE) - the table (created on the subscriber by the trigger) is added to the publication(s) of
     O(subscription) that carry the DDL log, on O(publisher), the subscription is refreshed, and the module waits
     (at most O(timeout)) until the table is copied.
+  - Error messages that quote a statement or a server's error text have password-like values masked
+    (C(PASSWORD 'x'), C(password=x)); commands whose text can carry credentials never reach the log (see
+    M(zerodowntime.migration.pg_ddl_capture)).
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)

@@ -28,6 +28,16 @@ description:
     itself once the DBA has made the change on the subscriber and run
     C(INSERT INTO zerodowntime.ddl_resolved (id) VALUES (<id>)) there.
   - DDL run by the apply worker itself is never captured, so both halves on both servers do not loop.
+  - No secret is kept in the log. A command whose tag can carry credentials - C(CREATE/ALTER ROLE), C(USER),
+    C(GROUP), C(USER MAPPING), C(SERVER), C(FOREIGN DATA WRAPPER), C(SUBSCRIPTION) - is logged with its tag
+    and object only; its text is withheld. Every other statement text is stored, and shown in errors, with the
+    value after a password-like word (C(PASSWORD 'x'), C(password=x) in a connection string) masked - also a
+    password in another statement of the same query string.
+  - A withheld command reaching the subscriber stops the apply worker like an unsupported one, naming its tag
+    and object and saying that its text was withheld for secrecy - it cannot be applied from a text that is not
+    there, and the credentials the subscriber needs are the DBA's to give. Skipping it would leave the
+    subscriber without the server or user mapping the publisher has, unnoticed until after the cutover. The
+    DBA runs it there by hand and records its C(ddl_log) id in C(zerodowntime.ddl_resolved).
 version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)

@@ -22,7 +22,12 @@ description:
   - O(state=present) switches the file to WAL mode (C(PRAGMA journal_mode=WAL)), which stays - readers
     and the writer no longer block each other, and the copy can read a snapshot while the application
     writes. The module does not switch it back with O(state=absent).
-  - O(state=absent) removes the triggers and the change table. A change table that holds rows is
+  - The capture records its identity when the change table is created - a random id, in the
+    one-row view C(<change_table>__capture) - so that M(zerodowntime.migration.table_copy)'s
+    checkpoints are resumed only from the data set they were recorded for - a capture removed and
+    installed again, or another file's, has another id. A capture installed by an earlier version
+    gets its id on the next run (that run reports a change once).
+  - O(state=absent) removes the triggers, the change table and the identity view. A change table that holds rows is
     refused, and nothing is removed, unless O(force=true) - those rows are changes not yet replayed.
   - Every change runs in one short C(BEGIN IMMEDIATE) transaction that waits at most O(busy_timeout)
     for the write lock; a failed run leaves the file as it was.
@@ -107,7 +112,7 @@ state:
   returned: success
   type: str
 capture:
-  description: The change table and the triggers (name to SQL) after the run.
+  description: The change table, the triggers (name to SQL) and the capture's id (C(capture_id)) after the run.
   returned: success
   type: dict
 journal_mode:

@@ -20,6 +20,12 @@ description:
     M(zerodowntime.migration.migration_state) table O(progress_schema).O(progress_table) of the
     target database. A run that is killed, fails or stops at O(max_rows) is resumed by the next
     run exactly after its last checkpoint - no row twice, none missed.
+  - The checkpoints record which data set they belong to - the file's path and the id its capture
+    (M(zerodowntime.migration.sqlite_capture)) recorded when it was installed - and a run resumes
+    them only from that same source. Another file, the same file with its capture removed and
+    installed again, or a file restored from an older copy (its capture's change numbers behind
+    the checkpoints') is refused, naming the tables, the recorded and the current source, and
+    nothing is written; O(restart) discards such checkpoints and copies every table again.
   - The replay reads the change rows after the snapshot a chunk at a time, with the rows they name
     as they are now (in one snapshot), deletes those keys from the target and inserts the rows
     that still exist - idempotent, so repeating it is harmless. Again until at most
@@ -95,6 +101,16 @@ options:
         it such a table is refused and nothing is written.
     type: bool
     default: false
+  restart:
+    description:
+      - When the phase's checkpoints were recorded for another source (see above), discard them and
+        copy every table again from the start; the target tables they name are emptied (C(TRUNCATE))
+        first, in the transaction of their first batch. Without it such a run is refused and nothing
+        is written.
+      - Checkpoints of this same source are always resumed, with or without it (so a second run
+        still changes nothing); to copy a finished phase again, use another O(phase).
+    type: bool
+    default: false
   replay_until:
     description:
       - Replay until at most this many captured changes are left.
@@ -158,6 +174,16 @@ EXAMPLES = r"""
     login_password: "{{ migration_password }}"
     login_db: vminer
     batch_size: 20000
+
+- name: The file was replaced since the copy began - copy it again from the start
+  zerodowntime.migration.table_copy:
+    path: /var/lib/vminer/vminer.db
+    login_host: 127.0.0.1
+    login_port: 5434
+    login_user: migrator
+    login_password: "{{ migration_password }}"
+    login_db: vminer
+    restart: true
 """
 
 RETURN = r"""
@@ -215,6 +241,15 @@ replayed_seq:
   description: The last change row replayed.
   returned: success, not in check mode
   type: int
+source:
+  description: The source the checkpoints belong to - path, change_table, capture_id.
+  returned: always
+  type: dict
+restarted:
+  description: The tables whose checkpoints (recorded for another source) O(restart) discarded.
+  returned: always
+  type: list
+  elements: str
 queries:
   description: Statements that changed something (in check mode, none are run).
   returned: always

@@ -2,13 +2,15 @@
 pg_ddl_apply on green. Real DDL on blue while a writer inserts: every supported kind arrives on
 green (events is hash-partitioned on green, so its DDL lands on the parent) and pg_compare finds the
 tables equal afterwards; an unsupported statement stops the apply worker with a message naming it,
-and the DBA's documented action lets it go on.
+and the DBA's documented action lets it go on; a statement with a password leaves it nowhere - not
+in the log on either side, not in the apply worker's error, not in a module's result.
 
 Throwaway databases of this file's own on blue and green; the subscription is dropped with its
 slot afterwards. The tests run in order (the install is the first test)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -104,6 +106,20 @@ def wait_caught_up(timeout: float = 60) -> None:
             ).fetchone()[0]
 
     wait_for("green to catch up", confirmed, timeout=timeout, interval=0.2)
+
+
+def lag_failure(naming: str) -> dict:
+    """pg_replication_lag's failed result once it names `naming` (the apply worker stopped on it)."""
+    lag = dict(BLUE_DB, subscriber=dict(GREEN_DB), subscriptions=[SUBSCRIPTION], expected_replicas=[SUBSCRIPTION], timeout=60)
+    result = {}
+
+    def failing():
+        nonlocal result
+        result = module("zerodowntime.migration.pg_replication_lag", lag)
+        return result.get("failed") and naming in result.get("msg", "")
+
+    wait_for(f"the lag gate to name {naming}", failing, timeout=60, interval=1)
+    return result
 
 
 def log_outcomes() -> list[tuple]:
@@ -271,16 +287,7 @@ def test_unsupported_statement_stops_replication_naming_it(databases):
         conn.execute("INSERT INTO accounts (name, plan) VALUES ('after the type change', 'pro')")
         logged = conn.execute("SELECT max(id) FROM zerodowntime.ddl_log").fetchone()[0]
 
-    lag = dict(BLUE_DB, subscriber=dict(GREEN_DB), subscriptions=[SUBSCRIPTION], expected_replicas=[SUBSCRIPTION], timeout=60)
-    result = {}
-
-    def failing():
-        nonlocal result
-        result = module("zerodowntime.migration.pg_replication_lag", lag)
-        return result.get("failed")
-
-    wait_for("the lag gate to name the failing worker", failing, timeout=60, interval=1)
-    message = result["msg"]
+    message = lag_failure("ALTER TABLE")["msg"]
     print(message)
     assert "ALTER TABLE" in message and "public.accounts" in message and f"ddl_log id {logged}" in message, message
     assert "column name changes type" in message and "A DBA must" in message, message
@@ -292,6 +299,54 @@ def test_unsupported_statement_stops_replication_naming_it(databases):
     wait_caught_up()
     with connect(GREEN_DB) as conn:
         assert conn.execute("SELECT plan FROM accounts WHERE name = 'after the type change'").fetchone() == ("pro",)
+
+
+SECRET = "hunter2-secret"
+
+
+def test_a_password_in_ddl_is_kept_nowhere(databases):
+    # A foreign server without an extension: a wrapper with no handler and no validator takes any option.
+    with connect(BLUE_DB) as conn:  # not captured: only the user mapping below is the test's
+        conn.execute("SELECT set_config('zerodowntime.ddl_capture_skip', 'on', false)")
+        conn.execute("CREATE FOREIGN DATA WRAPPER zdm_secret_fdw")
+        conn.execute("CREATE SERVER zdm_secret_srv FOREIGN DATA WRAPPER zdm_secret_fdw OPTIONS (host 'blue.invalid')")
+    with connect(BLUE_DB) as conn:
+        # one query string, two statements: the table's logged text holds the mapping's too
+        conn.execute(
+            "CREATE TABLE zdm_secret_probe (id bigint PRIMARY KEY); "
+            f"CREATE USER MAPPING FOR migrator SERVER zdm_secret_srv OPTIONS (user 'x', password '{SECRET}')"
+        )
+        rows = conn.execute(
+            "SELECT id, command_tag, statement, definition::text FROM zerodowntime.ddl_log "
+            "WHERE command_tag IN ('CREATE TABLE', 'CREATE USER MAPPING') AND captured_at > now() - interval '1 minute' ORDER BY id"
+        ).fetchall()
+        leaked = conn.execute("SELECT count(*) FROM zerodowntime.ddl_log t WHERE t::text LIKE %s", (f"%{SECRET[:7]}%",)).fetchone()[0]
+    print(rows)
+    assert leaked == 0, rows
+    by_tag = {tag: (row_id, statement, definition) for row_id, tag, statement, definition in rows}
+    mapping_id, mapping_text, mapping_definition = by_tag["CREATE USER MAPPING"]
+    assert mapping_text.startswith("(withheld: a CREATE USER MAPPING statement can carry credentials") and mapping_definition is None
+    assert "password '********'" in by_tag["CREATE TABLE"][1] and "zdm_secret_probe" in by_tag["CREATE TABLE"][1]
+
+    # On green the withheld command stops the apply worker, naming its tag and why - not the text.
+    result = lag_failure("CREATE USER MAPPING")
+    message = result["msg"]
+    print(message)
+    assert f"ddl_log id {mapping_id}" in message and "withheld its text for secrecy" in message and "A DBA must" in message
+    assert SECRET[:7] not in json.dumps(result), result
+
+    with connect(GREEN_DB) as conn:  # the DBA makes the mapping there with green's credentials, and records it
+        conn.execute("INSERT INTO zerodowntime.ddl_resolved (id) VALUES (%s)", (mapping_id,))
+    wait_caught_up()
+    with connect(GREEN_DB) as conn:
+        assert conn.execute("SELECT count(*) FROM zerodowntime.ddl_log t WHERE t::text LIKE %s", (f"%{SECRET[:7]}%",)).fetchone() == (0,)
+        assert conn.execute("SELECT outcome FROM zerodowntime.ddl_log WHERE id = %s", (mapping_id,)).fetchone() == ("resolved by a DBA",)
+
+    # The modules' results carry no secret either.
+    applied = ok(module(APPLY, dict(GREEN_DB, subscription=SUBSCRIPTION, publisher=PUBLISHER, timeout=120)))
+    again = ok(module(CAPTURE, dict(BLUE_DB, side="publisher", publication=PUBLICATION, replication_user="replicator")))
+    for found in (applied, again):
+        assert SECRET[:7] not in json.dumps(found), found
 
 
 def test_removed_by_the_module(databases):

@@ -2,7 +2,8 @@
 PostgreSQL - plain and hash-partitioned targets equal to the source, resume after a kill and
 after max_rows without a duplicate, writes during the copy replayed, type mapping (text dates, an
 override), values that do not fit counted against max_errors, check mode, a second run that
-changes nothing, and the bad input."""
+changes nothing, the bad input, and checkpoints tied to their source: another file, or the same
+path with a new file and capture, is refused without a write, and restart copies it from the start."""
 
 from __future__ import annotations
 
@@ -258,6 +259,60 @@ def test_resume_after_max_rows_and_after_a_kill_continues_without_duplicates(big
     rest = copy(vminer, green_db, batch_size=1000, column_types=DATES)
     assert rest["complete"] is True
     assert rest["tables"]["virtual_machines"]["rows_copied"] == 200000 - killed["rows"]
+    assert_equal(vminer, green_db)
+
+
+def target_counts(target: dict) -> dict:
+    with connect(target) as conn:
+        return {
+            table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+            for (table,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY(%s)", (VMINER,))
+        }
+
+
+def test_another_file_against_the_same_checkpoints_is_refused_and_restart_copies_it_all(vminer, green_db, tmp_path):
+    part = copy(vminer, green_db, batch_size=1000, max_rows=1500, column_types=DATES)
+    assert part["complete"] is False and part["source"]["path"] == str(vminer) and part["source"]["capture_id"]
+    recorded = phase_details(green_db)
+    assert recorded["copy"]["source"] == part["source"]
+    counts = target_counts(green_db)
+
+    other = tmp_path / "other.db"
+    sample.build(str(other), vms=3000, vcenters=30)
+    capture(other, tables=VMINER)
+    for check in (True, False):
+        refused = copy_fails(other, green_db, check=check, batch_size=1000, column_types=DATES)
+        message = str(refused)
+        for part_of_message in ("vcenters", "hosts", str(vminer), str(other), "another file", "restart: true", "nothing was written"):
+            assert part_of_message in message, message
+    assert phase_details(green_db) == recorded, "the refused run changed the checkpoints"
+    assert target_counts(green_db) == counts, "the refused run wrote rows"
+
+    restarted = copy(other, green_db, batch_size=1000, column_types=DATES, restart=True)
+    assert restarted["complete"] is True and restarted["changed"] is True
+    assert set(restarted["restarted"]) == set(recorded["copy"]["tables"])
+    assert restarted["source"]["path"] == str(other)
+    assert_equal(other, green_db)
+    assert phase_details(green_db)["copy"]["source"] == restarted["source"]
+    again = copy(other, green_db, batch_size=1000, column_types=DATES, restart=True)  # matching checkpoints: resumed, not restarted
+    assert again["changed"] is False and again["restarted"] == [] and again["rows_copied"] == 0
+
+
+def test_a_new_file_and_capture_at_the_same_path_is_refused_and_restart_copies_it_all(vminer, green_db):
+    done = copy(vminer, green_db, column_types=DATES)
+    assert done["complete"] is True
+    recorded = phase_details(green_db)
+    counts = target_counts(green_db)
+
+    sample.build(str(vminer), vms=4000, vcenters=40, force=True)  # replaced: a new file under the same name
+    capture(vminer, tables=VMINER)
+    refused = str(copy_fails(vminer, green_db, column_types=DATES))
+    assert "capture is another one" in refused and done["source"]["capture_id"] in refused and "restart: true" in refused, refused
+    assert phase_details(green_db) == recorded and target_counts(green_db) == counts
+
+    result = module(vminer, green_db, restart=True, column_types=DATES)
+    assert not result.get("failed"), result.get("msg")
+    assert result["complete"] is True and sorted(result["restarted"]) == sorted(VMINER)
     assert_equal(vminer, green_db)
 
 

@@ -5,7 +5,8 @@
 It reports a missing Python library the Ansible way, opens the module's connections in order,
 calls the work, closes the connections, passes warnings on, and turns a ModuleError into a
 failure that keeps the audit trail (`queries` of every connection, in order, up to the error)
-and the error's details. `diff` is returned whenever the work returns one: Ansible shows it
+and the error's details; the message passes through common/redact.py (a password quoted from a
+statement or a server's error is masked). `diff` is returned whenever the work returns one: Ansible shows it
 only with --diff.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.redact import redact
 
 
 class Library:
@@ -50,7 +52,7 @@ def run_module(module, work, openers: dict | None = None, libraries=(), on_failu
             module.warn(warning)
         details.setdefault("changed", False)
         details.setdefault("queries", [query for connection in opened.values() for query in getattr(connection, "queries", [])])
-        module.fail_json(msg=str(exc), **details)
+        module.fail_json(msg=redact(str(exc)), **details)  # a message may quote a statement or a server's error text
     finally:
         for connection in opened.values():
             close = getattr(connection, "close", None)

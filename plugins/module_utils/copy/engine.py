@@ -18,8 +18,13 @@ the captured changes replayed until the backlog is small.
    and inserted again when it still exists. Idempotent, so a resumed or repeated replay is exact.
    Again until at most replay_until changes are left (or replay_timeout passes).
 
-Adapters: the source has tables/columns/key/logical_type/snapshot/count/batch/changes/backlog/
-rows_by_key (sqlite/source.py); the target columns/parse_type/default_type/has_rows/create/
+Before any of it, the checkpoints are checked to belong to this source (reconcile_source): they
+record the source's identity, and a checkpoint of another data set - another file, the same file
+with its capture installed again, a file restored from an older copy - is refused (resuming it
+would skip rows) unless `restart` discards it.
+
+Adapters: the source has identity/high_seq/tables/columns/key/logical_type/snapshot/count/batch/
+changes/backlog/rows_by_key (sqlite/source.py); the target columns/parse_type/default_type/has_rows/create/
 create_statement/empty/transaction/write/delete_keys (postgres/copy_target.py).
 """
 
@@ -46,6 +51,72 @@ def decode_key(values) -> list | None:
     if values is None:
         return None
     return [bytes.fromhex(value["blob"]) if isinstance(value, dict) and set(value) == {"blob"} else value for value in values]
+
+
+def describe_source(identity: dict | None) -> str:
+    """A source identity as an operator reads it."""
+    if not identity:
+        return "a source not recorded (a checkpoint written before sources were recorded)"
+    shown = str(identity.get("path"))
+    if identity.get("change_table"):
+        shown += f" (change table {identity['change_table']!r}"
+        shown += f", capture id {identity['capture_id']})" if identity.get("capture_id") else ", no capture id)"
+    return shown
+
+
+def source_mismatch(recorded: dict | None, current: dict, replayed_seq, high_seq: int) -> str | None:
+    """Why checkpoints recorded for `recorded` cannot be resumed from `current` (None: they can).
+
+    `replayed_seq` is the checkpoint's last change replayed (or its snapshot's), `high_seq` the
+    highest sequence number the current capture ever handed out: within one capture it only grows,
+    so a lower one is another capture whatever the names say. A checkpoint without a recorded
+    source (written before sources were recorded) is judged by that alone; a recorded capture id
+    must be the same (a capture recorded without one may have got one since)."""
+    if replayed_seq is not None and high_seq < replayed_seq:
+        return (
+            f"its capture has handed out change numbers up to {high_seq} only, but the checkpoints already reached "
+            f"{replayed_seq}: the file was replaced (restored from an older copy) or its capture installed again"
+        )
+    if recorded is None:
+        return None
+    if recorded.get("path") != current.get("path"):
+        return "it is another file"
+    if recorded.get("change_table") != current.get("change_table"):
+        return "its change table is another one"
+    if recorded.get("capture_id") is not None and recorded.get("capture_id") != current.get("capture_id"):
+        return "its capture is another one: the file was replaced, or its capture removed and installed again"
+    return None
+
+
+def reconcile_source(store, identity: dict, high_seq: int, restart: bool) -> dict:
+    """Tie the phase's checkpoints to the source `identity` before anything is resumed.
+
+    No checkpoint: the identity is recorded with the first one. The same source: resumed (the
+    identity refreshed, e.g. a capture id the capture got since). Another source: CopyError naming
+    the tables, both sources and the fix, nothing written - unless `restart`, which discards the
+    checkpoints (the tables they name are emptied before their copy starts again)."""
+    recorded = store.copy.get("source")
+    outcome = {"source": identity, "restarted": [], "warnings": []}
+    if store.checkpointed():
+        why = source_mismatch(recorded, identity, store.copy.get("replayed_seq", store.copy.get("snapshot_seq")), high_seq)
+        if why is not None:
+            tables = sorted(store.copy.get("tables") or {}) or ["(none yet)"]
+            if not restart:
+                raise CopyError(
+                    f"phase {store.phase!r} holds checkpoints for table(s) {', '.join(tables)} recorded for "
+                    f"{describe_source(recorded)}, but the source is now {describe_source(identity)}: {why}. Resuming "
+                    f"would skip rows, so nothing was written. If this source is the one to copy, run again with "
+                    f"restart: true - the checkpoints are discarded and every table is copied again from the start (the "
+                    f"tables they name are emptied first); otherwise fix path, or give this copy its own phase"
+                )
+            outcome["restarted"] = store.discard()
+        elif recorded is None:
+            outcome["warnings"].append(
+                f"phase {store.phase!r} holds checkpoints recorded without their source (an earlier version): they are "
+                f"taken to be {describe_source(identity)}'s and recorded so from now on"
+            )
+    store.copy["source"] = identity
+    return outcome
 
 
 class TablePlan:
@@ -213,6 +284,10 @@ class Copier:
             self.target.create(plan.name, list(zip(plan.columns, plan.types, plan.notnull, strict=True)), plan.key)
             self.changed = True
         elif state is None and self.target.has_rows(plan.name):
+            if plan.name in self.store.discarded:  # the rows of a discarded checkpoint's copy
+                self.target.empty(plan.name)
+                self.changed = True
+                return
             if not self.options["overwrite"]:
                 raise CopyError(
                     f"target table {self.target.qualified(plan.name)} on {self.target.where} already holds rows that this copy did "

@@ -8,7 +8,13 @@ from __future__ import annotations
 import datetime
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
-from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.engine import Copier, CopyError, plan_tables, validate_options
+from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.engine import (
+    Copier,
+    CopyError,
+    plan_tables,
+    reconcile_source,
+    validate_options,
+)
 from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.state import StateStore
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.copy_target import PgTarget
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import check_identifier
@@ -24,6 +30,7 @@ COPY_OPTIONS = dict(
     max_rows=dict(type="int"),
     max_errors=dict(type="int", default=0),
     overwrite=dict(type="bool", default=False),
+    restart=dict(type="bool", default=False),
     replay_until=dict(type="int", default=0),
     replay_timeout=dict(type="float", default=300.0),
     phase=dict(type="str", default="table_copy"),
@@ -82,6 +89,7 @@ def run_copy(sqlite_client, pg_client, params: dict, check_mode: bool) -> dict:
     plans = plan_tables(source, target, params.get("tables"), params.get("column_types") or {})
     check_names(params, plans)
     before = state_view(store.copy, plans)
+    source_check = reconcile_source(store, source.identity(), source.high_seq(), params["restart"])
     copier = Copier(source, target, store, params, on_progress=progress_writer(store))
     try:
         result = copier.run(plans, check_mode)
@@ -95,6 +103,10 @@ def run_copy(sqlite_client, pg_client, params: dict, check_mode: bool) -> dict:
         after = state_view(store.copy, plans)
     result["diff"] = {"before": before, "after": after}
     result["phase"] = params["phase"]
+    result["source"] = source_check["source"]
+    result["restarted"] = source_check["restarted"]
+    if source_check["warnings"]:
+        result["warnings"] = source_check["warnings"]
     result["path"] = sqlite_client.path
     result["queries"] = list(sqlite_client.queries) + list(pg_client.queries)
     return result

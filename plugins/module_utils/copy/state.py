@@ -5,8 +5,10 @@ through its Python API run_state), in the target database: written in the target
 transaction, so a batch and the checkpoint that records it commit together - an interrupted copy
 resumes exactly after the last committed batch.
 
-details.copy: {snapshot_seq, replayed_seq, tables: {table: {last_key, rows, done}}, errors,
-error_samples}; details.progress: the latest on_progress figures. Written at most every
+details.copy: {source, snapshot_seq, replayed_seq, tables: {table: {last_key, rows, done}}, errors,
+error_samples}; `source` is the identity of the data set the checkpoints belong to (the source
+adapter's identity(): for SQLite the path and the capture's install id), checked before anything is
+resumed (engine.reconcile_source); details.progress: the latest on_progress figures. Written at most every
 `interval` seconds (and at a table's end, and at the end).
 """
 
@@ -34,9 +36,21 @@ class StateStore:
         self.progress = None
         self.last_write = None
         self.writes = 0
+        self.discarded: list[str] = []
+        self.restarting = False
 
     def params(self, state: str, details: dict | None = None) -> dict:
-        return {"state": state, "phase": self.phase, "phases": [self.phase], "schema": self.schema, "table": self.table, "details": details}
+        params = {
+            "state": state,
+            "phase": self.phase,
+            "phases": [self.phase],
+            "schema": self.schema,
+            "table": self.table,
+            "details": details,
+        }
+        if self.restarting and state == "started":
+            params["force"] = True  # a succeeded phase starts over: its checkpoints were discarded
+        return params
 
     def load(self) -> dict:
         """details.copy as recorded ({} for a phase never run); reads only."""
@@ -49,6 +63,19 @@ class StateStore:
         self.copy.setdefault("errors", 0)
         self.copy.setdefault("error_samples", [])
         return self.copy
+
+    def checkpointed(self) -> bool:
+        """Whether the phase holds checkpoints (a copy started or finished)."""
+        return bool(self.copy.get("tables")) or self.copy.get("snapshot_seq") is not None
+
+    def discard(self) -> list[str]:
+        """Forget the checkpoints (in memory; written with the first batch of the new copy). The
+        tables they named are listed in `discarded`: their target rows are the old copy's."""
+        self.discarded = sorted(self.copy.get("tables") or {})
+        self.copy = {"tables": {}, "errors": 0, "error_samples": []}
+        self.restarting = self.status == "succeeded"
+        self.status = "running" if self.status == "succeeded" else self.status
+        return self.discarded
 
     def table_state(self, table: str) -> dict:
         return self.copy["tables"].setdefault(table, {"last_key": None, "rows": 0, "done": False})

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import time
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.redact import redact
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 
 LOG_TAIL_BYTES = 256 * 1024  # never more of the log per look
@@ -99,11 +100,11 @@ def last_failures(log_text: str, name: str) -> list[dict]:
         if severity in ("ERROR", "FATAL") and run["error"] is None:
             if "terminating logical replication worker due to administrator command" in message:
                 continue  # stopped by ALTER/DROP SUBSCRIPTION or a shutdown, not a failure
-            run["error"] = message[:TEXT_LIMIT]
+            run["error"] = redact(message)[:TEXT_LIMIT]  # masked before it is cut: a cut value is still masked
             run["logged_at"] = prefix.strip()[:64]
             last_failed[(run["worker"], run["table"])] = run
         elif severity in ("DETAIL", "CONTEXT") and run["error"] is not None and len(run["notes"]) < 2:
-            run["notes"].append(message[:TEXT_LIMIT])
+            run["notes"].append(redact(message)[:TEXT_LIMIT])  # a DETAIL may quote a statement
     failures = []
     for key, run in last_failed.items():
         relations = RELATION.findall(" ".join([run["error"], *run["notes"]]))

@@ -10,7 +10,10 @@ default and constraint they print is schema-qualified, as the apply worker (sear
 Publisher (blue): `ddl_capture()` on ddl_command_end and `ddl_capture_drops()` on sql_drop insert
 one row per command into zerodowntime.ddl_log, with its command tag, object, the client's query
 text and - for tables, indexes and sequences - the object's definition after the command, read
-from the catalogs (`ddl_definition`). Nothing is recorded for the apply worker's own DDL
+from the catalogs (`ddl_definition`). The query text never keeps a secret: a command whose tag can
+carry credentials (SECRET_TAGS) is logged with its tag and object only - its text withheld - and
+every other text passes through the one redaction (common/redact.py, here as regexp_replace), so
+a password in the same query string is masked too. Nothing is recorded for the apply worker's own DDL
 (session_replication_role = replica), so a capture on both sides never loops.
 
 Subscriber (green): `ddl_apply()` is a BEFORE INSERT trigger on the replicated ddl_log, ENABLE
@@ -19,12 +22,51 @@ so a column exists before the first row that carries it. What it cannot do there
 CONCURRENTLY, a new table added to the publication and copied) goes to zerodowntime.ddl_pending
 for pg_ddl_apply; what it cannot translate safely raises an error naming the command, the object,
 the ddl_log id and what a DBA must do; the apply worker stops on it and retries by itself once the
-DBA has done it and recorded the id in zerodowntime.ddl_resolved.
+DBA has done it and recorded the id in zerodowntime.ddl_resolved. A withheld command stops it the
+same way, naming its tag and object: it cannot be applied from a text that is not there, and the
+subscriber's credentials are a DBA's to give (skipping it would leave green silently without the
+server or user mapping blue has). Its DETAIL, like every statement shown, is redacted.
 """
 
 from __future__ import annotations
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.redact import redact_sql
+
 SCHEMA = "zerodowntime"
+# Command tags whose statement text can carry credentials: never stored, only the tag and object.
+# Roles (PASSWORD): shared objects, for which no event trigger fires today - listed so that a
+# server that does fire one still keeps no password. Foreign servers, wrappers and user mappings:
+# OPTIONS (user, password, or an FDW's own secret option). Subscriptions: CONNECTION with its
+# password (also skipped as replication plumbing).
+SECRET_TAGS = (
+    "CREATE ROLE",
+    "ALTER ROLE",
+    "CREATE USER",
+    "ALTER USER",
+    "CREATE GROUP",
+    "ALTER GROUP",
+    "CREATE USER MAPPING",
+    "ALTER USER MAPPING",
+    "CREATE SERVER",
+    "ALTER SERVER",
+    "CREATE FOREIGN DATA WRAPPER",
+    "ALTER FOREIGN DATA WRAPPER",
+    "CREATE SUBSCRIPTION",
+    "ALTER SUBSCRIPTION",
+)
+SECRET_TAGS_SQL = "ARRAY[" + ", ".join(f"'{tag}'" for tag in SECRET_TAGS) + "]::text[]"
+
+
+def withheld_sql(tag: str) -> str:
+    """The statement text logged instead of a SECRET_TAGS command's, for the tag expression `tag`."""
+    return f"format('(withheld: a %s statement can carry credentials; its text is not kept)', {tag})"
+
+
+def logged_text_sql(tag: str) -> str:
+    """What ddl_log.statement keeps of the current query, for the command tag expression `tag`."""
+    return f"CASE WHEN {tag} = ANY ({SECRET_TAGS_SQL}) THEN {withheld_sql(tag)} ELSE {redact_sql('current_query()')} END"
+
+
 LOG_TABLE = "ddl_log"
 PENDING_TABLE = "ddl_pending"
 RESOLVED_TABLE = "ddl_resolved"
@@ -156,8 +198,9 @@ BEGIN
                       OR (c.object_type = 'schema' AND c.object_identity = 'zerodowntime')
                       OR c.command_tag ~ '^(CREATE|ALTER|DROP) (PUBLICATION|SUBSCRIPTION)$';  -- replication plumbing
         INSERT INTO zerodowntime.ddl_log (command_tag, object_type, schema_name, object_identity, statement, definition)
-        VALUES (c.command_tag, c.object_type, c.schema_name, c.object_identity, current_query(),
-                zerodowntime.ddl_definition(c.classid, c.objid, c.object_type));
+        VALUES (c.command_tag, c.object_type, c.schema_name, c.object_identity, @LOGGED_TEXT_C@,
+                CASE WHEN c.command_tag = ANY (@SECRET_TAGS@) THEN NULL
+                     ELSE zerodowntime.ddl_definition(c.classid, c.objid, c.object_type) END);
     END LOOP;
 END
 $fn$
@@ -176,7 +219,7 @@ BEGIN
         CONTINUE WHEN o.schema_name = 'zerodowntime' OR (o.object_type = 'schema' AND o.object_identity = 'zerodowntime')
                       OR o.object_type IN ('publication', 'publication relation', 'publication namespace', 'subscription');
         INSERT INTO zerodowntime.ddl_log (command_tag, object_type, schema_name, object_identity, statement, definition)
-        VALUES (tg_tag, o.object_type, o.schema_name, o.object_identity, current_query(),
+        VALUES (tg_tag, o.object_type, o.schema_name, o.object_identity, @LOGGED_TEXT_TG@,
                 jsonb_build_object('dropped', true, 'address_names', to_jsonb(o.address_names)));
     END LOOP;
 END
@@ -193,7 +236,7 @@ BEGIN
                          entry.command_tag, CASE WHEN entry.object_type LIKE 'table%' OR entry.object_type IN ('index', 'sequence')
                          THEN 'relation' ELSE COALESCE(entry.object_type, 'object') END,
                          quote_ident(COALESCE(entry.object_identity, '?')), entry.id, reason, action, entry.id),
-        DETAIL = format('statement: %s', left(entry.statement, 400)),
+        DETAIL = format('statement: %s', left(@REDACTED_ENTRY@, 400)),
         ERRCODE = 'feature_not_supported';
 END
 $fn$
@@ -240,6 +283,14 @@ BEGIN
     IF EXISTS (SELECT 1 FROM zerodowntime.ddl_resolved r WHERE r.id = NEW.id) THEN
         NEW.outcome := 'resolved by a DBA';
         RETURN NEW;
+    END IF;
+
+    -- A command whose text was withheld for secrecy (its tag can carry credentials): a DBA's.
+    IF NEW.command_tag = ANY (@SECRET_TAGS@) THEN
+        PERFORM zerodowntime.ddl_unsupported(NEW, format('%s can carry credentials, so the capture withheld its text for secrecy',
+                                                         NEW.command_tag),
+                                             format('run the %s on the subscriber by hand, with the credentials it needs there',
+                                                    NEW.command_tag));
     END IF;
 
     -- Drops (sql_drop): in commit order no later replicated row needs the object any more.
@@ -391,6 +442,11 @@ BEGIN
 END
 $fn$
 """
+
+CAPTURE_FUNCTION = CAPTURE_FUNCTION.replace("@LOGGED_TEXT_C@", logged_text_sql("c.command_tag")).replace("@SECRET_TAGS@", SECRET_TAGS_SQL)
+CAPTURE_DROPS_FUNCTION = CAPTURE_DROPS_FUNCTION.replace("@LOGGED_TEXT_TG@", logged_text_sql("tg_tag"))
+UNSUPPORTED_FUNCTION = UNSUPPORTED_FUNCTION.replace("@REDACTED_ENTRY@", redact_sql("entry.statement"))
+APPLY_FUNCTION = APPLY_FUNCTION.replace("@SECRET_TAGS@", SECRET_TAGS_SQL)
 
 PUBLISHER_FUNCTIONS = (DEFINITION_FUNCTION, CAPTURE_FUNCTION, CAPTURE_DROPS_FUNCTION)
 SUBSCRIBER_FUNCTIONS = (UNSUPPORTED_FUNCTION, COLUMN_SQL_FUNCTION, SEQUENCE_OPTIONS_FUNCTION, APPLY_FUNCTION)

@@ -14,14 +14,13 @@ import re
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.redact import MASK
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.apply_errors import ApplyWatch
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import SSL_MODES, Client, PgError, ident
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-MASK = "********"
 
 # pg_subscription_rel.srsubstate
 SYNC_STATES = {

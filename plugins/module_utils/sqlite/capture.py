@@ -12,11 +12,19 @@ transaction: a change row exists exactly when the change committed.
 The capture is one ManagedObject: its attributes are the change table's name and the SQL of
 every trigger that belongs to it (named <change_table>__<table>__insert|update|delete), so a
 second run compares trigger SQL and changes nothing, and --diff lists triggers added and removed.
+
+The capture's identity: a random id recorded at install time in a one-row view
+<change_table>__capture (a view: never taken for an application table, nothing to write). A new
+change table gets a new id, so a capture removed and installed again, or another file's capture,
+is a different data set for table_copy's checkpoints; a copy of the file (a restore, a move)
+keeps it. A capture installed before the id existed gets one on the next run (changed once).
 """
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
+import uuid
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import (
@@ -40,6 +48,31 @@ def change_table_sql(change_table: str) -> str:
         "op TEXT NOT NULL CHECK (op IN ('I', 'U', 'D')), "
         "changed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
     )
+
+
+def identity_view(change_table: str) -> str:
+    return f"{change_table}__capture"
+
+
+def identity_sql(change_table: str, capture_id: str) -> str:
+    installed = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")  # noqa: UP017 (modules run on 3.9)
+    return (
+        f"CREATE VIEW {quote_ident(identity_view(change_table))} AS "
+        f"SELECT {quote_literal(capture_id)} AS capture_id, {quote_literal(installed)} AS installed_at"
+    )
+
+
+def capture_id(client: Client, change_table: str) -> str | None:
+    """The id the capture recorded at install time (None: no capture, or one installed before ids)."""
+    view = identity_view(change_table)
+    if not client.query("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?", (view,)):
+        return None
+    found = client.query(f"SELECT capture_id FROM {quote_ident(view)}")  # noqa: S608 (quoted identifier)
+    return str(found[0][0]) if found and found[0][0] is not None else None
+
+
+def new_capture_id() -> str:
+    return uuid.uuid4().hex
 
 
 def trigger_prefix(change_table: str) -> str:
@@ -143,7 +176,7 @@ class Capture(ManagedObject):
         return dict(rows)
 
     def exists(self) -> bool:
-        return self.change_table_exists() or bool(self.triggers())
+        return self.change_table_exists() or bool(self.triggers()) or capture_id(self.client, self.name) is not None
 
     def pending(self) -> int:
         if not self.change_table_exists():
@@ -162,7 +195,12 @@ class Capture(ManagedObject):
             )
 
     def attrs(self) -> dict:
-        return {"change_table": self.name if self.change_table_exists() else None, "triggers": self.triggers(), "rows": self.pending()}
+        return {
+            "change_table": self.name if self.change_table_exists() else None,
+            "triggers": self.triggers(),
+            "rows": self.pending(),
+            "capture_id": capture_id(self.client, self.name),
+        }
 
     def differences(self, current: dict, desired: dict) -> dict:
         changes = {}
@@ -170,10 +208,15 @@ class Capture(ManagedObject):
             changes["change_table"] = self.name
         if current["triggers"] != desired["triggers"]:
             changes["triggers"] = desired["triggers"]
+        if current["change_table"] is None or current.get("capture_id") is None:
+            changes["capture_id"] = desired["capture_id"]  # a new change table is a new data set: a new id
         return changes
 
     def create(self, desired: dict) -> None:
-        self.update({"change_table": None, "triggers": {}}, {"change_table": self.name, "triggers": desired["triggers"]})
+        self.update(
+            {"change_table": None, "triggers": {}, "capture_id": None},
+            {"change_table": self.name, "triggers": desired["triggers"], "capture_id": desired["capture_id"]},
+        )
 
     def update(self, current: dict, changes: dict) -> None:
         if changes.get("change_table"):
@@ -186,6 +229,9 @@ class Capture(ManagedObject):
             for name, text in wanted.items():
                 if current["triggers"].get(name) != text:
                     self.client.execute(text)
+        if changes.get("capture_id"):
+            self.client.execute(f"DROP VIEW IF EXISTS {quote_ident(identity_view(self.name))}")
+            self.client.execute(identity_sql(self.name, changes["capture_id"]))
 
     def drop(self, current: dict) -> None:
         rows = current["rows"]
@@ -198,11 +244,17 @@ class Capture(ManagedObject):
             self.client.execute(f"DROP TRIGGER {quote_ident(name)}")
         if current["change_table"] is not None:
             self.client.execute(f"DROP TABLE {quote_ident(self.name)}")
+        if current.get("capture_id") is not None:
+            self.client.execute(f"DROP VIEW IF EXISTS {quote_ident(identity_view(self.name))}")
 
     def diff_view(self, attributes: dict | None) -> dict:
         if attributes is None:
             return {}
-        return {"change_table": attributes.get("change_table", self.name), "triggers": dict(attributes.get("triggers", {}))}
+        return {
+            "change_table": attributes.get("change_table", self.name),
+            "triggers": dict(attributes.get("triggers", {})),
+            "capture_id": attributes.get("capture_id"),
+        }
 
 
 def desired_triggers(client: Client, params: dict) -> dict:
@@ -250,7 +302,7 @@ def ensure_capture(client: Client, params: dict) -> dict:
     wal_changed = params["state"] == "present" and client.ensure_wal()
     with client.immediate():
         capture.check_change_table()
-        desired = {"triggers": desired_triggers(client, params)} if params["state"] == "present" else {}
+        desired = {"triggers": desired_triggers(client, params), "capture_id": new_capture_id()} if params["state"] == "present" else {}
         result = capture.ensure(params["state"], desired)
         rows = capture.pending()
     journal_after = "wal" if wal_changed else journal_before

@@ -15,7 +15,12 @@ import json
 import sqlite3
 from contextlib import contextmanager
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import CHANGE_COLUMNS, table_key, user_tables
+from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import (
+    CHANGE_COLUMNS,
+    capture_id,
+    table_key,
+    user_tables,
+)
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client, SqliteError, quote_ident
 
 # Declared type names (upper case, parameters stripped) -> logical type. SQLite accepts any
@@ -137,6 +142,17 @@ class SqliteSource:
         finally:
             self.in_snapshot = False
             self.client.conn.rollback()
+
+    def identity(self) -> dict:
+        """Which data set this is, as table_copy's checkpoints record it: the file and the id its
+        capture recorded at install time (a new capture, another file: another id)."""
+        return {"path": self.client.path, "change_table": self.change_table, "capture_id": capture_id(self.client, self.change_table)}
+
+    def high_seq(self) -> int:
+        """The highest sequence number the capture ever handed out (sqlite_sequence: kept when change
+        rows are deleted, gone with the change table), 0 before the first change."""
+        found = self.client.query("SELECT seq FROM sqlite_sequence WHERE name = ?", (self.change_table,))
+        return int(found[0][0] or 0) if found else 0
 
     def last_seq(self) -> int:
         found = self.client.query(f"SELECT max(seq) FROM {quote_ident(self.change_table)}")  # noqa: S608 (quoted identifier)
