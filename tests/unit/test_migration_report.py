@@ -8,15 +8,17 @@ import importlib.util
 import json
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import Library
 from ansible_collections.zerodowntime.migration.plugins.modules import migration_report
-from tests.lab import ROOT
 
 pytest.importorskip("matplotlib")
+
+ROOT = Path(__file__).resolve().parents[2]
 
 T0 = 1764860000  # 2025-12-04 14:53:20 UTC
 PAUSE = {"started_at": T0 + 170.25, "ms": 92.4}
