@@ -9,6 +9,14 @@
       --port may be given several times (every PgBouncer): the clients (--clients, default one
       per port), each a connection of its own in a thread of its own, are spread over the ports in
       turn, and the summary counts the transactions committed through each port ("through").
+      --latency-file FILE: also writes, one JSON line a second while it runs, the commit latency of
+      that second: {"t": <UTC epoch second>, "count": commits, "errors": failed transactions,
+      "max_ms", "p99_ms", "p50_ms" (null in a second without commits)}.
+      --lag-file FILE: also reads, every --lag-interval seconds (default 1), the lag of every
+      logical replication slot on blue (--check-port) and green (--other-port) and writes one JSON
+      line per slot: {"t": <UTC epoch>, "server": "blue"|"green", "port", "slot", "lag_bytes",
+      "active"} (a failed read: {"t", "server", "port", "error"}). Both feed the final report's
+      charts (zerodowntime.migration.migration_report); neither changes the printed summary.
   workload.py verify --port 5433 --other-port 5434 --tables vms,vm_metrics [--timeout 120]
       waits (bounded) until every table has the same row count and row checksum on both
       sides; prints them as JSON; exits 1 naming the tables that still differ.
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -30,7 +39,7 @@ import psycopg
 from psycopg import sql
 
 
-def connect(args, port: int) -> psycopg.Connection:
+def connect(args, port: int, application_name: str = "zdm-workload") -> psycopg.Connection:
     # prepare_threshold=None: no server-side prepared statements, so it also runs through
     # PgBouncer in transaction pooling
     return psycopg.connect(
@@ -39,12 +48,93 @@ def connect(args, port: int) -> psycopg.Connection:
         user=args.user,
         dbname=args.dbname,
         autocommit=True,
-        application_name="zdm-workload",
+        application_name=application_name,
         prepare_threshold=None,
     )
 
 
-def run_client(args, port: int, seed: int, totals: dict, committed: list, lock: threading.Lock) -> None:
+def nearest_rank(ordered: list, share: float):
+    """The nearest-rank percentile of an ordered list (None when empty)."""
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)] if ordered else None
+
+
+class LatencyLog:
+    """Commit latency per second (by the UTC second a transaction ended in), one JSON line a
+    second in `path`, written as each second ends (a workload killed midway leaves its seconds)."""
+
+    def __init__(self, path: str):
+        self.lock = threading.Lock()
+        self.seconds: dict = {}  # epoch second -> {"ms": [latencies], "errors": n}
+        self.next = int(time.time())  # the first second not written yet
+        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+
+    def record(self, latency_ms: float | None) -> None:
+        """A committed transaction's latency, or None for a failed one."""
+        second = int(time.time())
+        with self.lock:
+            bucket = self.seconds.setdefault(max(second, self.next), {"ms": [], "errors": 0})
+            if latency_ms is None:
+                bucket["errors"] += 1
+            else:
+                bucket["ms"].append(latency_ms)
+
+    def flush(self, final: bool = False) -> None:
+        """Write every second that has ended (with `final`, the current one too)."""
+        last = int(time.time()) - (0 if final else 1)
+        lines = []
+        with self.lock:
+            while self.next <= last:
+                bucket = self.seconds.pop(self.next, {"ms": [], "errors": 0})
+                ordered = sorted(bucket["ms"])
+                line = {"t": self.next, "count": len(ordered), "errors": bucket["errors"]}
+                line.update(max_ms=ordered[-1] if ordered else None, p99_ms=nearest_rank(ordered, 0.99), p50_ms=nearest_rank(ordered, 0.5))
+                lines.append(json.dumps(line) + "\n")
+                self.next += 1
+        if lines:
+            self.file.writelines(lines)
+            self.file.flush()
+
+    def keep_flushing(self, stop: threading.Event) -> None:
+        while not stop.wait(1):
+            self.flush()
+
+    def close(self) -> None:
+        self.flush(final=True)
+        self.file.close()
+
+
+LAG_QUERY = (
+    "SELECT slot_name, active, pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
+    "FROM pg_catalog.pg_replication_slots WHERE slot_type = 'logical' AND database = current_database() "
+    "AND confirmed_flush_lsn IS NOT NULL AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%' ORDER BY slot_name"
+)  # every logical slot of the database but the initial copy's table sync slots
+
+
+def sample_lag(args, path: str, stop: threading.Event) -> None:
+    """Every --lag-interval seconds until `stop`: each logical slot's lag on blue and green."""
+    sides = (("blue", args.check_port), ("green", args.other_port))
+    conns: dict = {}
+    with open(path, "w", encoding="utf-8") as out:
+        while True:
+            for name, port in sides:
+                line = {"t": round(time.time(), 3), "server": name, "port": port}
+                try:
+                    if conns.get(name) is None or conns[name].broken:
+                        conns[name] = connect(args, port, "zdm-workload-lag")
+                        conns[name].execute("SET statement_timeout = '2s'")
+                    rows = conns[name].execute(LAG_QUERY).fetchall()
+                    out.writelines(json.dumps(dict(line, slot=slot, active=active, lag_bytes=lag)) + "\n" for slot, active, lag in rows)
+                except psycopg.Error as exc:
+                    out.write(json.dumps(dict(line, error=str(exc).strip())) + "\n")
+            out.flush()
+            if stop.wait(args.lag_interval):
+                break
+    for conn in conns.values():
+        if conn is not None:
+            conn.close()
+
+
+def run_client(args, port: int, seed: int, totals: dict, committed: list, lock: threading.Lock, latency: LatencyLog | None = None) -> None:
     """One client: transactions on its own connection through `port` until the stop file appears."""
     counts = {"inserts": 0, "updates": 0, "deletes": 0, "errors": 0, "max_latency_ms": 0.0}
     audit_ids = []
@@ -76,13 +166,18 @@ def run_client(args, port: int, seed: int, totals: dict, committed: list, lock: 
                     )
                     deleted = conn.execute("DELETE FROM vm_metrics WHERE id = %s", (rng.randint(1, max_metric),)).rowcount
                 audit_ids.append(audit_id)
-                counts["max_latency_ms"] = max(counts["max_latency_ms"], round((time.monotonic() - begun) * 1000, 1))
+                took_ms = round((time.monotonic() - begun) * 1000, 1)
+                counts["max_latency_ms"] = max(counts["max_latency_ms"], took_ms)
+                if latency is not None:
+                    latency.record(took_ms)
                 counts["inserts"] += 2
                 counts["updates"] += 1
                 counts["deletes"] += deleted
             except psycopg.Error as exc:
                 counts["errors"] += 1
                 counts["last_error"] = str(exc).strip()
+                if latency is not None:
+                    latency.record(None)
             time.sleep(args.pause)
     except psycopg.Error as exc:  # no connection to begin with
         counts["errors"] += 1
@@ -106,18 +201,30 @@ def run(args) -> dict:
     committed_audit_ids = []
     lock = threading.Lock()
     started = time.monotonic()
+    latency = LatencyLog(args.latency_file) if args.latency_file else None
+    stop = threading.Event()
+    helpers = []  # the latency file's writer and the lag sampler, until the clients are done
+    if latency is not None:
+        helpers.append(threading.Thread(target=latency.keep_flushing, args=(stop,), name="latency"))
+    if args.lag_file:
+        helpers.append(threading.Thread(target=sample_lag, args=(args, args.lag_file, stop), name="lag"))
     clients = [
         threading.Thread(
             target=run_client,
-            args=(args, args.port[number % len(args.port)], args.seed + number, counts, committed_audit_ids, lock),
+            args=(args, args.port[number % len(args.port)], args.seed + number, counts, committed_audit_ids, lock, latency),
             name=f"client-{number}",
         )
         for number in range(args.clients or len(args.port))
     ]
-    for client in clients:
-        client.start()
+    for thread in helpers + clients:
+        thread.start()
     for client in clients:
         client.join()
+    stop.set()
+    for helper in helpers:
+        helper.join()
+    if latency is not None:
+        latency.close()
     counts["seconds"] = round(time.monotonic() - started, 1)
     counts["committed"] = len(committed_audit_ids)
     for name, port in (("blue", args.check_port), ("green", args.other_port)):
@@ -159,6 +266,9 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--pause", type=float, default=0.005)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--latency-file", help="run: write the commit latency of every second to this file (JSON lines)")
+    parser.add_argument("--lag-file", help="run: write the lag of blue's and green's logical slots to this file (JSON lines)")
+    parser.add_argument("--lag-interval", type=float, default=1.0, help="run: seconds between two lag samples")
     parser.add_argument("--tables", default="tenants,users,compute_nodes,vms,vm_metrics,audit_log")
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()

@@ -198,6 +198,13 @@ write_pause_ms:
   returned: always
   type: float
   sample: 84.2
+write_pause_started_at:
+  description:
+    - When the pause began, in UTC epoch seconds (also on failure); null when nothing was paused. With
+      RV(write_pause_ms) it places the pause on a clock - C(zerodowntime.migration.migration_report) marks it on its charts.
+  returned: always
+  type: float
+  sample: 1764860310.25
 steps:
   description:
     - Each step of the pause with its duration in milliseconds and whether it finished.

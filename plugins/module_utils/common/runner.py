@@ -19,12 +19,14 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.common.reda
 
 
 class Library:
-    """A Python library a module needs: whether it imported, its requirement, the import error."""
+    """A Python library a module needs: whether it imported, its requirement, the import error,
+    and optionally what it is needed for and how to get it (`reason`, shown in the failure)."""
 
-    def __init__(self, available: bool, requirement: str, import_error=None):
+    def __init__(self, available: bool, requirement: str, import_error=None, reason: str | None = None):
         self.available = available
         self.requirement = requirement
         self.import_error = import_error
+        self.reason = reason
 
 
 def run_module(module, work, openers: dict | None = None, libraries=(), on_failure=None) -> None:
@@ -37,7 +39,7 @@ def run_module(module, work, openers: dict | None = None, libraries=(), on_failu
     """
     for library in libraries:
         if not library.available:
-            module.fail_json(msg=missing_required_lib(library.requirement), exception=str(library.import_error))
+            module.fail_json(msg=missing_required_lib(library.requirement, reason=library.reason), exception=str(library.import_error))
     opened: dict = {}
     try:
         for name, opener in (openers or {}).items():

@@ -90,6 +90,7 @@ class Facts:
     lag_before_pause: int | None = None  # bytes
     frozen_at: object = None  # the source's clock when it was frozen
     write_pause_ms: float | None = None
+    write_pause_started_at: float | None = None  # UTC epoch seconds: where the pause stands on a clock (the report's charts)
     sequences: list = field(default_factory=list)
     reverse_streaming: bool | None = None
 
@@ -502,6 +503,7 @@ class Switchover:
         self.deadline = Deadline(timeout)
         self.record(state="pausing", deadline_at=time.time() + timeout)
         pause_started = time.monotonic()
+        self.facts.write_pause_started_at = round(time.time(), 3)
         try:
             self.run_steps()
         except BaseException as error:
@@ -952,6 +954,7 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
         "switched": status == "switched",
         "steps": [],
         "write_pause_ms": None,
+        "write_pause_started_at": None,
         "queries": [],
         "repaired": repaired,
         "previous_run": previous_run(last),
@@ -1004,6 +1007,7 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
             steps=run.steps,
             undone=run.undone,
             write_pause_ms=run.facts.write_pause_ms,
+            write_pause_started_at=run.facts.write_pause_started_at,
             serving=before_pool,
             journal=journal.path,
         )
@@ -1021,6 +1025,7 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
     result.update(
         queries=audit(source, target, poolers),
         write_pause_ms=run.facts.write_pause_ms,
+        write_pause_started_at=run.facts.write_pause_started_at,
         lag_before_pause=run.facts.lag_before_pause,
         sequences=run.facts.sequences,
         reverse_streaming=run.facts.reverse_streaming,
