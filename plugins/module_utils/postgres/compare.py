@@ -2,7 +2,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Compare a table on two servers: row counts and checksums over key-range chunks.
 
-How it works, per table:
+The chunking, bisection and rechecks are compare/engine.py's (RangeComparison); this file has the
+PostgreSQL sides: `Side` digests rows in SQL when PostgreSQL is on both sides (pg_compare), and
+`CanonicalSide` reads rows for Python's canonical digests when the other side is another engine
+(table_compare: compare/canonical.py).
+
+How it works, per table (PostgreSQL on both sides):
 - The key is the source's replica identity index, else its primary key (or the `key` asked for).
   Chunk bounds are key values sampled from the source (TABLESAMPLE), so chunks hold about
   `chunk_rows` rows whatever the key's type (integer, text, uuid, composite...).
@@ -196,6 +201,74 @@ class Side:
             values = list(row.values())
             result[tuple(values[:-1])] = values[-1]
         return result
+
+
+class CanonicalSide(Side):
+    """One table on one server in canonical mode, for a comparison with another engine: the rows of
+    a key range read in key order and digested in Python over canonical values (compare/canonical.py),
+    the same way the other engine's side digests its own. Text key columns are ordered COLLATE "C"
+    (by code point, as SQLite's BINARY collation); json/jsonb is read as text and canonicalised."""
+
+    def __init__(self, client, role: str, table: str, columns: list[str], key: list[str], canonical, readers: list | None = None):
+        super().__init__(client, role, table, readers)
+        missing = [column for column in columns if column not in self.columns]
+        if missing:
+            raise PgError(
+                f"table {format_qualified_name(self.schema, self.name)} on the {role} ({client.endpoint}) has no column "
+                f"{', '.join(missing)}: add it, or compare only tables whose columns match"
+            )
+        self.key = list(key)
+        self.canonical = canonical
+        self.selected = sql.SQL(", ").join(
+            sql.SQL("{}::text").format(ident(column)) if self.columns[column]["type_name"] in ("json", "jsonb") else ident(column)
+            for column in columns
+        )
+
+    def ordered(self, column: str) -> sql.Composable:
+        text = self.columns[column]["type_name"] in ("text", "varchar", "bpchar")
+        return sql.SQL('{} COLLATE "C"').format(ident(column)) if text else ident(column)
+
+    def key_row(self):
+        return sql.SQL(", ").join(self.ordered(column) for column in self.key)
+
+    def bound(self, values) -> sql.Composable:
+        literals = [sql.Literal(value) for value in values]
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(literals)) if len(literals) > 1 else literals[0]
+
+    def where(self, lower, upper) -> sql.Composable:
+        key = sql.SQL("ROW({})").format(self.key_row()) if len(self.key) > 1 else self.ordered(self.key[0])
+        conditions = [sql.SQL("TRUE")]
+        if lower is not None:
+            conditions.append(sql.SQL("{} >= {}").format(key, self.bound(lower)))
+        if upper is not None:
+            conditions.append(sql.SQL("{} < {}").format(key, self.bound(upper)))
+        return sql.SQL(" AND ").join(conditions)
+
+    def keys(self, lower=None, upper=None, limit: int | None = None, offset: int = 0, sample_percent: float | None = None) -> list[tuple]:
+        sample = sql.SQL("TABLESAMPLE SYSTEM ({})").format(sql.Literal(sample_percent)) if sample_percent else sql.SQL("")
+        limited = sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL("")
+        statement = sql.SQL("SELECT {} FROM {} {} WHERE {} ORDER BY {} OFFSET {} {}").format(
+            sql.SQL(", ").join(ident(column) for column in self.key),
+            self.relation,
+            sample,
+            self.where(lower, upper),
+            self.key_row(),
+            sql.Literal(offset),
+            limited,
+        )
+        return [self.canonical.bare_key(tuple(row.values())) for row in self.client.query(statement)]
+
+    def rows(self, lower, upper, client=None) -> list[tuple]:
+        statement = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
+            self.selected, self.relation, self.where(lower, upper), self.key_row()
+        )
+        return [tuple(row.values()) for row in (client or self.client).query(statement)]
+
+    def summary(self, lower=None, upper=None, keyless: bool = False, client=None) -> tuple[int, str]:
+        return self.canonical.summary(self.rows(lower, upper, client), keyless)
+
+    def digests(self, lower, upper) -> dict[tuple, int]:
+        return self.canonical.digests(self.rows(lower, upper))
 
 
 class TableComparison(RangeComparison):
