@@ -23,6 +23,7 @@ description:
     blobs in hex, NULL apart from every value. A value is converted as the copy converts it
     before writing, so the types are the copy's - the existing target column's type decides, or
     O(column_types).
+  - Each table must exist on the target (in O(target_schema)) with every column of the source.
   - The key is the SQLite table's primary key, or O(key_columns). Integer and text keys (also
     composite); text keys are ordered by code point on both sides (PostgreSQL C(COLLATE "C")).
   - Reads only, through one connection per side; the result is the same in check mode and
@@ -33,19 +34,10 @@ author:
   - zerodowntime.migration maintainers (@zerodowntime)
 extends_documentation_fragment:
   - zerodowntime.migration.sqlite
+  - zerodowntime.migration.sqlite.tables
   - zerodowntime.migration.postgres
+  - zerodowntime.migration.compare
 options:
-  tables:
-    description:
-      - The tables to compare. Left out - every table of the file but the change table.
-      - Each must exist on the target (in O(target_schema)) with every column of the source.
-    type: list
-    elements: str
-  key_columns:
-    description:
-      - Per table, the columns that identify a row when it has no primary key (as given to
-        M(zerodowntime.migration.table_copy)). A table with neither is refused by name.
-    type: dict
   column_types:
     description:
       - Per table, per column, the target type (as given to M(zerodowntime.migration.table_copy)).
@@ -55,31 +47,10 @@ options:
     description: The PostgreSQL schema holding the tables.
     type: str
     default: public
-  change_table:
-    description: The capture's change table in the file, left out when O(tables) is not given.
-    type: str
-    default: zdm_changes
   chunk_rows:
     description: About how many rows each checksummed chunk holds (read into memory on each side at once).
     type: int
     default: 20000
-  leaf_rows:
-    description: Bisection stops at this many rows and diffs the rows' digests.
-    type: int
-    default: 1000
-  sample_percent:
-    description:
-      - Compare only this percentage of each table's chunks, chosen at random (at least one). For a
-        quick check of huge tables; C(100) compares everything.
-    type: float
-    default: 100
-  seed:
-    description: Seed of the chunk sampling, to repeat a sampled comparison exactly.
-    type: int
-  max_keys:
-    description: How many differing keys to return per table (all are counted).
-    type: int
-    default: 20
   rechecks:
     description:
       - How many times differing chunks are compared again, after O(recheck_delay) seconds, before
@@ -90,12 +61,6 @@ options:
     description: Seconds to wait before a re-read.
     type: float
     default: 1.0
-  fail_on_difference:
-    description:
-      - Fail when a table differs. With C(false) the module succeeds and reports RV(equal=false), for
-        playbooks that write a report either way.
-    type: bool
-    default: true
 notes:
   - The SQLite file is the source - its tables, columns and key define the comparison; columns only
     the target has are ignored, and the target may be partitioned (only the rows matter).

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.canonical import Canonical, normaliser, row_digest
-from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.engine import RangeComparison, summarise
+from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.engine import RangeComparison, option_problem, summarise
 from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.run import CompareError, canonical_for, sides
 from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.engine import TablePlan
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.copy_target import parse_type
@@ -274,3 +274,16 @@ def test_a_table_missing_on_the_target_is_refused_by_name():
 def test_a_key_of_a_type_the_engines_order_differently_is_refused():
     with pytest.raises(CompareError, match=r"key column vms\.id is timestamp with time zone.*key_columns for 'vms'"):
         sides(Named(), Named(), plan(["timestamp with time zone", "text"]))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({}, None),
+        ({"leaf_rows": 0}, "leaf_rows must be at least 1"),
+        ({"sample_percent": 0}, "sample_percent must be more than 0 and at most 100"),
+        ({"rechecks": -1}, "rechecks must be 0 or more"),
+    ],
+)
+def test_the_engines_options_are_checked_once_for_every_module(change, problem):
+    assert option_problem({**PARAMS, **change}) == problem

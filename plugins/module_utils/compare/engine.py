@@ -38,6 +38,29 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+# Options of every comparison module (pg_compare, table_compare), documented once in
+# plugins/doc_fragments/compare.py; chunk_rows, rechecks and recheck_delay are each module's own.
+ENGINE_OPTIONS = dict(
+    leaf_rows=dict(type="int", default=1000),
+    sample_percent=dict(type="float", default=100.0),
+    seed=dict(type="int"),
+    max_keys=dict(type="int", default=20, no_log=False),
+    fail_on_difference=dict(type="bool", default=True),
+)
+
+
+def option_problem(params: dict) -> str | None:
+    """What is wrong with the engine's options, or None."""
+    for option in ("chunk_rows", "leaf_rows"):
+        if params[option] < 1:
+            return f"{option} must be at least 1"
+    if not 0 < params["sample_percent"] <= 100:
+        return "sample_percent must be more than 0 and at most 100"
+    for option in ("max_keys", "rechecks", "recheck_delay"):
+        if params[option] < 0:
+            return f"{option} must be 0 or more"
+    return None
+
 
 class RangeComparison:
     """Compare one table through two side adapters; `compare()` returns the per-table result.

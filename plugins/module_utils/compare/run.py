@@ -15,28 +15,27 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.canonical import KEY_TYPES, Canonical
-from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.engine import RangeComparison, summarise
+from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.engine import (
+    ENGINE_OPTIONS,
+    RangeComparison,
+    option_problem,
+    summarise,
+)
 from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.engine import CopyError, plan_tables
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.compare import CanonicalSide, prepare_session
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.copy_target import PgTarget
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import check_identifier
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.compare import SqliteSide
-from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.source import SqliteSource
+from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.source import TABLE_OPTIONS, SqliteSource
 
 COMPARE_OPTIONS = dict(
-    tables=dict(type="list", elements="str"),
-    key_columns=dict(type="dict", no_log=False),
+    TABLE_OPTIONS,
     column_types=dict(type="dict"),
     target_schema=dict(type="str", default="public"),
-    change_table=dict(type="str", default="zdm_changes"),
     chunk_rows=dict(type="int", default=20000),
-    leaf_rows=dict(type="int", default=1000),
-    sample_percent=dict(type="float", default=100.0),
-    seed=dict(type="int"),
-    max_keys=dict(type="int", default=20, no_log=False),
     rechecks=dict(type="int", default=0),
     recheck_delay=dict(type="float", default=1.0),
-    fail_on_difference=dict(type="bool", default=True),
+    **ENGINE_OPTIONS,
 )
 
 # Digits a real keeps per target type: PostgreSQL's 4-byte real holds about 6.
@@ -48,13 +47,9 @@ class CompareError(CopyError):
 
 
 def validate(params: dict) -> None:
-    for name, low in (("chunk_rows", 1), ("leaf_rows", 1), ("max_keys", 0), ("rechecks", 0)):
-        if params[name] < low:
-            raise CompareError(f"{name}={params[name]} is out of range: give {low} or more")
-    if not 0 < params["sample_percent"] <= 100:
-        raise CompareError(f"sample_percent={params['sample_percent']} is out of range: give more than 0 and at most 100")
-    if params["recheck_delay"] < 0:
-        raise CompareError(f"recheck_delay={params['recheck_delay']} is out of range: give seconds, 0 or more")
+    problem = option_problem(params)
+    if problem:
+        raise CompareError(problem)
     check_identifier(params["target_schema"], "target_schema")
 
 

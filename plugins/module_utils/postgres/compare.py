@@ -164,7 +164,7 @@ class Side:
 
     def where(self, lower, upper) -> sql.Composable:
         """lower <= key < upper (None: unbounded), as a row comparison for composite keys."""
-        key = sql.SQL("ROW({})").format(self.key_row()) if len(self.key) > 1 else ident(self.key[0])
+        key = sql.SQL("ROW({})").format(self.key_row()) if len(self.key) > 1 else self.key_row()
         conditions = [sql.SQL("TRUE")]
         if lower is not None:
             conditions.append(sql.SQL("{} >= {}").format(key, self.bound(lower)))
@@ -189,7 +189,11 @@ class Side:
         statement = sql.SQL("SELECT {} FROM {} {} WHERE {} ORDER BY {} OFFSET {} {}").format(
             self.text_columns(), self.relation, sample, self.where(lower, upper), self.key_row(), sql.Literal(offset), limited
         )
-        return [tuple(row.values()) for row in self.client.query(statement)]
+        return [self.key_of(row) for row in self.client.query(statement)]
+
+    @staticmethod
+    def key_of(row: dict) -> tuple:
+        return tuple(row.values())
 
     def digests(self, lower, upper) -> dict[tuple, int]:
         """{key: row digest} of the rows in [lower, upper)."""
@@ -235,28 +239,12 @@ class CanonicalSide(Side):
         literals = [sql.Literal(value) for value in values]
         return sql.SQL("ROW({})").format(sql.SQL(", ").join(literals)) if len(literals) > 1 else literals[0]
 
-    def where(self, lower, upper) -> sql.Composable:
-        key = sql.SQL("ROW({})").format(self.key_row()) if len(self.key) > 1 else self.ordered(self.key[0])
-        conditions = [sql.SQL("TRUE")]
-        if lower is not None:
-            conditions.append(sql.SQL("{} >= {}").format(key, self.bound(lower)))
-        if upper is not None:
-            conditions.append(sql.SQL("{} < {}").format(key, self.bound(upper)))
-        return sql.SQL(" AND ").join(conditions)
+    def text_columns(self) -> sql.Composable:
+        """The key columns as they are (the canonical key is made in Python)."""
+        return sql.SQL(", ").join(ident(column) for column in self.key)
 
-    def keys(self, lower=None, upper=None, limit: int | None = None, offset: int = 0, sample_percent: float | None = None) -> list[tuple]:
-        sample = sql.SQL("TABLESAMPLE SYSTEM ({})").format(sql.Literal(sample_percent)) if sample_percent else sql.SQL("")
-        limited = sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL("")
-        statement = sql.SQL("SELECT {} FROM {} {} WHERE {} ORDER BY {} OFFSET {} {}").format(
-            sql.SQL(", ").join(ident(column) for column in self.key),
-            self.relation,
-            sample,
-            self.where(lower, upper),
-            self.key_row(),
-            sql.Literal(offset),
-            limited,
-        )
-        return [self.canonical.bare_key(tuple(row.values())) for row in self.client.query(statement)]
+    def key_of(self, row: dict) -> tuple:
+        return self.canonical.bare_key(tuple(row.values()))
 
     def rows(self, lower, upper, client=None) -> list[tuple]:
         statement = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
