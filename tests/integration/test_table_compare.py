@@ -115,7 +115,7 @@ def test_a_copied_file_compares_equal_then_exactly_the_changed_keys_are_reported
 
 
 def test_bad_input_names_the_object_and_the_fix(vminer, green_db):
-    copy(vminer, green_db, column_types=DATES, tables=["vcenters"])
+    copy(vminer, green_db, column_types={"vcenters": DATES["vcenters"]}, tables=["vcenters"])
 
     missing = module(vminer, green_db, tables=["vcenters", "hosts"], column_types={"vcenters": DATES["vcenters"]})
     assert missing["failed"] is True
