@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import sqlite3
+import typing
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +15,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.can
 from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.engine import RangeComparison, option_problem, summarise
 from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.run import CompareError, canonical_for, sides
 from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.engine import TablePlan
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.copy_target import parse_type
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.copy_target import PgTarget, parse_type
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.compare import SqliteSide
 
@@ -287,3 +288,85 @@ def test_a_key_of_a_type_the_engines_order_differently_is_refused():
 )
 def test_the_engines_options_are_checked_once_for_every_module(change, problem):
     assert option_problem({**PARAMS, **change}) == problem
+
+
+# run_compare end to end: the PostgreSQL side played by a second SQLite file holding the values in
+# PostgreSQL's forms, so the planning (the copy's plan_tables), canonical_for and the summary run as
+# in the module. The real PostgreSQL side is tests/integration/test_table_compare.py's.
+class StandInTarget:
+    kind = "PostgreSQL"
+    where = "the stand-in"
+    types: typing.ClassVar[dict] = {}
+
+    def __init__(self, client, schema):
+        self.client = client
+        self.schema = schema
+
+    def qualified(self, table):
+        return f"{self.schema}.{table}"
+
+    parse_type = staticmethod(parse_type)
+    default_type = staticmethod(PgTarget.default_type)
+
+    @staticmethod
+    def type_names():
+        return ["bigint", "text"]
+
+    def columns(self, table):
+        return self.types.get(table)
+
+    def create_statement(self, *args):
+        return ""
+
+    def render(self, statement):
+        return statement
+
+
+def test_run_compare_plans_with_the_copys_types_and_reports_the_differing_keys(tmp_path, monkeypatch):
+    from ansible_collections.zerodowntime.migration.plugins.module_utils.compare import run
+
+    source = sqlite_file(
+        tmp_path / "app.db",
+        [
+            "CREATE TABLE vms (id INTEGER PRIMARY KEY, active BOOLEAN, seen TEXT, price NUMERIC)",
+            *(f"INSERT INTO vms VALUES ({key}, {key % 2}, '2026-01-02 03:04:05', {key}.5)" for key in range(1, 121)),  # noqa: S608
+        ],
+    )
+    typed = sqlite_file(
+        tmp_path / "typed.db",
+        [
+            "CREATE TABLE vms (id INTEGER PRIMARY KEY, active TEXT, seen TEXT, price TEXT)",
+            *(
+                f"INSERT INTO vms VALUES ({key}, '{'true' if key % 2 else 'false'}', '2026-01-02T04:04:05+01:00', '{key}.50')"  # noqa: S608
+                for key in range(1, 121)
+            ),
+        ],
+    )
+    StandInTarget.types = {"vms": {"id": "bigint", "active": "boolean", "seen": "timestamp with time zone", "price": "numeric(10,2)"}}
+    monkeypatch.setattr(run, "PgTarget", StandInTarget)
+    monkeypatch.setattr(run, "prepare_session", lambda client: None)
+    monkeypatch.setattr(run, "CanonicalSide", lambda client, role, table, *args: SqliteSide(typed, role, table.split(".")[1], *args))
+    params = {name: spec.get("default") for name, spec in run.COMPARE_OPTIONS.items()}
+    params.update(chunk_rows=25, leaf_rows=4)
+
+    equal = run.run_compare(source, None, params)
+    assert (equal["equal"], equal["changed"], equal["rows_compared"]) == (True, False, 120)
+    assert equal["tables"][0]["chunks"] == 5 and equal["msg"] == "1 tables equal (120 rows)"
+
+    typed.conn.execute("UPDATE vms SET price = '7.51' WHERE id = 7")
+    typed.conn.execute("DELETE FROM vms WHERE id = 77")
+    typed.conn.execute("INSERT INTO vms VALUES (500, 'true', '2026-01-02T04:04:05+01:00', '1')")
+    differs = run.run_compare(source, None, params)
+    assert differs["differing_tables"] == ["vms"]
+    assert differs["tables"][0]["differing_keys"] == [
+        {"key": {"id": 7}, "kind": "changed"},
+        {"key": {"id": 77}, "kind": "missing"},
+        {"key": {"id": 500}, "kind": "extra"},
+    ]
+    assert "vms (1 missing, 1 extra, 1 changed)" in differs["msg"]
+
+    StandInTarget.types = {}
+    with pytest.raises(CompareError, match=r"public\.vms does not exist on the stand-in"):
+        run.run_compare(source, None, params)
+    with pytest.raises(CompareError, match="leaf_rows must be at least 1"):
+        run.run_compare(source, None, {**params, "leaf_rows": 0})
