@@ -1,6 +1,7 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""SQLite file options: the database file and the busy timeout of every connection to it."""
+"""SQLite file options: the database file and the busy timeout of every connection to it; and
+(TABLES) the tables of the file a module works on (table_copy, table_compare)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,27 @@ busy_timeout:
   default: 5.0
 """
 
+# Matches TABLE_OPTIONS in plugins/module_utils/sqlite/source.py.
+TABLE_OPTIONS = r"""
+tables:
+  description:
+    - The tables of the file, in this order. Left out - every table of the file but the change table.
+  type: list
+  elements: str
+key_columns:
+  description:
+    - Per table, the columns that identify a row when it has no primary key (the same as given to
+      M(zerodowntime.migration.sqlite_capture)). A table with neither is refused by name.
+  type: dict
+change_table:
+  description:
+    - The capture's change table in the SQLite file (M(zerodowntime.migration.sqlite_capture) O(change_table)).
+  type: str
+  default: zdm_changes
+"""
+
 
 class ModuleDocFragment:
     # Composed when Ansible imports the fragment (see plugins/doc_fragments/redis.py).
     DOCUMENTATION: str = "options:\n" + flat(CONNECTION_OPTIONS)
+    TABLES: str = "options:\n" + flat(TABLE_OPTIONS)

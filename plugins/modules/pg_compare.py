@@ -34,6 +34,7 @@ author:
 extends_documentation_fragment:
   - zerodowntime.migration.postgres.pair
   - zerodowntime.migration.progress
+  - zerodowntime.migration.compare
 options:
   tables:
     description:
@@ -52,23 +53,6 @@ options:
     description: About how many rows each checksummed chunk holds.
     type: int
     default: 100000
-  leaf_rows:
-    description: Bisection stops at this many rows and diffs the rows' digests.
-    type: int
-    default: 1000
-  sample_percent:
-    description:
-      - Compare only this percentage of each table's chunks, chosen at random (at least one). For a
-        quick check of huge tables; C(100) compares everything.
-    type: float
-    default: 100
-  seed:
-    description: Seed of the chunk sampling, to repeat a sampled comparison exactly.
-    type: int
-  max_keys:
-    description: How many differing keys to return per table (all are counted).
-    type: int
-    default: 20
   rechecks:
     description: How many times differing chunks are compared again before their keys are reported; C(0) reports the first reading.
     type: int
@@ -92,12 +76,6 @@ options:
         re-reads use one). More than the server's cores buys nothing.
     type: int
     default: 2
-  fail_on_difference:
-    description:
-      - Fail when a table differs. With C(false) the module succeeds and reports RV(equal=false), for
-        playbooks that write a report either way.
-    type: bool
-    default: true
 notes:
   - O(source) is blue - its columns, key and chunk bounds define the comparison; O(target) is green.
   - Session settings are made equal on both sides (C(TimeZone=UTC), C(DateStyle=ISO), ...), so text
@@ -200,6 +178,7 @@ progress:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.engine import ENGINE_OPTIONS, option_problem
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.compare import compare_tables
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG, pair_argument_spec, pair_openers
@@ -242,27 +221,19 @@ def main():
             tables=dict(type="list", elements="str", required=True),
             key=dict(type="dict", default={}, no_log=False),
             chunk_rows=dict(type="int", default=100000),
-            leaf_rows=dict(type="int", default=1000),
-            sample_percent=dict(type="float", default=100.0),
-            seed=dict(type="int"),
-            max_keys=dict(type="int", default=20, no_log=False),
             rechecks=dict(type="int", default=3),
             recheck_delay=dict(type="float", default=1.0),
             slot=dict(type="str"),
             timeout=dict(type="float", default=60.0),
-            fail_on_difference=dict(type="bool", default=True),
             parallel=dict(type="int", default=2),
             progress=PROGRESS_SPEC,
+            **ENGINE_OPTIONS,
         ),
         supports_check_mode=True,
     )
-    for option in ("chunk_rows", "leaf_rows"):
-        if module.params[option] < 1:
-            module.fail_json(msg=f"{option} must be at least 1")
-    if module.params["parallel"] < 1:
-        module.fail_json(msg="parallel must be at least 1")
-    if not 0 < module.params["sample_percent"] <= 100:
-        module.fail_json(msg="sample_percent must be more than 0 and at most 100")
+    problem = option_problem(module.params) or ("parallel must be at least 1" if module.params["parallel"] < 1 else None)
+    if problem:
+        module.fail_json(msg=problem)
     run_module(module, lambda opened: compare(module, opened), pair_openers(module.params), libraries=[PSYCOPG])
 
 

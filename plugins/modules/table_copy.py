@@ -50,18 +50,9 @@ author:
   - zerodowntime.migration maintainers (@zerodowntime)
 extends_documentation_fragment:
   - zerodowntime.migration.sqlite
+  - zerodowntime.migration.sqlite.tables
   - zerodowntime.migration.postgres
 options:
-  tables:
-    description:
-      - The tables to copy, in this order. Left out - every table of the file but the change table.
-    type: list
-    elements: str
-  key_columns:
-    description:
-      - Per table, the columns that identify a row when it has no primary key (the same as given to
-        M(zerodowntime.migration.sqlite_capture)). A table with neither is refused by name.
-    type: dict
   column_types:
     description:
       - Per table, per column, the PostgreSQL type to create the column with, overriding the mapping
@@ -74,11 +65,6 @@ options:
       - The target schema (created when missing, together with a missing table).
     type: str
     default: public
-  change_table:
-    description:
-      - The capture's change table in the SQLite file (M(zerodowntime.migration.sqlite_capture) O(change_table)).
-    type: str
-    default: zdm_changes
   batch_size:
     description:
       - Rows per read and C(COPY) in the bulk copy; change rows per chunk in the replay.

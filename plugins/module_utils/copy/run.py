@@ -18,14 +18,12 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.engine
 from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.state import StateStore
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.copy_target import PgTarget
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import check_identifier
-from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.source import SqliteSource, check_source
+from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.source import TABLE_OPTIONS, SqliteSource, check_source
 
 COPY_OPTIONS = dict(
-    tables=dict(type="list", elements="str"),
-    key_columns=dict(type="dict", no_log=False),
+    TABLE_OPTIONS,
     column_types=dict(type="dict"),
     target_schema=dict(type="str", default="public"),
-    change_table=dict(type="str", default="zdm_changes"),
     batch_size=dict(type="int", default=10000),
     max_rows=dict(type="int"),
     max_errors=dict(type="int", default=0),

@@ -2,7 +2,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Compare a table on two servers: row counts and checksums over key-range chunks.
 
-How it works, per table:
+The chunking, bisection and rechecks are compare/engine.py's (RangeComparison); this file has the
+PostgreSQL sides: `Side` digests rows in SQL when PostgreSQL is on both sides (pg_compare), and
+`CanonicalSide` reads rows for Python's canonical digests when the other side is another engine
+(table_compare: compare/canonical.py).
+
+How it works, per table (PostgreSQL on both sides):
 - The key is the source's replica identity index, else its primary key (or the `key` asked for).
   Chunk bounds are key values sampled from the source (TABLESAMPLE), so chunks hold about
   `chunk_rows` rows whatever the key's type (integer, text, uuid, composite...).
@@ -23,14 +28,11 @@ How it works, per table:
 
 from __future__ import annotations
 
-import itertools
-import math
-import random
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
+from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.engine import RangeComparison, summarise
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident, sql
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import (
     format_qualified_name,
@@ -137,6 +139,13 @@ class Side:
         self.key = []
         self.key_types = []
 
+    def estimate_rows(self) -> int:
+        """reltuples (of the leaf partitions), or count(*) when never analyzed or empty."""
+        estimate = self.client.query_one(ESTIMATE_QUERY, (self.oid,))
+        if estimate["never_analyzed"] or estimate["rows"] == 0:
+            return self.client.query_one(sql.SQL("SELECT count(*) AS rows FROM {}").format(self.relation))["rows"]
+        return estimate["rows"]
+
     def text_columns(self) -> sql.Composable:
         """The key columns as text, aliased: ORDER BY the key must not sort by the text form."""
         return sql.SQL(", ").join(
@@ -155,7 +164,7 @@ class Side:
 
     def where(self, lower, upper) -> sql.Composable:
         """lower <= key < upper (None: unbounded), as a row comparison for composite keys."""
-        key = sql.SQL("ROW({})").format(self.key_row()) if len(self.key) > 1 else ident(self.key[0])
+        key = sql.SQL("ROW({})").format(self.key_row()) if len(self.key) > 1 else self.key_row()
         conditions = [sql.SQL("TRUE")]
         if lower is not None:
             conditions.append(sql.SQL("{} >= {}").format(key, self.bound(lower)))
@@ -180,7 +189,11 @@ class Side:
         statement = sql.SQL("SELECT {} FROM {} {} WHERE {} ORDER BY {} OFFSET {} {}").format(
             self.text_columns(), self.relation, sample, self.where(lower, upper), self.key_row(), sql.Literal(offset), limited
         )
-        return [tuple(row.values()) for row in self.client.query(statement)]
+        return [self.key_of(row) for row in self.client.query(statement)]
+
+    @staticmethod
+    def key_of(row: dict) -> tuple:
+        return tuple(row.values())
 
     def digests(self, lower, upper) -> dict[tuple, int]:
         """{key: row digest} of the rows in [lower, upper)."""
@@ -194,21 +207,66 @@ class Side:
         return result
 
 
-class TableComparison:
-    """Compare one table; `compare()` returns the per-table result."""
+class CanonicalSide(Side):
+    """One table on one server in canonical mode, for a comparison with another engine: the rows of
+    a key range read in key order and digested in Python over canonical values (compare/canonical.py),
+    the same way the other engine's side digests its own. Text key columns are ordered COLLATE "C"
+    (by code point, as SQLite's BINARY collation); json/jsonb is read as text and canonicalised."""
+
+    def __init__(self, client, role: str, table: str, columns: list[str], key: list[str], canonical, readers: list | None = None):
+        super().__init__(client, role, table, readers)
+        missing = [column for column in columns if column not in self.columns]
+        if missing:
+            raise PgError(
+                f"table {format_qualified_name(self.schema, self.name)} on the {role} ({client.endpoint}) has no column "
+                f"{', '.join(missing)}: add it, or compare only tables whose columns match"
+            )
+        self.key = list(key)
+        self.canonical = canonical
+        self.selected = sql.SQL(", ").join(
+            sql.SQL("{}::text").format(ident(column)) if self.columns[column]["type_name"] in ("json", "jsonb") else ident(column)
+            for column in columns
+        )
+
+    def ordered(self, column: str) -> sql.Composable:
+        text = self.columns[column]["type_name"] in ("text", "varchar", "bpchar")
+        return sql.SQL('{} COLLATE "C"').format(ident(column)) if text else ident(column)
+
+    def key_row(self):
+        return sql.SQL(", ").join(self.ordered(column) for column in self.key)
+
+    def bound(self, values) -> sql.Composable:
+        literals = [sql.Literal(value) for value in values]
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(literals)) if len(literals) > 1 else literals[0]
+
+    def text_columns(self) -> sql.Composable:
+        """The key columns as they are (the canonical key is made in Python)."""
+        return sql.SQL(", ").join(ident(column) for column in self.key)
+
+    def key_of(self, row: dict) -> tuple:
+        return self.canonical.bare_key(tuple(row.values()))
+
+    def rows(self, lower, upper, client=None) -> list[tuple]:
+        statement = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
+            self.selected, self.relation, self.where(lower, upper), self.key_row()
+        )
+        return [tuple(row.values()) for row in (client or self.client).query(statement)]
+
+    def summary(self, lower=None, upper=None, keyless: bool = False, client=None) -> tuple[int, str]:
+        return self.canonical.summary(self.rows(lower, upper, client), keyless)
+
+    def digests(self, lower, upper) -> dict[tuple, int]:
+        return self.canonical.digests(self.rows(lower, upper))
+
+
+class TableComparison(RangeComparison):
+    """Compare one table between two PostgreSQL servers, digests computed in SQL (compare/engine.py runs it)."""
 
     def __init__(self, source, target, table: str, params: dict, pool: ThreadPoolExecutor, log=None, readers=None, reporter=None):
-        self.table = table
-        self.reporter = reporter  # a common.progress.Reporter: chunks compared of this table's item
-        self.params = params
-        self.pool = pool
-        self.log = log or (lambda message: None)
         readers = readers or {}
-        self.source = Side(source, "source", table, readers.get("source"))
-        self.target = Side(target, "target", table, readers.get("target"))
-        self.warnings: list[str] = []
-        self.differences: dict[tuple, str] = {}  # key -> missing / extra / changed
-        self.uncounted = {"missing": 0, "extra": 0, "changed": 0}  # counted, but keys not listed
+        source_side = Side(source, "source", table, readers.get("source"))
+        target_side = Side(target, "target", table, readers.get("target"))
+        super().__init__(source_side, target_side, table, [], params, pool, log, reporter)
         missing_columns = [name for name in self.source.columns if name not in self.target.columns]
         if missing_columns:
             raise PgError(
@@ -244,103 +302,6 @@ class TableComparison:
             parts.append(ident(name) if native else sql.SQL("{}::text").format(ident(name)))
         return sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(parts))
 
-    def both(self, method: str, *args):
-        """Run Side.method(*args) on source and target at the same time."""
-        futures = [self.pool.submit(getattr(side, method), *args) for side in (self.source, self.target)]
-        return [future.result() for future in futures]
-
-    # Chunks -------------------------------------------------------------------------------
-    def chunk_bounds(self) -> list[tuple]:
-        """[(lower, upper)] covering every key, about chunk_rows rows each, bounds sampled on the source."""
-        estimate = self.source.client.query_one(ESTIMATE_QUERY, (self.source.oid,))
-        rows = estimate["rows"]
-        if estimate["never_analyzed"] or rows == 0:
-            rows = self.source.client.query_one(sql.SQL("SELECT count(*) AS rows FROM {}").format(self.source.relation))["rows"]
-        wanted = math.ceil(rows / self.params["chunk_rows"])
-        if wanted <= 1 or not self.key:
-            return [(None, None)]
-        # About 20 sampled keys per chunk; SYSTEM samples whole pages, so small tables read them all.
-        percent = min(100.0, 100.0 * max(wanted * 20, 5000) / rows)
-        keys = self.source.keys(sample_percent=percent)
-        if len(keys) < wanted * 2:
-            keys = self.source.keys(sample_percent=100.0)
-        cuts = []
-        for index in range(1, wanted):
-            candidate = keys[index * len(keys) // wanted] if keys else None
-            if candidate is not None and (not cuts or candidate != cuts[-1]):
-                cuts.append(candidate)
-        return list(itertools.pairwise([None, *cuts, None]))
-
-    def chosen(self, chunks: list[tuple]) -> list[tuple]:
-        """Every chunk, or a random `sample_percent` of them (at least one)."""
-        percent = self.params["sample_percent"]
-        if percent >= 100 or len(chunks) <= 1:
-            return chunks
-        count = max(1, math.ceil(len(chunks) * percent / 100))
-        sampler = random.Random(self.params.get("seed"))  # noqa: S311 - picks chunks, not secrets
-        picked = set(sampler.sample(range(len(chunks)), count))
-        return [chunk for index, chunk in enumerate(chunks) if index in picked]
-
-    # Finding the keys ---------------------------------------------------------------------
-    def locate(self, lower, upper, source_rows: int, target_rows: int) -> None:
-        """Record the keys that differ in [lower, upper), bisecting at the median key."""
-        if source_rows == 0 or target_rows == 0:
-            # Everything here is missing or extra: no need to read each row's digest.
-            side, kind, rows = (self.target, "extra", target_rows) if source_rows == 0 else (self.source, "missing", source_rows)
-            shown = max(0, self.params["max_keys"] - len(self.differences))
-            for key in side.keys(lower, upper, limit=shown):
-                self.differences[key] = kind
-            self.uncounted[kind] += rows - min(rows, shown)
-            return
-        larger = self.source if source_rows >= target_rows else self.target
-        rows = max(source_rows, target_rows)
-        middle = larger.keys(lower, upper, limit=1, offset=rows // 2) if rows > self.params["leaf_rows"] else []
-        if not middle or middle[0] == lower:
-            source_digests, target_digests = self.both("digests", lower, upper)
-            self.record(source_digests, target_digests)
-            return
-        for half in ((lower, middle[0]), (middle[0], upper)):
-            (source_half_rows, source_sum), (target_half_rows, target_sum) = self.both("summary", *half)
-            if (source_half_rows, source_sum) != (target_half_rows, target_sum):
-                self.locate(*half, source_half_rows, target_half_rows)
-
-    def record(self, source_digests: dict, target_digests: dict) -> None:
-        for key, digest in source_digests.items():
-            if key not in target_digests:
-                self.differences[key] = "missing"
-            elif target_digests[key] != digest:
-                self.differences[key] = "changed"
-        for key in target_digests.keys() - source_digests.keys():
-            self.differences[key] = "extra"
-
-    def locate_all(self, differing: list[tuple]) -> None:
-        """Record the differing keys of every differing chunk [((lower, upper), source_rows, target_rows)]."""
-        self.differences = {}
-        self.uncounted = {"missing": 0, "extra": 0, "changed": 0}
-        for (lower, upper), source_rows, target_rows in differing:
-            if self.key:
-                self.locate(lower, upper, source_rows, target_rows)
-            else:
-                self.differences[("<whole table>",)] = "changed"
-
-    def recheck(self, differing: list[tuple]) -> None:
-        """Compare the differing chunks again once the target caught up, and locate what still differs.
-
-        Rows in flight (replication not yet applied) stop differing; a real difference persists."""
-        for attempt in range(self.params["rechecks"]):
-            if not differing:
-                return
-            self.wait_for_target()
-            self.log(f"{self.table}: re-reading {len(differing)} differing chunks, {len(self.differences)} keys (recheck {attempt + 1})")
-            still = []
-            for entry in differing:
-                bounds = entry[0]
-                (source_rows, source_sum), (target_rows, target_sum) = self.both("summary", *bounds, not self.key)
-                if (source_rows, source_sum) != (target_rows, target_sum):
-                    still.append((bounds, source_rows, target_rows))
-            differing = still
-            self.locate_all(differing)
-
     def wait_for_target(self) -> None:
         slot = self.params.get("slot")
         if not slot:
@@ -365,82 +326,6 @@ class TableComparison:
             )
 
         poll(confirmed, Deadline(self.params["timeout"]), behind, ready=lambda lsn: bool(lsn) and parse_lsn(lsn) >= parse_lsn(wanted))
-
-    def first_pass(self, chunks: list[tuple]) -> tuple[list, list]:
-        """(rows, checksum) of every chunk on each side; every reader of both sides at once."""
-        keyless = not self.key
-
-        sides_read = [0] * len(chunks)  # 2 once both sides summed a chunk
-        compared = [0, 0]  # chunks, source rows
-        lock = threading.Lock()
-
-        def counted(index, summary, role):
-            if self.reporter is None:
-                return
-            with lock:
-                sides_read[index] += 1
-                if role == "source":
-                    compared[1] += summary[0]
-                if sides_read[index] == 2:
-                    compared[0] += 1
-                    self.reporter.item(self.table, compared[0], len(chunks), unit="chunks")
-
-        def read(side, reader, indexes):
-            done = []
-            for index in indexes:
-                summary = side.summary(*chunks[index], keyless, client=reader)
-                counted(index, summary, side.role)
-                done.append((index, summary))
-            return done
-
-        jobs = [
-            (side, self.pool.submit(read, side, reader, range(number, len(chunks), len(side.readers))))
-            for side in (self.source, self.target)
-            for number, reader in enumerate(side.readers)
-        ]
-        summaries = {self.source.role: [None] * len(chunks), self.target.role: [None] * len(chunks)}
-        for side, job in jobs:
-            for index, summary in job.result():
-                summaries[side.role][index] = summary
-        return summaries["source"], summaries["target"]
-
-    # The whole table ----------------------------------------------------------------------
-    def compare(self) -> dict:
-        started = time.monotonic()
-        chunks = self.chunk_bounds()
-        checked = self.chosen(chunks)
-        source_summaries, target_summaries = self.first_pass(checked)
-        rows = {"source": sum(summary[0] for summary in source_summaries), "target": sum(summary[0] for summary in target_summaries)}
-        differing = [
-            (bounds, source_summary[0], target_summary[0])
-            for bounds, source_summary, target_summary in zip(checked, source_summaries, target_summaries, strict=True)
-            if source_summary != target_summary
-        ]
-        differing_chunks = len(differing)
-        self.log(f"{self.table}: {len(checked)} chunks compared, {differing_chunks} differ")
-        self.locate_all(differing)
-        self.recheck(differing)
-        kinds = {kind: list(self.differences.values()).count(kind) + self.uncounted[kind] for kind in self.uncounted}
-        keys = sorted(self.differences)[: self.params["max_keys"]]
-        return {
-            "table": self.table,
-            "key": self.key,
-            "rows_source": rows["source"],
-            "rows_target": rows["target"],
-            "chunks": len(chunks),
-            "chunks_checked": len(checked),
-            "chunks_differing": differing_chunks,
-            "differences": sum(kinds.values()),
-            "missing": kinds["missing"],
-            "extra": kinds["extra"],
-            "changed": kinds["changed"],
-            "differing_keys": [
-                {"key": dict(zip(self.key, key, strict=True)) if self.key else {}, "kind": self.differences[key]} for key in keys
-            ],
-            "equal": not self.differences and not sum(self.uncounted.values()),
-            "duration_seconds": round(time.monotonic() - started, 3),
-            "warnings": self.warnings,
-        }
 
 
 def compare_tables(source, target, params: dict, log=None, open_reader=None, reporter=None) -> dict:
@@ -470,22 +355,4 @@ def compare_tables(source, target, params: dict, log=None, open_reader=None, rep
     finally:
         for client in readers["source"][1:] + readers["target"][1:]:
             client.close()
-    differing = [result["table"] for result in results if not result["equal"]]
-    summary = {
-        "changed": False,
-        "equal": not differing,
-        "differing_tables": differing,
-        "tables": results,
-        "rows_compared": sum(result["rows_source"] for result in results),
-        "duration_seconds": round(time.monotonic() - started, 3),
-        "warnings": [warning for result in results for warning in result["warnings"]],
-    }
-    if differing:
-        summary["msg"] = "tables differ between source and target: " + ", ".join(
-            f"{result['table']} ({result['missing']} missing, {result['extra']} extra, {result['changed']} changed)"
-            for result in results
-            if not result["equal"]
-        )
-    else:
-        summary["msg"] = f"{len(results)} tables equal ({summary['rows_compared']} rows)"
-    return summary
+    return summarise(results, started)

@@ -148,7 +148,7 @@ def table_key(client: Client, table: str, key_columns: dict) -> list[str]:
     key = [name for name, pk in sorted(((n, p) for n, p in info if p), key=lambda item: item[1])]
     if not key:
         raise SqliteError(
-            f"table {table!r} has no primary key, so its changes cannot be identified: declare one, or name columns "
+            f"table {table!r} has no primary key, so its rows (and their changes) cannot be identified: declare one, or name columns "
             f"that identify a row in key_columns (for example key_columns: {{{table!r}: [id]}}). Its implicit rowid is "
             f"not used - VACUUM may renumber it"
         )

@@ -23,6 +23,13 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capt
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client, SqliteError, quote_ident
 
+# The tables of a file a module works on (table_copy, table_compare); docs: the sqlite.tables doc fragment.
+TABLE_OPTIONS = dict(
+    tables=dict(type="list", elements="str"),
+    key_columns=dict(type="dict", no_log=False),
+    change_table=dict(type="str", default="zdm_changes"),
+)
+
 # Declared type names (upper case, parameters stripped) -> logical type. SQLite accepts any
 # name and gives it an affinity; a name not listed here is refused (give column_types) rather
 # than guessed, so a column of an application-specific type is never copied into the wrong type.
