@@ -286,7 +286,7 @@ def test_reads_go_back_to_blue_while_green_is_in_maintenance(stack, tmp_path):
 
     again = shift_reads_playbook(socket_path, tmp_path, 0)
     assert again.status == "successful", again.stdout
-    assert again.changed() == 0, again.changed_tasks()
+    assert again.changed("localhost") == 0, again.changed_tasks()
 
 
 def test_reads_go_back_to_blue_while_green_is_down_by_its_checks(tmp_path):

@@ -110,7 +110,7 @@ def wait_caught_up(timeout: float = 60) -> None:
 
 def lag_failure(naming: str) -> dict:
     """pg_replication_lag's failed result once it names `naming` (the apply worker stopped on it)."""
-    lag = dict(BLUE_DB, subscriber=dict(GREEN_DB), subscriptions=[SUBSCRIPTION], expected_replicas=[SUBSCRIPTION], timeout=60)
+    lag = dict(BLUE_DB, subscriber=dict(GREEN_DB), subscriptions=[SUBSCRIPTION], expected_replicas=[SUBSCRIPTION], timeout=20)
     result = {}
 
     def failing():
@@ -118,7 +118,7 @@ def lag_failure(naming: str) -> dict:
         result = module("zerodowntime.migration.pg_replication_lag", lag)
         return result.get("failed") and naming in result.get("msg", "")
 
-    wait_for(f"the lag gate to name {naming}", failing, timeout=60, interval=1)
+    wait_for(f"the lag gate to name {naming}", failing, timeout=120, interval=1)
     return result
 
 
