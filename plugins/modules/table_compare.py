@@ -27,7 +27,7 @@ description:
   - The key is the SQLite table's primary key, or O(key_columns). Integer and text keys (also
     composite); text keys are ordered by code point on both sides (PostgreSQL C(COLLATE "C")).
   - Reads only, through one connection per side; the result is the same in check mode and
-    RV(changed) is always false. While the application writes, rows in flight can differ - compare
+    C(changed) is always false. While the application writes, rows in flight can differ - compare
     after the copy's replay, or give O(rechecks).
 version_added: 0.1.0
 author:
