@@ -64,8 +64,9 @@ sanity: venv
 unit: venv
 	pytest tests/unit
 
+# In two parts, the second in two lanes at once on services they do not share (the script says which)
 integration: venv system-deps
-	pytest tests/integration --durations=30
+	tests/run_integration.sh
 
 molecule: venv system-deps
 	molecule test -s postgresql

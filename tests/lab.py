@@ -78,6 +78,18 @@ class PlaybookRun:
     def changed_tasks(self) -> list[str]:
         return [e["event_data"]["task"] for e in self.events if e.get("event") == "runner_on_ok" and e["event_data"]["res"].get("changed")]
 
+    def changes(self) -> list[dict]:
+        """Each changed result with what it says changed: an idempotence assertion's message."""
+        return [
+            {
+                "host": e["event_data"].get("host"),
+                "task": e["event_data"]["task"],
+                **{key: e["event_data"]["res"][key] for key in ("diff", "msg", "state", "queries") if key in e["event_data"]["res"]},
+            }
+            for e in self.events
+            if e.get("event") == "runner_on_ok" and e["event_data"]["res"].get("changed")
+        ]
+
 
 def run_playbook(
     playbook, extravars: dict | None = None, inventory: str | None = None, cmdline: str | None = None, answers: dict | None = None

@@ -82,8 +82,10 @@ options:
     default: promoted
   timeout:
     description:
-      - Seconds O(state=promoted) waits for the target to catch up (more than 0, at most 300). Keep it well
-        below the pause's C(duration_ms).
+      - Seconds O(state=promoted) and O(state=switched) wait for the target to catch up (more than 0, at most
+        300). Keep it well below the pause's C(duration_ms).
+      - Before anything changes, also how long a replication link still coming up (a replica just re-pointed,
+        syncing) is waited for; a link still down then is refused, nothing changed.
     type: float
     default: 5.0
   require_source_paused:

@@ -607,6 +607,25 @@ def test_one_run_cutover_bad_input_changes_nothing(behind_haproxy, change, expec
     assert haproxy_up(socket_path) == {"blue"}
 
 
+def test_a_replica_whose_link_stays_down_is_not_promoted(behind_haproxy):
+    """Green follows blue but cannot authenticate (its link stays down): the run waits its timeout
+    for the link, then refuses naming it - nothing paused, promoted or told. Fixed, it goes ahead."""
+    blue, green, _port, socket_path = behind_haproxy
+    client(green, PASSWORD).config_set("masterauth", "not-the-password")
+    client(green, PASSWORD).execute_command("CLIENT", "KILL", "TYPE", "master")
+    wait_for("green's link to go down", lambda: client(green, PASSWORD).info("replication")["master_link_status"] != "up", 10)
+    started = time.monotonic()
+    _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path, timeout=2))
+    assert result["failed"] and f"replication link to 127.0.0.1:{blue} is down (waited 2 s" in result["msg"], result["msg"]
+    assert time.monotonic() - started >= 2
+    assert client(green, PASSWORD).info("replication")["role"] == "slave" and not is_paused(blue)
+    assert haproxy_up(socket_path) == {"blue"}
+    client(green, PASSWORD).config_set("masterauth", PASSWORD)
+    _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path, timeout=2.5))
+    assert not result["failed"] and result["changed"], result
+    assert client(green, PASSWORD).info("replication")["role"] == "master" and haproxy_up(socket_path) == {"green"}
+
+
 def test_one_run_cutover_tells_every_haproxy(pair, tmp_path):
     """Two HAProxies in front of Redis, a writer through each: both are told inside the one hold."""
     blue, green = pair
@@ -823,7 +842,8 @@ def test_ansible_playbook_killed_alone_the_module_ends_the_run(behind_haproxy, t
         acked = len(writer.acked)
         wait_for("writes to flow through HAProxy", lambda: len(writer.acked) > acked + 10, 5, interval=0.01)
         assert client(port, PASSWORD).info("server")["tcp_port"] == primary
-        _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path))
+        # timeout 2.5: after an undo green may still be re-syncing with blue; the run waits for the link
+        _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path, timeout=2.5))
         assert not result["failed"] and result["changed"] == (primary == blue), result
     assert role(green) == "master" and haproxy_up(socket_path) == {"green"} and haproxy_drained(socket_path) == set()
     assert_acked_on(green, writer, "green")

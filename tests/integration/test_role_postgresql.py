@@ -30,15 +30,21 @@ def setting_bytes(conn, name: str) -> int:
     return conn.execute("SELECT pg_size_bytes(current_setting(%s))", (name,)).fetchone()[0]
 
 
+def converge_postgresql(extravars: dict | None = None):
+    """site.yml's PostgreSQL play alone (--tags postgresql): the role under test, not the whole lab."""
+    run = run_playbook("site.yml", extravars=extravars, cmdline="--tags postgresql")
+    assert run.status == "successful", run.stdout
+    return run
+
+
 def started_at(endpoint: dict):
     with connect(endpoint) as conn:
         return conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
 
 
 def test_second_converge_changes_nothing(lab):
-    again = run_playbook("site.yml")
-    assert again.status == "successful", again.stdout
-    assert again.changed() == 0, again.changed_tasks()
+    again = converge_postgresql()
+    assert again.changed() == 0, again.changes()
 
 
 @pytest.mark.parametrize(("endpoint", "port"), [(BLUE, 5433), (GREEN, 5434)])
@@ -66,8 +72,7 @@ def test_reload_for_reloadable_settings_restart_only_where_needed(lab):
     blue_started, green_started = started_at(BLUE), started_at(GREEN)
     try:
         # A reload-only setting on every instance: applied, nobody restarts.
-        run = run_playbook("site.yml", extravars={"postgresql_settings": {"log_min_duration_statement": "250ms"}})
-        assert run.status == "successful", run.stdout
+        converge_postgresql({"postgresql_settings": {"log_min_duration_statement": "250ms"}})
         for endpoint in (BLUE, GREEN):
             with connect(endpoint) as conn:
                 assert conn.execute("SHOW log_min_duration_statement").fetchone()[0] == "250ms"
@@ -77,15 +82,13 @@ def test_reload_for_reloadable_settings_restart_only_where_needed(lab):
         # standby checks against its primary, such as max_wal_senders: green's read replica would
         # pause its recovery.)
         instances = [LAB_INSTANCES[0], dict(LAB_INSTANCES[1], settings=dict(LAB_INSTANCES[1]["settings"], max_files_per_process=1100))]
-        run = run_playbook("site.yml", extravars={"postgresql_instances": instances})
-        assert run.status == "successful", run.stdout
+        converge_postgresql({"postgresql_instances": instances})
         with connect(GREEN) as conn:
             assert conn.execute("SHOW max_files_per_process").fetchone()[0] == "1100"
         assert started_at(GREEN) > green_started
         assert started_at(BLUE) == blue_started
     finally:
-        restored = run_playbook("site.yml")
-        assert restored.status == "successful", restored.stdout
+        converge_postgresql()
     with connect(GREEN) as conn:
         assert conn.execute("SHOW max_files_per_process").fetchone()[0] == "1000"
 

@@ -501,18 +501,24 @@ def switchover_step(params: dict, source, target, check_mode: bool) -> dict:
     return finish(after)
 
 
-def check_can_promote(src_info: dict, tgt_info: dict, src_params: dict, tgt_params: dict) -> None:
-    """The target (a replica) follows the source over a live link: promoting it loses nothing."""
+def check_can_promote(src_info: dict, tgt_info: dict, src_params: dict, tgt_params: dict, reread=None, timeout: float = 0.0) -> dict:
+    """The target (a replica) follows the source over a live link: promoting it loses nothing.
+    A link still coming up (a replica just re-pointed, syncing) is waited for, at most `timeout`
+    seconds, re-reading the target's replication section with `reread`; returns the last one."""
     if not is_replica_of(tgt_info, src_info, src_params):
         raise RedisModuleError(
             f"target {endpoint(tgt_params)} is a replica of {tgt_info.get('master_host')}:{tgt_info.get('master_port')}, "
             f"not of source {endpoint(src_params)}: nothing was changed; give the target's primary as source"
         )
+    if tgt_info.get("master_link_status") != "up" and reread is not None:
+        tgt_info = poll(reread, Deadline(timeout), None, ready=lambda info: info.get("master_link_status") == "up", interval=0.1)
     if tgt_info.get("master_link_status") != "up":
         raise RedisModuleError(
             f"target {endpoint(tgt_params)}'s replication link to {endpoint(src_params)} is "
-            f"{tgt_info.get('master_link_status')}: nothing was changed; fix replication (masterauth, network) first"
+            f"{tgt_info.get('master_link_status')} (waited {timeout:g} s for it): nothing was changed; "
+            f"fix replication (masterauth, network) first, or raise timeout if the replica is still syncing"
         )
+    return tgt_info
 
 
 def promote(params: dict, source, target, src_info: dict, tgt_info: dict, result: dict, finish, check_mode: bool) -> dict:
@@ -523,7 +529,7 @@ def promote(params: dict, source, target, src_info: dict, tgt_info: dict, result
     before = dict(source=role_of(src_info, src_params), target=role_of(tgt_info, tgt_params))
     if tgt_info.get("role") != "slave":
         return finish(before)  # already primary: nothing to do
-    check_can_promote(src_info, tgt_info, src_params, tgt_params)
+    check_can_promote(src_info, tgt_info, src_params, tgt_params, lambda: replication(target, tgt_params), params["timeout"])
     if params["require_source_paused"] and not write_pause_active(src_params, params["probe_timeout_ms"]):
         raise RedisModuleError(
             f"source {endpoint(src_params)} does not hold writes: a write after the catch-up would be lost. Nothing was "

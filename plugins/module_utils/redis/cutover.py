@@ -183,7 +183,7 @@ def switched(params: dict, source, target, check_mode: bool) -> dict:
                 confirm(stale, Deadline(max(p.timeout for p in stale)), settled=True)
         return finish(before)
 
-    check_can_promote(src_info, tgt_info, src_params, tgt_params)
+    check_can_promote(src_info, tgt_info, src_params, tgt_params, lambda: replication(target, tgt_params), params["timeout"])
     after = dict(source=f"replica of {endpoint(tgt_params)}", target="primary")
     result["changed"] = True
     if check_mode:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `make integration`: tests/integration in two parts, so the suite fits CI's time on two cores.
+#
+# 1. Alone, first: the tests that converge every service of the lab (the lab fixture's site.yml,
+#    phase1_infra.yml with cluster.yml) or check them all at once (monitoring), and the SSH tests
+#    (they cut SSH connections other tests would share).
+# 2. Then two lanes at once, on services they do not share:
+#    - side: RabbitMQ, etcd (over SSH), Redis, MariaDB - their roles and modules;
+#    - main: everything else (PostgreSQL, PgBouncer, HAProxy, the phases, SQLite sources), in
+#      which phase 1 is not run again (ZERODOWNTIME_PHASE1_DONE=1: part 1 ran it; the phase1
+#      fixture checks it is recorded as succeeded).
+#    A test file not listed below runs in main. Each lane's lines are prefixed with its name.
+# Both parts always run; the exit status is the first failure's. `pytest tests/integration` still
+# runs the whole suite in one process (slower, nothing else needed).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+first=(test_collection.py test_lab_ssh.py test_phase1_infra.py test_lab_state.py test_monitoring.py test_tls.py)
+side=(test_role_mariadb.py test_rabbitmq.py test_rabbitmq_cluster.py test_raft_bootstrap.py test_raft_hosts.py test_redis.py)
+
+main=()
+for path in tests/integration/test_*.py; do
+    name=$(basename "$path")
+    [[ " ${first[*]} ${side[*]} " == *" $name "* ]] || main+=("$path")
+done
+
+status=0
+started=$SECONDS
+pytest "${first[@]/#/tests/integration/}" --durations=15 || status=$?
+echo "integration part 1 (alone) took $((SECONDS - started)) s"
+
+# -u: each lane's lines as they come; PYTHONUNBUFFERED so pytest's do not wait in a pipe buffer
+lane() {
+    local name=$1
+    shift
+    ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 PYTHONUNBUFFERED=1 pytest "$@" --durations=15 2>&1 | sed -u "s/^/[$name] /"
+    return "${PIPESTATUS[0]}"
+}
+started=$SECONDS
+lane main "${main[@]}" &
+main_pid=$!
+lane side "${side[@]/#/tests/integration/}" &
+side_pid=$!
+wait "$main_pid"
+main_status=$?
+wait "$side_pid"
+side_status=$?
+echo "integration part 2 (lanes main and side at once) took $((SECONDS - started)) s: main exit $main_status, side exit $side_status"
+for lane_status in "$main_status" "$side_status"; do
+    if [[ $status -eq 0 && $lane_status -ne 0 ]]; then status=$lane_status; fi
+done
+exit "$status"
