@@ -41,6 +41,11 @@ options:
       address:
         description: The server's address as C(inet_server_addr()) shows it (null over a unix socket).
         type: str
+      system_identifier:
+        description:
+          - The server's C(system_identifier) (C(pg_control_system())), as a string. Unlike the port it
+            tells blue from green wherever they run; a physical replica has its primary's.
+        type: str
       in_recovery:
         description: Whether the server is a standby (C(pg_is_in_recovery())).
         type: bool
@@ -226,6 +231,10 @@ server:
       description: C(server_version).
       type: str
       sample: 15.18 (Debian 15.18-0+deb12u1)
+    system_identifier:
+      description: C(system_identifier) of C(pg_control_system()), as a string.
+      type: str
+      sample: "7715469327822356847"
 row:
   description:
     - The row of O(write) - O(write.key) and its value - written by this run or found already.
@@ -267,6 +276,7 @@ def main():
                 options=dict(
                     port=dict(type="int"),
                     address=dict(type="str"),
+                    system_identifier=dict(type="str"),
                     in_recovery=dict(type="bool"),
                     read_only=dict(type="bool"),
                 ),

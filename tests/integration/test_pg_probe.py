@@ -74,6 +74,26 @@ def test_an_unexpected_server_fails_naming_what_it_found_and_writes_nothing(scra
     assert rows(blue_db) == before
 
 
+def system_identifier(endpoint: dict) -> str:
+    with connect(endpoint) as conn:
+        return str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+
+
+def test_the_same_port_on_another_server_fails_by_its_system_identifier(scratch):
+    """Blue and green on 5432 each on its own host: the port cannot tell them apart, the system
+    identifier does. Expecting green's identifier through blue fails and writes nothing."""
+    blue_db, green_db = scratch
+    blue_id, green_id = system_identifier(blue_db), system_identifier(green_db)
+    assert blue_id != green_id
+    before = rows(blue_db)
+    result = run_module(MODULE, dict(blue_db, expect={"port": 5433, "system_identifier": green_id}, write=marker("same-port")))[1]
+    assert result["failed"] is True
+    assert f"system_identifier '{blue_id}', expected '{green_id}'" in result["msg"], result["msg"]
+    assert result["server"]["system_identifier"] == blue_id and rows(blue_db) == before
+    result = run_module(MODULE, dict(green_db, expect={"port": 5434, "system_identifier": green_id}))[1]
+    assert result["failed"] is False and result["server"]["system_identifier"] == green_id, result.get("msg")
+
+
 def test_write_check_mode_then_write_then_a_second_run_changes_nothing(scratch):
     blue_db, _green_db = scratch
     args = dict(blue_db, expect={"port": 5433, "read_only": False}, write=marker("round-1"), visible_on=[blue_db])

@@ -35,7 +35,8 @@ SERVER_QUERY = (
     "pg_catalog.pg_is_in_recovery() AS in_recovery, "
     "pg_catalog.current_setting('transaction_read_only') = 'on' AS read_only, "
     "pg_catalog.current_database() AS database, CURRENT_USER AS user, "
-    "pg_catalog.current_setting('server_version') AS version"
+    "pg_catalog.current_setting('server_version') AS version, "
+    "(SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_identifier"
 )
 TABLE_QUERY = (
     "SELECT c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -46,7 +47,9 @@ COLUMNS_QUERY = (
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped"
 )
-EXPECTED_FACTS = ("port", "address", "in_recovery", "read_only")
+# system_identifier tells two servers apart where the port cannot (blue and green both on 5432
+# on their own hosts): it is set by initdb, kept by a physical replica, new for every other server.
+EXPECTED_FACTS = ("port", "address", "system_identifier", "in_recovery", "read_only")
 POLL_INTERVAL = 0.2
 
 
