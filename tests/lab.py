@@ -3,8 +3,11 @@ ansible-runner with the checkout's ansible.cfg (assertions look at events, not s
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -13,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +24,10 @@ import ansible_runner
 import psycopg
 import redis
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -552,3 +560,44 @@ def bring_lab_to_start() -> list[tuple[str, str]]:
             + " (add -e rollback_force=true to rollback.yml when it refuses; see its header)."
         )
     return found
+
+
+def write_wrong_ca(directory: Path) -> Path:
+    """A self-signed CA of the test's own, written to directory/ca.crt: it signed none of the
+    lab's certificates (a client trusting it alone must be refused)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the lab CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "ca.crt"
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+# etcd's v3 JSON gateway (keys and values base64), for the Raft tests ----------------------------
+
+
+def etcd_api(base_url: str, path: str, body: dict) -> dict:
+    """POST body to an etcd member's v3 gateway at base_url (http://address:port)."""
+    request = urllib.request.Request(f"{base_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})  # noqa: S310 - loopback http only
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback http only
+        return json.loads(response.read())
+
+
+def etcd_put(base_url: str, key: str, value: str) -> None:
+    etcd_api(base_url, "/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(), "value": base64.b64encode(value.encode()).decode()})
+
+
+def etcd_get(base_url: str, key: str) -> str | None:
+    kvs = etcd_api(base_url, "/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()}).get("kvs")
+    return base64.b64decode(kvs[0]["value"]).decode() if kvs else None

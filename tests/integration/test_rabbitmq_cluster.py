@@ -10,7 +10,6 @@ publisher confirms: a message counts as sent only once the cluster confirmed it.
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import os
 import shutil
@@ -24,12 +23,8 @@ from pathlib import Path
 
 import pika
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.lab import LAB_PASSWORD, ROOT, free_port, run_playbook, wait_for
+from tests.lab import LAB_PASSWORD, ROOT, free_port, run_playbook, wait_for, write_wrong_ca
 
 ROLE_PLAY = [
     {"name": "Provision RabbitMQ", "hosts": "rabbitmq_servers", "become": True, "roles": [{"role": "zerodowntime.migration.rabbitmq"}]}
@@ -269,23 +264,7 @@ def tls_context(cafile: Path) -> ssl.SSLContext:
 @pytest.fixture(scope="module")
 def wrong_ca(tmp_path_factory) -> Path:
     """A throwaway CA that signed none of the nodes' certificates."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zdm_t wrong CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp_path_factory.mktemp("wrong-ca") / "ca.crt"
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return path
+    return write_wrong_ca(tmp_path_factory.mktemp("wrong-ca"))
 
 
 @pytest.mark.parametrize("address", list(NODES.values()))

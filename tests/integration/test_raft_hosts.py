@@ -9,18 +9,15 @@ not touched; the members' init scripts, settings, logs and data go afterwards.""
 
 from __future__ import annotations
 
-import base64
-import json
 import shutil
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.lab import LAB_SSH_INVENTORY, run_module, run_playbook
+from tests.lab import LAB_SSH_INVENTORY, etcd_api, etcd_get, etcd_put, run_module, run_playbook
 
 BOOTSTRAP = "zerodowntime.migration.raft_bootstrap"
 SNAPSHOT = "zerodowntime.migration.raft_snapshot"
@@ -41,20 +38,15 @@ def service(name: str, action: str) -> subprocess.CompletedProcess:
 
 
 def api(name: str, path: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        f"http://{HOSTS[name]}:{CLIENT_PORT}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback http only
-        return json.loads(response.read())
+    return etcd_api(url(name), path, body)
 
 
 def put(name: str, key: str, value: str) -> None:
-    api(name, "/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(), "value": base64.b64encode(value.encode()).decode()})
+    etcd_put(url(name), key, value)
 
 
 def get(name: str, key: str) -> str | None:
-    kvs = api(name, "/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()}).get("kvs")
-    return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
+    return etcd_get(url(name), key)
 
 
 def by_host(run, task: str) -> dict[str, dict]:

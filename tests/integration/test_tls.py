@@ -7,7 +7,6 @@ cause and the fix."""
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 import time
@@ -17,12 +16,21 @@ import psycopg
 import pytest
 import redis
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, drop_replication, recreate_database, run_module, wait_for
+from tests.lab import (
+    BLUE,
+    GREEN,
+    LAB_PASSWORD,
+    connect,
+    drop_database,
+    drop_replication,
+    recreate_database,
+    run_module,
+    wait_for,
+    write_wrong_ca,
+)
 
 LAB_CA = "/etc/zerodowntime/tls/ca.crt"  # inventories/lab/group_vars/all.yml lab_ca_certificate
 CA_DIR = Path("/var/lib/zerodowntime/lab-ca")  # roles/lab_ca lab_ca_dir, on the controller (this machine)
@@ -35,23 +43,7 @@ DB = "zdm_tls_test"
 @pytest.fixture(scope="module")
 def wrong_ca(tmp_path_factory) -> str:
     """A self-signed CA of our own: it signed none of the lab's certificates."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the lab CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp_path_factory.mktemp("wrong-ca") / "ca.crt"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(path)
+    return str(write_wrong_ca(tmp_path_factory.mktemp("wrong-ca")))
 
 
 def params(endpoint: dict, **overrides) -> dict:
