@@ -881,8 +881,9 @@ def test_ansible_playbook_killed_alone_the_module_ends_the_run(behind_haproxy, t
         acked = len(writer.acked)
         wait_for("writes to flow through HAProxy", lambda: len(writer.acked) > acked + 10, 5, interval=0.01)
         assert client(port, PASSWORD).info("server")["tcp_port"] == primary
-        # timeout 2.5: after an undo green may still be re-syncing with blue; the run waits for the link
-        _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path, timeout=2.5))
+        # after an undo green may still be re-syncing with blue (seen over 2.5 s on a loaded machine):
+        # the run waits up to its timeout for the link, so give it 9.5 s (the pause must outlast it)
+        _run, result = run_module(SWITCHOVER, one_run_args(blue, green, socket_path, timeout=9.5, pause_ms=10000))
         assert not result["failed"] and result["changed"] == (primary == blue), result
     assert role(green) == "master" and haproxy_up(socket_path) == {"green"} and haproxy_drained(socket_path) == set()
     assert_acked_on(green, writer, "green")
