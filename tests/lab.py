@@ -84,7 +84,7 @@ class PlaybookRun:
         ]
 
     def changed_tasks(self) -> list[str]:
-        return [e["event_data"]["task"] for e in self.events if e.get("event") == "runner_on_ok" and e["event_data"]["res"].get("changed")]
+        return [change["task"] for change in self.changes()]
 
     def changes(self) -> list[dict]:
         """Each changed result with what it says changed: an idempotence assertion's message."""
