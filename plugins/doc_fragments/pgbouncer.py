@@ -53,12 +53,18 @@ application_name:
 """
 )
 
-# The pool a switchover moves, besides the console to reach it (POOLER_SPEC in the module).
-POOL_OPTIONS = r"""
+# The pool the clients use, besides the console to reach it.
+DATABASE_OPTION = r"""
 database:
   description: The pool (the C([databases]) entry) the clients use.
   type: str
   required: true
+"""
+
+# The pool a switchover moves (PGBOUNCER_SPEC in pg_switchover).
+POOL_OPTIONS = (
+    DATABASE_OPTION
+    + r"""
 config_file:
   description: The pgbouncer.ini PgBouncer runs with.
   type: path
@@ -73,6 +79,7 @@ target_dbname:
   description: Database the pool uses afterwards. Default O(target.login_db).
   type: str
 """
+)
 
 POOLERS_DESCRIPTION = [
     "Every PgBouncer in front of the databases - its admin console, the pool the clients use, and the pgbouncer.ini "
@@ -107,4 +114,18 @@ class ModuleDocFragment:
             nest(CONSOLE_OPTIONS + POOL_OPTIONS, "pgbouncer"),
             required=False,
         )
+    )
+
+    # The pools a watch reads (pg_cutover_watch): each console and the pool the clients use.
+    WATCHED_POOLS: str = "options:\n" + option(
+        "pgbouncers",
+        [
+            "Every PgBouncer in front of the server watched - its admin console and the pool the clients use. The longest "
+            "wait of a client for a server connection (C(SHOW POOLS) C(maxwait)) over all of them is gated by "
+            "O(max_client_wait_ms).",
+        ],
+        nest(CONSOLE_OPTIONS + DATABASE_OPTION, "pgbouncers"),
+        required=False,
+        type_="list",
+        elements="dict",
     )

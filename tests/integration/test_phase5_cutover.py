@@ -99,6 +99,10 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         assert [(entry["server"], entry["found"]) for entry in probe["visible_on"]] == [("127.0.0.1:5433", True)]  # reverse replication
 
         assert serving_port(6433) == 5434 and serving_port(5000) == 5434  # the second pooler and HAProxy's writes follow
+        # the watch (inventories/lab: 8 s, a sample a second) found green as good as blue's baseline: no false alarm
+        [watch] = cutover.task_results("Watch green against the baseline of blue")
+        assert watch["healthy"] and len(watch["samples"]) >= 7, watch
+        assert any(sample["latency"] for sample in watch["samples"]) and all(sample["reverse"]["active"] for sample in watch["samples"])
 
         rollback = run_playbook("rollback.yml")
         assert rollback.status == "successful", rollback.stdout
@@ -108,6 +112,39 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["committed"] > 0
     assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
+
+
+def test_a_slow_green_is_rolled_back_by_the_watch_and_nothing_is_lost(on_blue, tmp_path):
+    """Every insert into audit_log on green sleeps 30 ms (a trigger: the apply worker does not fire it,
+    the application's inserts after the cutover do): the watch catches the latency against blue's
+    baseline within its first interval, rollback.yml brings the application back to blue losslessly,
+    and phase 5 fails naming the signal."""
+    with connect(GREEN) as conn:
+        conn.execute(
+            "CREATE FUNCTION zdm_slow() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(0.03); RETURN NEW; END$$;"
+            "CREATE TRIGGER zdm_slow BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION zdm_slow()"
+        )
+    try:
+        with Workload(tmp_path) as workload:
+            cutover = run_playbook("phase5_cutover.yml", extravars=dict(APPROVED, migration_watch_seconds=30))
+            writes = workload.finish()
+    finally:
+        with connect(GREEN) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS zdm_slow ON audit_log; DROP FUNCTION IF EXISTS zdm_slow()")
+    [watch] = cutover.task_results("Watch green against the baseline of blue")
+    assert watch.get("failed") and watch["breach"]["signal"] == "latency_ratio" and watch["breach"]["at_s"] <= 2.5, watch
+    assert cutover.status == "failed"
+    [failure] = cutover.task_results("Fail, naming the breach")
+    assert "rolled it back" in failure["msg"] and "latency_ratio" in failure["msg"]
+    assert cutover.task_results("Switch writes with pg_switchover green to blue")  # the lossless way back
+    assert not cutover.task_results("Record the success of phase 5")
+    assert serving_port() == 5433 and serving_port(6433) == 5433 and serving_port(5000) == 5433
+    assert readonly(BLUE) == "off"
+    assert writes["errors"] == 0, writes.get("last_error")
+    assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
+    with connect(dict(BLUE, login_db="zerodowntime_state")) as conn:
+        status, details = conn.execute("SELECT status, details FROM migration_progress WHERE phase = 'phase5_cutover'").fetchone()
+    assert status == "failed" and details["rolled_back"] and "latency_ratio" in details["reason"]
 
 
 def test_rollback_refuses_when_blue_cannot_get_greens_writes(on_blue):

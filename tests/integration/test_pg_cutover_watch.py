@@ -1,0 +1,227 @@
+"""zerodowntime.migration.pg_cutover_watch on real servers: writers through a real PgBouncer into a
+database of the test's own on blue, a baseline taken under them, then each fault the watch must
+catch injected for real - slow statements (pg_sleep in a trigger), transactions rolled back (a
+trigger failing a fifth of the inserts), clients waiting in PgBouncer (a lock held on the hot
+table), the replication behind a watched slot stopped - and caught within one or two intervals.
+Phase 5's use of it (a breach rolls the cutover back) is in test_phase5_cutover.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, run_module, scratch_database, throwaway_pgbouncer
+
+DATABASE = "zdm_watch"
+FORWARD_SUBSCRIPTION = "novacron_blue_to_green"  # inventories/lab: its slot on blue streams to green
+INTERVAL = 1.0
+
+
+class Writers:
+    """`count` threads inserting into probe through a pooler as fast as they can, counting errors."""
+
+    def __init__(self, port: int, count: int = 4):
+        self.port = port
+        self.stop = threading.Event()
+        self.committed = 0
+        self.errors = 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.write, daemon=True) for _ in range(count)]
+
+    def write(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(
+                    host="127.0.0.1",
+                    port=self.port,
+                    user="migrator",
+                    password=LAB_PASSWORD,
+                    dbname=DATABASE,
+                    autocommit=True,
+                    prepare_threshold=None,
+                ) as conn:
+                    while not self.stop.is_set():
+                        try:
+                            conn.execute("INSERT INTO probe (note) VALUES (%s)", ("watched",))
+                            with self.lock:
+                                self.committed += 1
+                        except psycopg.errors.RaiseException:
+                            with self.lock:
+                                self.errors += 1
+            except psycopg.OperationalError:
+                with self.lock:
+                    self.errors += 1
+                time.sleep(0.05)
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+@pytest.fixture()
+def watched(lab):
+    """A database of the test's own on blue with a hot table, a PgBouncer (pool of 2) in front of it,
+    writers through it, and blue's baseline taken under them."""
+    with scratch_database(BLUE, DATABASE) as server:
+        with connect(server) as conn:
+            conn.execute("CREATE TABLE probe (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT now())")
+        with throwaway_pgbouncer({DATABASE: server}, pool_size=2) as pooler, Writers(pooler["port"]) as writers:
+            time.sleep(1)  # every writer connected
+            _, result = run_module("zerodowntime.migration.pg_cutover_watch", dict(server, mode="baseline", baseline_seconds=3))
+            assert not result.get("failed"), result
+            yield {"server": server, "pooler": pooler, "writers": writers, "baseline": result["baseline"]}
+
+
+def watch_args(watched: dict, **options) -> dict:
+    pool = dict(watched["pooler"]["admin"], database=DATABASE)
+    args = dict(watched["server"], mode="watch", baseline=watched["baseline"], watch_seconds=8, interval=INTERVAL, pgbouncers=[pool])
+    return dict(args, **options)
+
+
+def breach_of(result: dict) -> dict:
+    assert result.get("failed"), result
+    return result["breach"]
+
+
+def test_a_baseline_is_blues_statements_under_the_writers(watched):
+    baseline = watched["baseline"]
+    assert 2.5 < baseline["seconds"] < 6
+    [insert] = [entry for entry in baseline["statements"] if entry["query"].startswith("INSERT INTO probe")]
+    assert insert["calls"] > 100 and 0 < insert["mean_ms"] < 5
+    assert "$1" in insert["query"]  # normalised: no value of the application's reaches the result
+
+
+def test_a_healthy_server_passes_the_whole_watch_in_check_mode_too(watched):
+    for check in (False, True):
+        _, result = run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched, watch_seconds=5), check=check)
+        assert not result.get("failed"), result
+        assert result["healthy"] and not result["changed"] and result["watched_seconds"] >= 5
+        assert len(result["samples"]) >= 4
+        assert all(sample["latency"] and sample["latency"]["ratio"] < 3 for sample in result["samples"])
+        assert all(sample["client_wait_ms"] < 1000 for sample in result["samples"])
+
+
+def test_slow_statements_breach_the_latency_gate_within_an_interval(watched):
+    with connect(watched["server"]) as conn:
+        conn.execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(0.03); RETURN NEW; END$$;"
+            "CREATE TRIGGER slow BEFORE INSERT ON probe FOR EACH ROW EXECUTE FUNCTION slow()"
+        )
+    _, result = run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched, min_calls=5, max_client_wait_ms=0))
+    breach = breach_of(result)
+    assert breach["signal"] == "latency_ratio" and breach["value"] > 3 and breach["gate"] == 3
+    assert breach["at_s"] <= 2 * INTERVAL + 0.5
+    assert "latency_ratio" in result["msg"] and "over the gate 3.0" in result["msg"]
+
+
+def test_rolled_back_transactions_breach_the_rollback_gate(watched):
+    with connect(watched["server"]) as conn:
+        conn.execute(
+            "CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN IF random() < 0.2 THEN RAISE EXCEPTION 'injected'; END IF; RETURN NEW; END$$;"
+            "CREATE TRIGGER flaky BEFORE INSERT ON probe FOR EACH ROW EXECUTE FUNCTION flaky()"
+        )
+    _, result = run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched))
+    breach = breach_of(result)
+    assert breach["signal"] == "rollback_rate" and 0.1 < breach["value"] < 0.3
+    assert breach["at_s"] <= 2 * INTERVAL + 0.5
+    assert watched["writers"].errors > 0  # the writers saw the failures the gate counted
+
+
+def test_a_lock_on_the_hot_table_breaches_the_client_wait_gate(watched):
+    """The lock holds both server connections of the pool; the other writers wait in PgBouncer."""
+    release = threading.Event()
+
+    def hold_lock():
+        with connect(watched["server"]) as conn, conn.transaction():
+            conn.execute("LOCK TABLE probe IN ACCESS EXCLUSIVE MODE")
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        _, result = run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched, max_client_wait_ms=500))
+    finally:
+        release.set()
+        holder.join()
+    breach = breach_of(result)
+    assert breach["signal"] == "client_wait_ms" and breach["value"] > 500
+    assert breach["at_s"] <= 3 * INTERVAL + 0.5
+
+
+def test_a_stopped_replication_breaches_the_slot_gate(phase2, watched):
+    with connect(GREEN) as conn:
+        conn.execute(f"ALTER SUBSCRIPTION {FORWARD_SUBSCRIPTION} DISABLE")
+    try:
+        _, result = run_module(
+            "zerodowntime.migration.pg_cutover_watch",
+            watch_args(watched, reverse_slot=FORWARD_SUBSCRIPTION, max_reverse_inactive_seconds=2, max_reverse_lag_bytes=0),
+        )
+        # the writers' WAL (about 1 MB/s) piles up unconfirmed behind the stopped slot: the lag gate
+        _, lagging = run_module(
+            "zerodowntime.migration.pg_cutover_watch",
+            watch_args(watched, reverse_slot=FORWARD_SUBSCRIPTION, max_reverse_inactive_seconds=0, max_reverse_lag_bytes=262144),
+        )
+    finally:
+        with connect(GREEN) as conn:
+            conn.execute(f"ALTER SUBSCRIPTION {FORWARD_SUBSCRIPTION} ENABLE")
+    breach = breach_of(result)
+    assert breach["signal"] == "reverse_inactive_seconds" and breach["value"] > 2
+    assert breach["at_s"] <= 4 * INTERVAL + 0.5
+    assert any(sample.get("reverse", {}).get("active") is False for sample in result["samples"])
+    breach = breach_of(lagging)
+    assert breach["signal"] == "reverse_lag_bytes" and breach["value"] > 262144 and breach["at_s"] <= 2 * INTERVAL + 0.5
+
+
+def test_an_active_slot_passes(phase2, watched):
+    _, result = run_module(
+        "zerodowntime.migration.pg_cutover_watch", watch_args(watched, watch_seconds=3, reverse_slot=FORWARD_SUBSCRIPTION)
+    )
+    assert not result.get("failed"), result
+    assert all(sample["reverse"]["active"] for sample in result["samples"])
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"reverse_slot": "no_such_slot"}, "there is no replication slot 'no_such_slot'"),
+        ({"reverse_slot": 'x"; DROP TABLE probe; --'}, "reverse_slot"),
+        ({"statements_db": DATABASE}, "pg_stat_statements is not installed in database 'zdm_watch'"),
+        ({"login_password": "wrong"}, "authentication failed for user 'migrator'"),
+        ({"baseline": None}, "mode watch needs baseline"),
+        ({"interval": 0}, "interval must be above 0"),
+        ({"max_rollback_rate": 2}, "max_rollback_rate is a share"),
+    ],
+)
+def test_bad_input_is_named_and_nothing_is_watched(watched, options, expected):
+    args = watch_args(watched, watch_seconds=2)
+    args.update(options)
+    _, result = run_module("zerodowntime.migration.pg_cutover_watch", args)
+    assert result.get("failed") and expected in result["msg"], result
+    assert "samples" not in result
+    assert "wrong" not in str(result.get("invocation", ""))
+    with connect(watched["server"]) as conn:
+        assert conn.execute("SELECT to_regclass('probe') IS NOT NULL").fetchone()[0]
+
+
+def test_a_login_that_cannot_read_other_users_statements_is_told_the_grant(watched):
+    with connect(watched["server"]) as conn:
+        conn.execute("DROP ROLE IF EXISTS zdm_watcher")
+        conn.execute(f"CREATE ROLE zdm_watcher LOGIN PASSWORD '{LAB_PASSWORD}'")
+    try:
+        _, result = run_module(
+            "zerodowntime.migration.pg_cutover_watch", dict(watch_args(watched, watch_seconds=2), login_user="zdm_watcher")
+        )
+        assert result.get("failed") and "GRANT pg_read_all_stats TO zdm_watcher" in result["msg"], result
+    finally:
+        with connect(watched["server"]) as conn:
+            conn.execute("DROP ROLE zdm_watcher")

@@ -1,0 +1,189 @@
+"""pg_cutover_watch's gates and its loop (postgres/watch.py), on figures from an in-memory stand-in;
+the integration tests (tests/integration/test_pg_cutover_watch.py) read real servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.watch import (
+    WatchBreach,
+    judge,
+    latency,
+    statement_deltas,
+    statement_key,
+    take_baseline,
+    watch,
+)
+
+INSERT = "INSERT INTO audit_log (tenant_id) VALUES ($1)"
+SELECT = "SELECT id FROM tenants WHERE id = $1"
+PARAMS = dict(
+    watch_seconds=10.0,
+    interval=1.0,
+    max_rollback_rate=0.05,
+    min_transactions=20,
+    max_errors=None,
+    max_latency_ratio=3.0,
+    latency_floor_ms=5.0,
+    min_calls=20,
+    max_client_wait_ms=1000.0,
+    max_reverse_lag_bytes=1048576,
+    max_reverse_inactive_seconds=3.0,
+)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 50.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class Client:
+    endpoint = "127.0.0.1:5434"
+
+
+class FakeSignals:
+    """A server whose figures move by `per_second` (a dict of changes) each second of the clock."""
+
+    def __init__(self, clock, insert_ms=0.2, rollbacks_per_second=0, wait_ms=0.0, slot_active=True, lag_bytes=0):
+        self.clock = clock
+        self.client = Client()
+        self.insert_ms = insert_ms
+        self.rollbacks_per_second = rollbacks_per_second
+        self.wait_ms = wait_ms
+        self.slot_active = slot_active
+        self.lag_bytes = lag_bytes
+        self.calls = 0
+        self.total = 0.0
+        self.commits = 0
+        self.rollbacks = 0
+        self.last = clock()
+
+    def advance(self):
+        seconds = self.clock() - self.last
+        self.last = self.clock()
+        self.calls += int(100 * seconds)
+        self.total += 100 * seconds * self.insert_ms
+        self.commits += int(100 * seconds)
+        self.rollbacks += int(self.rollbacks_per_second * seconds)
+
+    def sample(self):
+        self.advance()
+        return {
+            "statements": {statement_key("app", INSERT): (self.calls, self.total, "app", INSERT)},
+            "transactions": {"xact_commit": self.commits, "xact_rollback": self.rollbacks, "deadlocks": 0, "sessions_fatal": 0},
+            "slot": {"active": self.slot_active, "lag_bytes": self.lag_bytes},
+            "client_wait_ms": self.wait_ms,
+        }
+
+
+def baseline_of(clock, **figures):
+    return take_baseline(FakeSignals(clock, **figures), 5, sleep=clock.sleep, clock=clock)
+
+
+def test_a_baseline_is_blues_mean_per_statement_over_its_window():
+    clock = Clock()
+    baseline = baseline_of(clock, insert_ms=0.4)
+    assert baseline["seconds"] == 5 and baseline["calls"] == 500
+    [entry] = baseline["statements"]
+    assert entry["query"] == INSERT and entry["mean_ms"] == pytest.approx(0.4) and entry["calls"] == 500
+    assert baseline["rollback_rate"] == 0
+
+
+def test_a_healthy_green_passes_every_interval():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    result = watch(FakeSignals(clock, insert_ms=0.3), PARAMS, baseline, sleep=clock.sleep, clock=clock)
+    assert result["healthy"] and len(result["samples"]) == 10
+    assert result["samples"][-1]["latency"]["ratio"] == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize(
+    ("figures", "signal", "value"),
+    [
+        ({"insert_ms": 50.0}, "latency_ratio", 250.0),
+        ({"rollbacks_per_second": 25}, "rollback_rate", 0.2),
+        ({"wait_ms": 1500.0}, "client_wait_ms", 1500.0),
+        ({"lag_bytes": 2 << 20}, "reverse_lag_bytes", 2 << 20),
+    ],
+)
+def test_a_breach_ends_the_watch_in_the_first_interval_naming_signal_value_and_gate(figures, signal, value):
+    clock = Clock()
+    baseline = baseline_of(clock)
+    with pytest.raises(WatchBreach) as caught:
+        watch(FakeSignals(clock, **figures), PARAMS, baseline, sleep=clock.sleep, clock=clock)
+    breach = caught.value.details["breach"]
+    assert breach["signal"] == signal and breach["value"] == pytest.approx(value) and breach["at_s"] == 1.0
+    assert signal in str(caught.value) and str(breach["gate"]) in str(caught.value)
+
+
+def test_a_slot_without_walsender_breaches_only_past_its_grace():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    with pytest.raises(WatchBreach) as caught:
+        watch(FakeSignals(clock, slot_active=False), PARAMS, baseline, sleep=clock.sleep, clock=clock)
+    breach = caught.value.details["breach"]
+    # inactive from the first sample: judged 1, 2, 3 s gone (not past 3), breached at 4 s
+    assert breach["signal"] == "reverse_inactive_seconds" and breach["at_s"] == 4.0
+
+
+def test_sub_millisecond_statements_never_breach_the_latency_ratio():
+    clock = Clock()
+    baseline = baseline_of(clock, insert_ms=0.01)
+    result = watch(FakeSignals(clock, insert_ms=0.5), PARAMS, baseline, sleep=clock.sleep, clock=clock)
+    assert result["healthy"] and result["samples"][0]["latency"]["ratio"] == 50
+
+
+@pytest.mark.parametrize("off", [None, 0])
+def test_a_gate_set_to_none_or_zero_is_off(off):
+    clock = Clock()
+    baseline = baseline_of(clock)
+    params = dict(PARAMS, max_client_wait_ms=off, max_latency_ratio=off)
+    assert watch(FakeSignals(clock, wait_ms=5000.0, insert_ms=50.0), params, baseline, sleep=clock.sleep, clock=clock)["healthy"]
+
+
+def test_a_rollback_rate_of_zero_allows_no_rollback():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    with pytest.raises(WatchBreach):
+        watch(FakeSignals(clock, rollbacks_per_second=1), dict(PARAMS, max_rollback_rate=0), baseline, sleep=clock.sleep, clock=clock)
+
+
+def test_max_errors_counts_over_the_whole_watch():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    params = dict(PARAMS, max_rollback_rate=None, max_errors=10)
+    with pytest.raises(WatchBreach) as caught:
+        watch(FakeSignals(clock, rollbacks_per_second=3), params, baseline, sleep=clock.sleep, clock=clock)
+    assert caught.value.details["breach"]["signal"] == "errors" and caught.value.details["breach"]["at_s"] == 4.0
+
+
+def test_latency_needs_enough_calls_of_statements_the_baseline_knows():
+    baseline = {"statements": [{"key": "a", "query": SELECT, "mean_ms": 1.0}, {"key": "c", "query": INSERT, "mean_ms": 1.0}]}
+    assert latency({"a": (5, 500.0)}, baseline, min_calls=20) is None
+    assert latency({"b": (500, 5000.0)}, baseline, min_calls=20) is None  # unknown to the baseline
+    measured = latency({"a": (40, 80.0), "b": (500, 5000.0)}, baseline, min_calls=20)
+    assert (measured["calls"], measured["mean_ms"], measured["baseline_ms"], measured["ratio"]) == (40, 2.0, 1.0, 2.0)
+
+
+def test_one_hot_statement_slowed_is_caught_although_the_mean_of_all_is_not():
+    """Nine fast statements and one 40 times slower: the mean of all stays under the floor."""
+    clock = Clock()
+    baseline = {"statements": [{"key": "a", "query": SELECT, "mean_ms": 0.2}, {"key": "c", "query": INSERT, "mean_ms": 0.2}]}
+    measured = latency({"a": (900, 180.0), "c": (100, 800.0)}, baseline, min_calls=20)
+    assert measured["mean_ms"] == pytest.approx(0.98) and measured["worst"]["query"] == INSERT and measured["worst"]["ratio"] == 40
+    interval = {"transactions": {"total": 0, "rolled_back": 0, "rollback_rate": 0}, "latency": measured}
+    params = dict(PARAMS, latency_floor_ms=5.0)
+    [(signal, value, gate, meaning)] = judge(interval, params, {"errors": 0}, None, clock())
+    assert (signal, value, gate) == ("latency_ratio", 40, 3.0) and INSERT in meaning
+
+
+def test_a_reset_of_the_statistics_counts_from_zero_not_negative():
+    before = {"a": (100, 50.0, "u", SELECT)}
+    after = {"a": (7, 3.5, "u", SELECT)}
+    assert statement_deltas(before, after) == {"a": (7, 3.5)}
