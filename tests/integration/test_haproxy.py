@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.lab import BLUE, ROOT, connect, free_port, run_module, run_playbook
+from tests.lab import BLUE, ROOT, SHIFT_BACK, SHIFT_FORWARD, connect, free_port, run_module, run_playbook
 
 SOCKET = "/run/haproxy/admin.sock"
 STATE_FILE = Path("/var/lib/haproxy/server-state")
@@ -356,13 +356,13 @@ def test_shift_reads_in_gated_steps_by_default_and_back(haproxy):
     hold = {key: value for key, value in GATED.items() if key != "shift_reads_steps"}  # the steps from the inventory
     planned = run_playbook("shift_reads.yml", extravars=dict(hold, green_read_percent=50), cmdline="--check")
     assert planned.status == "successful", planned.stdout
-    [moved] = planned.task_results("Move reads toward green through the steps, watching green's gates")
+    [moved] = planned.task_results(SHIFT_FORWARD)
     assert moved["plan"] == [10, 25, 50]
     assert weights() == {"blue": 256, "green": 0}
 
     run = run_playbook("shift_reads.yml", extravars=dict(hold, green_read_percent=50))
     assert run.status == "successful", run.stdout
-    [moved] = run.task_results("Move reads toward green through the steps, watching green's gates")
+    [moved] = run.task_results(SHIFT_FORWARD)
     assert [step["percent"] for step in moved["steps"]] == [10, 25, 50]
     assert all(step["held_s"] >= 0.5 for step in moved["steps"]), moved["steps"]
     assert weights() == {"blue": 50, "green": 50}
@@ -374,7 +374,7 @@ def test_shift_reads_in_gated_steps_by_default_and_back(haproxy):
 
     back = run_playbook("shift_reads.yml", extravars=dict(GATED, green_read_percent=10))
     assert back.status == "successful", back.stdout
-    [moved] = back.task_results("Move reads back toward blue through the steps, watching blue's gates (green may be down)")
+    [moved] = back.task_results(SHIFT_BACK)
     assert [step["percent"] for step in moved["steps"]] == [75, 90]  # blue's share: 50 -> 75 -> 90
     assert weights() == {"blue": 90, "green": 10}
 
