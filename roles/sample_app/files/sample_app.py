@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", required=True, help="address:port to listen on")
     parser.add_argument("--fault-file", help="JSON fault settings, read again when it changes")
     options = parser.parse_args(argv)
-    address, _, port = options.listen.rpartition(":")
+    address, _colon, port = options.listen.rpartition(":")
     server = ThreadingHTTPServer((address, int(port)), handler(options.instance, Faults(options.fault_file)))
     server.daemon_threads = True
     print(f"sample app {options.instance} listening on {options.listen}", file=sys.stderr, flush=True)
