@@ -61,6 +61,11 @@ LAB_SSH_INVENTORY = str(ROOT / "inventories" / "lab-ssh")
 LAB_SSH_PLAY = provision_play("the lab's SSH", "lab_ssh", ROOT / "inventories" / "lab-ssh" / "group_vars" / "all.yml")
 
 
+# The two haproxy_shift tasks of roles/haproxy tasks_from shift_gated (playbooks/shift_reads.yml, shift_app.yml).
+SHIFT_BACK = "Move traffic back toward the old side through the steps, watching the old side's gates (the new side may be down)"
+SHIFT_FORWARD = "Move traffic toward the new side through the steps, watching the new side's gates"
+
+
 class PlaybookRun:
     """One ansible-runner run: its status, per-host stats and task results."""
 

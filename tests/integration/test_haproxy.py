@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import http.client
+import json
 import os
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,11 +19,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.lab import BLUE, ROOT, connect, free_port, run_module, run_playbook
+from tests.lab import BLUE, ROOT, SHIFT_BACK, SHIFT_FORWARD, connect, free_port, run_module, run_playbook
 
 SOCKET = "/run/haproxy/admin.sock"
 STATE_FILE = Path("/var/lib/haproxy/server-state")
 CONFIG = Path("/etc/haproxy/haproxy.cfg")
+SAMPLE_APP_FAULTS = Path("/var/lib/zerodowntime-sample-app")  # roles/sample_app: <instance>.json
 PIDFILE = Path("/var/run/haproxy.pid")
 WRITES = dict(BLUE, login_port=5000)
 READS = dict(BLUE, login_port=5001)
@@ -356,13 +357,13 @@ def test_shift_reads_in_gated_steps_by_default_and_back(haproxy):
     hold = {key: value for key, value in GATED.items() if key != "shift_reads_steps"}  # the steps from the inventory
     planned = run_playbook("shift_reads.yml", extravars=dict(hold, green_read_percent=50), cmdline="--check")
     assert planned.status == "successful", planned.stdout
-    [moved] = planned.task_results("Move reads toward green through the steps, watching green's gates")
+    [moved] = planned.task_results(SHIFT_FORWARD)
     assert moved["plan"] == [10, 25, 50]
     assert weights() == {"blue": 256, "green": 0}
 
     run = run_playbook("shift_reads.yml", extravars=dict(hold, green_read_percent=50))
     assert run.status == "successful", run.stdout
-    [moved] = run.task_results("Move reads toward green through the steps, watching green's gates")
+    [moved] = run.task_results(SHIFT_FORWARD)
     assert [step["percent"] for step in moved["steps"]] == [10, 25, 50]
     assert all(step["held_s"] >= 0.5 for step in moved["steps"]), moved["steps"]
     assert weights() == {"blue": 50, "green": 50}
@@ -374,7 +375,7 @@ def test_shift_reads_in_gated_steps_by_default_and_back(haproxy):
 
     back = run_playbook("shift_reads.yml", extravars=dict(GATED, green_read_percent=10))
     assert back.status == "successful", back.stdout
-    [moved] = back.task_results("Move reads back toward blue through the steps, watching blue's gates (green may be down)")
+    [moved] = back.task_results(SHIFT_BACK)
     assert [step["percent"] for step in moved["steps"]] == [75, 90]  # blue's share: 50 -> 75 -> 90
     assert weights() == {"blue": 90, "green": 10}
 
@@ -484,25 +485,30 @@ def test_shift_reads_refuses_the_write_backend(haproxy):
     assert weights("pg_write") == {"blue": 1, "green": 1}
 
 
-def test_http_frontend_monitor_uri_and_app_health_checks(haproxy, tmp_path):
+def test_http_frontend_monitor_uri_and_app_health_checks(haproxy):
+    """The lab's sample application (roles/sample_app) behind the HTTP frontend: app1 (blue) takes every
+    request, app2 (green, weight 0) none; app1 failing its /health check goes DOWN and the frontend
+    answers 503 (no other server takes requests) until it passes again."""
     assert http_get(8080, "/haproxy-health")[0] == 200
-    assert status("app", "app1").startswith("DOWN")  # nothing answers /health on 127.0.0.1:18081
-    assert http_get(8080, "/")[0] == 503
+    wait_up("app", "app1", "app2")  # GET /health answered 200 twice (rise 2)
+    assert weights("app") == {"app1": 100, "app2": 0}
+    answers = [http_get(8080, "/") for _request in range(10)]
+    assert {code for code, _body in answers} == {200}, answers
+    assert {json.loads(body)["instance"] for _code, body in answers} == {"blue"}
 
-    (tmp_path / "health").write_text("ok\n")
-    (tmp_path / "index.html").write_text("lab app\n")
-    app = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "18081", "--bind", "127.0.0.1", "--directory", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    blue_faults = SAMPLE_APP_FAULTS / "blue.json"
+    blue_faults.write_text(json.dumps({"health_status": 503}))
     try:
-        wait_up("app", "app1")  # GET /health answered 200 twice (rise 2)
-        code, body = http_get(8080, "/")
-        assert (code, body) == (200, b"lab app\n")
+        deadline = time.monotonic() + 20
+        while not status("app", "app1").startswith("DOWN"):  # fall 3, inter 2s
+            assert time.monotonic() < deadline, status("app", "app1")
+            time.sleep(0.5)
+        assert http_get(8080, "/")[0] == 503
     finally:
-        app.terminate()
-        app.wait(timeout=10)
+        blue_faults.unlink(missing_ok=True)
+    wait_up("app", "app1")
+    code, body = http_get(8080, "/")
+    assert (code, json.loads(body)["instance"]) == (200, "blue")
 
 
 def test_stats_page_on_loopback(haproxy):

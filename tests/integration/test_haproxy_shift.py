@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
-from tests.lab import free_port, run_module, run_playbook
+from tests.lab import SHIFT_BACK, free_port, run_module, run_playbook
 
 SHIFT = "zerodowntime.migration.haproxy_shift"
 
@@ -276,7 +276,7 @@ def test_reads_go_back_to_blue_while_green_is_in_maintenance(stack, tmp_path):
 
     run = shift_reads_playbook(socket_path, tmp_path, 0)
     assert run.status == "successful", run.stdout
-    [back] = run.task_results("Move reads back toward blue through the steps, watching blue's gates (green may be down)")
+    [back] = run.task_results(SHIFT_BACK)
     assert back["changed"] and back["plan"] == [100] and back["weights"] == {"blue": 100, "green": 0}, back
     assert weights(socket_path) == {"blue": 100, "green": 0}
     assert int(server_state(socket_path, "green")["srv_admin_state"]) & 0x01, "green was taken out of maintenance"
