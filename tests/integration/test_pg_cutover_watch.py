@@ -158,6 +158,34 @@ def test_a_lock_on_the_hot_table_breaches_the_client_wait_gate(watched):
     assert breach["at_s"] <= 3 * INTERVAL + 0.5
 
 
+def test_a_server_refusing_connections_breaches_the_client_wait_gate(watched):
+    """Two seconds into the watch the database stops taking connections and the pool's server
+    connections end (the watch's own session is spared): PgBouncer cannot open new ones, and the
+    writers wait in it."""
+    results = []
+    watcher = threading.Thread(
+        target=lambda: results.append(run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched, max_client_wait_ms=500))[1])
+    )
+    watcher.start()
+    time.sleep(4)  # ansible-playbook started, the module connected and watching
+    try:
+        with connect(dict(watched["server"], login_db="postgres")) as conn:
+            conn.execute(f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS false")
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND application_name <> %s",
+                (DATABASE, "zerodowntime.migration"),
+            )
+        watcher.join(timeout=60)
+    finally:
+        with connect(dict(watched["server"], login_db="postgres")) as conn:
+            conn.execute(f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS true")
+    [result] = results
+    breach = breach_of(result)
+    assert breach["signal"] == "client_wait_ms" and breach["value"] > 500
+    healthy_before = [sample for sample in result["samples"] if sample["client_wait_ms"] < 500]
+    assert healthy_before and breach["at_s"] - healthy_before[-1]["at_s"] <= 2 * INTERVAL + 0.5
+
+
 def test_a_stopped_replication_breaches_the_slot_gate(phase2, watched):
     with connect(GREEN) as conn:
         conn.execute(f"ALTER SUBSCRIPTION {FORWARD_SUBSCRIPTION} DISABLE")
