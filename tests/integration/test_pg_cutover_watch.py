@@ -1,5 +1,6 @@
 """zerodowntime.migration.pg_cutover_watch on real servers: writers through a real PgBouncer into a
-database of the test's own on blue, a baseline taken under them, then each fault the watch must
+PostgreSQL of the test's own (pg_stat_statements preloaded, as roles/postgresql does; nothing of the
+lab is touched, so the file runs in the side lane), a baseline taken under them, then each fault the watch must
 catch injected for real - slow statements (pg_sleep in a trigger), transactions rolled back (a
 trigger failing a fifth of the inserts), clients waiting in PgBouncer (a lock held on the hot
 table), the replication behind a watched slot stopped - and caught within one or two intervals.
@@ -7,16 +8,18 @@ Phase 5's use of it (a breach rolls the cutover back) is in test_phase5_cutover.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 
 import psycopg
 import pytest
 
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, run_module, scratch_database, throwaway_pgbouncer
+from tests.lab import LAB_PASSWORD, connect, run_module, throwaway_pgbouncer, throwaway_postgres, wait_for
 
 DATABASE = "zdm_watch"
-FORWARD_SUBSCRIPTION = "novacron_blue_to_green"  # inventories/lab: its slot on blue streams to green
+SLOT = "zdm_watch_stream"
 INTERVAL = 1.0
 
 
@@ -29,7 +32,7 @@ class Writers:
         self.committed = 0
         self.errors = 0
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.write, daemon=True) for _ in range(count)]
+        self.threads = [threading.Thread(target=self.write, daemon=True) for _index in range(count)]
 
     def write(self) -> None:
         while not self.stop.is_set():
@@ -67,18 +70,58 @@ class Writers:
             thread.join(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def server():
+    """A PostgreSQL of the file's own: pg_stat_statements preloaded and created in postgres, a
+    superuser migrator (PgBouncer's client and admin user), the database DATABASE."""
+    settings = dict(shared_preload_libraries="pg_stat_statements", wal_level="logical")
+    with throwaway_postgres("zdm-watch-", **settings) as admin:
+        with connect(admin) as conn:
+            conn.execute(f"CREATE ROLE migrator SUPERUSER LOGIN REPLICATION PASSWORD '{LAB_PASSWORD}'")
+            conn.execute(f"CREATE DATABASE {DATABASE} OWNER migrator")
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+        yield dict(admin, login_user="migrator", login_db=DATABASE)
+
+
 @pytest.fixture()
-def watched(lab):
-    """A database of the test's own on blue with a hot table, a PgBouncer (pool of 2) in front of it,
-    writers through it, and blue's baseline taken under them."""
-    with scratch_database(BLUE, DATABASE) as server:
+def watched(server):
+    """A hot table, a PgBouncer (pool of 2) in front of it, writers through it, and the baseline
+    taken under them."""
+    with connect(server) as conn:
+        conn.execute("DROP TABLE IF EXISTS probe; DROP FUNCTION IF EXISTS slow(); DROP FUNCTION IF EXISTS flaky()")
+        conn.execute("CREATE TABLE probe (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT now())")
+    with throwaway_pgbouncer({DATABASE: server}, pool_size=2) as pooler, Writers(pooler["port"]) as writers:
+        time.sleep(1)  # every writer connected
+        result = watch_module(dict(server, mode="baseline", baseline_seconds=3))
+        assert not result.get("failed"), result
+        yield {"server": server, "pooler": pooler, "writers": writers, "baseline": result["baseline"]}
+
+
+@pytest.fixture()
+def stream(server):
+    """A logical replication stream of the test's own: pg_recvlogical on slot SLOT. Yields its process."""
+    env = dict(os.environ, PGPASSWORD=LAB_PASSWORD)
+    argv = ["pg_recvlogical", "-h", "127.0.0.1", "-p", str(server["login_port"]), "-U", "migrator", "-d", DATABASE]
+    subprocess.run([*argv, "--slot", SLOT, "--create-slot", "--if-not-exists", "-P", "test_decoding"], env=env, check=True)
+    process = subprocess.Popen([*argv, "--slot", SLOT, "--start", "-f", "/dev/null", "-F", "0", "-s", "1"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the slot to stream", lambda: slot_active(server), timeout=30, interval=0.2)
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+        wait_for("the walsender to end", lambda: not slot_active(server), timeout=30, interval=0.2)
         with connect(server) as conn:
-            conn.execute("CREATE TABLE probe (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT now())")
-        with throwaway_pgbouncer({DATABASE: server}, pool_size=2) as pooler, Writers(pooler["port"]) as writers:
-            time.sleep(1)  # every writer connected
-            _, result = run_module("zerodowntime.migration.pg_cutover_watch", dict(server, mode="baseline", baseline_seconds=3))
-            assert not result.get("failed"), result
-            yield {"server": server, "pooler": pooler, "writers": writers, "baseline": result["baseline"]}
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (SLOT,))
+
+
+def slot_active(server: dict) -> bool:
+    with connect(server) as conn:
+        return conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)).fetchone()[0]
+
+
+def watch_module(args: dict, check: bool = False) -> dict:
+    return run_module("zerodowntime.migration.pg_cutover_watch", args, check=check)[1]
 
 
 def watch_args(watched: dict, **options) -> dict:
@@ -102,7 +145,7 @@ def test_a_baseline_is_blues_statements_under_the_writers(watched):
 
 def test_a_healthy_server_passes_the_whole_watch_in_check_mode_too(watched):
     for check in (False, True):
-        _, result = run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched, watch_seconds=5), check=check)
+        result = watch_module(watch_args(watched, watch_seconds=5), check=check)
         assert not result.get("failed"), result
         assert result["healthy"] and not result["changed"] and result["watched_seconds"] >= 5
         assert len(result["samples"]) >= 4
@@ -116,7 +159,7 @@ def test_slow_statements_breach_the_latency_gate_within_an_interval(watched):
             "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(0.03); RETURN NEW; END$$;"
             "CREATE TRIGGER slow BEFORE INSERT ON probe FOR EACH ROW EXECUTE FUNCTION slow()"
         )
-    _, result = run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched, min_calls=5, max_client_wait_ms=0))
+    result = watch_module(watch_args(watched, min_calls=5, max_client_wait_ms=0))
     breach = breach_of(result)
     assert breach["signal"] == "latency_ratio" and breach["value"] > 3 and breach["gate"] == 3
     assert breach["at_s"] <= 2 * INTERVAL + 0.5
@@ -130,7 +173,7 @@ def test_rolled_back_transactions_breach_the_rollback_gate(watched):
             "$$BEGIN IF random() < 0.2 THEN RAISE EXCEPTION 'injected'; END IF; RETURN NEW; END$$;"
             "CREATE TRIGGER flaky BEFORE INSERT ON probe FOR EACH ROW EXECUTE FUNCTION flaky()"
         )
-    _, result = run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched))
+    result = watch_module(watch_args(watched))
     breach = breach_of(result)
     assert breach["signal"] == "rollback_rate" and 0.1 < breach["value"] < 0.3
     assert breach["at_s"] <= 2 * INTERVAL + 0.5
@@ -149,7 +192,7 @@ def test_a_lock_on_the_hot_table_breaches_the_client_wait_gate(watched):
     holder = threading.Thread(target=hold_lock)
     holder.start()
     try:
-        _, result = run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched, max_client_wait_ms=500))
+        result = watch_module(watch_args(watched, max_client_wait_ms=500))
     finally:
         release.set()
         holder.join()
@@ -163,9 +206,7 @@ def test_a_server_refusing_connections_breaches_the_client_wait_gate(watched):
     connections end (the watch's own session is spared): PgBouncer cannot open new ones, and the
     writers wait in it."""
     results = []
-    watcher = threading.Thread(
-        target=lambda: results.append(run_module("zerodowntime.migration.pg_cutover_watch", watch_args(watched, max_client_wait_ms=500))[1])
-    )
+    watcher = threading.Thread(target=lambda: results.append(watch_module(watch_args(watched, max_client_wait_ms=500))))
     watcher.start()
     time.sleep(4)  # ansible-playbook started, the module connected and watching
     try:
@@ -186,36 +227,22 @@ def test_a_server_refusing_connections_breaches_the_client_wait_gate(watched):
     assert healthy_before and breach["at_s"] - healthy_before[-1]["at_s"] <= 2 * INTERVAL + 0.5
 
 
-def test_a_stopped_replication_breaches_the_slot_gate(phase2, watched):
-    with connect(GREEN) as conn:
-        conn.execute(f"ALTER SUBSCRIPTION {FORWARD_SUBSCRIPTION} DISABLE")
-    try:
-        _, result = run_module(
-            "zerodowntime.migration.pg_cutover_watch",
-            watch_args(watched, reverse_slot=FORWARD_SUBSCRIPTION, max_reverse_inactive_seconds=2, max_reverse_lag_bytes=0),
-        )
-        # the writers' WAL (about 1 MB/s) piles up unconfirmed behind the stopped slot: the lag gate
-        _, lagging = run_module(
-            "zerodowntime.migration.pg_cutover_watch",
-            watch_args(watched, reverse_slot=FORWARD_SUBSCRIPTION, max_reverse_inactive_seconds=0, max_reverse_lag_bytes=262144),
-        )
-    finally:
-        with connect(GREEN) as conn:
-            conn.execute(f"ALTER SUBSCRIPTION {FORWARD_SUBSCRIPTION} ENABLE")
+def test_an_active_stream_passes_and_a_stopped_one_breaches_the_slot_gates(watched, stream):
+    streaming = watch_module(watch_args(watched, watch_seconds=3, reverse_slot=SLOT))
+    assert not streaming.get("failed"), streaming
+    assert all(sample["reverse"]["active"] for sample in streaming["samples"])
+
+    stream.kill()  # the replication stops; the writers' WAL piles up behind its slot
+    stream.wait()
+    result = watch_module(watch_args(watched, reverse_slot=SLOT, max_reverse_inactive_seconds=2, max_reverse_lag_bytes=0))
     breach = breach_of(result)
     assert breach["signal"] == "reverse_inactive_seconds" and breach["value"] > 2
     assert breach["at_s"] <= 4 * INTERVAL + 0.5
-    assert any(sample.get("reverse", {}).get("active") is False for sample in result["samples"])
+    assert all(sample["reverse"]["active"] is False for sample in result["samples"])
+
+    lagging = watch_module(watch_args(watched, reverse_slot=SLOT, max_reverse_inactive_seconds=0, max_reverse_lag_bytes=262144))
     breach = breach_of(lagging)
     assert breach["signal"] == "reverse_lag_bytes" and breach["value"] > 262144 and breach["at_s"] <= 2 * INTERVAL + 0.5
-
-
-def test_an_active_slot_passes(phase2, watched):
-    _, result = run_module(
-        "zerodowntime.migration.pg_cutover_watch", watch_args(watched, watch_seconds=3, reverse_slot=FORWARD_SUBSCRIPTION)
-    )
-    assert not result.get("failed"), result
-    assert all(sample["reverse"]["active"] for sample in result["samples"])
 
 
 @pytest.mark.parametrize(
@@ -233,7 +260,7 @@ def test_an_active_slot_passes(phase2, watched):
 def test_bad_input_is_named_and_nothing_is_watched(watched, options, expected):
     args = watch_args(watched, watch_seconds=2)
     args.update(options)
-    _, result = run_module("zerodowntime.migration.pg_cutover_watch", args)
+    result = watch_module(args)
     assert result.get("failed") and expected in result["msg"], result
     assert "samples" not in result
     assert "wrong" not in str(result.get("invocation", ""))
@@ -246,9 +273,7 @@ def test_a_login_that_cannot_read_other_users_statements_is_told_the_grant(watch
         conn.execute("DROP ROLE IF EXISTS zdm_watcher")
         conn.execute(f"CREATE ROLE zdm_watcher LOGIN PASSWORD '{LAB_PASSWORD}'")
     try:
-        _, result = run_module(
-            "zerodowntime.migration.pg_cutover_watch", dict(watch_args(watched, watch_seconds=2), login_user="zdm_watcher")
-        )
+        result = watch_module(dict(watch_args(watched, watch_seconds=2), login_user="zdm_watcher"))
         assert result.get("failed") and "GRANT pg_read_all_stats TO zdm_watcher" in result["msg"], result
     finally:
         with connect(watched["server"]) as conn:

@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -16,6 +18,7 @@ import pytest
 
 from tests.integration.test_pg_switchover_guardian import wait_for
 from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, kill_tree, run_playbook
+from tests.lab import wait_for as lab_wait_for
 
 APPROVED = {"cutover_approved": True}
 PROMPT = r"Type yes to proceed"
@@ -103,6 +106,9 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         [watch] = cutover.task_results("Watch green against the baseline of blue")
         assert watch["healthy"] and len(watch["samples"]) >= 7, watch
         assert any(sample["latency"] for sample in watch["samples"]) and all(sample["reverse"]["active"] for sample in watch["samples"])
+        with connect(dict(BLUE, login_db="zerodowntime_state")) as conn:  # where status.yml shows it while it runs
+            [progress] = conn.execute("SELECT progress -> 'cutover watch' FROM migration_progress WHERE phase = 'phase5_cutover'").fetchone()
+        assert progress["state"] == "done" and progress["unit"] == "seconds" and progress["total"] == 8
 
         rollback = run_playbook("rollback.yml")
         assert rollback.status == "successful", rollback.stdout
@@ -145,6 +151,51 @@ def test_a_slow_green_is_rolled_back_by_the_watch_and_nothing_is_lost(on_blue, t
     with connect(dict(BLUE, login_db="zerodowntime_state")) as conn:
         status, details = conn.execute("SELECT status, details FROM migration_progress WHERE phase = 'phase5_cutover'").fetchone()
     assert status == "failed" and details["rolled_back"] and "latency_ratio" in details["reason"]
+
+
+def test_a_stopped_reverse_replication_is_rolled_back_by_the_watch_and_nothing_is_lost(on_blue, tmp_path):
+    """Once HAProxy writes to green (the watch begins), green's walsender for blue's reverse
+    subscription is terminated: blue's worker comes back after wal_retrieve_retry_interval (5 s), past
+    the lab's gate of 3 s without a walsender. The watch catches it, and the rollback - which waits
+    for the reverse replication to stream again - loses no write."""
+    killed = []
+
+    def watching() -> bool | None:
+        with connect(GREEN) as conn:  # the watch's session samples pg_stat_database on green
+            return conn.execute(
+                "SELECT true FROM pg_stat_activity WHERE application_name = 'zerodowntime.migration' AND query LIKE %s",
+                ("%pg_stat_database%",),
+            ).fetchone()
+
+    def kill_reverse_walsender():
+        lab_wait_for("the watch on green to begin", watching, timeout=300, interval=0.1)
+        stop_at = time.monotonic() + 4  # kept without a walsender for 4 s at least
+        while time.monotonic() < stop_at:
+            with connect(GREEN) as conn:
+                killed.extend(
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s AND active",
+                        ("novacron_green_to_blue",),
+                    )
+                )
+            time.sleep(0.5)
+
+    killer = threading.Thread(target=kill_reverse_walsender)
+    with Workload(tmp_path) as workload:
+        killer.start()
+        cutover = run_playbook("phase5_cutover.yml", extravars=dict(APPROVED, migration_watch_seconds=30))
+        killer.join(timeout=60)
+        writes = workload.finish()
+    assert killed and all(killed)
+    [watch] = cutover.task_results("Watch green against the baseline of blue")
+    assert watch.get("failed") and watch["breach"]["signal"] == "reverse_inactive_seconds", watch
+    assert cutover.status == "failed"
+    [failure] = cutover.task_results("Fail, naming the breach")
+    assert "reverse_inactive_seconds" in failure["msg"]
+    assert serving_port() == 5433 and serving_port(6433) == 5433 and serving_port(5000) == 5433
+    assert writes["errors"] == 0, writes.get("last_error")
+    assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
 
 
 def test_rollback_refuses_when_blue_cannot_get_greens_writes(on_blue):

@@ -314,7 +314,7 @@ def watch(
         if breaches:
             signal, value, gate, meaning = breaches[0]
             breach = {"signal": signal, "value": value, "gate": gate, "meaning": meaning, "at_s": interval["at_s"]}
-            others = "; ".join(f"{name} {got} (gate {bound})" for name, got, bound, _ in breaches[1:])
+            others = "; ".join(f"{name} {got} (gate {bound})" for name, got, bound, _meaning in breaches[1:])
             raise WatchBreach(
                 f"{signals.client.endpoint} breached {signal}: {value} over the gate {gate} ({meaning}) "
                 f"{interval['at_s']} s into the watch" + (f"; also {others}" if others else ""),
