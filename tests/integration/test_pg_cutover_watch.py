@@ -103,7 +103,8 @@ def stream(server):
     env = dict(os.environ, PGPASSWORD=LAB_PASSWORD)
     argv = ["pg_recvlogical", "-h", "127.0.0.1", "-p", str(server["login_port"]), "-U", "migrator", "-d", DATABASE]
     subprocess.run([*argv, "--slot", SLOT, "--create-slot", "--if-not-exists", "-P", "test_decoding"], env=env, check=True)
-    process = subprocess.Popen([*argv, "--slot", SLOT, "--start", "-f", "/dev/null", "-F", "0", "-s", "1"], env=env, stderr=subprocess.DEVNULL)
+    streaming = [*argv, "--slot", SLOT, "--start", "-f", "/dev/null", "-F", "0", "-s", "1"]  # -F 0: confirms what it got at once
+    process = subprocess.Popen(streaming, env=env, stderr=subprocess.DEVNULL)
     try:
         wait_for("the slot to stream", lambda: slot_active(server), timeout=30, interval=0.2)
         yield process

@@ -107,7 +107,8 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         assert watch["healthy"] and len(watch["samples"]) >= 7, watch
         assert any(sample["latency"] for sample in watch["samples"]) and all(sample["reverse"]["active"] for sample in watch["samples"])
         with connect(dict(BLUE, login_db="zerodowntime_state")) as conn:  # where status.yml shows it while it runs
-            [progress] = conn.execute("SELECT progress -> 'cutover watch' FROM migration_progress WHERE phase = 'phase5_cutover'").fetchone()
+            query = "SELECT progress -> 'cutover watch' FROM migration_progress WHERE phase = 'phase5_cutover'"
+            [progress] = conn.execute(query).fetchone()
         assert progress["state"] == "done" and progress["unit"] == "seconds" and progress["total"] == 8
 
         rollback = run_playbook("rollback.yml")
