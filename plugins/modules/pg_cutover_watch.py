@@ -127,6 +127,9 @@ notes:
   - Statement latency is compared per statement, so a workload that runs different statements after the cutover
     is judged only on the ones blue ran during the baseline. A statement counts when it completes - a lock that
     holds every writer shows as O(max_client_wait_ms) once PgBouncer's pool is used up, not as latency.
+  - Logical decoding ends every transaction it decodes with an abort, counted in C(pg_stat_database.xact_rollback), and a
+    walsender reports its counters when it ends - an interval in which a walsender of the database ended is not judged on
+    rollbacks (its samples say C(judged=false)); the slot gates judge the replication.
   - Only plannable statements (C(SELECT), C(INSERT), C(UPDATE), C(DELETE), C(WITH), C(MERGE)) are read -
     pg_stat_statements normalises their constants, not those of utility statements.
 """

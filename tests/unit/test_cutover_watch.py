@@ -63,6 +63,7 @@ class FakeSignals:
         self.commits = 0
         self.rollbacks = 0
         self.last = clock()
+        self.walsenders = [101]
 
     def advance(self):
         seconds = self.clock() - self.last
@@ -75,6 +76,7 @@ class FakeSignals:
     def sample(self):
         self.advance()
         return {
+            "walsenders": set(self.walsenders),
             "statements": {statement_key("app", INSERT): (self.calls, self.total, "app", INSERT)},
             "transactions": {"xact_commit": self.commits, "xact_rollback": self.rollbacks, "deadlocks": 0, "sessions_fatal": 0},
             "slot": {"active": self.slot_active, "lag_bytes": self.lag_bytes},
@@ -187,3 +189,26 @@ def test_a_reset_of_the_statistics_counts_from_zero_not_negative():
     before = {"a": (100, 50.0, "u", SELECT)}
     after = {"a": (7, 3.5, "u", SELECT)}
     assert statement_deltas(before, after) == {"a": (7, 3.5)}
+
+
+def test_rollbacks_a_walsender_reports_as_it_ends_are_not_judged():
+    """Logical decoding aborts each decoded transaction; an ending walsender reports them at once."""
+    clock = Clock()
+    baseline = baseline_of(clock)
+    signals = FakeSignals(clock)
+    real_sample = signals.sample
+
+    ended_at = clock() + 2.5
+
+    def sample():
+        ended = clock() >= ended_at  # the walsender ended, reporting 300 aborts; another took its place
+        if ended:
+            signals.walsenders = [102]
+        figures = real_sample()
+        figures["transactions"]["xact_rollback"] += 300 if ended else 0
+        return figures
+
+    signals.sample = sample
+    result = watch(signals, dict(PARAMS, max_errors=10), baseline, sleep=clock.sleep, clock=clock)
+    assert result["healthy"] and result["errors"] == 0
+    assert [sample["transactions"]["judged"] for sample in result["samples"]] == [True, True, False] + [True] * 7

@@ -44,6 +44,13 @@ DATABASE_QUERY = (
     "SELECT xact_commit, xact_rollback, deadlocks, sessions_fatal FROM pg_catalog.pg_stat_database "
     "WHERE datname = pg_catalog.current_database()"
 )
+# Logical decoding ends each decoded transaction with an abort, counted in the database's
+# xact_rollback, and a walsender (PostgreSQL 15) reports its counters when it exits: a reverse
+# walsender that ends adds a burst of "rollbacks" no client saw. An interval in which a walsender
+# of the database ended is not judged on rollbacks (the slot gates judge the replication).
+WALSENDERS_QUERY = (
+    "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = 'walsender' AND datname = pg_catalog.current_database()"
+)
 SLOT_QUERY = (
     "SELECT active, slot_type, pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
     "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s"
@@ -140,6 +147,7 @@ class Signals:
         return {
             "statements": self.statements(),
             "transactions": self.transactions(),
+            "walsenders": {row["pid"] for row in self.client.query(WALSENDERS_QUERY)},
             "slot": self.slot_state() if self.slot is not None else None,
             "client_wait_ms": self.client_wait_ms() if self.consoles else None,
         }
@@ -236,7 +244,7 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
         transactions["rollback_rate"],
         params.get("max_rollback_rate"),
         f"{transactions['rolled_back']} of {transactions['total']} transactions rolled back",
-        judged=transactions["total"] >= params["min_transactions"],
+        judged=transactions["total"] >= params["min_transactions"] and transactions.get("judged", True),
         zero_is_off=False,
     )
     gate(
@@ -279,10 +287,12 @@ def summarise(before: dict, after: dict, baseline: dict, min_calls: int, started
     committed = new["xact_commit"] - old["xact_commit"]
     rolled_back = new["xact_rollback"] - old["xact_rollback"]
     total = committed + rolled_back
+    judged = not (before.get("walsenders", set()) - after.get("walsenders", set()))  # see WALSENDERS_QUERY
+    transactions = {"total": total, "rolled_back": rolled_back, "rollback_rate": round(rolled_back / total, 4) if total else 0.0}
     interval = {
         "at_s": round(after["at"] - started, 1),
-        "transactions": {"total": total, "rolled_back": rolled_back, "rollback_rate": round(rolled_back / total, 4) if total else 0.0},
-        "errors": rolled_back + (new["deadlocks"] - old["deadlocks"]) + (new["sessions_fatal"] - old["sessions_fatal"]),
+        "transactions": dict(transactions, judged=judged),
+        "errors": (rolled_back if judged else 0) + (new["deadlocks"] - old["deadlocks"]) + (new["sessions_fatal"] - old["sessions_fatal"]),
         "latency": latency(statement_deltas(before["statements"], after["statements"]), baseline, min_calls),
         "client_wait_ms": after["client_wait_ms"],
     }
