@@ -431,6 +431,29 @@ def throwaway_pgbouncer(databases: dict[str, dict], pool_size: int = 20):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+class Clients:
+    """`count` threads each running `run()` until the with-block ends (`stop` set), with a `lock`
+    for the counters a subclass keeps: the load a test puts on a service while it acts on it."""
+
+    def __init__(self, count: int, name: str = "client"):
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True, name=f"{name}-{number}") for number in range(count)]
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
 class RedisWriter:
     """Writes distinct keys (`prefix` + a number) to Redis from a thread, as fast as it can, while
     a with-block runs. On an error (READONLY from a demoted primary, a connection closed) it retries

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
-from tests.lab import SHIFT_BACK, free_port, run_module, run_playbook
+from tests.lab import SHIFT_BACK, Clients, free_port, run_module, run_playbook
 
 SHIFT = "zerodowntime.migration.haproxy_shift"
 
@@ -80,15 +80,13 @@ class Side:
             self.thread.join(timeout=10)
 
 
-class Load:
+class Load(Clients):
     """Clients sending GETs through HAProxy until stopped; counts the answers by status."""
 
     def __init__(self, port: int, clients: int = 4):
         self.url = f"http://127.0.0.1:{port}/"
-        self.stop = threading.Event()
         self.statuses: dict[int, int] = {}
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True, name=f"load-{number}") for number in range(clients)]
+        super().__init__(clients, "load")
 
     def run(self):
         while not self.stop.is_set():
@@ -102,16 +100,6 @@ class Load:
             with self.lock:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
             time.sleep(0.005)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
 
 
 def weights(socket_path: Path) -> dict[str, int]:

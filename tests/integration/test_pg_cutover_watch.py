@@ -16,25 +16,23 @@ import time
 import psycopg
 import pytest
 
-from tests.lab import LAB_PASSWORD, connect, run_module, throwaway_pgbouncer, throwaway_postgres, wait_for
+from tests.lab import LAB_PASSWORD, Clients, connect, run_module, throwaway_pgbouncer, throwaway_postgres, wait_for
 
 DATABASE = "zdm_watch"
 SLOT = "zdm_watch_stream"
 INTERVAL = 1.0
 
 
-class Writers:
+class Writers(Clients):
     """`count` threads inserting into probe through a pooler as fast as they can, counting errors."""
 
     def __init__(self, port: int, count: int = 4):
         self.port = port
-        self.stop = threading.Event()
         self.committed = 0
         self.errors = 0
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.write, daemon=True) for _index in range(count)]
+        super().__init__(count, "writer")
 
-    def write(self) -> None:
+    def run(self) -> None:
         while not self.stop.is_set():
             try:
                 with psycopg.connect(
@@ -58,16 +56,6 @@ class Writers:
                 with self.lock:
                     self.errors += 1
                 time.sleep(0.05)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ the instances' fault files; the fixture puts the weights (app1 100, app2 0) and 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
-from tests.lab import SHIFT_BACK, SHIFT_FORWARD, run_playbook
+from tests.lab import SHIFT_BACK, SHIFT_FORWARD, Clients, run_playbook
 
 SOCKET = "/run/haproxy/admin.sock"
 BACKEND = "app"
@@ -50,15 +49,13 @@ def get(url: str) -> tuple[int, dict]:
         return 0, {}
 
 
-class Load:
+class Load(Clients):
     """Clients sending GET / through HAProxy's HTTP frontend until stopped; counts the answers
     by (status, instance)."""
 
     def __init__(self, clients: int = 4):
-        self.stop = threading.Event()
         self.answers: Counter = Counter()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True, name=f"load-{number}") for number in range(clients)]
+        super().__init__(clients, "load")
 
     def run(self):
         while not self.stop.is_set():
@@ -72,16 +69,6 @@ class Load:
 
     def instances(self) -> set[str]:
         return {instance for (status, instance) in self.answers if status == 200}
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
 
 
 def weights() -> dict[str, int]:
