@@ -14,6 +14,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.wa
     take_baseline,
     watch,
 )
+from tests.unit.test_common import Clock
 
 INSERT = "INSERT INTO audit_log (tenant_id) VALUES ($1)"
 SELECT = "SELECT id FROM tenants WHERE id = $1"
@@ -30,17 +31,6 @@ PARAMS = dict(
     max_reverse_lag_bytes=1048576,
     max_reverse_inactive_seconds=3.0,
 )
-
-
-class Clock:
-    def __init__(self):
-        self.now = 50.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 class Client:
