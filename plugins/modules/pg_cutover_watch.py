@@ -17,6 +17,8 @@ description:
     for a server connection in each PgBouncer of O(pgbouncers); the reverse replication's slot on green
     (O(reverse_slot)) - bytes blue has not confirmed, and seconds without a walsender. Past those a switch back to
     blue would no longer be lossless within the cutover's bound.
+  - A sample that fails (green not answering within O(interval), its statement bound) is a breach too, C(unreadable);
+    so is the reverse slot dropped during the watch, C(reverse_slot_missing).
   - The first gate breached ends the watch at once; the module fails naming the signal, its value, the gate and what
     it means (RV(breach)). It changes nothing itself - roles/migration (C(tasks_from=cutover_watch)) and phase 5
     switch back to blue through zerodowntime.migration.pg_switchover reversed.
@@ -59,8 +61,9 @@ options:
     default: 5
   max_rollback_rate:
     description:
-      - Largest share (0 to 1) of an interval's transactions that may roll back, judged on intervals of at least
-        O(min_transactions) transactions. V(1) turns the gate off.
+      - Largest share (0 to 1) of an interval's transactions that may roll back above blue's own share in the
+        baseline (an application whose pool rolls back on every return does so on blue too), judged on intervals of
+        at least O(min_transactions) transactions. V(1) turns the gate off.
     type: float
     default: 0.05
   min_transactions:
@@ -69,8 +72,8 @@ options:
     default: 20
   max_errors:
     description:
-      - Most rollbacks, deadlocks and sessions ended by a fatal error (C(pg_stat_database)) allowed over the whole
-        watch. Not set, no bound.
+      - Most rollbacks (a deadlock's victim among them) and sessions ended by a fatal error (C(pg_stat_database))
+        allowed over the whole watch. Not set, no bound.
     type: int
   max_latency_ratio:
     description:
@@ -130,7 +133,7 @@ notes:
   - Logical decoding ends every transaction it decodes with an abort, counted in C(pg_stat_database.xact_rollback), and a
     walsender reports its counters when it ends - an interval in which a walsender of the database ended is not judged on
     rollbacks (its samples say C(judged=false)); the slot gates judge the replication.
-  - Only plannable statements (C(SELECT), C(INSERT), C(UPDATE), C(DELETE), C(WITH), C(MERGE)) are read -
+  - Only plannable statements (C(SELECT), C(INSERT), C(UPDATE), C(DELETE), C(WITH), C(MERGE), C(VALUES), C(TABLE)) are read -
     pg_stat_statements normalises their constants, not those of utility statements.
 """
 
@@ -200,8 +203,9 @@ errors:
 samples:
   description:
     - One entry per interval - C(at_s), C(transactions) (C(total), C(rolled_back), C(rollback_rate)), C(errors),
-      C(latency) (C(calls), C(mean_ms), C(baseline_ms), C(ratio); null when too few calls), C(client_wait_ms),
-      C(reverse) (C(active), C(lag_bytes)).
+      C(transactions.judged) (false when a walsender ended in the interval), C(deadlocks), C(latency) (C(calls),
+      C(mean_ms), C(baseline_ms), C(ratio), and C(worst) - the statement above O(latency_floor_ms) furthest over its
+      own baseline; null when too few calls), C(client_wait_ms), C(reverse) (C(active), C(lag_bytes), C(missing)).
   returned: mode watch
   type: list
   elements: dict
@@ -214,9 +218,10 @@ breach:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.redact import redact
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import ADMIN_CONNECTION_ARGUMENT_SPEC, AdminConsole
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, statement_timeout
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG, connect_option, pg_argument_spec
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.progress import PROGRESS_SPEC, open_reporter
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.watch import Signals, take_baseline, watch
@@ -261,12 +266,15 @@ def run(module, opened: dict) -> dict:
     signals.check_prerequisites()
     if params["mode"] == "baseline":
         return {"changed": False, "baseline": take_baseline(signals, params["baseline_seconds"])}
+    # a green that stops answering must not hold the watch past its interval: a read over it fails the sample
+    for client in (opened["server"], opened["statements"]):
+        statement_timeout(client, max(params["interval"], 1.0) * 1000)
     reporter = open_reporter(params["progress"], "cutover watch", module.check_mode, unit="seconds", total=params["watch_seconds"])
     try:
         result = watch(signals, params, params["baseline"], log=module.log, reporter=reporter)
     except Exception as exc:
         if reporter.emitted:
-            reporter.finish("failed", {"error": str(exc)[:500]})
+            reporter.finish("failed", {"error": redact(str(exc))[:500]})
         reporter.close()
         raise
     if reporter.emitted:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.tuning import memory_settings
-from tests.lab import BLUE, GREEN, connect, run_playbook
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, run_playbook
 
 LAB_INSTANCES = [
     {"name": "blue", "port": 5433},
@@ -106,3 +106,17 @@ def test_roles_and_databases_exist_on_both(lab):
             assert roles == {"replicator": True, "migrator": False, "novacron": False}
             owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'novacron'").fetchone()[0]
             assert owner == "novacron"
+
+
+@pytest.mark.parametrize("endpoint", [BLUE, GREEN], ids=["blue", "green"])
+def test_pg_stat_statements_is_loaded_created_and_keeps_no_utility_text(lab, endpoint):
+    """Phase 5's watch reads it; utility statements (a subscription's password=, ALTER ROLE ... PASSWORD)
+    are not tracked, so their text is not kept."""
+    with connect(dict(endpoint, login_db="postgres")) as conn:
+        assert "pg_stat_statements" in conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        assert conn.execute("SHOW pg_stat_statements.track_utility").fetchone()[0] == "off"
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()[0] == 1
+        conn.execute("SELECT pg_stat_statements_reset()")
+        conn.execute(f"ALTER ROLE migrator PASSWORD '{LAB_PASSWORD}'")  # the lab's own password, set again
+        kept = conn.execute("SELECT count(*) FROM pg_stat_statements WHERE query ILIKE %s", ("%password%",)).fetchone()[0]
+    assert kept == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.watch import (
     WatchBreach,
     judge,
@@ -202,3 +203,55 @@ def test_rollbacks_a_walsender_reports_as_it_ends_are_not_judged():
     result = watch(signals, dict(PARAMS, max_errors=10), baseline, sleep=clock.sleep, clock=clock)
     assert result["healthy"] and result["errors"] == 0
     assert [sample["transactions"]["judged"] for sample in result["samples"]] == [True, True, False] + [True] * 7
+
+
+def test_the_slowest_statement_is_chosen_among_those_above_the_floor():
+    """A fast statement ten times slower (still under the floor) must not hide a slow one four times slower."""
+    baseline = {"statements": [{"key": "a", "query": SELECT, "mean_ms": 0.1}, {"key": "b", "query": INSERT, "mean_ms": 10.0}]}
+    measured = latency({"a": (10000, 10000.0), "b": (50, 2000.0)}, baseline, min_calls=20, floor_ms=5.0)
+    assert measured["worst"]["query"] == INSERT and measured["worst"]["ratio"] == 4
+    interval = {"transactions": {"total": 0, "rolled_back": 0, "rollback_rate": 0}, "latency": measured}
+    [(signal, value, _gate, meaning)] = judge(interval, dict(PARAMS, latency_floor_ms=5.0), {"errors": 0}, None, 0)
+    assert (signal, value) == ("latency_ratio", 4) and INSERT in meaning
+
+
+def test_blues_own_rollbacks_raise_the_rollback_gate():
+    """An application whose pool rolls back on every return rolls back half its transactions on blue too."""
+    clock = Clock()
+    baseline = baseline_of(clock, rollbacks_per_second=100)
+    assert baseline["rollback_rate"] == 0.5
+    assert watch(FakeSignals(clock, rollbacks_per_second=100), PARAMS, baseline, sleep=clock.sleep, clock=clock)["healthy"]
+    with pytest.raises(WatchBreach) as caught:
+        watch(FakeSignals(clock, rollbacks_per_second=150), PARAMS, baseline, sleep=clock.sleep, clock=clock)
+    assert caught.value.details["breach"]["gate"] == 0.55
+
+
+def test_a_slot_dropped_during_the_watch_is_a_breach():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    signals = FakeSignals(clock)
+    real_sample = signals.sample
+    dropped_at = clock() + 2
+    signals.sample = lambda: dict(real_sample(), slot=None if clock() > dropped_at else {"active": True, "lag_bytes": 0})
+    with pytest.raises(WatchBreach) as caught:
+        watch(signals, PARAMS, baseline, sleep=clock.sleep, clock=clock)
+    assert caught.value.details["breach"]["signal"] == "reverse_slot_missing"
+
+
+def test_a_sample_that_fails_is_a_breach_naming_the_error():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    signals = FakeSignals(clock)
+    real_sample = signals.sample
+    stopped_at = clock() + 2
+
+    def sample():
+        if clock() > stopped_at:
+            raise PgError("canceling statement due to statement timeout")
+        return real_sample()
+
+    signals.sample = sample
+    with pytest.raises(WatchBreach) as caught:
+        watch(signals, PARAMS, baseline, sleep=clock.sleep, clock=clock)
+    breach = caught.value.details["breach"]
+    assert breach["signal"] == "unreadable" and "statement timeout" in breach["value"]

@@ -194,10 +194,11 @@ def take_baseline(signals: Signals, seconds: float, sleep=time.sleep, clock=time
     }
 
 
-def latency(deltas: dict, baseline: dict, min_calls: int) -> dict | None:
+def latency(deltas: dict, baseline: dict, min_calls: int, floor_ms: float = 0.0) -> dict | None:
     """Green's mean ms per call over the statements the baseline knows and what blue's means give for
-    the same calls; `worst`, the statement of at least `min_calls` calls furthest above its own
-    baseline (one hot statement slowed is diluted in the mean of all). None when too few calls."""
+    the same calls; `worst`, the statement of at least `min_calls` calls and a mean above `floor_ms`
+    furthest above its own baseline (one hot statement slowed is diluted in the mean of all). None
+    when too few calls."""
     known = {entry["key"]: entry for entry in baseline.get("statements") or []}
     calls = total = wanted = 0.0
     worst = None
@@ -209,7 +210,8 @@ def latency(deltas: dict, baseline: dict, min_calls: int) -> dict | None:
         total += key_total
         wanted += key_calls * entry["mean_ms"]
         ratio = key_total / (key_calls * entry["mean_ms"])
-        if key_calls >= max(min_calls, 1) and (worst is None or ratio > worst["ratio"]):
+        judged = key_calls >= max(min_calls, 1) and key_total / key_calls > floor_ms
+        if judged and (worst is None or ratio > worst["ratio"]):
             worst = {
                 "query": entry["query"],
                 "calls": key_calls,
@@ -239,10 +241,16 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
             breaches.append((signal, value, bound, meaning))
 
     transactions = interval["transactions"]
+    # an application whose pool rolls back on every return does so on blue too: the gate is above blue's share
+    allowed = (
+        None
+        if params.get("max_rollback_rate") is None
+        else round(params["max_rollback_rate"] + (params.get("baseline_rollback_rate") or 0), 4)
+    )
     gate(
         "rollback_rate",
         transactions["rollback_rate"],
-        params.get("max_rollback_rate"),
+        allowed,
         f"{transactions['rolled_back']} of {transactions['total']} transactions rolled back",
         judged=transactions["total"] >= params["min_transactions"] and transactions.get("judged", True),
         zero_is_off=False,
@@ -251,7 +259,7 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
         "errors",
         totals["errors"],
         params.get("max_errors"),
-        "rollbacks, deadlocks and fatal session errors since the watch began",
+        "rollbacks (a deadlock's victim among them) and sessions ended by a fatal error since the watch began",
         zero_is_off=False,
     )
     measured = interval.get("latency")
@@ -275,6 +283,8 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
             )
     gate("client_wait_ms", interval.get("client_wait_ms"), params.get("max_client_wait_ms"), "a client waited this long in PgBouncer")
     reverse = interval.get("reverse")
+    if reverse is not None and reverse.get("missing"):
+        breaches.append(("reverse_slot_missing", 1, 0, "the reverse slot was dropped: blue no longer receives green's writes"))
     if reverse is not None:
         gate("reverse_lag_bytes", reverse["lag_bytes"], params.get("max_reverse_lag_bytes"), "WAL bytes the reverse slot has not confirmed")
         gone = None if inactive_since is None else round(now - inactive_since, 1)
@@ -282,7 +292,7 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
     return breaches
 
 
-def summarise(before: dict, after: dict, baseline: dict, min_calls: int, started: float) -> dict:
+def summarise(before: dict, after: dict, baseline: dict, min_calls: int, started: float, floor_ms: float = 0.0) -> dict:
     old, new = before["transactions"], after["transactions"]
     committed = new["xact_commit"] - old["xact_commit"]
     rolled_back = new["xact_rollback"] - old["xact_rollback"]
@@ -292,12 +302,15 @@ def summarise(before: dict, after: dict, baseline: dict, min_calls: int, started
     interval = {
         "at_s": round(after["at"] - started, 1),
         "transactions": dict(transactions, judged=judged),
-        "errors": (rolled_back if judged else 0) + (new["deadlocks"] - old["deadlocks"]) + (new["sessions_fatal"] - old["sessions_fatal"]),
-        "latency": latency(statement_deltas(before["statements"], after["statements"]), baseline, min_calls),
+        "errors": (rolled_back if judged else 0) + (new["sessions_fatal"] - old["sessions_fatal"]),
+        "deadlocks": new["deadlocks"] - old["deadlocks"],
+        "latency": latency(statement_deltas(before["statements"], after["statements"]), baseline, min_calls, floor_ms),
         "client_wait_ms": after["client_wait_ms"],
     }
     if after["slot"] is not None:
         interval["reverse"] = {"active": after["slot"]["active"], "lag_bytes": after["slot"]["lag_bytes"]}
+    elif before["slot"] is not None:  # dropped during the watch: nothing streams green's writes to blue any more
+        interval["reverse"] = {"active": False, "lag_bytes": None, "missing": True}
     return interval
 
 
@@ -305,6 +318,7 @@ def watch(
     signals: Signals, params: dict, baseline: dict, log=lambda message: None, reporter=None, sleep=time.sleep, clock=time.monotonic
 ) -> dict:
     """Sample every `interval` s for `watch_seconds`; raise WatchBreach at the first gate breached."""
+    params = dict(params, baseline_rollback_rate=baseline.get("rollback_rate") or 0)
     deadline = Deadline(params["watch_seconds"], clock=clock)
     samples = []
     totals = {"errors": 0}
@@ -313,8 +327,18 @@ def watch(
     started = before["at"]
     while not deadline.passed:
         sleep(min(params["interval"], max(deadline.remaining(), 0.001)))
-        after = timed_sample(signals, clock)
-        interval = summarise(before, after, baseline, params["min_calls"], started)
+        try:
+            after = timed_sample(signals, clock)
+        except PgError as exc:  # green (or a pooler) did not answer within the statement bound: as bad as any gate
+            at_s = round(clock() - started, 1)
+            raise WatchBreach(
+                f"{signals.client.endpoint} could not be read {at_s} s into the watch: {exc}",
+                healthy=False,
+                breach={"signal": "unreadable", "value": str(exc)[:300], "gate": None, "meaning": "a sample failed", "at_s": at_s},
+                breaches=1,
+                samples=samples,
+            ) from None
+        interval = summarise(before, after, baseline, params["min_calls"], started, params["latency_floor_ms"])
         totals["errors"] += interval["errors"]
         reverse = interval.get("reverse")
         if reverse is not None:
