@@ -161,15 +161,25 @@ def test_a_stopped_reverse_replication_is_rolled_back_by_the_watch_and_nothing_i
     for the reverse replication to stream again - loses no write."""
     killed = []
 
-    def watching() -> bool | None:
-        with connect(GREEN) as conn:  # the watch's session on green reads pg_stat_statements there
+    def haproxy_on_green():
+        try:
+            return serving_port(5000) == 5434 or None
+        except psycopg.OperationalError:  # HAProxy moving its write frontend
+            return None
+
+    def watching(since) -> bool | None:
+        with connect(GREEN) as conn:  # the watch's session on green, opened after HAProxy moved, reads pg_stat_statements
             return conn.execute(
-                "SELECT true FROM pg_stat_activity WHERE application_name = 'zerodowntime.migration' AND query LIKE %s",
-                ("%.pg_stat_statements s%",),
+                "SELECT true FROM pg_stat_activity WHERE application_name = 'zerodowntime.migration' AND query LIKE %s "
+                "AND backend_start > %s",
+                ("%.pg_stat_statements s%", since),
             ).fetchone()
 
     def kill_reverse_walsender():
-        lab_wait_for("the watch on green to begin", watching, timeout=120, interval=0.1)
+        lab_wait_for("HAProxy to send writes to green", haproxy_on_green, timeout=180, interval=0.2)
+        with connect(GREEN) as conn:
+            since = conn.execute("SELECT now()").fetchone()[0]
+        lab_wait_for("the watch on green to begin", lambda: watching(since), timeout=60, interval=0.1)
         stop_at = time.monotonic() + 4  # kept without a walsender for 4 s at least
         while time.monotonic() < stop_at:
             with connect(GREEN) as conn:
