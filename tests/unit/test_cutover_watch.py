@@ -75,6 +75,18 @@ class FakeSignals:
         }
 
 
+def changing_after(signals, clock, seconds, change):
+    """`signals` whose sample() passes through change(figures) from `seconds` on (None: unchanged)."""
+    real_sample = signals.sample
+    at = clock() + seconds
+
+    def sample():
+        return change(real_sample) if clock() >= at else real_sample()
+
+    signals.sample = sample
+    return signals
+
+
 def baseline_of(clock, **figures):
     return take_baseline(FakeSignals(clock, **figures), 5, sleep=clock.sleep, clock=clock)
 
@@ -187,19 +199,14 @@ def test_rollbacks_a_walsender_reports_as_it_ends_are_not_judged():
     clock = Clock()
     baseline = baseline_of(clock)
     signals = FakeSignals(clock)
-    real_sample = signals.sample
 
-    ended_at = clock() + 2.5
-
-    def sample():
-        ended = clock() >= ended_at  # the walsender ended, reporting 300 aborts; another took its place
-        if ended:
-            signals.walsenders = [102]
+    def walsender_ended(real_sample):  # it reported 300 aborts; another walsender took its place
+        signals.walsenders = [102]
         figures = real_sample()
-        figures["transactions"]["xact_rollback"] += 300 if ended else 0
+        figures["transactions"]["xact_rollback"] += 300
         return figures
 
-    signals.sample = sample
+    changing_after(signals, clock, 2.5, walsender_ended)
     result = watch(signals, dict(PARAMS, max_errors=10), baseline, sleep=clock.sleep, clock=clock)
     assert result["healthy"] and result["errors"] == 0
     assert [sample["transactions"]["judged"] for sample in result["samples"]] == [True, True, False] + [True] * 7
@@ -229,10 +236,7 @@ def test_blues_own_rollbacks_raise_the_rollback_gate():
 def test_a_slot_dropped_during_the_watch_is_a_breach():
     clock = Clock()
     baseline = baseline_of(clock)
-    signals = FakeSignals(clock)
-    real_sample = signals.sample
-    dropped_at = clock() + 2
-    signals.sample = lambda: dict(real_sample(), slot=None if clock() > dropped_at else {"active": True, "lag_bytes": 0})
+    signals = changing_after(FakeSignals(clock), clock, 2.5, lambda real_sample: dict(real_sample(), slot=None))
     with pytest.raises(WatchBreach) as caught:
         watch(signals, PARAMS, baseline, sleep=clock.sleep, clock=clock)
     assert caught.value.details["breach"]["signal"] == "reverse_slot_missing"
@@ -241,16 +245,11 @@ def test_a_slot_dropped_during_the_watch_is_a_breach():
 def test_a_sample_that_fails_is_a_breach_naming_the_error():
     clock = Clock()
     baseline = baseline_of(clock)
-    signals = FakeSignals(clock)
-    real_sample = signals.sample
-    stopped_at = clock() + 2
 
-    def sample():
-        if clock() > stopped_at:
-            raise PgError("canceling statement due to statement timeout")
-        return real_sample()
+    def timing_out(_real_sample):
+        raise PgError("canceling statement due to statement timeout")
 
-    signals.sample = sample
+    signals = changing_after(FakeSignals(clock), clock, 2.5, timing_out)
     with pytest.raises(WatchBreach) as caught:
         watch(signals, PARAMS, baseline, sleep=clock.sleep, clock=clock)
     breach = caught.value.details["breach"]

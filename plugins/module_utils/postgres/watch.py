@@ -22,13 +22,17 @@ the gate; the caller (roles/migration, phase 5) switches back to blue. Everythin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import check_identifier
+
+with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
+    from psycopg import sql
 
 EXTENSION_QUERY = (
     "SELECT n.nspname AS schema FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
@@ -52,7 +56,7 @@ WALSENDERS_QUERY = (
     "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = 'walsender' AND datname = pg_catalog.current_database()"
 )
 SLOT_QUERY = (
-    "SELECT active, slot_type, pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
+    "SELECT active, pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
     "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s"
 )
 PRIVILEGE_QUERY = (
@@ -120,9 +124,7 @@ class Signals:
 
     def statements(self) -> dict:
         """{key: (calls, total_ms, user, query)} of the plannable statements of the database."""
-        from psycopg import sql
-
-        statement = sql.SQL(STATEMENTS_QUERY).format(sql.Identifier(self.statements_schema or "public"))
+        statement = sql.SQL(STATEMENTS_QUERY).format(ident(self.statements_schema or "public"))
         figures = {}
         for row in self.statements_client.query(statement, (self.database,)):
             if not PLANNABLE.match(row["query"] or ""):
@@ -357,8 +359,7 @@ def watch(
                 breaches=len(breaches),
                 samples=samples,
             )
-        if log is not None:
-            log(f"watch {interval['at_s']} s of {params['watch_seconds']} s: healthy")
+        log(f"watch {interval['at_s']} s of {params['watch_seconds']} s: healthy")
         if reporter is not None:
             reporter.update(round(deadline.elapsed()), total=params["watch_seconds"])
         before = after
