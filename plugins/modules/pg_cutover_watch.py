@@ -89,6 +89,13 @@ options:
     description: Fewest calls of known statements in an interval for O(max_latency_ratio) to judge it.
     type: int
     default: 20
+  breach_samples:
+    description:
+      - Samples in a row in which the rollback share, latency or client wait gate must be crossed before it counts
+        as a breach - one loaded interval is not a slow green. The error count and the reverse slot's gates breach
+        at once. V(1) judges each sample alone.
+    type: int
+    default: 2
   max_client_wait_ms:
     description:
       - Longest wait allowed, in ms, of a client for a server connection in any PgBouncer of O(pgbouncers).
@@ -249,6 +256,8 @@ def option_problem(params: dict) -> str | None:
     for name in NOT_NEGATIVE:
         if params[name] is not None and params[name] < 0:
             return f"{name} must not be negative, not {params[name]}"
+    if params["breach_samples"] < 1:
+        return f"breach_samples is a count of samples in a row, at least 1, not {params['breach_samples']}"
     if params["max_rollback_rate"] is not None and params["max_rollback_rate"] > 1:
         return f"max_rollback_rate is a share of the transactions, 0 to 1, not {params['max_rollback_rate']}"
     if params["mode"] == "watch" and not params["baseline"]:
@@ -299,6 +308,7 @@ def main():
             max_latency_ratio=dict(type="float", default=3.0),
             latency_floor_ms=dict(type="float", default=5.0),
             min_calls=dict(type="int", default=20),
+            breach_samples=dict(type="int", default=2),
             max_client_wait_ms=dict(type="float", default=1000.0),
             pgbouncers=dict(type="list", elements="dict", options=WATCHED_POOL_SPEC),
             reverse_slot=dict(type="str"),

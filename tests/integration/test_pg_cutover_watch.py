@@ -115,7 +115,11 @@ def watch_module(args: dict, check: bool = False) -> dict:
 
 def watch_args(watched: dict, **options) -> dict:
     pool = dict(watched["pooler"]["admin"], database=DATABASE)
-    args = dict(watched["server"], mode="watch", baseline=watched["baseline"], watch_seconds=8, interval=INTERVAL, pgbouncers=[pool])
+    # each gate judged on one sample: these tests time how soon a real signal is caught (phase 5's test
+    # runs the lab's breach_samples of 2, the unit tests the streaks)
+    args = dict(
+        watched["server"], mode="watch", baseline=watched["baseline"], watch_seconds=8, interval=INTERVAL, pgbouncers=[pool], breach_samples=1
+    )
     return dict(args, **options)
 
 
@@ -244,6 +248,7 @@ def test_an_active_stream_passes_and_a_stopped_one_breaches_the_slot_gates(watch
         ({"baseline": None}, "mode watch needs baseline"),
         ({"interval": 0}, "interval must be above 0"),
         ({"max_rollback_rate": 2}, "max_rollback_rate is a share"),
+        ({"breach_samples": 0}, "breach_samples is a count of samples in a row, at least 1"),
     ],
 )
 def test_bad_input_is_named_and_nothing_is_watched(watched, options, expected):

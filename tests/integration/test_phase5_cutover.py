@@ -124,7 +124,7 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
 def test_a_slow_green_is_rolled_back_by_the_watch_and_nothing_is_lost(on_blue, tmp_path):
     """Every insert into audit_log on green sleeps 30 ms (a trigger: the apply worker does not fire it,
     the application's inserts after the cutover do): the watch catches the latency against blue's
-    baseline within its first interval, rollback.yml brings the application back to blue losslessly,
+    baseline within its first two intervals, rollback.yml brings the application back to blue losslessly,
     and phase 5 fails naming the signal."""
     with connect(GREEN) as conn:
         conn.execute(
@@ -139,7 +139,10 @@ def test_a_slow_green_is_rolled_back_by_the_watch_and_nothing_is_lost(on_blue, t
         with connect(GREEN) as conn:
             conn.execute("DROP TRIGGER IF EXISTS zdm_slow ON audit_log; DROP FUNCTION IF EXISTS zdm_slow()")
     [watch] = cutover.task_results("Watch green against the baseline of blue")
-    assert watch.get("failed") and watch["breach"]["signal"] == "latency_ratio" and watch["breach"]["at_s"] <= 2.5, watch
+    # the lab's gates breach when crossed in 2 samples a second apart in a row
+    breach = watch.get("breach") or {}
+    assert watch.get("failed") and breach.get("signal") == "latency_ratio" and breach["samples_in_a_row"] == 2, watch
+    assert breach["at_s"] <= 3.5, watch
     assert cutover.status == "failed"
     [failure] = cutover.task_results("Fail, naming the breach")
     assert "rolled it back" in failure["msg"] and "latency_ratio" in failure["msg"]

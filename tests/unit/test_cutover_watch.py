@@ -254,3 +254,41 @@ def test_a_sample_that_fails_is_a_breach_naming_the_error():
         watch(signals, PARAMS, baseline, sleep=clock.sleep, clock=clock)
     breach = caught.value.details["breach"]
     assert breach["signal"] == "unreadable" and "statement timeout" in breach["value"]
+
+
+@pytest.mark.parametrize(("slow_seconds", "breached"), [(1, False), (2, True)])
+def test_breach_samples_lets_one_loaded_interval_pass_and_catches_two_in_a_row(slow_seconds, breached):
+    clock = Clock()
+    baseline = baseline_of(clock)
+    signals = FakeSignals(clock)
+    real_advance = signals.advance
+    start = clock()
+
+    def advance():
+        # inserts take 50 ms during the watch's 3rd second (and its 4th when slow_seconds is 2), 0.2 ms otherwise
+        signals.insert_ms = 50.0 if 2 <= clock() - start - 1 < 2 + slow_seconds else 0.2
+        real_advance()
+
+    signals.advance = advance
+    params = dict(PARAMS, breach_samples=2)
+    if not breached:
+        result = watch(signals, params, baseline, sleep=clock.sleep, clock=clock)
+        assert result["healthy"] and max(sample["latency"]["ratio"] for sample in result["samples"]) == 250
+        return
+    with pytest.raises(WatchBreach) as caught:
+        watch(signals, params, baseline, sleep=clock.sleep, clock=clock)
+    breach = caught.value.details["breach"]
+    assert breach["signal"] == "latency_ratio" and breach["samples_in_a_row"] == 2 and breach["at_s"] == 4.0
+    assert "2 samples in a row" in str(caught.value)
+
+
+def test_breach_samples_does_not_delay_the_reverse_slot_or_the_error_count():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    with pytest.raises(WatchBreach) as caught:
+        watch(FakeSignals(clock, lag_bytes=2 << 20), dict(PARAMS, breach_samples=5), baseline, sleep=clock.sleep, clock=clock)
+    assert caught.value.details["breach"]["signal"] == "reverse_lag_bytes" and caught.value.details["breach"]["at_s"] == 1.0
+    with pytest.raises(WatchBreach) as caught:
+        params = dict(PARAMS, breach_samples=5, max_errors=10, max_rollback_rate=1)
+        watch(FakeSignals(clock, rollbacks_per_second=25), params, baseline, sleep=clock.sleep, clock=clock)
+    assert caught.value.details["breach"]["signal"] == "errors" and caught.value.details["breach"]["at_s"] == 1.0

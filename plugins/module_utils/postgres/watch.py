@@ -274,7 +274,7 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
             judged=measured["mean_ms"] > params["latency_floor_ms"],
         )
         worst = measured.get("worst")
-        if worst and not breaches:
+        if worst and not any(signal == "latency_ratio" for signal, *_rest in breaches):
             gate(
                 "latency_ratio",
                 worst["ratio"],
@@ -292,6 +292,22 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
         gone = None if inactive_since is None else round(now - inactive_since, 1)
         gate("reverse_inactive_seconds", gone, params.get("max_reverse_inactive_seconds"), "seconds the reverse slot had no walsender")
     return breaches
+
+
+# Gates read from one interval's rates: one loaded second of a shared machine is not a slow green, so these
+# breach only when crossed in `breach_samples` samples in a row. Errors add up over the whole watch, the
+# reverse slot's gates are already durations, and a dropped slot is final: those breach at once.
+SUSTAINED_SIGNALS = frozenset(("rollback_rate", "latency_ratio", "client_wait_ms"))
+
+
+def sustained(crossed: list, streaks: dict, samples_in_a_row: int) -> list:
+    """The gates of `crossed` that count as breaches, with `streaks` (signal -> samples in a row it was
+    crossed in) brought up to date: a gate of SUSTAINED_SIGNALS counts once crossed in `samples_in_a_row`
+    samples in a row, any other at once."""
+    crossed_now = {signal for signal, *_rest in crossed}
+    for signal in SUSTAINED_SIGNALS:
+        streaks[signal] = streaks.get(signal, 0) + 1 if signal in crossed_now else 0
+    return [entry for entry in crossed if entry[0] not in SUSTAINED_SIGNALS or streaks[entry[0]] >= samples_in_a_row]
 
 
 def summarise(before: dict, after: dict, baseline: dict, min_calls: int, started: float, floor_ms: float = 0.0) -> dict:
@@ -325,6 +341,7 @@ def watch(
     samples = []
     totals = {"errors": 0}
     inactive_since = None
+    streaks: dict = {}  # signal -> consecutive samples it was crossed in
     before = timed_sample(signals, clock)
     started = before["at"]
     while not deadline.passed:
@@ -346,10 +363,14 @@ def watch(
         if reverse is not None:
             inactive_since = None if reverse["active"] else (inactive_since if inactive_since is not None else before["at"])
         samples.append(interval)
-        breaches = judge(interval, params, totals, inactive_since, after["at"])
+        crossed = judge(interval, params, totals, inactive_since, after["at"])
+        breaches = sustained(crossed, streaks, params.get("breach_samples") or 1)
         if breaches:
             signal, value, gate, meaning = breaches[0]
             breach = {"signal": signal, "value": value, "gate": gate, "meaning": meaning, "at_s": interval["at_s"]}
+            if signal in SUSTAINED_SIGNALS:
+                breach["samples_in_a_row"] = streaks[signal]
+                meaning = f"{meaning}; crossed in {streaks[signal]} samples in a row"
             others = "; ".join(f"{name} {got} (gate {bound})" for name, got, bound, _meaning in breaches[1:])
             raise WatchBreach(
                 f"{signals.client.endpoint} breached {signal}: {value} over the gate {gate} ({meaning}) "
