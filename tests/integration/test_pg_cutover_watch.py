@@ -118,7 +118,13 @@ def watch_args(watched: dict, **options) -> dict:
     # each gate judged on one sample: these tests time how soon a real signal is caught (phase 5's test
     # runs the lab's breach_samples of 2, the unit tests the streaks)
     args = dict(
-        watched["server"], mode="watch", baseline=watched["baseline"], watch_seconds=8, interval=INTERVAL, pgbouncers=[pool], breach_samples=1
+        watched["server"],
+        mode="watch",
+        baseline=watched["baseline"],
+        watch_seconds=8,
+        interval=INTERVAL,
+        pgbouncers=[pool],
+        breach_samples=1,
     )
     return dict(args, **options)
 
