@@ -72,6 +72,14 @@ options:
     description:
       - Publication on the target that sends the writes made there back to the source; created when
         missing with the tables the forward subscription receives.
+      - When those include the DDL log of M(zerodowntime.migration.pg_ddl_capture) (C(zerodowntime.ddl_log)), DDL
+        goes back too, so a rollback survives a deploy made after the switch - the apply trigger is installed on
+        the source before the pause (inert until the reverse subscription brings DDL), the capture on the target
+        into this publication after it. A failure there is a warning naming what to run; the switch stands.
+      - The source stays frozen after the switch, and a frozen server's apply worker cannot run DDL (its
+        transactions are read-only): it stops on the first deploy's DDL. The switchover back (this module, the
+        other way round) applies such commands on its target from its own writable session before the pause,
+        one at a time, each once the worker has stopped on it (RV(ddl_released)).
     type: str
     required: true
   reverse_subscription:
@@ -185,6 +193,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+ddl_released:
+  description:
+    - The C(zerodowntime.ddl_log) ids of DDL that the frozen target's apply worker had stopped on, applied by this
+      run before its pause.
+  returned: when switched
+  type: list
+  elements: int
+  sample: [41, 42]
 switched:
   description: Whether writes go to the target. Always false in check mode, unless they already did.
   returned: success

@@ -23,6 +23,7 @@ from tests.lab import (
     recreate_database,
     run_module,
     throwaway_pgbouncer,
+    wait_for,
     writable_again,
 )
 
@@ -287,6 +288,72 @@ def test_three_cutovers_blue_green_blue_green_lose_nothing(lab_pair):
         for table in TABLES:
             query = f"SELECT count(*), coalesce(sum(hashtext(t::text)), 0) FROM {table} t"  # noqa: S608 - fixed names
             assert green.execute(query).fetchone() == blue.execute(query).fetchone(), table
+
+
+def ddl_capture(endpoint: dict, **options) -> dict:
+    result = run_module("zerodowntime.migration.pg_ddl_capture", dict(endpoint, **options))[1]
+    assert not result.get("failed"), result.get("msg")
+    return result
+
+
+def columns(side: dict, table: str) -> list[str]:
+    with connect(side) as conn:
+        query = "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        return [name for (name,) in conn.execute(query, (table,)).fetchall()]
+
+
+def apply_error_count(conn) -> int:
+    query = "SELECT apply_error_count FROM pg_stat_subscription_stats WHERE subname = %s"
+    row = conn.execute(query, (REVERSE,)).fetchone()
+    return row[0] if row else 0
+
+
+def test_a_deploy_after_the_cutover_reaches_blue_and_the_rollback_loses_nothing(lab_pair):
+    """DDL replicated with the data (pg_ddl_capture: capture on blue, apply trigger on green, as phase 2
+    installs them): pg_switchover installs the halves the other way round, so columns added on green
+    after the switch - and the rows that fill them - reach blue, and the rollback loses none of them.
+    Blue, frozen after the switch, cannot run DDL in its apply worker (read-only transactions): the
+    switchover back applies it from its own session, before its pause. Blue's captures after the
+    rollback do not collide with the ids of green's rows in its log."""
+    blue, green = lab_pair["blue"], lab_pair["green"]
+    ddl_capture(green, side="subscriber")
+    ddl_capture(blue, side="publisher", publication="zdm_blue_pub", replication_user="replicator")
+    ddl_capture(green, side="subscriber", subscription=FORWARD)
+    wait_ready(green, FORWARD)
+    with Writers(lab_pair["bouncer"]["port"]) as writers:
+        switched = run_module(MODULE, args(lab_pair))[1]
+        assert not switched["failed"], switched["msg"]
+        assert not [warning for warning in switched.get("warnings", []) if "DDL" in warning], switched.get("warnings")
+        with connect(green) as conn:  # a deploy on green while the application writes there
+            conn.execute("ALTER TABLE accounts ADD COLUMN note text")
+            conn.execute("INSERT INTO accounts (balance, note) VALUES (7, 'after the cutover')")
+            conn.execute("ALTER TABLE history ADD COLUMN origin text NOT NULL DEFAULT 'green'")
+        time.sleep(0.5)  # the application's writes fill the new column on green
+        # blue is frozen read-only after the switch: its apply worker stops on the deploy's first DDL, named
+        with connect(blue) as conn:
+            stuck = wait_for("blue's apply worker stopped on green's DDL", lambda: apply_error_count(conn), timeout=30, interval=0.2)
+        assert stuck > 0
+        rolled_back = run_module(MODULE, args(lab_pair, "green_to_blue"))[1]
+        assert not rolled_back["failed"], rolled_back["msg"]
+        assert len(rolled_back["ddl_released"]) == 2, rolled_back  # applied on blue by the switchover back, before its pause
+        time.sleep(0.5)
+    assert writers.errors == []
+    assert rows_missing(blue, writers.committed) == set()
+    assert columns(blue, "accounts") == columns(green, "accounts") == ["id", "balance", "note"]
+    assert columns(blue, "history")[-1] == "origin"
+    with connect(blue) as conn:
+        assert conn.execute("SELECT balance FROM accounts WHERE note = 'after the cutover'").fetchall() == [(7,)]
+        with connect(green) as green_conn:
+            for table in ("accounts", "history"):
+                query = f"SELECT count(*), coalesce(sum(hashtext(t::text)), 0) FROM {table} t"  # noqa: S608 - fixed names
+                assert conn.execute(query).fetchone() == green_conn.execute(query).fetchone(), table
+        # blue's log holds green's rows with their ids: its next capture continues past them and reaches green,
+        # writable again as rollback.yml leaves it
+        conn.execute("ALTER TABLE accounts ADD COLUMN after_rollback integer")
+        [(captured,)] = conn.execute("SELECT count(*) FROM zerodowntime.ddl_log WHERE statement LIKE '%after_rollback%'").fetchall()
+        assert captured == 1
+    writable_again(GREEN)
+    wait_for("blue's DDL after the rollback on green", lambda: "after_rollback" in columns(green, "accounts"), timeout=30, interval=0.2)
 
 
 def test_check_mode_reports_the_steps_and_changes_nothing(lab_pair):

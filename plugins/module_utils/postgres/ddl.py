@@ -16,11 +16,13 @@ import re
 
 try:
     from psycopg.conninfo import conninfo_to_dict
+    from psycopg.types.json import Jsonb
 except ImportError:  # reported by the module through missing_required_lib
-    conninfo_to_dict = None
+    conninfo_to_dict = Jsonb = None
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.apply_errors import ApplyWatch
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident, sql
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.ddl_sql import (
     APPLY_TRIGGER,
@@ -124,6 +126,17 @@ class DdlCapture(ManagedObject):
         )
         return bool(row["ok"])
 
+    def next_log_id_free(self) -> bool:
+        """Whether the log's next id is above every id it holds. The log of a server that was a subscriber
+        holds the other side's rows with their ids; its own captures must not collide with them."""
+        row = self.client.query_one(
+            sql.SQL(
+                "SELECT coalesce(max(id), 0) <= coalesce(pg_catalog.pg_sequence_last_value("
+                "pg_catalog.pg_get_serial_sequence({}, 'id')::regclass), 0) AS free FROM {}"
+            ).format(sql.Literal(LOG_NAME), log_table_ident())
+        )
+        return bool(row["free"])
+
     def exists(self) -> bool:
         if self.relation_exists(LOG_TABLE) or self.functions_state() != "missing":
             return True
@@ -134,6 +147,7 @@ class DdlCapture(ManagedObject):
         current = {"side": self.side, "log_table": log, "functions": self.functions_state()}
         if self.side == "publisher":
             current["event_triggers"] = self.event_triggers()
+            current["next_log_id_free"] = self.next_log_id_free() if log else False
             current["published_in"] = self.published_in() if log else []
             if self.replication_user:
                 current["readable_by"] = self.replication_user if log and self.granted() else None
@@ -148,6 +162,7 @@ class DdlCapture(ManagedObject):
         wanted = {"side": self.side, "log_table": True, "functions": "current"}
         if self.side == "publisher":
             wanted["event_triggers"] = sorted(EVENT_TRIGGERS)
+            wanted["next_log_id_free"] = True
             if self.publication:
                 wanted["published_in"] = sorted(set((self.attrs_cache or {}).get("published_in", [])) | {self.publication})
             if self.replication_user:
@@ -192,6 +207,9 @@ class DdlCapture(ManagedObject):
                         ident(name), sql.SQL(event), ident(SCHEMA, function)
                     )
                 )
+        if "next_log_id_free" in changes and current.get("log_table"):
+            statement = "SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence({}, 'id'), max(id)) FROM {} HAVING max(id) IS NOT NULL"
+            run(sql.SQL(statement).format(sql.Literal(LOG_NAME), log_table_ident()))
         if "readable_by" in changes:
             run(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident(SCHEMA), ident(self.replication_user)))
             run(sql.SQL("GRANT SELECT ON {} TO {}").format(log_table_ident(), ident(self.replication_user)))
@@ -413,3 +431,60 @@ def apply_pending(client, publisher, params: dict) -> dict:
         "queries": list(client.queries),
         "diff": {"before": {"pending": before}, "after": {"pending": after}},
     }
+
+
+# DDL a frozen subscriber's apply worker cannot run -------------------------------------------------
+def received_log_id(client) -> int:
+    return client.query_one(sql.SQL("SELECT coalesce(max(id), 0) AS id FROM {}").format(log_table_ident()))["id"]
+
+
+def release_frozen_ddl(subscriber, publisher, subscription: str, deadline: Deadline, log=lambda message: None) -> list[int]:
+    """Apply, from this writable session, the DDL that the apply worker of a frozen subscriber stopped on
+    - the old primary after a switchover receiving the new primary's deploys: its worker's transactions
+    are read-only, so rows apply but DDL cannot. One command at a time, in the publisher's log order,
+    and only once the worker has stopped on it (a drop applied ahead of the rows before it would break
+    them). The row is inserted as the apply worker would insert it (session_replication_role replica:
+    the apply trigger translates it onto this server's tables), removed again and its id recorded in
+    ddl_resolved, so the worker's own insert, when it retries, changes nothing more. Returns the ids."""
+    released: list[int] = []
+    select_next = sql.SQL("SELECT pg_catalog.to_jsonb(l) AS entry FROM {} l WHERE l.id > %s ORDER BY l.id LIMIT 1").format(
+        log_table_ident()
+    )
+    while True:
+        row = publisher.query_one(select_next, (received_log_id(subscriber),))
+        if row is None:
+            return released
+        entry = row["entry"]
+        watch = ApplyWatch(subscriber, [subscription])
+
+        def stopped_or_received(entry_id=entry["id"], watch=watch) -> bool:
+            if received_log_id(subscriber) >= entry_id:
+                return True
+            try:
+                watch.check()
+            except PgError:
+                return entry_id not in released  # stopped on it; a released one waits for the worker's retry
+            return False
+
+        def timed_out(_last, entry=entry):
+            raise PgError(
+                f"subscription '{subscription}' on {subscriber.endpoint} has not applied DDL ddl_log id {entry['id']} "
+                f"({entry['command_tag']} {entry.get('object_identity')}) from the publisher within the deadline: see its "
+                f"apply worker's error in the server log"
+            )
+
+        poll(stopped_or_received, deadline, timed_out, interval=0.2)
+        if received_log_id(subscriber) >= entry["id"]:
+            continue
+        with subscriber.transaction():
+            subscriber.execute("SET LOCAL session_replication_role = replica")
+            subscriber.execute(
+                sql.SQL("INSERT INTO {} SELECT * FROM pg_catalog.jsonb_populate_record(NULL::{}, %s)").format(
+                    log_table_ident(), log_table_ident()
+                ),
+                (Jsonb(entry),),
+            )
+            subscriber.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(log_table_ident()), (entry["id"],))
+            subscriber.execute(sql.SQL("INSERT INTO {} (id) VALUES (%s)").format(ident(SCHEMA, RESOLVED_TABLE)), (entry["id"],))
+        released.append(entry["id"])
+        log(f"DDL ddl_log id {entry['id']} ({entry['command_tag']} {entry.get('object_identity')}) applied on frozen {subscriber.endpoint}")

@@ -284,6 +284,16 @@ BEGIN
         NEW.outcome := 'resolved by a DBA';
         RETURN NEW;
     END IF;
+    -- The old primary after a switchover is frozen: its apply worker's transaction is read-only, and
+    -- DDL cannot run there (rows can). The switchover back applies it from a writable session first
+    -- (ddl.release_frozen_ddl) and records the id in ddl_resolved.
+    IF current_setting('transaction_read_only') = 'on' THEN
+        PERFORM zerodowntime.ddl_unsupported(NEW, 'this server is frozen read-only (default_transaction_read_only), as the '
+                                                  'old primary is after a switchover, and its apply worker cannot run DDL in a '
+                                                  'read-only transaction',
+                                             'run it here in a session with SET default_transaction_read_only = off (a switchover back '
+                                             'with pg_switchover does this by itself before its pause)');
+    END IF;
 
     -- A command whose text was withheld for secrecy (its tag can carry credentials): a DBA's.
     IF NEW.command_tag = ANY (@SECRET_TAGS@) THEN

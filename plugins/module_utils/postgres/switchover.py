@@ -27,7 +27,9 @@ lossless. The source stays read-only afterwards; a switchover back (rollback) un
 On any error, or when the deadline passes, the steps begun are undone newest first and every
 pool resumes on the source: the result names the step that failed and what was undone.
 After the pause: the disabled forward subscription is dropped with its slot (an inactive slot
-retains WAL), and the reverse subscription is watched until its worker streams.
+retains WAL), and the reverse subscription is watched until its worker streams. When the DDL log
+(pg_ddl_capture) is among the tables, DDL goes back too: the apply trigger on the source before the
+pause, the capture on the target after it.
 
 The journal (pg_journal) and the guardian (pg_guardian): each step is recorded before it runs;
 a guardian process that outlives the module undoes the run from the journal when the module dies
@@ -59,6 +61,8 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres im
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.apply_errors import ApplyWatch
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, statement_timeout
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.ddl import LOG_NAME as DDL_LOG
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.ddl import DdlCapture, release_frozen_ddl
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import format_qualified_name
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import Journal, JournalError, pending
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.publication import ensure_publication
@@ -93,6 +97,7 @@ class Facts:
     write_pause_started_at: float | None = None  # UTC epoch seconds: where the pause stands on a clock (the report's charts)
     sequences: list = field(default_factory=list)
     reverse_streaming: bool | None = None
+    ddl_released: list = field(default_factory=list)  # ddl_log ids applied on the frozen target before the pause
 
     JOURNALED = ("source_readonly", "target_readonly", "tables")
     FORWARD_JOURNALED = ("synchronous_commit", "slot_name")
@@ -409,10 +414,16 @@ class Switchover:
         )
         if publication["changed"]:
             self.log(f"reverse publication {self.params['reverse_publication']} on the target: {publication['diff']['after']}")
+        if DDL_LOG in self.facts.tables:  # inert until the reverse subscription brings the target's DDL
+            self.ensure_reverse_ddl("subscriber")
         if self.facts.forward["synchronous_commit"] != "on":
             self.begin(PREPARE_STEP.name)
             self.forward.update(self.facts.forward, {"synchronous_commit": "on"})
         if not self.check_mode:
+            if DDL_LOG in self.facts.tables and self.facts.target_readonly["readonly"]:
+                # the way back after a deploy on the new primary: its DDL waits for us on the frozen old one
+                deadline = Deadline(self.params["prepare_timeout"])
+                self.facts.ddl_released = release_frozen_ddl(self.target, self.source, self.forward.name, deadline, self.log)
             self.wait_for_lag(self.params["prepare_timeout"])
 
     def lag(self, position: str) -> dict | None:
@@ -763,12 +774,38 @@ class Switchover:
             return bool(row and row["pid"] and row["received_lsn"])
 
         self.facts.reverse_streaming = poll(streaming, Deadline(CLEANUP_TIMEOUT), None)
+        if DDL_LOG in self.facts.tables:
+            try:
+                self.ensure_reverse_ddl("publisher")
+            except PgError as exc:
+                self.warnings.append(str(exc))
         if self.facts.reverse_streaming:
             return
         self.warnings.append(
             f"the reverse subscription '{self.reverse_name}' on the source has not started streaming within {CLEANUP_TIMEOUT:g} s: "
             f"writes on the target are kept in slot '{self.reverse_name}' there; check the source's log"
         )
+
+    def ensure_reverse_ddl(self, side: str) -> None:
+        """DDL replicated with the data (pg_ddl_capture) also goes back: a deploy on the target after the
+        switch reaches the source through the reverse replication, so a rollback survives it. The apply
+        trigger on the source before the pause; the capture on the target after it, once the sequence
+        sync has moved the target's log ids past the source's (the capture checks that too)."""
+        if side == "subscriber":
+            capture = DdlCapture(self.source, "subscriber")
+        else:
+            publication, user = self.params["reverse_publication"], self.params["reverse_publisher"]["user"]
+            capture = DdlCapture(self.target, "publisher", publication=publication, replication_user=user)
+        try:
+            result = capture.ensure_side("present")
+        except PgError as exc:
+            raise PgError(
+                f"DDL made on the {'target' if side == 'publisher' else 'source'} after the switch would not reach the "
+                f"{'source' if side == 'publisher' else 'target'}: pg_ddl_capture side {side} failed there ({exc}); run "
+                f"pg_ddl_capture with side: {side} on {capture.client.endpoint} before any deploy"
+            ) from None
+        if result["changed"]:
+            self.log(f"reverse DDL ({side}) on {capture.client.endpoint}: {result['diff']['after']}")
 
     # --- a run that ended without committing or undoing ------------------------------------------------
     def finish_commit(self) -> None:
@@ -1029,6 +1066,7 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
         lag_before_pause=run.facts.lag_before_pause,
         sequences=run.facts.sequences,
         reverse_streaming=run.facts.reverse_streaming,
+        ddl_released=run.facts.ddl_released,
         warnings=run.warnings,
         journal=journal.path,
     )
