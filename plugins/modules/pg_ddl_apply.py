@@ -18,6 +18,12 @@ description:
   - C(CREATE TABLE) - the table (created on the subscriber by the trigger) is added to the publication(s) of
     O(subscription) that carry the DDL log, on O(publisher), the subscription is refreshed, and the module waits
     (at most O(timeout)) until the table is copied.
+  - On a frozen subscriber (C(default_transaction_read_only), blue after the cutover, receiving green's deploys
+    through the reverse replication) with O(publisher) and O(subscription): its apply worker cannot run DDL in
+    its read-only transactions and stops on the first. The module applies each such command from its own
+    writable session, in the publisher's log order and only once the worker stopped on it, and records it in
+    C(zerodowntime.ddl_resolved) (RV(released)); the worker goes on by itself. M(zerodowntime.migration.pg_switchover)
+    does the same before its pause when it switches back.
   - Error messages that quote a statement or a server's error text have password-like values masked
     (C(PASSWORD 'x'), C(password=x)); commands whose text can carry credentials never reach the log (see
     M(zerodowntime.migration.pg_ddl_capture)).
@@ -31,7 +37,8 @@ options:
     type: str
   publisher:
     description:
-      - How the module reaches the publisher, to add new tables to its publication; needed with new tables.
+      - How the module reaches the publisher, to add new tables to its publication (needed with new tables), and to
+        read the DDL a frozen subscriber's apply worker stopped on.
     type: dict
   timeout:
     description:
@@ -75,6 +82,14 @@ applied:
   type: list
   elements: dict
   sample: [{"id": 12, "kind": "index", "object": "public.vms_host_idx", "action": "build the index concurrently"}]
+released:
+  description:
+    - The C(zerodowntime.ddl_log) ids of DDL a frozen subscriber's apply worker had stopped on, applied by this run
+      (check mode - the ids it would wait for and apply).
+  returned: success
+  type: list
+  elements: int
+  sample: [41]
 pending:
   description: The items still pending after the run.
   returned: success

@@ -308,12 +308,17 @@ def apply_error_count(conn) -> int:
     return row[0] if row else 0
 
 
+def rows_with_note(side: dict) -> int:
+    with connect(side) as conn:
+        return conn.execute("SELECT count(*) FROM accounts WHERE note IS NOT NULL").fetchone()[0]
+
+
 def test_a_deploy_after_the_cutover_reaches_blue_and_the_rollback_loses_nothing(lab_pair):
     """DDL replicated with the data (pg_ddl_capture: capture on blue, apply trigger on green, as phase 2
     installs them): pg_switchover installs the halves the other way round, so columns added on green
     after the switch - and the rows that fill them - reach blue, and the rollback loses none of them.
-    Blue, frozen after the switch, cannot run DDL in its apply worker (read-only transactions): the
-    switchover back applies it from its own session, before its pause. Blue's captures after the
+    Blue, frozen after the switch, cannot run DDL in its apply worker (read-only transactions): it stops
+    on it, named; pg_ddl_apply on blue releases it, and so does the switchover back, before its pause. Blue's captures after the
     rollback do not collide with the ids of green's rows in its log."""
     blue, green = lab_pair["blue"], lab_pair["green"]
     ddl_capture(green, side="subscriber")
@@ -327,15 +332,25 @@ def test_a_deploy_after_the_cutover_reaches_blue_and_the_rollback_loses_nothing(
         with connect(green) as conn:  # a deploy on green while the application writes there
             conn.execute("ALTER TABLE accounts ADD COLUMN note text")
             conn.execute("INSERT INTO accounts (balance, note) VALUES (7, 'after the cutover')")
+        # blue is frozen read-only after the switch: its apply worker stops on the deploy's DDL, named
+        with connect(blue) as conn:
+            wait_for("blue's apply worker stopped on green's DDL", lambda: apply_error_count(conn), timeout=30, interval=0.2)
+        lag_args = dict(green, expected_replicas=[REVERSE], subscriber=dict(blue), subscriptions=[REVERSE], timeout=30)
+        lag = run_module("zerodowntime.migration.pg_replication_lag", lag_args)[1]
+        assert lag.get("failed") and "frozen read-only" in lag["msg"] and "ADD COLUMN note" in lag["msg"], lag.get("msg")
+        # pg_ddl_apply on blue with the publisher releases it (check mode first: it names it, changes nothing)
+        release = dict(blue, subscription=REVERSE, publisher=args(lab_pair)["reverse_publisher"])
+        would = run_module("zerodowntime.migration.pg_ddl_apply", release, check=True)[1]
+        assert not would.get("failed") and len(would["released"]) == 1 and "note" not in columns(blue, "accounts"), would
+        released = run_module("zerodowntime.migration.pg_ddl_apply", release)[1]
+        assert not released.get("failed") and released["released"] == would["released"] and released["changed"], released
+        wait_for("the note row on blue", lambda: "note" in columns(blue, "accounts") and rows_with_note(blue), timeout=30, interval=0.2)
+        with connect(green) as conn:  # the next deploy waits on blue for the switchover back
             conn.execute("ALTER TABLE history ADD COLUMN origin text NOT NULL DEFAULT 'green'")
         time.sleep(0.5)  # the application's writes fill the new column on green
-        # blue is frozen read-only after the switch: its apply worker stops on the deploy's first DDL, named
-        with connect(blue) as conn:
-            stuck = wait_for("blue's apply worker stopped on green's DDL", lambda: apply_error_count(conn), timeout=30, interval=0.2)
-        assert stuck > 0
         rolled_back = run_module(MODULE, args(lab_pair, "green_to_blue"))[1]
         assert not rolled_back["failed"], rolled_back["msg"]
-        assert len(rolled_back["ddl_released"]) == 2, rolled_back  # applied on blue by the switchover back, before its pause
+        assert len(rolled_back["ddl_released"]) == 1, rolled_back  # applied on blue by the switchover back, before its pause
         time.sleep(0.5)
     assert writers.errors == []
     assert rows_missing(blue, writers.committed) == set()

@@ -22,6 +22,7 @@ except ImportError:  # reported by the module through missing_required_lib
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.managed import ManagedObject
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.apply_errors import ApplyWatch
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError, ident, sql
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.ddl_sql import (
@@ -405,6 +406,7 @@ def publish_tables(client, publisher, rows: list[dict], params: dict) -> None:
 def apply_pending(client, publisher, params: dict) -> dict:
     """What the pg_ddl_apply module does: the pending work, oldest first; each done item is marked
     done, so a second run (or a run after a failure) does only what is left."""
+    released = release_if_frozen(client, publisher, params)
     rows = pending_rows(client)
     before = [describe(row) for row in rows]
     done = []
@@ -425,8 +427,9 @@ def apply_pending(client, publisher, params: dict) -> dict:
             done.append(describe(row))
     after = [item for item in before if item not in done] if client.check_mode else [describe(row) for row in pending_rows(client)]
     return {
-        "changed": bool(done),
+        "changed": bool(done) or bool(released),
         "applied": done,
+        "released": released,
         "pending": after,
         "queries": list(client.queries),
         "diff": {"before": {"pending": before}, "after": {"pending": after}},
@@ -436,6 +439,19 @@ def apply_pending(client, publisher, params: dict) -> dict:
 # DDL a frozen subscriber's apply worker cannot run -------------------------------------------------
 def received_log_id(client) -> int:
     return client.query_one(sql.SQL("SELECT coalesce(max(id), 0) AS id FROM {}").format(log_table_ident()))["id"]
+
+
+def release_if_frozen(client, publisher, params: dict) -> list[int]:
+    """pg_ddl_apply on a frozen subscriber (blue after the cutover) with publisher and subscription:
+    the DDL its apply worker stopped on, released (check mode: the ids it would wait for and release)."""
+    if publisher is None or not params.get("subscription") or not pg_readonly.read_state(client, "instance")["readonly"]:
+        return []
+    subscription = check_identifier(params["subscription"], "subscription")
+    if client.check_mode:
+        rows = publisher.query(sql.SQL("SELECT id FROM {} WHERE id > %s ORDER BY id").format(log_table_ident()), (received_log_id(client),))
+        return [row["id"] for row in rows]
+    pg_readonly.keep_session_writable(client)
+    return release_frozen_ddl(client, publisher, subscription, Deadline(params.get("timeout") or 600))
 
 
 def release_frozen_ddl(subscriber, publisher, subscription: str, deadline: Deadline, log=lambda message: None) -> list[int]:
