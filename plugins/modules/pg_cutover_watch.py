@@ -92,8 +92,9 @@ options:
   breach_samples:
     description:
       - Samples in a row in which the rollback share, latency or client wait gate must be crossed before it counts
-        as a breach - one loaded interval is not a slow green. The error count and the reverse slot's gates breach
-        at once. V(1) judges each sample alone.
+        as a breach - one loaded interval is not a slow green. A sample with too few calls or transactions to judge
+        a gate neither extends nor ends its streak. The error count and the reverse slot's gates breach at once.
+        V(1) judges each sample alone. O(watch_seconds) must hold at least this many samples.
     type: int
     default: 2
   max_client_wait_ms:
@@ -217,10 +218,19 @@ samples:
   type: list
   elements: dict
 breach:
-  description: The first gate breached - C(signal), C(value), C(gate), C(meaning), C(at_s).
+  description:
+    - The first gate breached - C(signal), C(value), C(gate), C(meaning), C(at_s), and for the rollback share, latency
+      and client wait gates C(samples_in_a_row) (see O(breach_samples)).
   returned: mode watch, on a breach
   type: dict
   sample: {"signal": "latency_ratio", "value": 212.4, "gate": 3.0, "meaning": "52.1 ms per call ...", "at_s": 2.0}
+unfinished_streaks:
+  description:
+    - Gates crossed in the last samples of a healthy watch, fewer times in a row than O(breach_samples) - signal ->
+      samples; each is also a warning.
+  returned: mode watch, when a gate was crossed in the last sample
+  type: dict
+  sample: {"latency_ratio": 1}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -258,6 +268,11 @@ def option_problem(params: dict) -> str | None:
             return f"{name} must not be negative, not {params[name]}"
     if params["breach_samples"] < 1:
         return f"breach_samples is a count of samples in a row, at least 1, not {params['breach_samples']}"
+    if params["mode"] == "watch" and 0 < params["watch_seconds"] < params["breach_samples"] * params["interval"]:
+        return (
+            f"watch_seconds {params['watch_seconds']:g} holds fewer than breach_samples ({params['breach_samples']}) samples of "
+            f"{params['interval']:g} s: the rollback, latency and client wait gates could never breach; raise watch_seconds"
+        )
     if params["max_rollback_rate"] is not None and params["max_rollback_rate"] > 1:
         return f"max_rollback_rate is a share of the transactions, 0 to 1, not {params['max_rollback_rate']}"
     if params["mode"] == "watch" and not params["baseline"]:

@@ -19,7 +19,7 @@ description:
     O(subscription) that carry the DDL log, on O(publisher), the subscription is refreshed, and the module waits
     (at most O(timeout)) until the table is copied.
   - On a frozen subscriber (C(default_transaction_read_only), blue after the cutover, receiving green's deploys
-    through the reverse replication) with O(publisher) and O(subscription): its apply worker cannot run DDL in
+    through the reverse replication) with O(publisher) and O(subscription) - its apply worker cannot run DDL in
     its read-only transactions and stops on the first. The module applies each such command from its own
     writable session, in the publisher's log order and only once the worker stopped on it, and records it in
     C(zerodowntime.ddl_resolved) (RV(released)); the worker goes on by itself. M(zerodowntime.migration.pg_switchover)

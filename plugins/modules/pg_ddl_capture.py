@@ -85,11 +85,11 @@ notes:
     on green with the reverse publication, C(side=subscriber) on blue - and
     M(zerodowntime.migration.pg_switchover) installs them when the DDL log is among the tables it switches.
   - A frozen subscriber (C(default_transaction_read_only), blue after the cutover) cannot run DDL in its apply
-    worker's read-only transactions: the worker stops on the first DDL, naming it, and WAL waits in the
+    worker's read-only transactions - the worker stops on the first DDL, naming it, and WAL waits in the
     publisher's slot. The switchover back applies those commands from its own writable session, one at a
     time and only once the worker stopped on each, before its pause (RV(zerodowntime.migration.pg_switchover#module:ddl_released)).
   - The publisher's log ids continue past every id its log holds (the log of a former subscriber holds the other
-    side's rows with their ids): an install moves the log's identity sequence on when it is behind.
+    side's rows with their ids) - an install moves the log's identity sequence on when it is behind.
   - C(ALTER TABLE) subcommands that change neither columns nor constraints (storage parameters, tablespace,
     triggers, replica identity) reach the subscriber as C(nothing to change) in the log's C(outcome) column.
 """

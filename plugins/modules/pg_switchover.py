@@ -77,7 +77,7 @@ options:
         the source before the pause (inert until the reverse subscription brings DDL), the capture on the target
         into this publication after it. A failure there is a warning naming what to run; the switch stands.
       - The source stays frozen after the switch, and a frozen server's apply worker cannot run DDL (its
-        transactions are read-only): it stops on the first deploy's DDL. The switchover back (this module, the
+        transactions are read-only) - it stops on the first deploy's DDL. The switchover back (this module, the
         other way round) applies such commands on its target from its own writable session before the pause,
         one at a time, each once the worker has stopped on it (RV(ddl_released)).
     type: str

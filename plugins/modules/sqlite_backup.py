@@ -14,7 +14,7 @@ description:
   - The copy is verified before it takes the name O(dest) - C(PRAGMA integrity_check), and the same tables
     with the same row counts as the snapshot read in the same transaction - and switched to rollback-journal
     mode, so O(dest) is one self-contained file. It is written beside O(dest) as C(<dest>.zdm-partial) and
-    renamed: a run that is killed never leaves a half backup under the name O(dest); the next run removes
+    renamed - a run that is killed never leaves a half backup under the name O(dest); the next run removes
     what it left.
   - An existing O(dest) is a rollback point and is kept - a sound SQLite file there means nothing to do
     (C(changed=false)); anything else there is refused. O(force) replaces it with a new backup.

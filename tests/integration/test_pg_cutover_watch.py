@@ -255,6 +255,7 @@ def test_an_active_stream_passes_and_a_stopped_one_breaches_the_slot_gates(watch
         ({"interval": 0}, "interval must be above 0"),
         ({"max_rollback_rate": 2}, "max_rollback_rate is a share"),
         ({"breach_samples": 0}, "breach_samples is a count of samples in a row, at least 1"),
+        ({"breach_samples": 5}, "could never breach"),
     ],
 )
 def test_bad_input_is_named_and_nothing_is_watched(watched, options, expected):

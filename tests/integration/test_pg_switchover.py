@@ -345,12 +345,18 @@ def test_a_deploy_after_the_cutover_reaches_blue_and_the_rollback_loses_nothing(
         released = run_module("zerodowntime.migration.pg_ddl_apply", release)[1]
         assert not released.get("failed") and released["released"] == would["released"] and released["changed"], released
         wait_for("the note row on blue", lambda: "note" in columns(blue, "accounts") and rows_with_note(blue), timeout=30, interval=0.2)
-        with connect(green) as conn:  # the next deploy waits on blue for the switchover back
+        # the next deploy, one transaction logging several commands (a drop logs two), waits on blue for the switchover back
+        with connect(green) as conn, conn.transaction():
             conn.execute("ALTER TABLE history ADD COLUMN origin text NOT NULL DEFAULT 'green'")
+            conn.execute("ALTER TABLE accounts ADD COLUMN scratch integer")
+            conn.execute("ALTER TABLE accounts DROP COLUMN scratch")
+        with connect(green) as conn:
+            deployed = conn.execute("SELECT count(*) FROM zerodowntime.ddl_log WHERE statement ~ 'origin|scratch'").fetchone()[0]
+        assert deployed >= 3
         time.sleep(0.5)  # the application's writes fill the new column on green
         rolled_back = run_module(MODULE, args(lab_pair, "green_to_blue"))[1]
         assert not rolled_back["failed"], rolled_back["msg"]
-        assert len(rolled_back["ddl_released"]) == 1, rolled_back  # applied on blue by the switchover back, before its pause
+        assert len(rolled_back["ddl_released"]) == deployed, rolled_back  # applied on blue by the switchover back, before its pause
         time.sleep(0.5)
     assert writers.errors == []
     assert rows_missing(blue, writers.committed) == set()

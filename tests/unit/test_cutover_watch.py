@@ -292,3 +292,48 @@ def test_breach_samples_does_not_delay_the_reverse_slot_or_the_error_count():
         params = dict(PARAMS, breach_samples=5, max_errors=10, max_rollback_rate=1)
         watch(FakeSignals(clock, rollbacks_per_second=25), params, baseline, sleep=clock.sleep, clock=clock)
     assert caught.value.details["breach"]["signal"] == "errors" and caught.value.details["breach"]["at_s"] == 1.0
+
+
+def slow_in_seconds(signals, clock, slow: set, unjudged: set = frozenset()):
+    """`signals` whose inserts take 50 ms in the watch's seconds `slow` (counted from 1) and that serve
+    no call at all in the seconds `unjudged` (too few calls to judge latency)."""
+    real_advance = signals.advance
+    start = clock()
+
+    def advance():
+        second = int(clock() - start + 0.5)
+        signals.insert_ms = 50.0 if second in slow else 0.2
+        if second in unjudged:
+            signals.last = clock()  # nothing served in this second
+            return
+        real_advance()
+
+    signals.advance = advance
+    return signals
+
+
+def test_a_clear_sample_between_two_crossings_ends_the_streak():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    signals = slow_in_seconds(FakeSignals(clock), clock, slow={3, 5})
+    result = watch(signals, dict(PARAMS, breach_samples=2), baseline, sleep=clock.sleep, clock=clock)
+    assert result["healthy"] and [sample["latency"]["ratio"] > 3 for sample in result["samples"]][1:6] == [False, True, False, True, False]
+
+
+def test_a_sample_too_thin_to_judge_neither_extends_nor_ends_the_streak():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    signals = slow_in_seconds(FakeSignals(clock), clock, slow={3, 5}, unjudged={4})
+    with pytest.raises(WatchBreach) as caught:
+        watch(signals, dict(PARAMS, breach_samples=2), baseline, sleep=clock.sleep, clock=clock)
+    breach = caught.value.details["breach"]
+    assert breach["signal"] == "latency_ratio" and breach["at_s"] == 5.0 and breach["samples_in_a_row"] == 2
+
+
+def test_a_streak_unfinished_when_the_watch_ends_is_said_not_judged():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    signals = slow_in_seconds(FakeSignals(clock), clock, slow={10})
+    result = watch(signals, dict(PARAMS, breach_samples=2), baseline, sleep=clock.sleep, clock=clock)
+    assert result["healthy"] and result["unfinished_streaks"] == {"latency_ratio": 1}
+    assert "latency_ratio was crossed in the last 1 sample(s)" in result["warnings"][0]

@@ -127,14 +127,23 @@ class DdlCapture(ManagedObject):
         )
         return bool(row["ok"])
 
+    def log_sequence(self):
+        """The log's identity sequence, as an identifier."""
+        row = self.client.query_one(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = pg_catalog.pg_get_serial_sequence(%s, 'id')::regclass",
+            (LOG_NAME,),
+        )
+        return ident(row["nspname"], row["relname"])
+
     def next_log_id_free(self) -> bool:
         """Whether the log's next id is above every id it holds. The log of a server that was a subscriber
         holds the other side's rows with their ids; its own captures must not collide with them."""
         row = self.client.query_one(
             sql.SQL(
-                "SELECT coalesce(max(id), 0) <= coalesce(pg_catalog.pg_sequence_last_value("
-                "pg_catalog.pg_get_serial_sequence({}, 'id')::regclass), 0) AS free FROM {}"
-            ).format(sql.Literal(LOG_NAME), log_table_ident())
+                "SELECT coalesce((SELECT max(id) FROM {}), 0) < CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END "
+                "AS free FROM {} s"
+            ).format(log_table_ident(), self.log_sequence())
         )
         return bool(row["free"])
 
@@ -209,8 +218,11 @@ class DdlCapture(ManagedObject):
                     )
                 )
         if "next_log_id_free" in changes and current.get("log_table"):
-            statement = "SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence({}, 'id'), max(id)) FROM {} HAVING max(id) IS NOT NULL"
-            run(sql.SQL(statement).format(sql.Literal(LOG_NAME), log_table_ident()))
+            # only ever forward: next_log_id_free said the next id is at or below the highest held
+            statement = sql.SQL(
+                "SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence({}, 'id'), max(id)) FROM {} HAVING max(id) IS NOT NULL"
+            )
+            run(statement.format(sql.Literal(LOG_NAME), log_table_ident()))
         if "readable_by" in changes:
             run(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident(SCHEMA), ident(self.replication_user)))
             run(sql.SQL("GRANT SELECT ON {} TO {}").format(log_table_ident(), ident(self.replication_user)))
@@ -454,53 +466,93 @@ def release_if_frozen(client, publisher, params: dict) -> list[int]:
     return release_frozen_ddl(client, publisher, subscription, Deadline(params.get("timeout") or 600))
 
 
+FROZEN_REASON = "frozen read-only"  # in ddl_sql's message for DDL the apply worker cannot run on a frozen server
+
+
+def stopped_on(subscriber, subscription: str, entry_id: int):
+    """A probe: whether the subscription's apply worker is now failing on the frozen-server error for
+    ddl_log id `entry_id` (the server log names it: the error text is nowhere else)."""
+    watch = ApplyWatch(subscriber, [subscription])
+
+    def probe() -> bool:
+        try:
+            watch.check()
+        except PgError as exc:
+            return FROZEN_REASON in str(exc) and f"(ddl_log id {entry_id})" in str(exc)
+        return False
+
+    return probe
+
+
 def release_frozen_ddl(subscriber, publisher, subscription: str, deadline: Deadline, log=lambda message: None) -> list[int]:
     """Apply, from this writable session, the DDL that the apply worker of a frozen subscriber stopped on
     - the old primary after a switchover receiving the new primary's deploys: its worker's transactions
     are read-only, so rows apply but DDL cannot. One command at a time, in the publisher's log order,
-    and only once the worker has stopped on it (a drop applied ahead of the rows before it would break
-    them). The row is inserted as the apply worker would insert it (session_replication_role replica:
-    the apply trigger translates it onto this server's tables), removed again and its id recorded in
-    ddl_resolved, so the worker's own insert, when it retries, changes nothing more. Returns the ids."""
+    and only once the worker's error names that very command (a drop applied ahead of the rows before
+    it would break them). The row is inserted as the apply worker would insert it
+    (session_replication_role replica: the apply trigger translates it onto this server's tables),
+    removed again and its id recorded in ddl_resolved, so the worker's own insert, when it retries,
+    changes nothing more. Commands of one transaction of the publisher are released one after the
+    other as the worker's retries reach each. Returns the ids released by this call."""
     released: list[int] = []
-    select_next = sql.SQL("SELECT pg_catalog.to_jsonb(l) AS entry FROM {} l WHERE l.id > %s ORDER BY l.id LIMIT 1").format(
+    pending_query = sql.SQL("SELECT pg_catalog.to_jsonb(l) AS entry FROM {} l WHERE l.id > %s ORDER BY l.id LIMIT 100").format(
         log_table_ident()
     )
+    resolved_query = sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(ident(SCHEMA, RESOLVED_TABLE))
     while True:
-        row = publisher.query_one(select_next, (received_log_id(subscriber),))
-        if row is None:
+        received = received_log_id(subscriber)
+        pending = [row["entry"] for row in publisher.query(pending_query, (received,))]
+        if not pending:
             return released
-        entry = row["entry"]
-        watch = ApplyWatch(subscriber, [subscription])
-
-        def stopped_or_received(entry_id=entry["id"], watch=watch) -> bool:
-            if received_log_id(subscriber) >= entry_id:
-                return True
-            try:
-                watch.check()
-            except PgError:
-                return entry_id not in released  # stopped on it; a released one waits for the worker's retry
-            return False
-
-        def timed_out(_last, entry=entry):
-            raise PgError(
-                f"subscription '{subscription}' on {subscriber.endpoint} has not applied DDL ddl_log id {entry['id']} "
-                f"({entry['command_tag']} {entry.get('object_identity')}) from the publisher within the deadline: see its "
-                f"apply worker's error in the server log"
-            )
-
-        poll(stopped_or_received, deadline, timed_out, interval=0.2)
-        if received_log_id(subscriber) >= entry["id"]:
+        resolved = {row["id"] for row in subscriber.query(resolved_query, ([entry["id"] for entry in pending],))}
+        unresolved = [entry for entry in pending if entry["id"] not in resolved]
+        if not unresolved:  # all released: the worker's retry brings them
+            last = pending[-1]["id"]
+            poll(lambda last=last: received_log_id(subscriber) >= last, deadline, not_applied(subscriber, subscription, pending[-1]))
             continue
-        with subscriber.transaction():
-            subscriber.execute("SET LOCAL session_replication_role = replica")
-            subscriber.execute(
-                sql.SQL("INSERT INTO {} SELECT * FROM pg_catalog.jsonb_populate_record(NULL::{}, %s)").format(
-                    log_table_ident(), log_table_ident()
-                ),
-                (Jsonb(entry),),
-            )
-            subscriber.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(log_table_ident()), (entry["id"],))
-            subscriber.execute(sql.SQL("INSERT INTO {} (id) VALUES (%s)").format(ident(SCHEMA, RESOLVED_TABLE)), (entry["id"],))
+        entry = unresolved[0]
+
+        stopped = stopped_on(subscriber, subscription, entry["id"])
+
+        def stopped_or_received(stopped=stopped, received=received):
+            return received_log_id(subscriber) > received or stopped()
+
+        poll(stopped_or_received, deadline, not_applied(subscriber, subscription, entry), interval=0.2)
+        if received_log_id(subscriber) > received:
+            continue  # the worker moved on by itself: look again
+        release(subscriber, entry, deadline)
         released.append(entry["id"])
         log(f"DDL ddl_log id {entry['id']} ({entry['command_tag']} {entry.get('object_identity')}) applied on frozen {subscriber.endpoint}")
+
+
+def not_applied(subscriber, subscription: str, entry: dict):
+    def timed_out(_last):
+        raise PgError(
+            f"subscription '{subscription}' on {subscriber.endpoint} has not applied DDL ddl_log id {entry['id']} "
+            f"({entry['command_tag']} {entry.get('object_identity')}) from the publisher within the deadline, and its apply "
+            f"worker was not seen stopped on it as a frozen server (its error is read from the server log: the login needs "
+            f"pg_read_server_files or superuser): see the apply worker's error in the subscriber's log"
+        )
+
+    return timed_out
+
+
+def release(subscriber, entry: dict, deadline: Deadline) -> None:
+    """One command applied on the frozen subscriber as its apply worker would apply it, in one transaction."""
+    bound_ms = max(int(deadline.remaining() * 1000), 1)
+    with subscriber.transaction():
+        # the trigger's ALTER TABLE waits for readers of the table: never past the caller's deadline
+        subscriber.query(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(bound_ms)))
+        subscriber.query(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(bound_ms)))
+        subscriber.execute("SET LOCAL session_replication_role = replica")
+        subscriber.execute(
+            sql.SQL("INSERT INTO {} SELECT * FROM pg_catalog.jsonb_populate_record(NULL::{}, %s)").format(
+                log_table_ident(), log_table_ident()
+            ),
+            (Jsonb(entry),),
+        )
+        subscriber.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(log_table_ident()), (entry["id"],))
+        subscriber.execute(
+            sql.SQL("INSERT INTO {} (id) VALUES (%s) ON CONFLICT (id) DO NOTHING").format(ident(SCHEMA, RESOLVED_TABLE)),
+            (entry["id"],),
+        )

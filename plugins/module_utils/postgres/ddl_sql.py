@@ -281,7 +281,7 @@ BEGIN
         RETURN NEW;  -- only rows replicated from the other side: this server's own capture is logged, not applied
     END IF;
     IF EXISTS (SELECT 1 FROM zerodowntime.ddl_resolved r WHERE r.id = NEW.id) THEN
-        NEW.outcome := 'resolved by a DBA';
+        NEW.outcome := 'resolved outside the apply worker (zerodowntime.ddl_resolved)';
         RETURN NEW;
     END IF;
     -- The old primary after a switchover is frozen: its apply worker's transaction is read-only, and
@@ -291,8 +291,9 @@ BEGIN
         PERFORM zerodowntime.ddl_unsupported(NEW, 'this server is frozen read-only (default_transaction_read_only), as the '
                                                   'old primary is after a switchover, and its apply worker cannot run DDL in a '
                                                   'read-only transaction',
-                                             'run it here in a session with SET default_transaction_read_only = off (a switchover back '
-                                             'with pg_switchover does this by itself before its pause)');
+                                             'run it here in a session with SET default_transaction_read_only = off (pg_ddl_apply '
+                                             'with publisher, and pg_switchover switching back, do so by themselves for the '
+                                             'commands this trigger supports)');
     END IF;
 
     -- A command whose text was withheld for secrecy (its tag can carry credentials): a DBA's.

@@ -300,14 +300,29 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
 SUSTAINED_SIGNALS = frozenset(("rollback_rate", "latency_ratio", "client_wait_ms"))
 
 
-def sustained(crossed: list, streaks: dict, samples_in_a_row: int) -> list:
+def sustained(crossed: list, streaks: dict, samples_in_a_row: int, judged: set) -> list:
     """The gates of `crossed` that count as breaches, with `streaks` (signal -> samples in a row it was
     crossed in) brought up to date: a gate of SUSTAINED_SIGNALS counts once crossed in `samples_in_a_row`
-    samples in a row, any other at once."""
+    samples in a row, any other at once. A sample that could not judge a gate (too few calls or
+    transactions) neither extends nor ends its streak: a green slow enough to serve few calls stays caught."""
     crossed_now = {signal for signal, *_rest in crossed}
     for signal in SUSTAINED_SIGNALS:
-        streaks[signal] = streaks.get(signal, 0) + 1 if signal in crossed_now else 0
+        if signal in crossed_now:
+            streaks[signal] = streaks.get(signal, 0) + 1
+        elif signal in judged:
+            streaks[signal] = 0
     return [entry for entry in crossed if entry[0] not in SUSTAINED_SIGNALS or streaks[entry[0]] >= samples_in_a_row]
+
+
+def judged_signals(interval: dict, params: dict) -> set:
+    """The gates of SUSTAINED_SIGNALS that this interval had enough figures to judge."""
+    judged = {"client_wait_ms"} if interval.get("client_wait_ms") is not None else set()
+    transactions = interval["transactions"]
+    if transactions["total"] >= params["min_transactions"] and transactions.get("judged", True):
+        judged.add("rollback_rate")
+    if interval.get("latency"):
+        judged.add("latency_ratio")
+    return judged
 
 
 def summarise(before: dict, after: dict, baseline: dict, min_calls: int, started: float, floor_ms: float = 0.0) -> dict:
@@ -364,7 +379,7 @@ def watch(
             inactive_since = None if reverse["active"] else (inactive_since if inactive_since is not None else before["at"])
         samples.append(interval)
         crossed = judge(interval, params, totals, inactive_since, after["at"])
-        breaches = sustained(crossed, streaks, params.get("breach_samples") or 1)
+        breaches = sustained(crossed, streaks, params.get("breach_samples") or 1, judged_signals(interval, params))
         if breaches:
             signal, value, gate, meaning = breaches[0]
             breach = {"signal": signal, "value": value, "gate": gate, "meaning": meaning, "at_s": interval["at_s"]}
@@ -384,4 +399,13 @@ def watch(
         if reporter is not None:
             reporter.update(round(deadline.elapsed()), total=params["watch_seconds"])
         before = after
-    return {"healthy": True, "watched_seconds": round(deadline.elapsed(), 1), "samples": samples, "errors": totals["errors"]}
+    result = {"healthy": True, "watched_seconds": round(deadline.elapsed(), 1), "samples": samples, "errors": totals["errors"]}
+    unfinished = {signal: count for signal, count in streaks.items() if count}
+    if unfinished:  # crossed in the last samples, too few to count: said, not judged
+        result["unfinished_streaks"] = unfinished
+        result["warnings"] = [
+            f"{signal} was crossed in the last {count} sample(s) when the watch ended, fewer than breach_samples: "
+            f"look at green before phase 6"
+            for signal, count in sorted(unfinished.items())
+        ]
+    return result
