@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 
 import pytest
 
 from tests.lab import run_module, vminer_sample
+from tests.sqlite_files import corrupt_copy, write_lock
 
 MODULE = "zerodowntime.migration.sqlite_capture"
 VMINER = ["vcenters", "hosts", "datastores", "virtual_machines"]
@@ -225,9 +225,7 @@ def test_a_file_that_is_not_sqlite_is_named(tmp_path):
 
 def test_a_corrupt_file_is_named(tmp_path, plain):
     path = tmp_path / "corrupt.db"
-    data = bytearray(plain.read_bytes())
-    data[16:4096] = b"\xff" * (4096 - 16)  # header magic kept, the rest of page 1 (page size, schema) destroyed
-    path.write_bytes(bytes(data))
+    corrupt_copy(plain, path)
     failed = capture(path)
     assert failed["failed"] is True
     assert str(path) in failed["msg"] and "corrupt" in failed["msg"]
@@ -235,15 +233,10 @@ def test_a_corrupt_file_is_named(tmp_path, plain):
 
 def test_a_file_locked_past_busy_timeout_names_the_lock_and_the_fix(vminer):
     before = schema(vminer)
-    holder = sqlite3.connect(vminer, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with write_lock(vminer):
         started = time.monotonic()
         failed = capture(vminer, busy_timeout=1.5)
         waited = time.monotonic() - started
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     assert failed["failed"] is True
     assert "locked" in failed["msg"] and "busy_timeout=1.5" in failed["msg"] and str(vminer) in failed["msg"]
     assert "End that connection's long transaction" in failed["msg"]
@@ -252,15 +245,8 @@ def test_a_file_locked_past_busy_timeout_names_the_lock_and_the_fix(vminer):
 
 
 def test_a_lock_released_within_busy_timeout_is_waited_for(vminer):
-    holder = sqlite3.connect(vminer, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")
-    releaser = threading.Timer(1.0, lambda: holder.execute("ROLLBACK"))
-    releaser.start()
-    try:
+    with write_lock(vminer, release_after=1.0):
         done = capture(vminer, busy_timeout=10)
-    finally:
-        releaser.join()
-        holder.close()
     assert not done["failed"], done
     assert done["changed"] is True
 

@@ -33,6 +33,12 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.clie
     quote_ident,
     quote_literal,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.tables import (
+    replace_triggers,
+    require_table,
+    triggers_named,
+    user_tables,
+)
 
 OPERATIONS = {"insert": "I", "update": "U", "delete": "D"}
 CHANGE_COLUMNS = ("seq", "table_name", "pk", "old_pk", "op", "changed_at")
@@ -113,27 +119,9 @@ def trigger_sql(change_table: str, table: str, key: list[str], operation: str) -
     )
 
 
-def user_tables(client: Client, change_table: str) -> list[str]:
-    # pragma_table_list (SQLite 3.37+) says which tables are an application's: not views, not
-    # virtual tables, not their shadow tables (an FTS index's _data, _idx ...), not sqlite_*.
-    rows = client.query(
-        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
-        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
-    )
-    return [name for (name,) in rows if name != change_table]
-
-
 def table_key(client: Client, table: str, key_columns: dict) -> list[str]:
     """The key the capture records for `table`: key_columns[table], else its declared primary key."""
-    found = client.query("SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = ?", (table,))
-    if not found:
-        raise SqliteError(
-            f"table {table!r} does not exist in {client.path}: check the names in tables (or leave tables out for every table)"
-        )
-    kind = found[0][0]
-    if kind != "table":
-        what = {"view": "a view", "virtual": "a virtual table", "shadow": "a virtual table's shadow table"}.get(kind, f"a {kind}")
-        raise SqliteError(f"{table!r} is {what}, which the capture cannot put triggers on: capture the tables it is built from instead")
+    require_table(client, table, "the capture", "capture the tables it is built from instead")
     info = client.query("SELECT name, pk FROM pragma_table_info(?)", (table,))
     columns = [name for name, _pk in info]
     if table in key_columns:
@@ -168,12 +156,7 @@ class Capture(ManagedObject):
         return bool(self.client.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.name,)))
 
     def triggers(self) -> dict:
-        prefix = trigger_prefix(self.name)
-        rows = self.client.query(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, length(?)) = ? ORDER BY name",
-            (prefix, prefix),
-        )
-        return dict(rows)
+        return triggers_named(self.client, trigger_prefix(self.name))
 
     def exists(self) -> bool:
         return self.change_table_exists() or bool(self.triggers()) or capture_id(self.client, self.name) is not None
@@ -222,13 +205,7 @@ class Capture(ManagedObject):
         if changes.get("change_table"):
             self.client.execute(change_table_sql(self.name))
         if "triggers" in changes:
-            wanted = changes["triggers"]
-            for name, text in current["triggers"].items():
-                if wanted.get(name) != text:
-                    self.client.execute(f"DROP TRIGGER {quote_ident(name)}")
-            for name, text in wanted.items():
-                if current["triggers"].get(name) != text:
-                    self.client.execute(text)
+            replace_triggers(self.client, current["triggers"], changes["triggers"])
         if changes.get("capture_id"):
             self.client.execute(f"DROP VIEW IF EXISTS {quote_ident(identity_view(self.name))}")
             self.client.execute(identity_sql(self.name, changes["capture_id"]))

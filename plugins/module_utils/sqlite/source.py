@@ -19,9 +19,9 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capt
     CHANGE_COLUMNS,
     capture_id,
     table_key,
-    user_tables,
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client, SqliteError, quote_ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.tables import user_tables
 
 # The tables of a file a module works on (table_copy, table_compare); docs: the sqlite.tables doc fragment.
 TABLE_OPTIONS = dict(
