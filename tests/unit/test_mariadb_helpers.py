@@ -125,4 +125,6 @@ def test_connection_errors_name_the_problem_and_the_fix_never_the_password():
     assert "database 'db' does not exist" in str(unknown) and "mariadb_database" in str(unknown)
     down = explain_connection_error(pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1'"), PARAMS)
     assert "cannot reach MariaDB at 127.0.0.1:3306" in str(down) and "mariadb_port" in str(down)
-    assert all("s3cret" not in str(error) for error in (denied, unknown, down))
+    no_tls = explain_connection_error(pymysql.err.OperationalError(2026, "SSL is required but the server doesn't support it"), PARAMS)
+    assert "does not offer TLS" in str(no_tls) and "leave mariadb_ca_cert out" in str(no_tls)
+    assert all("s3cret" not in str(error) for error in (denied, unknown, down, no_tls))

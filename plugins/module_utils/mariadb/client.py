@@ -124,7 +124,10 @@ def explain_connection_error(exc: Exception, params: dict) -> MariaDBError:
             f"(and that the user may connect from this host)"
         )
     elif errno == DATABASE_ACCESS_DENIED:
-        message = f"user '{user}' has no access to database '{database}' on MariaDB {where}: grant it, or fix mariadb_database"
+        message = (
+            f"user '{user}' has no access to database '{database}' on MariaDB {where} (or it does not exist): grant it, "
+            f"or fix mariadb_database"
+        )
     elif errno == UNKNOWN_DATABASE:
         message = (
             f"database '{database}' does not exist on MariaDB {where}: create it (roles/mariadb mariadb_databases), or fix mariadb_database"
@@ -134,6 +137,11 @@ def explain_connection_error(exc: Exception, params: dict) -> MariaDBError:
         message = (
             f"cannot reach MariaDB at {where} ({text}): is the server running and listening there? "
             f"Check mariadb_host and mariadb_port (or raise mariadb_connect_timeout)"
+        )
+    elif "doesn't support" in text and "SSL" in text:
+        message = (
+            f"MariaDB {where} does not offer TLS, and mariadb_ca_cert asks for it: enable TLS on the server "
+            f"(ssl_cert/ssl_key in its configuration), or leave mariadb_ca_cert out"
         )
     elif "SSL" in text or "ssl" in text or "certificate" in text:
         message = f"TLS to MariaDB {where} failed ({text}): check mariadb_ca_cert (the CA that signed the server's certificate)"
@@ -186,7 +194,10 @@ class Client(Connection):
         except pymysql.Error as exc:
             raise explain_connection_error(exc, params) from None
         except OSError as exc:  # a CA file that cannot be read
-            raise MariaDBError(f"cannot connect to MariaDB {self.endpoint}: {exc}: check mariadb_ca_cert") from None
+            raise MariaDBError(
+                f"cannot read the CA certificate {params.get('mariadb_ca_cert')} for MariaDB {self.endpoint} ({exc.strerror or exc}): "
+                f"check mariadb_ca_cert (a PEM file on the host that runs the module)"
+            ) from None
 
     @property
     def where(self) -> str:
