@@ -6,11 +6,12 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: table_compare
-short_description: Prove the tables of an SQLite file and of a PostgreSQL database hold the same rows, and find the keys that differ
+short_description: Prove an SQLite file's tables and a PostgreSQL or MariaDB database's hold the same rows, and find the keys that differ
 description:
   - For each table of O(tables), compares row counts and checksums over key-range chunks of the
     SQLite file O(path) (the source) and of the PostgreSQL database of the C(login_*) options,
-    schema O(target_schema) (the target) - the tables M(zerodowntime.migration.table_copy)
+    schema O(target_schema) - or, with O(target_engine=mariadb), the MariaDB database of the
+    C(mariadb_*) options - (the target), the tables M(zerodowntime.migration.table_copy)
     wrote. A chunk that differs is bisected at its median key down to O(leaf_rows) rows, whose
     keys are then diffed - the result names the keys that are missing on the target, extra on the
     target, or changed. It is the comparison engine of M(zerodowntime.migration.pg_compare), with a
@@ -23,9 +24,12 @@ description:
     blobs in hex, NULL apart from every value. A value is converted as the copy converts it
     before writing, so the types are the copy's - the existing target column's type decides, or
     O(column_types).
-  - Each table must exist on the target (in O(target_schema)) with every column of the source.
+  - Each table must exist on the target (in O(target_schema), or O(mariadb_database)) with every column of the source.
   - The key is the SQLite table's primary key, or O(key_columns). Integer and text keys (also
-    composite); text keys are ordered by code point on both sides (PostgreSQL C(COLLATE "C")).
+    composite); text keys are ordered by code point on both sides (PostgreSQL C(COLLATE "C"),
+    MariaDB C(COLLATE utf8mb4_nopad_bin) - the collation of a table the copy created, so its index serves).
+  - MariaDB keeps no time zone; its session runs in UTC, so a C(datetime) holding what the copy
+    wrote compares with the SQLite text (a time with an offset is compared in UTC).
   - Reads only, through one connection per side; the result is the same in check mode and
     C(changed) is always false. While the application writes, rows in flight can differ - compare
     after the copy's replay, or give O(rechecks).
@@ -36,6 +40,7 @@ extends_documentation_fragment:
   - zerodowntime.migration.sqlite
   - zerodowntime.migration.sqlite.tables
   - zerodowntime.migration.postgres
+  - zerodowntime.migration.mariadb
   - zerodowntime.migration.compare
 options:
   column_types:
@@ -44,7 +49,7 @@ options:
         The existing target column's type decides; an override that differs from it is an error.
     type: dict
   target_schema:
-    description: The PostgreSQL schema holding the tables.
+    description: The PostgreSQL schema holding the tables (PostgreSQL only).
     type: str
     default: public
   chunk_rows:
@@ -64,7 +69,7 @@ options:
 notes:
   - The SQLite file is the source - its tables, columns and key define the comparison; columns only
     the target has are ignored, and the target may be partitioned (only the rows matter).
-  - A MariaDB target will be one more side adapter of the same engine.
+  - A MariaDB target is one more side adapter of the same engine (the copy's target adapter gives it).
 """
 
 EXAMPLES = r"""
@@ -78,6 +83,16 @@ EXAMPLES = r"""
     tables: [vcenters, hosts, datastores, virtual_machines]
     fail_on_difference: false
   register: compared
+
+- name: Compare the same tables copied into MariaDB
+  zerodowntime.migration.table_compare:
+    path: /var/lib/vminer/vminer.db
+    target_engine: mariadb
+    mariadb_host: 127.0.0.1
+    mariadb_user: validator
+    mariadb_password: "{{ mariadb_validator_password }}"
+    mariadb_database: appdb
+    tables: [vcenters, hosts, datastores, virtual_machines]
 """
 
 RETURN = r"""
@@ -162,8 +177,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
 from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.run import COMPARE_OPTIONS, run_compare
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG, pg_argument_spec
+from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run import TARGET_REQUIRED_IF, target_connection
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import CONNECTION_OPTIONS
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
 
@@ -176,16 +191,15 @@ def compare(module, opened) -> dict:
 
 
 def main():
-    module = AnsibleModule(argument_spec=pg_argument_spec(**CONNECTION_OPTIONS, **COMPARE_OPTIONS), supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=pg_argument_spec(**CONNECTION_OPTIONS, **COMPARE_OPTIONS), required_if=TARGET_REQUIRED_IF, supports_check_mode=True
+    )
+    open_target, library = target_connection(module.params)  # reads only: the clients run every statement, in check mode too
     run_module(
         module,
         lambda opened: compare(module, opened),
-        openers={
-            # Reads only: the clients run every statement, in check mode too.
-            "sqlite": lambda: SqliteClient(module.params),
-            "target": lambda: Client(module.params),
-        },
-        libraries=[PSYCOPG],
+        openers={"sqlite": lambda: SqliteClient(module.params), "target": open_target},
+        libraries=[library],
     )
 
 

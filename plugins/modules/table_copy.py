@@ -6,20 +6,23 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: table_copy
-short_description: Copy tables from an SQLite file into PostgreSQL in resumable batches, then replay the captured changes
+short_description: Copy tables from an SQLite file into PostgreSQL or MariaDB in resumable batches, then replay the captured changes
 description:
   - Copies the tables O(tables) of the SQLite file O(path) into the PostgreSQL database of the
-    C(login_*) options (schema O(target_schema)), then replays the changes that
+    C(login_*) options (schema O(target_schema)) - or, with O(target_engine=mariadb), into the
+    MariaDB database of the C(mariadb_*) options - then replays the changes that
     M(zerodowntime.migration.sqlite_capture) recorded since the copy's snapshot, so the target
     catches up with an application that keeps writing.
   - The bulk copy reads one consistent snapshot of the file (one read transaction; the capture's
     sequence number is read in the same transaction), table by table in key order, O(batch_size)
-    rows at a time, with C(COPY). Every few seconds (O(progress_interval)) the batches written and
-    a checkpoint - per table the last key copied, and the snapshot's sequence number - commit
-    together in one target transaction, in the phase row O(phase) of the
-    M(zerodowntime.migration.migration_state) table O(progress_schema).O(progress_table) of the
-    target database. A run that is killed, fails or stops at O(max_rows) is resumed by the next
-    run exactly after its last checkpoint - no row twice, none missed.
+    rows at a time, with C(COPY) (MariaDB - multi-row C(INSERT)s). Every few seconds
+    (O(progress_interval)) the batches written and a checkpoint - per table the last key copied,
+    and the snapshot's sequence number - commit together in one target transaction, in the phase
+    row O(phase) of the M(zerodowntime.migration.migration_state) table
+    O(progress_schema).O(progress_table) of the target database (MariaDB - a table O(progress_table)
+    of the same shape in O(mariadb_database), created before the first batch's transaction because
+    DDL commits implicitly there). A run that is killed, fails or stops at O(max_rows) is resumed
+    by the next run exactly after its last checkpoint - no row twice, none missed.
   - The checkpoints record which data set they belong to - the file's path and the id its capture
     (M(zerodowntime.migration.sqlite_capture)) recorded when it was installed - and a run resumes
     them only from that same source. Another file, the same file with its capture removed and
@@ -38,6 +41,16 @@ description:
     source's primary key. A declared type not listed is refused by name - give it in
     O(column_types). An existing target table (plain or partitioned, for example by
     M(zerodowntime.migration.pg_partition)) is used as it is; its column types decide.
+  - A MariaDB target is one more adapter of the same engine. A created table is InnoDB, C(utf8mb4)
+    with the binary no-pad collation (C(utf8mb4_nopad_bin)), so text keys are unique and ordered
+    by code point as in SQLite; the mapping there is integers to C(bigint), reals to C(double),
+    numerics to C(decimal(65,30)), text to C(longtext) (a text key column C(varchar(255))), blobs
+    to C(longblob) (a key C(varbinary(255))), booleans to C(tinyint(1)), dates to C(date),
+    date-times to C(datetime(6)), JSON to C(json), UUIDs to C(char(36)). MariaDB keeps no time
+    zone - a C(timestamptz) value is written in UTC into C(datetime(6)) (the session runs in UTC,
+    so an existing C(timestamp) column is read and written in UTC). An existing column's type
+    decides as for PostgreSQL (C(varchar(5)) refuses a longer value by name before writing);
+    unsigned and zerofill integer columns are refused by name.
   - SQLite's text dates (ISO 8601, C(T) or a space, optional fraction and zone; or Unix seconds)
     become C(date), C(timestamp) or C(timestamptz) values (a time without a zone is UTC).
   - Every value is checked before it is written. One that does not fit its target column is an
@@ -52,22 +65,24 @@ extends_documentation_fragment:
   - zerodowntime.migration.sqlite
   - zerodowntime.migration.sqlite.tables
   - zerodowntime.migration.postgres
+  - zerodowntime.migration.mariadb
 options:
   column_types:
     description:
-      - Per table, per column, the PostgreSQL type to create the column with, overriding the mapping
-        of its declared type (for example C(created_at) of C(virtual_machines) as C(timestamptz)) - also
-        for a declared type that has no mapping. For an existing target table it must match the
-        column's type.
+      - Per table, per column, the target type to create the column with (a PostgreSQL or MariaDB type name, by
+        O(target_engine)), overriding the mapping of its declared type (for example C(created_at) of
+        C(virtual_machines) as C(timestamptz)) - also for a declared type that has no mapping. For an existing
+        target table it must match the column's type.
     type: dict
   target_schema:
     description:
-      - The target schema (created when missing, together with a missing table).
+      - The target schema (created when missing, together with a missing table). PostgreSQL only - a
+        MariaDB target's tables are in O(mariadb_database).
     type: str
     default: public
   batch_size:
     description:
-      - Rows per read and C(COPY) in the bulk copy; change rows per chunk in the replay.
+      - Rows per read and C(COPY) (or C(INSERT)s) in the bulk copy; change rows per chunk in the replay.
     type: int
     default: 10000
   max_rows:
@@ -83,7 +98,8 @@ options:
     default: 0
   overwrite:
     description:
-      - Empty (C(TRUNCATE)) a target table that already holds rows this copy did not write. Without
+      - Empty (C(TRUNCATE); MariaDB - C(DELETE), which stays in the batch's transaction) a target table that
+        already holds rows this copy did not write. Without
         it such a table is refused and nothing is written.
     type: bool
     default: false
@@ -114,7 +130,7 @@ options:
     default: table_copy
   progress_schema:
     description:
-      - Schema of the migration_state table in the target database.
+      - Schema of the migration_state table in the target database (PostgreSQL only).
     type: str
     default: public
   progress_table:
@@ -133,7 +149,7 @@ notes:
   - Change rows are not removed from the change table; M(zerodowntime.migration.sqlite_capture)
     C(state=absent) removes it once the cutover is done.
 requirements:
-  - psycopg >= 3.1
+  - psycopg >= 3.1 (a PostgreSQL target) or PyMySQL (a MariaDB target)
   - Python's sqlite3 with SQLite 3.38 or later
 attributes:
   check_mode:
@@ -160,6 +176,17 @@ EXAMPLES = r"""
     login_password: "{{ migration_password }}"
     login_db: vminer
     batch_size: 20000
+
+- name: Copy the same file into MariaDB instead (checkpoints in appdb.migration_progress)
+  zerodowntime.migration.table_copy:
+    path: /var/lib/vminer/vminer.db
+    target_engine: mariadb
+    mariadb_host: 127.0.0.1
+    mariadb_user: app
+    mariadb_password: "{{ mariadb_app_password }}"
+    mariadb_database: appdb
+    column_types:
+      virtual_machines: {created_at: timestamptz, updated_at: timestamptz}
 
 - name: The file was replaced since the copy began - copy it again from the start
   zerodowntime.migration.table_copy:
@@ -246,23 +273,27 @@ queries:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
-from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run import COPY_OPTIONS, run_copy
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG, pg_argument_spec
+from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run import (
+    COPY_OPTIONS,
+    TARGET_REQUIRED_IF,
+    run_copy,
+    target_connection,
+)
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import CONNECTION_OPTIONS
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
 
 
 def main():
-    module = AnsibleModule(argument_spec=pg_argument_spec(**CONNECTION_OPTIONS, **COPY_OPTIONS), supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=pg_argument_spec(**CONNECTION_OPTIONS, **COPY_OPTIONS), required_if=TARGET_REQUIRED_IF, supports_check_mode=True
+    )
+    open_target, library = target_connection(module.params, module.check_mode)
     run_module(
         module,
         lambda opened: run_copy(opened["sqlite"], opened["target"], module.params, module.check_mode),
-        openers={
-            "sqlite": lambda: SqliteClient(module.params, module.check_mode),
-            "target": lambda: Client(module.params, check_mode=module.check_mode),
-        },
-        libraries=[PSYCOPG],
+        openers={"sqlite": lambda: SqliteClient(module.params, module.check_mode), "target": open_target},
+        libraries=[library],
     )
 
 

@@ -297,6 +297,7 @@ class StandInTarget:
     kind = "PostgreSQL"
     where = "the stand-in"
     types: typing.ClassVar[dict] = {}
+    side_client = None
 
     def __init__(self, client, schema):
         self.client = client
@@ -321,6 +322,13 @@ class StandInTarget:
     def render(self, statement):
         return statement
 
+    def prepare_compare(self):
+        pass
+
+    def compare_side(self, role, table, columns, key, canonical):
+        """The target's side: a second SQLite file standing in for the target database."""
+        return SqliteSide(self.side_client, role, table, columns, key, canonical)
+
 
 def test_run_compare_plans_with_the_copys_types_and_reports_the_differing_keys(tmp_path, monkeypatch):
     from ansible_collections.zerodowntime.migration.plugins.module_utils.compare import run
@@ -343,9 +351,8 @@ def test_run_compare_plans_with_the_copys_types_and_reports_the_differing_keys(t
         ],
     )
     StandInTarget.types = {"vms": {"id": "bigint", "active": "boolean", "seen": "timestamp with time zone", "price": "numeric(10,2)"}}
-    monkeypatch.setattr(run, "PgTarget", StandInTarget)
-    monkeypatch.setattr(run, "prepare_session", lambda client: None)
-    monkeypatch.setattr(run, "CanonicalSide", lambda client, role, table, *args: SqliteSide(typed, role, table.split(".")[1], *args))
+    StandInTarget.side_client = typed
+    monkeypatch.setattr(run, "target_adapter", lambda client, params: StandInTarget(client, params["target_schema"]))
     params = {name: spec.get("default") for name, spec in run.COMPARE_OPTIONS.items()}
     params.update(chunk_rows=25, leaf_rows=4)
 

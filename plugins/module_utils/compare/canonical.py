@@ -51,11 +51,13 @@ def real_text(value: float, digits: int) -> str:
 def numeric_text(value: decimal.Decimal, scale: int | None = None) -> str:
     if not value.is_finite():
         return str(value)
+    # every digit the value and its scale need: the default context's 28 would round a decimal(65,30)
+    context = decimal.Context(prec=max(len(value.as_tuple().digits), value.adjusted() + 1, 1) + (scale or 0) + 1)
     if scale is not None:  # numeric(p, s) stores the value rounded to s places, half away from zero
-        value = value.quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP)
+        value = value.quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP, context=context)
     if value == 0:
         return "0"
-    text = format(value.normalize(), "f")
+    text = format(value.normalize(context), "f")
     return text
 
 

@@ -25,7 +25,7 @@ would skip rows) unless `restart` discards it.
 
 Adapters: the source has identity/high_seq/tables/columns/key/logical_type/snapshot/count/batch/
 changes/backlog/rows_by_key (sqlite/source.py); the target columns/parse_type/default_type/has_rows/create/
-create_statement/empty/transaction/write/delete_keys (postgres/copy_target.py).
+create_statement/empty/transaction/write/delete_keys/record (postgres/copy_target.py, mariadb/copy_target.py).
 """
 
 from __future__ import annotations
@@ -342,8 +342,8 @@ class Copier:
             if state["done"] or self.stopped:
                 break
         self.copied[plan.name] = copied
-        self.target.client.queries.append(
-            f"COPY {self.target.qualified(plan.name)}: {copied} rows in batches of {self.options['batch_size']}"
+        self.target.record(
+            f"{self.target.bulk_write} {self.target.qualified(plan.name)}: {copied} rows in batches of {self.options['batch_size']}"
         )
 
     # -- the replay -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The table_copy module's work: the adapters for its source and target, the checkpoints, the
-progress callable, the engine. A further source or target is one more adapter chosen here."""
+progress callable, the engine. A further source or target is one more adapter chosen here
+(`target_adapter`, `checkpoint_store`): PostgreSQL or MariaDB, each with its checkpoint store in the target database."""
 
 from __future__ import annotations
 
@@ -16,12 +17,25 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.engine
     validate_options,
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.state import StateStore
+from ansible_collections.zerodowntime.migration.plugins.module_utils.mariadb import migration_state as mariadb_state
+from ansible_collections.zerodowntime.migration.plugins.module_utils.mariadb.client import CONNECTION_OPTIONS as MARIADB_OPTIONS
+from ansible_collections.zerodowntime.migration.plugins.module_utils.mariadb.client import PYMYSQL
+from ansible_collections.zerodowntime.migration.plugins.module_utils.mariadb.client import Client as MariaDBClient
+from ansible_collections.zerodowntime.migration.plugins.module_utils.mariadb.copy_target import MariaDBTarget
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client as PgClient
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.copy_target import PgTarget
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import check_identifier
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.source import TABLE_OPTIONS, SqliteSource, check_source
+
+TARGET_ENGINES = ["postgresql", "mariadb"]
+# What a module whose target may be MariaDB adds to its argument spec (docs: the mariadb doc fragment).
+TARGET_OPTIONS = dict(MARIADB_OPTIONS, target_engine=dict(type="str", default="postgresql", choices=TARGET_ENGINES))
+TARGET_REQUIRED_IF = [("target_engine", "mariadb", ("mariadb_user", "mariadb_database"))]
 
 COPY_OPTIONS = dict(
     TABLE_OPTIONS,
+    **TARGET_OPTIONS,
     column_types=dict(type="dict"),
     target_schema=dict(type="str", default="public"),
     batch_size=dict(type="int", default=10000),
@@ -55,12 +69,35 @@ def progress_writer(store: StateStore):
     return on_progress
 
 
-def check_names(params: dict, plans) -> None:
-    check_identifier(params["target_schema"], "target_schema")
+def check_names(target, plans) -> None:
+    """Every name the target will be given, by the target's own rules (before anything is written)."""
     for plan in plans:
-        check_identifier(plan.name, "table")
+        target.check_name(plan.name, "table")
         for column in plan.columns:
-            check_identifier(column, f"column of table {plan.name!r}")
+            target.check_name(column, f"column of table {plan.name!r}")
+
+
+def target_connection(params: dict, check_mode: bool = False) -> tuple:
+    """(opener of the target's connection, the Library it needs) for params['target_engine']."""
+    if params.get("target_engine") == "mariadb":
+        return (lambda: MariaDBClient(params, check_mode)), PYMYSQL
+    return (lambda: PgClient(params, check_mode=check_mode)), PSYCOPG
+
+
+def target_adapter(client, params: dict):
+    """The target adapter of params['target_engine'] (table_copy's and table_compare's)."""
+    if params.get("target_engine") == "mariadb":
+        return MariaDBTarget(client)
+    check_identifier(params["target_schema"], "target_schema")
+    return PgTarget(client, params["target_schema"])
+
+
+def checkpoint_store(client, params: dict) -> StateStore:
+    """The checkpoints in the target database, so a batch and its checkpoint commit together."""
+    if params.get("target_engine") == "mariadb":
+        table, interval = params["progress_table"], params["progress_interval"]
+        return StateStore(client, params["phase"], client.database, table, interval, run_state=mariadb_state.run_state)
+    return StateStore(client, params["phase"], params["progress_schema"], params["progress_table"], params["progress_interval"])
 
 
 def state_view(copy_state: dict, plans) -> dict:
@@ -75,19 +112,22 @@ def state_view(copy_state: dict, plans) -> dict:
     }
 
 
-def run_copy(sqlite_client, pg_client, params: dict, check_mode: bool) -> dict:
+def run_copy(sqlite_client, target_client, params: dict, check_mode: bool) -> dict:
     validate_options(params)
     if params["progress_interval"] < 0:
         raise CopyError(f"progress_interval={params['progress_interval']} is out of range: give seconds, 0 or more")
     source = SqliteSource(sqlite_client, params["change_table"], params.get("key_columns"))
     check_source(source)
-    target = PgTarget(pg_client, params["target_schema"])
-    store = StateStore(pg_client, params["phase"], params["progress_schema"], params["progress_table"], params["progress_interval"])
+    target = target_adapter(target_client, params)
+    store = checkpoint_store(target_client, params)
     store.load()
     plans = plan_tables(source, target, params.get("tables"), params.get("column_types") or {})
-    check_names(params, plans)
+    check_names(target, plans)
     before = state_view(store.copy, plans)
     source_check = reconcile_source(store, source.identity(), source.high_seq(), params["restart"])
+    if params["target_engine"] == "mariadb" and not check_mode:
+        # DDL commits implicitly in MariaDB: the checkpoint table is made before any batch's transaction
+        mariadb_state.PhaseTable(target_client, params["progress_table"]).ensure()
     copier = Copier(source, target, store, params, on_progress=progress_writer(store))
     try:
         result = copier.run(plans, check_mode)
@@ -106,5 +146,5 @@ def run_copy(sqlite_client, pg_client, params: dict, check_mode: bool) -> dict:
     if source_check["warnings"]:
         result["warnings"] = source_check["warnings"]
     result["path"] = sqlite_client.path
-    result["queries"] = list(sqlite_client.queries) + list(pg_client.queries)
+    result["queries"] = list(sqlite_client.queries) + list(target_client.queries)
     return result

@@ -1,7 +1,8 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The copy's checkpoints and progress in a migration_state phase row (postgres/migration_state.py,
-through its Python API run_state), in the target database: written in the target's open
+"""The copy's checkpoints and progress in a migration_state phase row, in the target database (for
+PostgreSQL postgres/migration_state.py's run_state; for MariaDB mariadb/migration_state.py's, the
+same rules over a table of the same shape - the store adapter is the `run_state` given): written in the target's open
 transaction, so a batch and the checkpoint that records it commit together - an interrupted copy
 resumes exactly after the last committed batch.
 
@@ -23,8 +24,9 @@ MAX_SAMPLES = 20
 
 
 class StateStore:
-    def __init__(self, client, phase: str, schema: str, table: str, interval: float = 5.0, clock=time.monotonic):
+    def __init__(self, client, phase: str, schema: str, table: str, interval: float = 5.0, clock=time.monotonic, run_state=run_state):
         self.client = client
+        self.run_state = run_state
         self.phase = phase
         self.schema = schema
         self.table = table
@@ -54,7 +56,7 @@ class StateStore:
 
     def load(self) -> dict:
         """details.copy as recorded ({} for a phase never run); reads only."""
-        found = run_state(self.client, self.params("query"))
+        found = self.run_state(self.client, self.params("query"))
         row = found["phase"]
         self.status = row.get("status")
         self.saved = copying.deepcopy((row.get("details") or {}).get("copy") or {})
@@ -100,7 +102,7 @@ class StateStore:
         if self.progress is not None:
             details["progress"] = dict(self.progress)
         state = "succeeded" if final or self.status == "succeeded" else "started"
-        run_state(self.client, self.params(state, details))
+        self.run_state(self.client, self.params(state, details))
         self.status = "succeeded" if state == "succeeded" else "running"
         self.saved = copying.deepcopy(self.copy)
         self.last_write = self.clock()
@@ -113,6 +115,6 @@ class StateStore:
             return
         try:
             self.client.conn.rollback()
-            run_state(self.client, self.params("failed", {"error": message}))
+            self.run_state(self.client, self.params("failed", {"error": message}))
         except Exception:
             return

@@ -22,7 +22,7 @@ UTC = datetime.timezone(datetime.timedelta(0))  # datetime.UTC is Python 3.11+; 
 
 LOGICAL_TYPES = ("integer", "real", "numeric", "text", "blob", "boolean", "date", "timestamp", "timestamptz", "json", "uuid")
 
-INTEGER_RANGES = {16: (-(2**15), 2**15 - 1), 32: (-(2**31), 2**31 - 1), 64: (-(2**63), 2**63 - 1)}
+INTEGER_RANGES = {bits: (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (8, 16, 24, 32, 64)}  # 8 and 24: MariaDB's tinyint, mediumint
 ISO_DATE_TIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$", re.IGNORECASE
 )

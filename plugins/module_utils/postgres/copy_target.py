@@ -13,6 +13,8 @@ import contextlib
 import re
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, driver_error, ident
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.compare import CanonicalSide, prepare_session
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import check_identifier
 
 with contextlib.suppress(ImportError):  # a missing psycopg is reported by the module
     import psycopg
@@ -82,6 +84,15 @@ class TargetType:
     def length(self):
         return self.params[0] if self.name in ("character varying", "character") and self.params else None
 
+    @property
+    def scale(self):
+        """A numeric(p, s)'s fixed scale (its values compare rounded to it, as the column stores them)."""
+        return (self.params[1:] or (0,))[0] if self.name == "numeric" and self.params else None
+
+    @property
+    def real_digits(self) -> int:
+        return 6 if self.name == "real" else 15  # a 4-byte real holds about 6
+
     def __str__(self):
         return self.name + (f"({','.join(map(str, self.params))})" if self.params else "")
 
@@ -109,6 +120,7 @@ class PgTarget:
     """The copy's target adapter over one postgres.client.Client (autocommit; transactions explicit)."""
 
     kind = "PostgreSQL"
+    bulk_write = "COPY"
 
     def __init__(self, client: Client, schema: str):
         self.client = client
@@ -120,6 +132,10 @@ class PgTarget:
 
     def qualified(self, table: str) -> str:
         return f"{self.schema}.{table}"
+
+    @staticmethod
+    def check_name(name: str, what: str) -> None:
+        check_identifier(name, what)
 
     @staticmethod
     def parse_type(text: str) -> TargetType | None:
@@ -204,3 +220,11 @@ class PgTarget:
                 cur.executemany(statement, [tuple(values) for values in keys])
         except psycopg.Error as exc:
             raise driver_error(f"deleting replayed keys from {self.qualified(table)} on {self.where} failed: {exc}", exc) from None
+
+    # -- as a side of the comparison (compare/run.py) --------------------------------------------
+    def prepare_compare(self) -> None:
+        """timestamptz in UTC, floats with every digit."""
+        prepare_session(self.client)
+
+    def compare_side(self, role: str, table: str, columns: list[str], key: list[str], canonical):
+        return CanonicalSide(self.client, role, self.qualified(table), columns, key, canonical)

@@ -184,6 +184,21 @@ def plan(state: str, phase: str, phases: list[str], rows: dict, now, force: bool
     raise PgError(f"unknown state '{state}': choose one of {', '.join(STATES)}")
 
 
+def plan_request(params: dict, phases: list[str], rows: dict, now, where: str):
+    """`plan` for a run_state request (its parameters), on any engine's phase table."""
+    return plan(
+        params.get("state") or "query",
+        params.get("phase"),
+        phases,
+        rows,
+        now,
+        force=bool(params.get("force")),
+        details=params.get("details"),
+        step=params.get("step"),
+        where=where,
+    )
+
+
 def plan_start(phase: str, current: dict | None, now, force: bool, details, flags: dict):
     """`started` once the order is known to allow it (see plan)."""
     if current is None:
@@ -446,17 +461,7 @@ def run_state(client, params: dict) -> dict:
         table.lock()
         rows = table.rows()
         now = client.query_one("SELECT pg_catalog.now() AS now")["now"]
-        desired, flags = plan(
-            state,
-            phase,
-            phases,
-            rows,
-            now,
-            force=bool(params.get("force")),
-            details=params.get("details"),
-            step=params.get("step"),
-            where=table.qualified,
-        )
+        desired, flags = plan_request(params, phases, rows, now, table.qualified)
         result = PhaseRow(client, table, phase).ensure("present", desired)
     result.pop("state", None)
     result.update(flags)
