@@ -17,7 +17,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 first=(test_collection.py test_lab_ssh.py test_phase1_infra.py test_lab_state.py test_monitoring.py test_tls.py)
-side=(test_role_mariadb.py test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py test_haproxy_shift.py test_pg_replicas.py test_pg_cutover_watch.py
+side=(test_role_mariadb.py test_table_copy_mariadb.py test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py test_sqlite_readonly.py
+    test_haproxy_shift.py test_pg_replicas.py test_pg_cutover_watch.py
     test_rabbitmq.py test_rabbitmq_cluster.py test_raft_bootstrap.py test_raft_hosts.py test_redis.py)
 
 main=()
