@@ -800,9 +800,8 @@ class Switchover:
             result = capture.ensure_side("present")
         except PgError as exc:
             raise PgError(
-                f"DDL made on the {'target' if side == 'publisher' else 'source'} after the switch would not reach the "
-                f"{'source' if side == 'publisher' else 'target'}: pg_ddl_capture side {side} failed there ({exc}); run "
-                f"pg_ddl_capture with side: {side} on {capture.client.endpoint} before any deploy"
+                f"DDL made on the target after the switch would not reach the source: pg_ddl_capture side {side} failed on "
+                f"{capture.client.endpoint} ({exc}); run pg_ddl_capture with side: {side} there before any deploy"
             ) from None
         if result["changed"]:
             self.log(f"reverse DDL ({side}) on {capture.client.endpoint}: {result['diff']['after']}")

@@ -254,7 +254,7 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
         transactions["rollback_rate"],
         allowed,
         f"{transactions['rolled_back']} of {transactions['total']} transactions rolled back",
-        judged=transactions["total"] >= params["min_transactions"] and transactions.get("judged", True),
+        judged="rollback_rate" in judged_signals(interval, params),
         zero_is_off=False,
     )
     gate(
