@@ -58,6 +58,8 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run im
     run_copy,
     target_adapter,
 )
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import write_hold
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.change_capture import ensure_target_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client, SqliteError, quote_ident, quote_literal
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.compare import SqliteSide
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.readonly import (
@@ -68,6 +70,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.read
     tables_of,
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.readonly import check_params as check_readonly_params
+from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.reverse import replay_back
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.source import SqliteSource, check_source
 
 MARKER_VIEW = "zdm_cutover__state"
@@ -138,6 +141,7 @@ class Cutover:
         self.app_config_previous = self.app_config + ".previous"
         self.source = SqliteSource(sqlite_client, params["change_table"], params.get("key_columns"))
         self.target = target_adapter(target_client, params)
+        self.planned: list | None = None
 
     @contextlib.contextmanager
     def step(self, name: str):
@@ -162,6 +166,15 @@ class Cutover:
             "change_table": self.params["change_table"],
             "until": until,
         }
+
+    def plans(self) -> list:
+        """table_copy's plan of the tables (key, columns, the target's types), made once."""
+        if self.planned is None:
+            self.planned = plan_tables(self.source, self.target, self.params.get("tables"), {})
+        return self.planned
+
+    def reverse_params(self) -> dict:
+        return {"target_schema": self.params["target_schema"], "change_table": self.params["reverse_change_table"]}
 
     def description(self) -> str:
         return f"{self.target.kind} {self.target.where}"
@@ -252,8 +265,7 @@ class Cutover:
 
     def validate_tail(self, since_seq: int, until_seq: int) -> dict:
         """The rows of the keys changed after `since_seq` (and the last tail_changes before it) equal on both sides."""
-        plans = plan_tables(self.source, self.target, self.params.get("tables"), {})
-        by_name = {plan.name: plan for plan in plans}
+        by_name = {plan.name: plan for plan in self.plans()}
         first = max(0, since_seq - self.params["tail_changes"])
         keys: dict = {}
         for _seq, table, key, old in self.source.changes(first, until_seq - first + self.params["tail_changes"] + 1):
@@ -291,9 +303,8 @@ class Cutover:
                 f"a rollback of this cutover will refuse once the target took writes"
             )
             return None
-        from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite import reverse
-
-        return reverse.install_for_cutover(self.sqlite, self.target_client, self.params, self.check_mode)
+        keys = {plan.name: plan.key for plan in self.plans()}
+        return ensure_target_capture(self.target_client, self.params["target_schema"], keys, self.params["reverse_change_table"])
 
     def switch_config(self) -> None:
         shutil.copy2(self.app_config, self.app_config_previous)
@@ -445,14 +456,12 @@ class Cutover:
                 f"capture for this target): every write the application made there since the cutover would be lost. Nothing "
                 f"was changed"
             )
-        from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite import reverse
-
         if self.check_mode:
             return self.result(
                 marker,
                 changed=True,
                 planned_steps=["hold_target", "replay_back", "unfreeze", "switch_back", "release_target"],
-                pending_changes=reverse.pending(self.target_client, self.params),
+                pending_changes=replay_back(self.sqlite, self.target_client, self.reverse_params(), 1.0, True)["pending_changes"],
                 diff={
                     "before": {"app_config": self.app_config, "status": "switched"},
                     "after": {"app_config": self.app_config_previous, "status": None},
@@ -462,10 +471,12 @@ class Cutover:
         switched_back = None
         with signals_interrupt():
             with self.step("hold_target"):
-                hold = reverse.hold_target(self.target_client, self.params, self.params["window_timeout"])
+                tables = [plan.name for plan in self.plans()]
+                message = f"zerodowntime.migration {self.params['migration']}: writes are held while the application moves back"
+                write_hold.hold(self.target_client, self.params["target_schema"], tables, utc_text(self.params["window_timeout"]), message)
             try:
                 with self.step("replay_back"):
-                    replayed = reverse.replay_back(self.sqlite, self.target_client, self.params, self.params["window_timeout"], False)
+                    replayed = replay_back(self.sqlite, self.target_client, self.reverse_params(), self.params["window_timeout"], False)
                 with self.step("unfreeze"):
                     self.unfreeze()
                 with self.step("switch_back"):
@@ -473,7 +484,7 @@ class Cutover:
                 switched_back = self.clock()
             finally:
                 with self.step("release_target"):
-                    reverse.release_target(self.target_client, self.params, hold)
+                    write_hold.release(self.target_client, self.params["target_schema"], tables)
         self.changed = True
         return self.result(
             None,
