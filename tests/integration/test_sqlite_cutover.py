@@ -268,3 +268,25 @@ def test_the_rollback_brings_the_targets_writes_back_into_the_file(lab):
     with connect(lab["target"]) as conn:
         conn.execute("UPDATE vcenters SET version = version WHERE id = 1")
     assert cutover(lab, state="rolled_back")["changed"] is False
+
+
+def test_the_application_moves_there_and_back_and_loses_nothing(lab):
+    process, stop = application(lab)
+    try:
+        time.sleep(1.0)
+        switched = cutover(lab, window_timeout=20)
+        assert not switched.get("failed"), switched.get("msg")
+        time.sleep(1.5)  # writes on the target, captured for the way back
+        rolled_back = cutover(lab, state="rolled_back", window_timeout=20)
+        assert not rolled_back.get("failed"), rolled_back.get("msg")
+        time.sleep(1.5)  # writes on the file again
+    finally:
+        stop.touch()
+        out, _err = process.communicate(timeout=60)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["errors"] == 0, summary
+    assert [switch["engine"] for switch in summary["switches"]][-2:] == ["postgresql", "sqlite"], summary["switches"]
+    assert rolled_back["replayed_back"] > 0 and rolled_back["write_window_ms"] < 20000
+    assert json.loads(lab["config"].read_text())["engine"] == "sqlite"
+    checked = verify(lab)  # every acknowledged write - on the file, on the target, on the file again - is in the file
+    assert checked["lost"] == 0 and checked["checked"] > 100, checked

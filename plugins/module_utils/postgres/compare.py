@@ -252,13 +252,14 @@ class CanonicalSide(Side):
         )
         return [tuple(row.values()) for row in (client or self.client).query(statement)]
 
-    def rows_for_keys(self, keys: list) -> list[tuple]:
-        """The rows of these keys (each a tuple of key values; a missing one is simply not there)."""
+    def rows_for_keys(self, keys: list, chunk: int = 500) -> list[tuple]:
+        """The rows of these keys (each a tuple of key values; a missing one is simply not there), `chunk` keys a statement."""
         columns = sql.SQL(", ").join(ident(column) for column in self.key)
         row = sql.SQL("ROW({})").format(columns) if len(self.key) > 1 else columns
-        found = []
-        for key in keys:
-            statement = sql.SQL("SELECT {} FROM {} WHERE {} = {}").format(self.selected, self.relation, row, self.bound(key))
+        found: list[tuple] = []
+        for start in range(0, len(keys), chunk):
+            listed = sql.SQL(", ").join(self.bound(key) for key in keys[start : start + chunk])
+            statement = sql.SQL("SELECT {} FROM {} WHERE {} IN ({})").format(self.selected, self.relation, row, listed)
             found.extend(tuple(values.values()) for values in self.client.query(statement))
         return found
 
