@@ -248,3 +248,23 @@ def test_table_compare_names_the_key_of_a_row_that_differs(tmp_path, cleanup):
     assert kinds["changed"] == {"id": 4} and kinds["missing"] == {"id": 5} and kinds["extra"]["id"] >= 100
     failing = module("table_compare", path, tables=["zdm_it_differ"])
     assert failing.get("failed") is True and "zdm_it_differ (1 missing, 1 extra, 1 changed)" in failing["msg"]
+
+
+def test_the_cutover_to_mariadb_switches_and_its_rollback_refuses_naming_the_loss(tmp_path, cleanup):
+    cleanup(["zdm_it_cut"], "zdm_it_cut")
+    path = sqlite_file(tmp_path / "app.db", ["zdm_it_cut"])
+    copy(path, tables=["zdm_it_cut"], phase="zdm_it_cut")
+    config = tmp_path / "database.json"
+    config.write_text('{"engine": "sqlite"}')
+    (tmp_path / "database.json.next").write_text('{"engine": "mariadb"}')
+    options = {"tables": ["zdm_it_cut"], "phase": "zdm_it_cut", "migration": "to-mariadb", "app_config": str(config)}
+    switched = module("sqlite_cutover", path, **options)
+    assert not switched.get("failed"), switched.get("msg")
+    assert switched["marker"]["status"] == "switched" and config.read_text() == '{"engine": "mariadb"}'
+    assert any("no reverse capture" in warning for warning in switched["warnings"]), switched.get("warnings")
+    refused = module("sqlite_cutover", path, state="rolled_back", **options)
+    assert refused.get("failed") and refused["changed"] is False
+    assert "would be lost" in refused["msg"] and "MariaDB" in refused["msg"], refused["msg"]
+    assert config.read_text() == '{"engine": "mariadb"}'  # the application stays where its writes are
+    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="to-mariadb"):
+        conn.execute("UPDATE zdm_it_cut SET qty = 1 WHERE id = 1")
