@@ -261,6 +261,24 @@ def connect(endpoint: dict, **overrides) -> psycopg.Connection:
     )
 
 
+def hash_partitioned_virtual_machines(target: dict, partitions: int) -> None:
+    """The vMiner sample's virtual_machines as pg_partition leaves it on a target, before a copy fills
+    it: hash-partitioned by vcenter_id into `partitions`, key (id, vcenter_id)."""
+    with connect(target) as conn:
+        conn.execute(
+            "CREATE TABLE virtual_machines (id bigint NOT NULL, vcenter_id bigint NOT NULL, host_id bigint, datastore_id bigint, "
+            "name text NOT NULL, uuid text NOT NULL, power_state text NOT NULL, num_cpu integer NOT NULL, memory_mb integer NOT NULL, "
+            "disk_gb double precision NOT NULL, guest_os text, ip_address text, created_at timestamptz NOT NULL, "
+            "updated_at timestamptz NOT NULL, PRIMARY KEY (id, vcenter_id)) PARTITION BY HASH (vcenter_id)"
+        )
+        for index in range(partitions):
+            conn.execute(
+                sql.SQL("CREATE TABLE {} PARTITION OF virtual_machines FOR VALUES WITH (MODULUS {}, REMAINDER {})").format(
+                    sql.Identifier(f"virtual_machines_p{index}"), sql.Literal(partitions), sql.Literal(index)
+                )
+            )
+
+
 def recreate_database(endpoint: dict, name: str) -> dict:
     """An empty database `name` on the endpoint's server (an old one is dropped with its
     sessions); returns the connection options for it."""

@@ -200,11 +200,9 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
-from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run import TARGET_REQUIRED_IF, target_connection
+from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run import TARGET_REQUIRED_IF, run_sqlite_to_target
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import CONNECTION_OPTIONS
-from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.cutover import CUTOVER_OPTIONS, run_cutover
 
 
@@ -212,13 +210,7 @@ def main():
     module = AnsibleModule(
         argument_spec=pg_argument_spec(**CONNECTION_OPTIONS, **CUTOVER_OPTIONS), required_if=TARGET_REQUIRED_IF, supports_check_mode=True
     )
-    open_target, library = target_connection(module.params, module.check_mode)
-    run_module(
-        module,
-        lambda opened: run_cutover(opened["sqlite"], opened["target"], module.params, module.check_mode),
-        openers={"sqlite": lambda: SqliteClient(module.params, module.check_mode), "target": open_target},
-        libraries=[library],
-    )
+    run_sqlite_to_target(module, lambda sqlite, target: run_cutover(sqlite, target, module.params, module.check_mode))
 
 
 if __name__ == "__main__":

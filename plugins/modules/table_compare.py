@@ -175,16 +175,14 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
 from ansible_collections.zerodowntime.migration.plugins.module_utils.compare.run import COMPARE_OPTIONS, run_compare
-from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run import TARGET_REQUIRED_IF, target_connection
+from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run import TARGET_REQUIRED_IF, run_sqlite_to_target
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import pg_argument_spec
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import CONNECTION_OPTIONS
-from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
 
 
-def compare(module, opened) -> dict:
-    result = run_compare(opened["sqlite"], opened["target"], module.params, module.log)
+def compare(module, sqlite_client, target_client) -> dict:
+    result = run_compare(sqlite_client, target_client, module.params, module.log)
     if not result["equal"] and module.params["fail_on_difference"]:
         module.fail_json(**result)
     return result
@@ -194,13 +192,8 @@ def main():
     module = AnsibleModule(
         argument_spec=pg_argument_spec(**CONNECTION_OPTIONS, **COMPARE_OPTIONS), required_if=TARGET_REQUIRED_IF, supports_check_mode=True
     )
-    open_target, library = target_connection(module.params)  # reads only: the clients run every statement, in check mode too
-    run_module(
-        module,
-        lambda opened: compare(module, opened),
-        openers={"sqlite": lambda: SqliteClient(module.params), "target": open_target},
-        libraries=[library],
-    )
+    # reads only: the clients run every statement, in check mode too
+    run_sqlite_to_target(module, lambda sqlite, target: compare(module, sqlite, target), writes=False)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.cl
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import ensure_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.readonly import ensure_readonly
-from tests.lab import GREEN, ROOT, connect, scratch_database, vminer_sample
+from tests.lab import GREEN, ROOT, connect, hash_partitioned_virtual_machines, scratch_database, vminer_sample
 
 sample = vminer_sample()
 SCRIPT = ROOT / "playbooks" / "files" / "vminer_sample.py"
@@ -167,23 +167,6 @@ def green_db(lab):
         yield target
 
 
-def partitioned_virtual_machines(target: dict) -> None:
-    """virtual_machines as pg_partition leaves it: hash-partitioned by vcenter_id, key (id, vcenter_id)."""
-    with connect(target) as conn:
-        conn.execute(
-            "CREATE TABLE virtual_machines (id bigint NOT NULL, vcenter_id bigint NOT NULL, host_id bigint, datastore_id bigint, "
-            "name text NOT NULL, uuid text NOT NULL, power_state text NOT NULL, num_cpu integer NOT NULL, memory_mb integer NOT NULL, "
-            "disk_gb double precision NOT NULL, guest_os text, ip_address text, created_at timestamptz NOT NULL, "
-            "updated_at timestamptz NOT NULL, PRIMARY KEY (id, vcenter_id)) PARTITION BY HASH (vcenter_id)"
-        )
-        for index in range(4):
-            conn.execute(
-                sql.SQL("CREATE TABLE {} PARTITION OF virtual_machines FOR VALUES WITH (MODULUS 4, REMAINDER {})").format(
-                    sql.Identifier(f"virtual_machines_p{index}"), sql.Literal(index)
-                )
-            )
-
-
 def set_read_only(target: dict, on: bool) -> None:
     """New sessions of the scratch database read-only (or not): what a frozen PostgreSQL answers, 25006."""
     name = sql.Identifier(target["login_db"])
@@ -201,7 +184,7 @@ def test_the_application_follows_the_config_through_the_cutover_and_loses_no_ack
     with SqliteClient({"path": str(db), "busy_timeout": 5.0}) as client:
         ensure_capture(client, {"change_table": "zdm_changes", "tables": VMINER, "key_columns": None, "state": "present", "force": False})
     if partitioned:
-        partitioned_virtual_machines(green_db)
+        hash_partitioned_virtual_machines(green_db, 4)
     write_config(config, {"engine": "sqlite", "path": str(db)})
     workload = sample.Workload(config=str(config), rate=200, hold_timeout=20, ack_log=str(ack_log)).start()
     try:

@@ -25,7 +25,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.clie
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.readonly import PREFIX, ensure_readonly
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.reverse import replay_back
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.source import SqliteSource
-from tests.lab import GREEN, connect, scratch_database, vminer_sample
+from tests.lab import GREEN, connect, hash_partitioned_virtual_machines, scratch_database, vminer_sample
 
 VMINER = ["vcenters", "hosts", "datastores", "virtual_machines"]
 HOSTILE = 'vm "tags"; DROP TABLE t; --'
@@ -66,23 +66,6 @@ def app(tmp_path):
 def green_db(lab):
     with scratch_database(GREEN, "zdm_sqlite_reverse_test") as target:
         yield target
-
-
-def partition_virtual_machines(target: dict) -> None:
-    """virtual_machines hash-partitioned by vcenter_id (pg_partition's shape), made before the copy fills it."""
-    with connect(target) as conn:
-        conn.execute(
-            "CREATE TABLE virtual_machines (id bigint NOT NULL, vcenter_id bigint NOT NULL, host_id bigint, datastore_id bigint, "
-            "name text NOT NULL, uuid text NOT NULL, power_state text NOT NULL, num_cpu integer NOT NULL, memory_mb integer NOT NULL, "
-            "disk_gb double precision NOT NULL, guest_os text, ip_address text, created_at timestamptz NOT NULL, "
-            "updated_at timestamptz NOT NULL, PRIMARY KEY (id, vcenter_id)) PARTITION BY HASH (vcenter_id)"
-        )
-        for index in range(8):
-            conn.execute(
-                sql.SQL("CREATE TABLE {} PARTITION OF virtual_machines FOR VALUES WITH (MODULUS 8, REMAINDER {})").format(
-                    sql.Identifier(f"virtual_machines_p{index}"), sql.Literal(index)
-                )
-            )
 
 
 def cut_over(path, target: dict) -> dict:
@@ -207,7 +190,7 @@ def test_writes_on_the_target_come_back_into_the_frozen_file(app, green_db):
 
 
 def test_the_way_back_from_hash_partitioned_tables(app, green_db):
-    partition_virtual_machines(green_db)
+    hash_partitioned_virtual_machines(green_db, 8)
     assert_way_back(app, green_db, partitioned=True)
     with connect(green_db) as conn:
         assert conn.execute("SELECT count(DISTINCT tableoid) FROM virtual_machines").fetchone()[0] > 1

@@ -26,7 +26,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run im
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import ensure_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
-from tests.lab import GREEN, ROOT, connect, run_module, scratch_database, vminer_sample
+from tests.lab import GREEN, ROOT, connect, hash_partitioned_virtual_machines, run_module, scratch_database, vminer_sample
 
 MODULE = "zerodowntime.migration.table_copy"
 VMINER = ["vcenters", "hosts", "datastores", "virtual_machines"]
@@ -162,19 +162,7 @@ def test_copy_into_plain_tables_is_equal_and_a_second_run_changes_nothing(vminer
 
 
 def test_copy_into_hash_partitioned_tables_with_writes_during_the_copy(vminer, green_db):
-    with connect(green_db) as conn:
-        conn.execute(
-            "CREATE TABLE virtual_machines (id bigint NOT NULL, vcenter_id bigint NOT NULL, host_id bigint, datastore_id bigint, "
-            "name text NOT NULL, uuid text NOT NULL, power_state text NOT NULL, num_cpu integer NOT NULL, memory_mb integer NOT NULL, "
-            "disk_gb double precision NOT NULL, guest_os text, ip_address text, created_at timestamptz NOT NULL, "
-            "updated_at timestamptz NOT NULL, PRIMARY KEY (id, vcenter_id)) PARTITION BY HASH (vcenter_id)"
-        )
-        for index in range(100):
-            conn.execute(
-                sql.SQL("CREATE TABLE {} PARTITION OF virtual_machines FOR VALUES WITH (MODULUS 100, REMAINDER {})").format(
-                    sql.Identifier(f"virtual_machines_p{index}"), sql.Literal(index)
-                )
-            )
+    hash_partitioned_virtual_machines(green_db, 100)
     workload = sample.Workload(str(vminer), rate=400).start()
     try:
         time.sleep(0.5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
 from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.engine import (
     Copier,
     CopyError,
@@ -26,6 +27,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.cl
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.copy_target import PgTarget
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.identifiers import check_identifier
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.module import PSYCOPG
+from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.source import TABLE_OPTIONS, SqliteSource, check_source
 
 TARGET_ENGINES = ["postgresql", "mariadb"]
@@ -82,6 +84,20 @@ def target_connection(params: dict, check_mode: bool = False) -> tuple:
     if params.get("target_engine") == "mariadb":
         return (lambda: MariaDBClient(params, check_mode)), PYMYSQL
     return (lambda: PgClient(params, check_mode=check_mode)), PSYCOPG
+
+
+def run_sqlite_to_target(module, work, writes: bool = True) -> None:
+    """The rest of main() of a module from an SQLite file to a target (table_copy, table_compare,
+    sqlite_cutover): both connections opened, `work(sqlite_client, target_client)` run by the one
+    runner. writes=False: a module that only reads runs every statement, in check mode too."""
+    check_mode = module.check_mode and writes
+    open_target, library = target_connection(module.params, check_mode)
+    run_module(
+        module,
+        lambda opened: work(opened["sqlite"], opened["target"]),
+        openers={"sqlite": lambda: SqliteClient(module.params, check_mode), "target": open_target},
+        libraries=[library],
+    )
 
 
 def target_adapter(client, params: dict):
