@@ -199,8 +199,18 @@ def test_member_mode_refuses_a_name_not_in_the_list_and_a_join_before_the_first(
     assert "run for zs1 first" in early["msg"]
 
 
-def test_snapshot_restored_across_hosts_and_a_second_run_changes_nothing(bootstrapped, cluster, tmp_path):
-    path = str(tmp_path / "cluster.db")
+CHECK = "Check the snapshot and whether it must be restored (check mode, on the first member's host)"
+RESTORE = "Restore into the first member, then add each other one on its host (first member first)"
+
+
+@pytest.fixture(scope="module")
+def restored(bootstrapped, cluster, tmp_path_factory):
+    """A snapshot holding zdm/in-snapshot (saved before zdm/after-snapshot was written), restored
+    across the hosts by cluster_restore.yml, with what the cluster answered right after the
+    restore. The re-run tests start from this restore: each leaves the cluster restored from
+    this snapshot, as a restore across the hosts leaves it (one restore run for the module, not
+    one per test)."""
+    path = str(tmp_path_factory.mktemp("snapshot") / "cluster.db")
     put("zs1", "zdm/in-snapshot", "kept")
     saved = run_module(SNAPSHOT, {"members": cluster["members"], "cluster_token": TOKEN, "path": path}, host="localhost")[1]
     assert not saved["failed"], saved["msg"]
@@ -208,9 +218,21 @@ def test_snapshot_restored_across_hosts_and_a_second_run_changes_nothing(bootstr
 
     run = run_playbook("cluster_restore.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
     assert run.status == "successful", run.stdout
-    (plan,) = run.task_results("Check the snapshot and whether it must be restored (check mode, on the first member's host)")
+    assert by_host(run, RESTORE)["zs1"]["changed"]
+    seen = {  # read at once, before any other run
+        "cluster_id": format(int(api("zs3", "/v3/maintenance/status", {})["header"]["cluster_id"]), "x"),
+        "keys": {name: (get(name, "zdm/in-snapshot"), get(name, "zdm/after-snapshot")) for name in NAMES},
+    }
+    moved = [aside for result in by_host(run, RESTORE).values() for aside in result["moved_aside"]]
+    seen["moved_aside"] = {aside: Path(aside).is_dir() for aside in moved}
+    return {"path": path, "run": run, "seen": seen}
+
+
+def test_snapshot_restored_across_hosts_and_a_second_run_changes_nothing(restored, cluster):
+    path, run, seen = restored["path"], restored["run"], restored["seen"]
+    (plan,) = run.task_results(CHECK)
     assert plan["changed"] and plan["actions"][:2] == ["stop zs2", "stop zs3"]
-    results = by_host(run, "Restore into the first member, then add each other one on its host (first member first)")
+    results = by_host(run, RESTORE)
     assert {host: result["actions"] for host, result in results.items()} == {
         "zs1": ["stop zs1", f"restore zs1 from {path}", "start zs1"],
         "zs2": ["stop zs2", "add zs2"],
@@ -218,38 +240,21 @@ def test_snapshot_restored_across_hosts_and_a_second_run_changes_nothing(bootstr
     }
     assert [member["name"] for member in results["zs3"]["members"]] == NAMES
     assert all(member["healthy"] for member in results["zs3"]["members"]) and results["zs3"]["leader"]
-    assert results["zs1"]["cluster_id"] == format(int(api("zs3", "/v3/maintenance/status", {})["header"]["cluster_id"]), "x")
-    for name in NAMES:
-        assert get(name, "zdm/in-snapshot") == "kept"
-        assert get(name, "zdm/after-snapshot") is None
+    assert results["zs1"]["cluster_id"] == seen["cluster_id"]
+    assert seen["keys"] == {name: ("kept", None) for name in NAMES}  # in the snapshot: kept; written after it: gone
     moved = [aside for result in results.values() for aside in result["moved_aside"]]
-    assert len(moved) == 3 and all(Path(aside).is_dir() and Path(aside).parent == cluster["root"] for aside in moved)
+    assert len(moved) == 3 and all(seen["moved_aside"][aside] and Path(aside).parent == cluster["root"] for aside in moved)
 
     again = run_playbook("cluster_restore.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
     assert again.status == "successful", again.stdout
     assert [again.changed(host) for host in NAMES] == [0, 0, 0], again.changed_tasks()
-    unchanged = by_host(again, "Restore into the first member, then add each other one on its host (first member first)")
+    unchanged = by_host(again, RESTORE)
     assert {host: result["actions"] for host, result in unchanged.items()} == {name: [] for name in NAMES}
     assert all(member["healthy"] for member in unchanged["zs3"]["members"])
 
 
-CHECK = "Check the snapshot and whether it must be restored (check mode, on the first member's host)"
-RESTORE = "Restore into the first member, then add each other one on its host (first member first)"
-
-
-def save_and_restore(cluster: dict, path: str, key: str) -> None:
-    """A snapshot holding `key`, restored across the hosts by cluster_restore.yml."""
-    put("zs1", key, "kept")
-    saved = run_module(SNAPSHOT, {"members": cluster["members"], "cluster_token": TOKEN, "path": path}, host="localhost")[1]
-    assert not saved["failed"], saved["msg"]
-    run = run_playbook("cluster_restore.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
-    assert run.status == "successful", run.stdout
-    assert by_host(run, RESTORE)["zs1"]["changed"]
-
-
-def test_a_rerun_over_writes_made_since_the_restore_is_refused_and_force_restores(bootstrapped, cluster, tmp_path):
-    path = str(tmp_path / "rerun.db")
-    save_and_restore(cluster, path, "zdm/rerun-in-snapshot")
+def test_a_rerun_over_writes_made_since_the_restore_is_refused_and_force_restores(restored, cluster):
+    path = restored["path"]
     put("zs2", "zdm/written-after-restore", "must survive a re-run")
 
     again = run_playbook("cluster_restore.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
@@ -270,16 +275,15 @@ def test_a_rerun_over_writes_made_since_the_restore_is_refused_and_force_restore
     assert f"restore zs1 from {path}" in results["zs1"]["actions"]
     assert all(member["healthy"] for member in results["zs3"]["members"]) and results["zs3"]["leader"]
     for name in NAMES:
-        assert get(name, "zdm/rerun-in-snapshot") == "kept"
+        assert get(name, "zdm/in-snapshot") == "kept"
         assert get(name, "zdm/written-after-restore") is None
 
 
-def test_a_rerun_after_a_member_was_left_out_completes_it_without_restoring_again(bootstrapped, cluster, tmp_path):
+def test_a_rerun_after_a_member_was_left_out_completes_it_without_restoring_again(restored, cluster):
     """As after a run that failed once the cluster served writes again: zs3 is not in it (stopped,
     its data dir gone). The re-run restores nothing (zs1 changed: false), only zs3 joins, and the
     writes made since the restore stay."""
-    path = str(tmp_path / "partial.db")
-    save_and_restore(cluster, path, "zdm/partial-in-snapshot")
+    path = restored["path"]  # restored from it (the fixture's restore, or the forced one of the test before)
     assert service("zs3", "stop").returncode == 0
     Path(cluster["root"] / "zs3").rename(cluster["root"] / "zs3.left-out")
     put("zs1", "zdm/written-while-zs3-out", "kept")
@@ -295,7 +299,7 @@ def test_a_rerun_after_a_member_was_left_out_completes_it_without_restoring_agai
     assert all(member["healthy"] for member in results["zs3"]["members"]) and results["zs3"]["leader"]
     for name in NAMES:
         assert get(name, "zdm/written-while-zs3-out") == "kept"
-        assert get(name, "zdm/partial-in-snapshot") == "kept"
+        assert get(name, "zdm/in-snapshot") == "kept"
 
 
 def test_the_role_refuses_to_move_a_member_with_state_to_another_peer_url(bootstrapped, cluster):

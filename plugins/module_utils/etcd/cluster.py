@@ -313,7 +313,7 @@ class RaftCluster:
                 return self.client(member)
         raise EtcdError("no member of the list answers")
 
-    def wait(self, what: str, check, interval: float = 0.5):
+    def wait(self, what: str, check, interval: float = 0.1):
         """Call check() until it returns something true or the deadline passes (then EtcdError)."""
         last_error = None
 
@@ -596,7 +596,7 @@ class RaftCluster:
                     return None
                 raise
 
-        added = self.wait(f"the cluster to accept member {member['name']} (etcd refuses adds until the last member ran 5 s)", add, 1.0)
+        added = self.wait(f"the cluster to accept member {member['name']} (etcd refuses adds until the last member ran 5 s)", add, 0.5)
         self.done = True
         listed = added.get("members", [])
         self.progress.append(f"{member['name']} added as {hex_id(added['member']['ID'])}")
@@ -632,7 +632,7 @@ class RaftCluster:
                     return None
                 raise
 
-        self.wait(f"learner {member['name']} to catch up with the leader and be promoted", promote, 1.0)
+        self.wait(f"learner {member['name']} to catch up with the leader and be promoted", promote, 0.25)
         self.done = True
         self.actions.append(f"promote {member['name']}")
         self.progress.append(f"{member['name']} promoted")
@@ -641,7 +641,7 @@ class RaftCluster:
         name = entry.get("name") or hex_id(entry["ID"])
         if not self.act(f"remove {name}"):
             return
-        self.wait(f"the cluster to remove member {name}", lambda: client.member_remove(entry["ID"]) or True, 1.0)
+        self.wait(f"the cluster to remove member {name}", lambda: client.member_remove(entry["ID"]) or True, 0.25)
         self.done = True
         self.progress.append(f"{name} removed")
         self.wait_leader()  # a removed leader steps down: the next change waits for the new one
