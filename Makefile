@@ -27,8 +27,15 @@ test: venv system-deps lint sanity unit integration molecule
 # Debian packages the tooling needs; the roles install the services themselves (roles/lab_ssh,
 # run by the integration tests' lab_ssh fixture, installs openssh-server). openssh-client: ansible's
 # ssh connection, ssh-keygen and ssh-keyscan in tests/integration/test_lab_ssh.py.
+# The update stamp: the roles' apt tasks skip their cache refresh for cache_valid_time after one,
+# but apt judges the cache's age by /var/lib/apt/lists, which a refresh finding nothing new leaves
+# old - so on this machine every converge of every role fetched the indexes again (5-20 s each).
+# Debian does not write the stamp; the hook does after each successful refresh (as Ubuntu's
+# 15update-stamp does), for apt-get and the apt module alike.
 system-deps: .make/system-deps
 .make/system-deps:
+	printf '%s\n' 'APT::Update::Post-Invoke-Success {"mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp";};' \
+		> /etc/apt/apt.conf.d/15zerodowntime-update-stamp
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		python3-venv git tar ca-certificates util-linux procps iproute2 openssh-client >/dev/null
