@@ -157,6 +157,24 @@ def run_module(
     return run, results[0]
 
 
+def run_modules(module: str, arguments: list[dict], host: str = "lab-db", inventory: str | None = None) -> tuple[PlaybookRun, list[dict]]:
+    """Run one module several times in a row on a lab host, one task per entry of `arguments`, in
+    one ansible-playbook (each task is a run of the module of its own; the playbook starts once).
+    Returns the run and the module's results, in order."""
+    play = [
+        {
+            "name": "module under test",
+            "hosts": host,
+            "gather_facts": False,
+            "tasks": [{"name": f"under test {number}", module: args, "ignore_errors": True} for number, args in enumerate(arguments)],
+        }
+    ]
+    run = run_playbook(play, inventory=inventory)
+    results = [run.task_results(f"under test {number}") for number in range(len(arguments))]
+    assert all(len(result) == 1 for result in results), run.stdout
+    return run, [result for [result] in results]
+
+
 def vminer_sample():
     """playbooks/files/vminer_sample.py (the vMiner-like SQLite file and its workload) imported as a module."""
     spec = importlib.util.spec_from_file_location("vminer_sample", ROOT / "playbooks" / "files" / "vminer_sample.py")

@@ -153,7 +153,8 @@ notes:
   - Sessions connected to the source directly are made read-only by the freeze; only PgBouncer's clients wait.
   - For failure tests only, the environment variable C(ZERODOWNTIME_SWITCHOVER_HOLD=step:seconds) holds
     the pause that long after the named step (a signal can then land inside the pause); it is read from
-    the module's environment and unset in normal use.
+    the module's environment and unset in normal use. With C(ZERODOWNTIME_SWITCHOVER_HOLD_MARK=path) too,
+    that file is created as the hold begins (a test signals as soon as it exists).
 requirements:
   - psycopg >= 3.1 (Python library, on the host that runs the module)
 """

@@ -25,6 +25,7 @@ from tests.integration.test_pg_switchover_guardian import (  # pylint: disable=u
     guardian_log,
     interrupt,
     pair,  # pylint: disable=unused-import # noqa: F401 - a fixture
+    quick_worker_starts,  # pylint: disable=unused-import # noqa: F401 - the fixture `pair` builds on
 )
 from tests.lab import BLUE, LAB_SSH_INVENTORY, connect, run_module, run_playbook
 

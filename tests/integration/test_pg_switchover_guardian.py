@@ -9,9 +9,13 @@ journal says who undid what, nothing acknowledged is lost, and the next run comp
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import shlex
 import signal
+import subprocess
 import tempfile
 import time
 from contextlib import ExitStack
@@ -19,8 +23,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from psycopg.rows import dict_row
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.failpoint import HOLD_VARIABLE, MARK_VARIABLE
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import STEPS
 from tests.integration.test_pg_switchover import (  # pylint: disable=unused-import
     CLIENT,
@@ -35,7 +41,7 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     rows_missing,
     subscriptions,
 )
-from tests.lab import kill_tree, run_module, ssh_session_of, start_held_module, throwaway_pgbouncer
+from tests.lab import BLUE, GREEN, ROOT, connect, kill_tree, run_module, run_modules, ssh_session_of, start_held_module, throwaway_pgbouncer
 from tests.lab import wait_for as lab_wait_for
 
 TIMEOUT = 4.0  # the write pause's bound in these tests
@@ -44,9 +50,32 @@ MARGIN = 1.0
 PORTS = {"blue_to_green": (5433, 5434), "green_to_blue": (5434, 5433)}
 
 
+# Lab only, for these tests: PostgreSQL 15's logical replication launcher starts at most one apply
+# worker per wal_retrieve_retry_interval (5 s by default) on an instance, so back-to-back switchovers
+# (each undo re-enables a subscription, each run creates one) mostly waited for the launcher, not
+# for the module. The module does the same; only the instances start its workers sooner.
+WORKER_START_INTERVAL = "100ms"
+
+
 @pytest.fixture()
-def pair(lab_pair):  # noqa: F811 # pylint: disable=redefined-outer-name
-    """lab_pair with a second PgBouncer on blue and a journal directory of the test's own."""
+def quick_worker_starts(lab):
+    for side in (BLUE, GREEN):
+        with connect(side, login_db="postgres") as conn:
+            conn.execute(f"ALTER SYSTEM SET wal_retrieve_retry_interval = '{WORKER_START_INTERVAL}'")
+            conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        for side in (BLUE, GREEN):
+            with connect(side, login_db="postgres") as conn:
+                conn.execute("ALTER SYSTEM RESET wal_retrieve_retry_interval")
+                conn.execute("SELECT pg_reload_conf()")
+
+
+@pytest.fixture()
+def pair(quick_worker_starts, lab_pair):  # noqa: F811 # pylint: disable=redefined-outer-name,unused-argument
+    """lab_pair (made after quick_worker_starts, undone before it ends) with a second PgBouncer on
+    blue and a journal directory of the test's own."""
     with throwaway_pgbouncer({DB: lab_pair["blue"]}) as second, tempfile.TemporaryDirectory(prefix="zdm-journal-") as journal_dir:
         yield dict(lab_pair, bouncers=[lab_pair["bouncer"], second], journal_dir=journal_dir)
 
@@ -134,13 +163,122 @@ def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path, ho
     return {"journal": final, "ports": ports, "flowing_after": flowing_after, "returncode": returncode}
 
 
+def pipe(command: str) -> str:
+    """A template running a shell command (a Jinja expression) on the controller: a pipe lookup."""
+    return f"{{{{ lookup('ansible.builtin.pipe', {command}) }}}}"
+
+
+class HeldSeries:
+    """One ansible-playbook running, for each (direction, step) of `plan` in turn: the switchover
+    held after `step` (the run the test kills; its failpoint creates a marker file as the hold
+    begins), then - once the test opens the step's first gate - the next run of the module, with
+    no hold, whose result it writes to a file, then it waits at the step's second gate. Each run
+    is a module process of its own, as with one ansible-playbook per run; the playbook starts once
+    per series instead of twice per step. The gates are FIFOs a `cat` reads."""
+
+    def __init__(self, pair: dict, plan: list[tuple[str, str]], workdir: Path):
+        self.workdir, self.files = workdir, []
+        tasks = []
+        for number, (direction, step) in enumerate(plan):
+            files = {name: workdir / f"{name}-{number}" for name in ("held", "gate", "result", "after")}
+            for fifo in (files["gate"], files["after"]):
+                os.mkfifo(fifo)
+            self.files.append(files)
+            hold = {HOLD_VARIABLE: f"{step}:{HOLD}", MARK_VARIABLE: str(files["held"])}
+            gate, result, after = (shlex.quote(str(files[name])) for name in ("gate", "result", "after"))
+            # the gates run on the controller (a pipe lookup in the worker), not as modules: no module start
+            written = "{'failed': next_run is failed, 'result': next_run} | to_json | quote"
+            write_result = f"'printf %s ' ~ ({written}) ~ ' > {result}.part && mv {result}.part {result} && cat {after}'"
+            tasks += [
+                {"name": f"held {number}", MODULE: module_args(pair, direction), "environment": hold, "ignore_errors": True},
+                {"name": f"gate {number}", "ansible.builtin.set_fact": {"gate": pipe(f"'cat {gate}'")}},
+                {"name": f"next run {number}", MODULE: module_args(pair, direction), "ignore_errors": True, "register": "next_run"},
+                {"name": f"result {number}", "ansible.builtin.set_fact": {"gate": pipe(write_result)}},
+            ]
+        playbook = workdir / "series.yml"
+        playbook.write_text(yaml.safe_dump([{"name": "held series", "hosts": "lab-db", "gather_facts": False, "tasks": tasks}]))
+        self.log = workdir / "series.log"
+        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+        command = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories/lab"), str(playbook)]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+
+    def output(self) -> str:
+        return self.log.read_text()[-3000:]
+
+    def running(self) -> bool:
+        assert self.process.poll() is None, f"the series' ansible-playbook ended ({self.process.returncode}): {self.output()}"
+        return True
+
+    def held(self, number: int) -> None:
+        """Wait until run `number` is inside its hold (its failpoint created the marker)."""
+        wait_for(lambda: self.running() and self.files[number]["held"].exists(), 60, f"hold {number} to begin: {self.output()}")
+
+    def open_gate(self, number: int, which: str) -> None:
+        """Let the playbook past gate `which` ("gate" or "after") of step `number`."""
+
+        def opened() -> list[int]:
+            try:
+                return [os.open(self.files[number][which], os.O_WRONLY | os.O_NONBLOCK)]
+            except OSError as exc:  # ENXIO: its `cat` has not opened it yet
+                if exc.errno != errno.ENXIO:
+                    raise
+                self.running()
+                return []
+
+        [fd] = wait_for(opened, 60, f"{which} {number} to be read: {self.output()}")
+        os.close(fd)  # end of file: the `cat` ends, the playbook goes on
+
+    def next_run(self, number: int) -> tuple[bool, dict]:
+        """Open the first gate of step `number` and return the next run's (failed, result)."""
+        self.open_gate(number, "gate")
+        path = self.files[number]["result"]
+        wait_for(lambda: self.running() and path.exists(), 120, f"next run {number}: {self.output()}")
+        written = json.loads(path.read_text())
+        return written["failed"], written["result"]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            kill_tree(self.process.pid)
+            self.process.wait(timeout=30)
+
+
+def lock_free(pair: dict) -> bool:
+    """Whether the pool's run lock is free (the guardian, which holds it while it lives, exited)."""
+    fd = os.open(Path(pair["journal_dir"]) / f"{DB}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the lock taken
+    return True
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGKILL"])
 def test_the_module_killed_at_each_step_is_undone_by_its_guardian(pair, how, tmp_path):
-    direction = "blue_to_green"
+    directions = ["blue_to_green", "green_to_blue"]
+    plan = [(directions[number % 2], step) for number, step in enumerate(STEPS)]
     with ExitStack() as stack:
         writers = [stack.enter_context(Writers(bouncer["port"], count=2, first=10 * n)) for n, bouncer in enumerate(pair["bouncers"])]
-        for step in STEPS:
-            outcome = interrupt(pair, direction, step, how, tmp_path)
+        series = HeldSeries(pair, plan, tmp_path)
+        stack.callback(series.close)
+        before = journal(pair).get("run_id")
+        for number, (direction, step) in enumerate(plan):
+            series.held(number)  # inside the hold: the signal lands in the pause
+            held = journal(pair)
+            assert began(step, before)(held), held
+            os.kill(held["pid"], getattr(signal, how))
+            signalled = time.monotonic()
+            ports = [write_through(bouncer) for bouncer in pair["bouncers"]]
+            flowing_after = time.monotonic() - signalled
+            record = wait_for(
+                reached(pair, lambda r: r.get("state") in ("undone", "committed")),
+                30,
+                f"the guardian to end the run after {how} at {step}: journal {journal(pair)}, log {guardian_log(pair)}",
+            )
+            wait_for(lambda: lock_free(pair), 30, f"the guardian of the run killed after {step} to exit: log {guardian_log(pair)}")
+            outcome = {"journal": record, "ports": ports, "flowing_after": flowing_after}
             record, (source_port, target_port) = outcome["journal"], PORTS[direction]
             context = f"{how} after {step} ({direction}): {record.get('reason')}"
             assert outcome["flowing_after"] < TIMEOUT + MARGIN, context
@@ -156,12 +294,14 @@ def test_the_module_killed_at_each_step_is_undone_by_its_guardian(pair, how, tmp
                 source = pair["blue"] if direction == "blue_to_green" else pair["green"]
                 assert readonly(source) == "off", context
             # the next run says what happened and completes the switchover
-            result = run_module(MODULE, module_args(pair, direction))[1]
-            assert not result["failed"], (context, result["msg"])
+            failed, result = series.next_run(number)
+            assert not failed, (context, result.get("msg"))
             assert result["switched"] is True and result["repaired"] is None, context
             assert result["previous_run"]["run_id"] == record["run_id"], context
             assert write_through(pair["bouncers"][0]) == target_port == write_through(pair["bouncers"][1]), context
-            direction = "green_to_blue" if direction == "blue_to_green" else "blue_to_green"
+            before = journal(pair)["run_id"]  # the next run's: the following step's held run is a new one
+            series.open_gate(number, "after")
+        assert series.process.wait(timeout=60) == 0, series.output()
     for writer in writers:
         assert writer.errors == [], writer.errors[:3]
         assert len(writer.committed) > 50
@@ -283,13 +423,13 @@ def test_one_pooler_killed_inside_the_pause_resumes_every_pooler_on_blue(pair, t
 def test_twenty_switchovers_under_load_through_two_poolers_lose_nothing(pair):
     with ExitStack() as stack:
         writers = [stack.enter_context(Writers(bouncer["port"], count=2, first=60 + 10 * n)) for n, bouncer in enumerate(pair["bouncers"])]
-        direction = "blue_to_green"
+        directions = ["blue_to_green", "green_to_blue"]
+        # one ansible-playbook, twenty tasks: each is a run of the module of its own, in turn
+        results = run_modules(MODULE, [module_args(pair, directions[number % 2]) for number in range(20)])[1]
         pauses = []
-        for number in range(20):
-            result = run_module(MODULE, module_args(pair, direction))[1]
+        for number, result in enumerate(results):
             assert not result["failed"], (number, result["msg"])
             pauses.append(result["write_pause_ms"])
-            direction = "green_to_blue" if direction == "blue_to_green" else "blue_to_green"
     assert max(pauses) < 1000, pauses
     for writer in writers:
         assert writer.errors == []
