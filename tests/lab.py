@@ -190,6 +190,27 @@ def start_held_module(
     return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
 
 
+def module_pid(playbook_pid: int) -> int:
+    """The process running the module: the python descendant of ansible-playbook whose environment
+    has the failpoint (pipelining sends the module on stdin, so its command line does not name it)."""
+    rows = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout.splitlines()
+    children: dict[int, list[int]] = {}
+    for row in rows:
+        pid, ppid = (int(field) for field in row.split())
+        children.setdefault(ppid, []).append(pid)
+    pending, found = [playbook_pid], []
+    while pending:
+        for pid in children.get(pending.pop(), []):
+            pending.append(pid)
+            with contextlib.suppress(OSError):
+                proc = Path(f"/proc/{pid}")
+                python = proc.joinpath("comm").read_text().startswith("python")
+                if python and b"ZERODOWNTIME_SWITCHOVER_HOLD=" in proc.joinpath("environ").read_bytes():
+                    found.append(pid)
+    assert len(found) == 1, f"module processes under {playbook_pid}: {found}"
+    return found[0]
+
+
 def kill_tree(pid: int, spare: int | None = None) -> None:
     """SIGKILL ansible-playbook's process group and every process descended from it: its
     workers run modules in sessions of their own (os.setsid), which the group's kill misses.

@@ -17,7 +17,12 @@ lab's blue and green are not touched):
      --writer-rate writes/s (inserts, updates, deletes): table_copy's bulk copy and its replay
      down to --replay-until changes are timed; then the writer stops and one more table_copy run
      replays what is left;
-each database is then checked against the file with table_compare (equal, or the run fails).
+each database is then checked against the file with table_compare (equal, or the run fails);
+  5. the cutover, on the third database: the lab's SQLite application (vminer_sample.py workload
+     --config, which follows its configuration file) writes at --writer-rate, table_copy replays
+     right before, sqlite_cutover moves it to PostgreSQL; its write window (freeze -> switch), the
+     application's longest held write and longest gap between acknowledged writes, and the
+     application's own check that every acknowledged write is there (verify: lost 0, or the run fails).
 Every module runs as a one-task playbook (ansible-runner), as the tests run them; its time is
 the playbook's wall time (Ansible's start included), as pgloader's is its process's.
 Prints rows, seconds, rows/s and the table_copy/pgloader throughput ratio. Not part of the test suite.
@@ -149,13 +154,41 @@ def copy_while_writing(path: Path, target: dict, args: argparse.Namespace, workd
     return {"seconds": seconds, "result": result, "catch_up_seconds": catch_up_seconds, "catch_up": catch_up, "writer": summary}
 
 
+def cutover_while_writing(path: Path, target: dict, args: argparse.Namespace, workdir: Path) -> dict:
+    """sqlite_cutover while the application (following its configuration file) writes; its own verify after."""
+    config, acks, stop = workdir / "database.json", workdir / "acks.jsonl", workdir / "cutover.stop"
+    config.write_text(json.dumps({"engine": "sqlite", "path": str(path)}))
+    endpoint = {"host": target["login_host"], "port": target["login_port"], "user": target["login_user"], "dbname": target["login_db"]}
+    (workdir / "database.json.next").write_text(json.dumps({"engine": "postgresql", **endpoint}))
+    env = dict(os.environ, PGPASSWORD=target["login_password"])  # never in the configuration file or on a command line
+    app = [sys.executable, str(SAMPLE_SCRIPT), "workload", "--config", str(config), "--stop-file", str(stop)]
+    writer = subprocess.Popen([*app, "--rate", str(args.writer_rate), "--ack-log", str(acks)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(2.0)
+        module("table_copy", {"path": str(path), "tables": TABLES, **target, "replay_until": 100})
+        seconds, result = module(
+            "sqlite_cutover",
+            {"path": str(path), "tables": TABLES, **target, "migration": "bench", "app_config": str(config), "window_timeout": 30},
+        )
+        time.sleep(2.0)  # the application writes on PostgreSQL now
+    finally:
+        stop.touch()
+        out, _err = writer.communicate(timeout=120)
+    summary = json.loads(out.strip().splitlines()[-1])
+    check = [sys.executable, str(SAMPLE_SCRIPT), "verify", "--ack-log", str(acks), "--config", str(config)]
+    verified = json.loads(subprocess.run(check, capture_output=True, text=True, env=env, timeout=600, check=False).stdout.splitlines()[-1])
+    if verified["lost"] or summary["errors"]:
+        raise SystemExit(f"the cutover lost writes or failed some: {verified}, {summary.get('error_messages')}")
+    return {"seconds": seconds, "result": result, "app": summary, "verified": verified}
+
+
 def verdict(compared: dict) -> str:
     if compared["equal"]:
         return f"equal ({len(compared['tables'])} tables, {compared['rows_compared']:,} rows)"
     return f"DIFFERS: {', '.join(compared['differing_tables'])}"
 
 
-def report(args, rows: int, version: str, server: str, timings: dict, compared: dict, writes: dict) -> str:
+def report(args, rows: int, version: str, server: str, timings: dict, compared: dict, writes: dict, cut: dict) -> str:
     pgl, ours, busy = timings["pgloader"], timings["table_copy"], writes["seconds"]
     writer = writes["writer"]
     phases = timings["pgloader_phases"]
@@ -210,7 +243,14 @@ def report(args, rows: int, version: str, server: str, timings: dict, compared: 
         f"changes down to a backlog of {writes['result']['backlog']} (replay_until {args.replay_until}); once the writer "
         f"stopped, one more run replayed {writes['catch_up']['replayed_changes']:,} changes in {writes['catch_up_seconds']:.1f} s "
         f"(backlog {writes['catch_up']['backlog']}). The tables were compared after that run.",
-        "- The cutover's write window (issue 16) is not measured yet: no SQLite cutover exists yet.",
+        f"- The cutover, while the application writes ({args.writer_rate:g} writes/s): sqlite_cutover's write window "
+        f"(freeze -> switch) {cut['result']['write_window_ms']:.0f} ms ("
+        + ", ".join(f"{step['step']} {step['ms']:.0f}" for step in cut["result"]["steps"])
+        + f" ms; {cut['result']['replayed_changes']} changes replayed, {cut['result']['validated_keys']} keys validated); the "
+        f"application's longest held write {cut['app']['max_hold_ms']:.0f} ms, longest gap between two acknowledged writes "
+        f"{cut['app']['max_write_gap_ms']:.0f} ms; {cut['app']['acknowledged']:,} writes acknowledged ("
+        + ", ".join(f"{count:,} on {engine}" for engine, count in cut["app"]["acknowledged_per_engine"].items())
+        + f"), verified by the application afterwards: {cut['verified']['lost']} lost of {cut['verified']['checked']:,} checked.",
     ]
     return "\n".join(lines)
 
@@ -261,8 +301,12 @@ def main() -> int:
         print(f"  {writes['seconds']:.1f} s, catch-up {writes['catch_up_seconds']:.1f} s; comparing ...", flush=True)
         compared["writes"] = compare(path, targets["writes"])
 
+        print("sqlite_cutover while the application writes ...", flush=True)
+        cut = cutover_while_writing(path, targets["writes"], args, workdir)
+        print(f"  write window {cut['result']['write_window_ms']:.0f} ms; lost {cut['verified']['lost']}", flush=True)
+
         rows = sum(table["rows_source"] for table in compared["table_copy"]["tables"])
-        text = report(args, rows, version, server, timings, compared, writes)
+        text = report(args, rows, version, server, timings, compared, writes, cut)
     print(text)
     if args.results:
         append_section(args.results, f"SQLite -> PostgreSQL copy: table_copy vs pgloader, {rows:,} rows", text, command, "2 CPUs")

@@ -28,7 +28,18 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from tests.lab import LAB_PASSWORD, ROOT, RedisWriter, free_port, kill_tree, run_module, run_playbook, start_held_module, wait_for
+from tests.lab import (
+    LAB_PASSWORD,
+    ROOT,
+    RedisWriter,
+    free_port,
+    kill_tree,
+    module_pid,
+    run_module,
+    run_playbook,
+    start_held_module,
+    wait_for,
+)
 
 WRITE_PAUSE = "zerodowntime.migration.redis_write_pause"
 SWITCHOVER = "zerodowntime.migration.redis_switchover"
@@ -690,27 +701,6 @@ SIGNAL_HOLD = 2.5  # seconds the failpoint keeps the hold open after the chosen 
 # ended well before it was cut short (a short hold could end by itself on a busy machine).
 INTERRUPTED_HOLD = 30
 SIGNAL_PAUSE_MS = 5000
-
-
-def module_pid(playbook_pid: int) -> int:
-    """The process running the module: the python descendant of ansible-playbook whose environment
-    has the failpoint (pipelining sends the module on stdin, so its command line does not name it)."""
-    rows = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout.splitlines()
-    children: dict[int, list[int]] = {}
-    for row in rows:
-        pid, ppid = (int(field) for field in row.split())
-        children.setdefault(ppid, []).append(pid)
-    pending, found = [playbook_pid], []
-    while pending:
-        for pid in children.get(pending.pop(), []):
-            pending.append(pid)
-            with contextlib.suppress(OSError):
-                proc = Path(f"/proc/{pid}")
-                python = proc.joinpath("comm").read_text().startswith("python")
-                if python and b"ZERODOWNTIME_SWITCHOVER_HOLD=" in proc.joinpath("environ").read_bytes():
-                    found.append(pid)
-    assert len(found) == 1, f"module processes under {playbook_pid}: {found}"
-    return found[0]
 
 
 def cutover_result(process: subprocess.Popen) -> dict:

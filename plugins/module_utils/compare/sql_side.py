@@ -71,6 +71,12 @@ class SqlSide:
         statement = f"SELECT {self.selected} FROM {self.table} WHERE {where} ORDER BY {self.key_list}"  # noqa: S608 (quoted identifiers)
         return self.client.query(statement, tuple(args))
 
+    def rows_for_keys(self, keys: list) -> list[tuple]:
+        """The rows of these keys (each a tuple of key values; a missing one is simply not there)."""
+        marks = f"({', '.join([self.mark] * self.width)})" if self.width > 1 else self.mark
+        statement = f"SELECT {self.selected} FROM {self.table} WHERE {self.key_row} = {marks}"  # noqa: S608 (quoted identifiers)
+        return [row for key in keys for row in self.client.query(statement, tuple(key))]
+
     def summary(self, lower=None, upper=None, keyless: bool = False, client=None) -> tuple[int, str]:
         return self.canonical.summary(self.rows(lower, upper), keyless)
 

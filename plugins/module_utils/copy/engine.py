@@ -26,6 +26,8 @@ would skip rows) unless `restart` discards it.
 Adapters: the source has identity/high_seq/tables/columns/key/logical_type/snapshot/count/batch/
 changes/backlog/rows_by_key (sqlite/source.py); the target columns/parse_type/default_type/has_rows/create/
 create_statement/empty/transaction/write/delete_keys/record (postgres/copy_target.py, mariadb/copy_target.py).
+The way back of the SQLite cutover (sqlite/reverse.py) is plan_tables and Copier.replay with the
+directions swapped: postgres/change_capture.py's PgChangeSource into sqlite/copy_target.py's SqliteTarget.
 """
 
 from __future__ import annotations

@@ -77,6 +77,17 @@ def parse_date_time(value, logical: str):
     return moment
 
 
+def moment_text(value) -> str:
+    """A date and time as an SQLite application writes it (datetime('now'), CURRENT_TIMESTAMP): in
+    UTC, 'YYYY-MM-DD HH:MM:SS', a fraction only when there is one (trailing zeros dropped)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    text = value.strftime("%Y-%m-%d %H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text
+
+
 def to_integer(value, bits: int = 64):
     if isinstance(value, bool):
         value = int(value)

@@ -252,6 +252,16 @@ class CanonicalSide(Side):
         )
         return [tuple(row.values()) for row in (client or self.client).query(statement)]
 
+    def rows_for_keys(self, keys: list) -> list[tuple]:
+        """The rows of these keys (each a tuple of key values; a missing one is simply not there)."""
+        columns = sql.SQL(", ").join(ident(column) for column in self.key)
+        row = sql.SQL("ROW({})").format(columns) if len(self.key) > 1 else columns
+        found = []
+        for key in keys:
+            statement = sql.SQL("SELECT {} FROM {} WHERE {} = {}").format(self.selected, self.relation, row, self.bound(key))
+            found.extend(tuple(values.values()) for values in self.client.query(statement))
+        return found
+
     def summary(self, lower=None, upper=None, keyless: bool = False, client=None) -> tuple[int, str]:
         return self.canonical.summary(self.rows(lower, upper, client), keyless)
 

@@ -22,13 +22,12 @@ it stays the primary, the source becomes its replica, and the error says so.
 
 from __future__ import annotations
 
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.failpoint import hold as failpoint
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.signals import signals_interrupt
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
 from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.client import (
     MAX_PAUSE_MS,
@@ -61,23 +60,6 @@ HOLD_RESERVE_MS = 500
 # After the hold the source stays drained at least this long: a health check of HAProxy's that read
 # role:master before the demotion must not send new connections to it (rise 1 marks it up).
 SETTLE_SECONDS = 0.5
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP during the hold: treated as a failure, so the undo runs."""
-
-
-@contextmanager
-def signals_interrupt():
-    def interrupt(signum, _frame):
-        raise Interrupted(f"the module received {signal.Signals(signum).name}")
-
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclass

@@ -55,11 +55,14 @@ def trigger_name(table: str, operation: str) -> str:
     return f"{PREFIX}{table}__{operation}"
 
 
-def trigger_sql(table: str, operation: str, text: str) -> str:
-    """The CREATE TRIGGER statement, as sqlite_master keeps it (compared as text on every run)."""
+def trigger_sql(table: str, operation: str, text: str, until: str | None = None) -> str:
+    """The CREATE TRIGGER statement, as sqlite_master keeps it (compared as text on every run).
+    With `until` (UTC, 'YYYY-MM-DD HH:MM:SS.SSS') the trigger refuses writes only before that
+    moment: a freeze that ends by itself, whatever happens to the process that made it."""
+    when = f"WHEN julianday('now') < julianday({quote_literal(until)}) " if until else ""
     return (
         f"CREATE TRIGGER {quote_ident(trigger_name(table, operation))} BEFORE {operation.upper()} ON {quote_ident(table)} "
-        f"FOR EACH ROW BEGIN SELECT RAISE(ABORT, {quote_literal(text)}); END"
+        f"FOR EACH ROW {when}BEGIN SELECT RAISE(ABORT, {quote_literal(text)}); END"
     )
 
 
@@ -155,7 +158,8 @@ def desired_tables(client: Client, params: dict) -> list[str]:
 
 def desired_triggers(tables: list[str], params: dict) -> dict:
     text = message(params["migration"], params.get("target_description"))
-    return {trigger_name(table, operation): trigger_sql(table, operation, text) for table in tables for operation in OPERATIONS}
+    until = params.get("until")
+    return {trigger_name(table, operation): trigger_sql(table, operation, text, until) for table in tables for operation in OPERATIONS}
 
 
 def tables_of(triggers: dict) -> list[str]:
