@@ -1,0 +1,143 @@
+"""playbooks/sqlite_migration.yml, the SQLite -> PostgreSQL path's stages up to validation, driven
+through ansible-runner on a small vMiner file in a tmp dir into a scratch database on the lab's
+green, with vMiner's workload writing: the backup taken before the capture, virtual_machines
+hash-partitioned, the copy, validation equal; a re-run skips every stage that succeeded and changes
+nothing; each rollback trigger (sqlite_max_time, sqlite_max_errors, a validation difference) stops
+the run naming it and records its stage failed with the error."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+
+import pytest
+
+from tests.lab import GREEN, connect, run_playbook, scratch_database, vminer_sample
+
+PLAYBOOK = "sqlite_migration.yml"
+HOST = "localhost"  # sqlite_app_servers in inventories/lab
+UP_TO_VALIDATION = ["sqlite_preparation", "sqlite_schema_sync", "sqlite_initial_data_sync", "sqlite_validation"]
+COPY = "Copy the tables in batches, then replay the changes captured meanwhile"
+FAIL = "Fail naming the stage, the error and what was rolled back"
+sample = vminer_sample()
+
+
+@pytest.fixture()
+def lab(tmp_path):
+    """A vMiner file (3000 VMs over 50 vCenters), a scratch database on green, and the playbook's
+    variables pointing at both."""
+    path = tmp_path / "vminer.db"
+    sample.build(str(path), vms=3000, vcenters=50)
+    name = f"zdm_sqlite_phases_{uuid.uuid4().hex[:8]}"
+    with scratch_database(GREEN, name) as target:
+        yield {
+            "path": path,
+            "target": target,
+            "vars": {
+                "sqlite_path": str(path),
+                "sqlite_backup_dest": str(tmp_path / "vminer.db.zdm-backup"),
+                "sqlite_target_db": name,
+                "sqlite_app_config": str(tmp_path / "vminer.json"),
+                "sqlite_partition_count": 4,
+                "sqlite_batch_size": 500,
+                "sqlite_stop_after": "validation",
+            },
+        }
+
+
+def stages(target: dict) -> dict[str, dict]:
+    with connect(target) as conn:
+        rows = conn.execute("SELECT phase, status, attempts, details FROM migration_progress ORDER BY started_at").fetchall()
+    return {phase: {"status": status, "attempts": attempts, "details": details} for phase, status, attempts, details in rows}
+
+
+def failure(run) -> str:
+    [result] = run.task_results(FAIL)
+    return result["msg"]
+
+
+def test_stages_up_to_validation_with_the_workload_writing_and_a_rerun_changes_nothing(lab):
+    workload = sample.Workload(str(lab["path"]), rate=30).start()
+    try:
+        run = run_playbook(PLAYBOOK, extravars=lab["vars"])
+    finally:
+        summary = workload.stop()
+    assert run.status == "successful", run.stdout
+    assert summary["errors"] == 0 and summary["acknowledged"] > 0, summary
+
+    recorded = stages(lab["target"])
+    assert [phase for phase in recorded if phase.startswith("sqlite_")] == UP_TO_VALIDATION
+    assert all(recorded[phase]["status"] == "succeeded" for phase in UP_TO_VALIDATION), recorded
+    assert recorded["table_copy"]["status"] == "succeeded"  # the copy's own checkpoint row
+    copied = recorded["sqlite_initial_data_sync"]["details"]
+    assert int(copied["rows_copied"]) >= 3000 + 50 + 500 + 250 and int(copied["errors"]) == 0
+    assert int(recorded["sqlite_validation"]["details"]["rows_compared"]) > 3000
+
+    # the rollback point was taken before the capture changed the file
+    backup = sqlite3.connect(lab["vars"]["sqlite_backup_dest"])
+    try:
+        tables = {name for (name,) in backup.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        (vms,) = backup.execute("SELECT count(*) FROM virtual_machines").fetchone()
+        assert backup.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        backup.close()
+    assert "zdm_changes" not in tables and 2900 < vms < 3100  # the workload writes from before the backup
+    print("validation:", recorded["sqlite_validation"]["details"])
+    with connect(lab["target"]) as conn:
+        partitions = conn.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'virtual_machines'::regclass").fetchone()
+        spread = conn.execute("SELECT count(DISTINCT tableoid) FROM virtual_machines").fetchone()
+    assert partitions == (4,) and spread[0] > 1
+
+    again = run_playbook(PLAYBOOK, extravars=lab["vars"])
+    assert again.status == "successful", again.stdout
+    assert again.changed(HOST) == 0, again.changes()
+    assert not again.task_results(COPY)  # skipped: the stage succeeded
+    assert all(stages(lab["target"])[phase]["attempts"] == 1 for phase in UP_TO_VALIDATION)
+
+
+def test_max_time_exceeded_stops_the_run_naming_it(lab):
+    run = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_max_time=1))
+    assert run.status == "failed"
+    assert "rollback trigger sqlite_max_time" in failure(run)
+    assert "Nothing was switched" in failure(run)
+    recorded = stages(lab["target"])
+    [failed] = [phase for phase in UP_TO_VALIDATION if recorded.get(phase, {}).get("status") == "failed"]
+    assert failed != "sqlite_preparation"  # the first stage starts the clock
+    assert "sqlite_max_time" in recorded[failed]["details"]["error"]
+    later = UP_TO_VALIDATION[UP_TO_VALIDATION.index(failed) + 1 :]
+    assert not any(phase in recorded for phase in later)
+
+
+def test_max_errors_exceeded_stops_the_copy_naming_it(lab):
+    with sqlite3.connect(lab["path"]) as conn:
+        conn.execute("UPDATE virtual_machines SET memory_mb = 100000 WHERE id IN (7, 8)")
+    conn.close()
+    narrow = {
+        "vcenters": {"created_at": "timestamptz", "last_sync_at": "timestamptz"},
+        "virtual_machines": {"created_at": "timestamptz", "updated_at": "timestamptz", "memory_mb": "smallint"},
+    }
+    variables = dict(lab["vars"], sqlite_partition_virtual_machines=False, sqlite_column_types=narrow, sqlite_max_errors=1)
+    run = run_playbook(PLAYBOOK, extravars=variables)
+    assert run.status == "failed"
+    message = failure(run)
+    assert "rollback trigger sqlite_max_errors" in message and "100000" in message, message
+    recorded = stages(lab["target"])
+    assert recorded["sqlite_schema_sync"]["status"] == "succeeded"
+    assert recorded["sqlite_initial_data_sync"]["status"] == "failed"
+    assert "sqlite_max_errors" in recorded["sqlite_initial_data_sync"]["details"]["error"]
+    assert "sqlite_validation" not in recorded
+
+
+def test_a_target_row_changed_before_validation_fails_it(lab):
+    first = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_stop_after="initial_data_sync"))
+    assert first.status == "successful", first.stdout
+    with connect(lab["target"]) as conn:
+        conn.execute("UPDATE virtual_machines SET name = 'tampered' WHERE id = 42")
+    run = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_validation_rounds=2))
+    assert run.status == "failed"
+    message = failure(run)
+    assert "rollback trigger validation" in message and "virtual_machines" in message, message
+    recorded = stages(lab["target"])
+    assert recorded["sqlite_initial_data_sync"]["status"] == "succeeded"
+    assert recorded["sqlite_validation"]["status"] == "failed"
+    assert "virtual_machines" in recorded["sqlite_validation"]["details"]["error"]
