@@ -7,12 +7,16 @@ the run naming it and records its stage failed with the error."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
 
-from tests.lab import GREEN, connect, run_playbook, scratch_database, vminer_sample
+from tests.lab import GREEN, ROOT, connect, run_playbook, scratch_database, vminer_sample
 
 PLAYBOOK = "sqlite_migration.yml"
 HOST = "localhost"  # sqlite_app_servers in inventories/lab
@@ -20,6 +24,7 @@ UP_TO_VALIDATION = ["sqlite_preparation", "sqlite_schema_sync", "sqlite_initial_
 COPY = "Copy the tables in batches, then replay the changes captured meanwhile"
 FAIL = "Fail naming the stage, the error and what was rolled back"
 sample = vminer_sample()
+SAMPLE = ROOT / "playbooks" / "files" / "vminer_sample.py"
 
 
 @pytest.fixture()
@@ -141,3 +146,47 @@ def test_a_target_row_changed_before_validation_fails_it(lab):
     assert recorded["sqlite_initial_data_sync"]["status"] == "succeeded"
     assert recorded["sqlite_validation"]["status"] == "failed"
     assert "virtual_machines" in recorded["sqlite_validation"]["details"]["error"]
+
+
+def test_every_stage_then_the_rollback_playbook_with_the_application_writing_loses_nothing(lab, tmp_path):
+    """The application follows its configuration file (vminer_sample.py workload --config): every stage
+    moves it to green, sqlite_rollback.yml brings it back with what it wrote there; its own check after."""
+    config = tmp_path / "vminer.json"
+    config.write_text(json.dumps({"engine": "sqlite", "path": str(lab["path"])}))
+    stop, acks = tmp_path / "app.stop", tmp_path / "acks.jsonl"
+    command = [sys.executable, str(SAMPLE), "workload", "--config", str(config), "--stop-file", str(stop), "--rate", "50"]
+    application = subprocess.Popen([*command, "--ack-log", str(acks)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        run = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_stop_after="cleanup"))
+        assert run.status == "successful", run.stdout[-3000:]
+        recorded = stages(lab["target"])
+        assert [phase for phase, row in recorded.items() if row["status"] == "succeeded"][-4:] == [
+            "sqlite_cutover_preparation",
+            "sqlite_cutover",
+            "sqlite_post_cutover_validation",
+            "sqlite_cleanup",
+        ], recorded
+        assert json.loads(config.read_text())["engine"] == "postgresql"
+        time.sleep(1.5)  # the application writes on green
+        back = run_playbook("sqlite_rollback.yml", extravars=lab["vars"])
+        assert back.status == "successful", back.stdout[-3000:]
+        time.sleep(1.0)  # and on the file again
+    finally:
+        stop.touch()
+        out, _err = application.communicate(timeout=60)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["errors"] == 0, summary
+    assert [switch["engine"] for switch in summary["switches"]][-2:] == ["postgresql", "sqlite"], summary["switches"]
+    assert json.loads(config.read_text())["engine"] == "sqlite"
+    after = stages(lab["target"])
+    assert after["sqlite_cutover"]["status"] == "failed" and after["sqlite_cutover"]["details"]["rolled_back"] is True
+    checked = subprocess.run(
+        [sys.executable, str(SAMPLE), "verify", "--ack-log", str(acks), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    verified = json.loads(checked.stdout.strip().splitlines()[-1])
+    assert verified["lost"] == 0 and verified["checked"] > 50, verified
