@@ -448,3 +448,29 @@ def test_check_mode_through_ansible_plans_and_writes_nothing(typed, green_db):
             ).fetchone()[0]
             == 0
         )
+
+
+def test_a_row_that_breaks_a_target_constraint_is_named_recorded_and_resumed_after_the_fix(vminer, green_db):
+    # the target's own rule, which SQLite never had: no VM with more than 64 vCPUs
+    with sqlite3.connect(vminer) as conn:
+        conn.execute("UPDATE virtual_machines SET num_cpu = 96 WHERE id = 1234")
+    with connect(green_db) as conn:
+        conn.execute(
+            "CREATE TABLE virtual_machines (id bigint PRIMARY KEY, vcenter_id bigint, host_id bigint, datastore_id bigint, "
+            "name text, uuid text, power_state text, num_cpu integer CONSTRAINT vm_cpu_limit CHECK (num_cpu <= 64), memory_mb integer, "
+            "disk_gb double precision, guest_os text, ip_address text, created_at text, updated_at text)"
+        )
+    failed = copy_fails(vminer, green_db, batch_size=500)
+    assert "virtual_machines" in str(failed) and "vm_cpu_limit" in str(failed), failed
+    with connect(green_db) as conn:
+        status, details = conn.execute("SELECT status, details FROM migration_progress WHERE phase = 'table_copy'").fetchone()
+        done = details["copy"]["tables"].get("virtual_machines", {})
+        copied = conn.execute("SELECT count(*) FROM virtual_machines").fetchone()[0]
+    # recorded: the failure and its error, and a checkpoint for exactly the rows that committed
+    assert status == "failed" and "vm_cpu_limit" in details["error"], details
+    assert copied == done.get("rows", 0) and copied < 1234, (copied, done)
+    with sqlite3.connect(vminer) as conn:
+        conn.execute("UPDATE virtual_machines SET num_cpu = 64 WHERE id = 1234")
+    resumed = copy(vminer, green_db, batch_size=500)
+    assert resumed["complete"] is True
+    assert_equal(vminer, green_db)
