@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import importlib.util
 import sqlite3
 import uuid
 
@@ -23,7 +24,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.mariadb.cli
 from ansible_collections.zerodowntime.migration.plugins.module_utils.mariadb.client import quote_ident
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import ensure_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
-from tests.lab import LAB_PASSWORD, run_module
+from tests.lab import LAB_PASSWORD, ROOT, run_module
 
 MARIADB = {
     "target_engine": "mariadb",
@@ -268,3 +269,30 @@ def test_the_cutover_to_mariadb_switches_and_its_rollback_refuses_naming_the_los
     assert config.read_text() == '{"engine": "mariadb"}'  # the application stays where its writes are
     with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="to-mariadb"):
         conn.execute("UPDATE zdm_it_cut SET qty = 1 WHERE id = 1")
+
+
+def test_a_django_like_application_is_copied_equal_and_a_second_run_changes_nothing(tmp_path, cleanup):
+    """playbooks/files/app_sample.py: Django's own tables and a shop app as `manage.py migrate` makes
+    them on SQLite (bool, datetime, decimal, varchar(n), integer unsigned, nullable foreign keys)."""
+    app_sample = load_app_sample()
+    tables = list(app_sample.TABLES)
+    cleanup(tables, "zdm_it_django")
+    path = str(tmp_path / "django.db")
+    built = app_sample.build(path, users=300, orders=1000)
+    with SqliteClient({"path": path, "busy_timeout": 5.0}) as client:
+        ensure_capture(client, {"change_table": "zdm_changes", "tables": tables, "key_columns": None, "state": "present", "force": False})
+    options = {"tables": tables, "phase": "zdm_it_django"}
+    done = copy(path, **options)
+    assert done["complete"] is True and done["errors"] == 0
+    assert done["rows_copied"] == sum(built["rows"].values())
+    assert compare(path, **options)["equal"] is True
+    assert maria_rows("auth_user")[10][3] in (0, 1)  # bool as tinyint(1)
+    again = copy(path, **options)
+    assert again["changed"] is False and again["rows_copied"] == 0
+
+
+def load_app_sample():
+    spec = importlib.util.spec_from_file_location("app_sample", ROOT / "playbooks" / "files" / "app_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -111,6 +111,7 @@ def test_target_type_names(text, expected):
     [
         ("INTEGER", "integer"),
         ("unsigned big int", "integer"),
+        ("integer unsigned", "integer"),  # Django's PositiveIntegerField
         ("VARCHAR(255)", "text"),
         ("", "blob"),
         ("DATETIME", "timestamp"),

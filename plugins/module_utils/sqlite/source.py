@@ -43,6 +43,10 @@ DECLARED = {
     "INT2": "integer",
     "INT8": "integer",
     "UNSIGNED BIG INT": "integer",
+    # Django's PositiveIntegerField family on SQLite (the unsigned range fits the target's bigint)
+    "INTEGER UNSIGNED": "integer",
+    "BIGINT UNSIGNED": "integer",
+    "SMALLINT UNSIGNED": "integer",
     "REAL": "real",
     "DOUBLE": "real",
     "DOUBLE PRECISION": "real",
