@@ -1,7 +1,8 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """SQLite file options: the database file and the busy timeout of every connection to it; and
-(TABLES) the tables of the file a module works on (table_copy, table_compare)."""
+(TABLES) the tables of the file a module works on (table_copy, table_compare, sqlite_cutover); (CHECKPOINTS)
+where table_copy keeps its checkpoints (table_copy, sqlite_cutover)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,28 @@ change_table:
 """
 
 
+# The checkpoints of table_copy, which sqlite_cutover reads (COPY_OPTIONS in plugins/module_utils/copy/run.py).
+CHECKPOINT_OPTIONS = r"""
+phase:
+  description:
+    - The migration_state phase row that holds table_copy's checkpoints and progress (one per copy).
+  type: str
+  default: table_copy
+progress_schema:
+  description:
+    - Schema of the migration_state table in the target database (PostgreSQL only).
+  type: str
+  default: public
+progress_table:
+  description:
+    - The migration_state table in the target database.
+  type: str
+  default: migration_progress
+"""
+
+
 class ModuleDocFragment:
     # Composed when Ansible imports the fragment (see plugins/doc_fragments/redis.py).
     DOCUMENTATION: str = "options:\n" + flat(CONNECTION_OPTIONS)
     TABLES: str = "options:\n" + flat(TABLE_OPTIONS)
+    CHECKPOINTS: str = "options:\n" + flat(CHECKPOINT_OPTIONS)

@@ -41,6 +41,7 @@ author:
 extends_documentation_fragment:
   - zerodowntime.migration.sqlite
   - zerodowntime.migration.sqlite.tables
+  - zerodowntime.migration.sqlite.checkpoints
   - zerodowntime.migration.postgres
   - zerodowntime.migration.mariadb
 options:
@@ -97,21 +98,6 @@ options:
       - The PostgreSQL schema of the target tables (PostgreSQL only).
     type: str
     default: public
-  phase:
-    description:
-      - The migration_state phase row of table_copy's checkpoints (the copy this cutover completes).
-    type: str
-    default: table_copy
-  progress_schema:
-    description:
-      - Schema of the migration_state table in the target database (PostgreSQL only).
-    type: str
-    default: public
-  progress_table:
-    description:
-      - The migration_state table in the target database.
-    type: str
-    default: migration_progress
 attributes:
   check_mode:
     support: full

@@ -64,6 +64,7 @@ author:
 extends_documentation_fragment:
   - zerodowntime.migration.sqlite
   - zerodowntime.migration.sqlite.tables
+  - zerodowntime.migration.sqlite.checkpoints
   - zerodowntime.migration.postgres
   - zerodowntime.migration.mariadb
 options:
@@ -123,21 +124,6 @@ options:
       - Seconds the replay goes on at most while the application keeps the backlog above O(replay_until).
     type: float
     default: 300
-  phase:
-    description:
-      - The migration_state phase row that holds the checkpoints and progress (one per copy).
-    type: str
-    default: table_copy
-  progress_schema:
-    description:
-      - Schema of the migration_state table in the target database (PostgreSQL only).
-    type: str
-    default: public
-  progress_table:
-    description:
-      - The migration_state table in the target database.
-    type: str
-    default: migration_progress
   progress_interval:
     description:
       - Seconds between checkpoints (and progress writes) at most; also how much work a killed run
