@@ -212,8 +212,9 @@ def held(lab: dict, step: str, seconds: float, **extra) -> subprocess.Popen:
     return process
 
 
-def test_sigterm_in_the_freeze_undoes_it_at_once(lab):
-    process = held(lab, "replay", 30, window_timeout=60)
+@pytest.mark.parametrize("step", ["freeze", "replay"])
+def test_sigterm_in_the_freeze_undoes_it_at_once(lab, step):
+    process = held(lab, step, 30, window_timeout=60)
     try:
         signalled = time.monotonic()
         os.kill(module_pid(process.pid), signal.SIGTERM)

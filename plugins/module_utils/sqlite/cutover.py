@@ -366,7 +366,7 @@ class Cutover:
             with signals_interrupt():
                 with self.step("freeze"):
                     self.freeze(marker["deadline"], marker)
-                frozen_at = self.clock()
+                    frozen_at = self.clock()  # inside the step: a signal in the step's failpoint hold undoes it too
                 deadline_at = started + window_timeout
                 with self.step("replay"):
                     replay = run_copy(
@@ -395,13 +395,17 @@ class Cutover:
                     write_marker(self.sqlite, marker)  # the replay position the switch is made at
                 with self.step("switch"):
                     self.switch_config()
-                switched_at = self.clock()
+                    switched_at = self.clock()
         except BaseException as exc:
             undone = frozen_at is not None and switched_at is None
             if undone:
-                self.unfreeze()
+                try:
+                    self.unfreeze()
+                except ModuleError as undo_error:  # the file locked past busy_timeout: the deadline still ends the freeze
+                    self.warnings.append(f"removing the freeze failed ({undo_error}); it lapses at {marker['deadline']} UTC")
+                    undone = False
             if isinstance(exc, ModuleError):
-                exc.details.update(changed=self.changed, undone=undone, steps=self.steps)
+                exc.details.update(changed=self.changed, undone=undone, steps=self.steps, warnings=self.warnings)
                 raise
             if isinstance(exc, Exception):
                 raise CutoverError(
