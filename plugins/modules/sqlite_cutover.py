@@ -21,15 +21,19 @@ description:
     writes again at the deadline with no process left to end it. SIGTERM and SIGHUP, any failure before the
     switch, and a deadline that would pass before the switch remove the freeze at once. A failure after the switch
     leaves the freeze to lapse. Either way the next run finds the leftovers (the file's C(zdm_cutover__state) view)
-    and repairs them - a switch that happened is committed, a freeze that did not lead to one is removed.
+    and repairs them - a switch that happened is committed, a freeze that did not lead to one is removed (not before
+    its deadline - it may belong to a run still going). A commit that finds writes made in the file after the freeze
+    lapsed refuses and names them (the target lacks them).
   - The write window (RV(write_window_ms)) is the time from the freeze to the switch. The application's writes in
     it are refused with the freeze's message - one that retries (as the lab's sample application does) is held,
     not failed.
   - With O(state=rolled_back) (PostgreSQL targets) - the target's tables held (statement triggers that refuse
     writes with SQLSTATE 25006 until the deadline, so that hold ends by itself too), every write the target took
     since the cutover replayed into the file, the file's freeze removed, the old configuration renamed back, the
-    hold removed. A MariaDB target has no reverse capture - the rollback refuses, since the target's writes would
-    be lost.
+    hold removed. A replay that does not finish within the hold switches nothing back (what it brought back is
+    recorded - run it again, it goes on from there). The file's marker stays until the configuration names the file
+    again, so a rollback that ends part-way is finished by the next run. A MariaDB target has no reverse capture -
+    the rollback refuses, since the target's writes would be lost.
   - Refused before anything changes, with the fix named - an incomplete copy (run M(zerodowntime.migration.table_copy)
     until it reports complete), more than O(max_backlog) changes not yet replayed, a missing next configuration or
     one equal to the current.
@@ -68,7 +72,8 @@ options:
     type: path
   window_timeout:
     description:
-      - Seconds the freeze (or the rollback's hold on the target) lasts at most; it lapses by itself after them.
+      - Seconds the freeze (or the rollback's hold on the target) lasts at most; it lapses by itself after them. At
+        least 3 (one second is kept for the switch and the commit).
     type: float
     default: 30.0
   max_backlog:

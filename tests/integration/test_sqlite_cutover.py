@@ -205,8 +205,8 @@ def test_a_tail_that_differs_undoes_the_cutover(lab):
     assert json.loads(lab["config"].read_text())["engine"] == "sqlite"
 
 
-def held(lab: dict, step: str, seconds: float, **extra) -> subprocess.Popen:
-    process = start_held_module(MODULE, arguments(lab, **extra), f"sqlite_cutover.{step}:{seconds}", lab["tmp"])
+def held(lab: dict, step: str, seconds: float, json_output: bool = False, **extra) -> subprocess.Popen:
+    process = start_held_module(MODULE, arguments(lab, **extra), f"sqlite_cutover.{step}:{seconds}", lab["tmp"], json_output=json_output)
     wait_for("the freeze", lambda: readonly_triggers(lab["path"]) and write_refused(lab["path"]), 60, interval=0.05)
     time.sleep(0.3)
     return process
@@ -291,3 +291,28 @@ def test_the_application_moves_there_and_back_and_loses_nothing(lab):
     assert json.loads(lab["config"].read_text())["engine"] == "sqlite"
     checked = verify(lab)  # every acknowledged write - on the file, on the target, on the file again - is in the file
     assert checked["lost"] == 0 and checked["checked"] > 100, checked
+
+
+def test_a_second_run_leaves_a_live_runs_freeze_alone(lab):
+    process = held(lab, "replay", 30, window_timeout=60)
+    try:
+        second = cutover(lab)
+        assert second.get("failed") and "frozen by another cutover run until" in second["msg"], second.get("msg")
+        assert second["changed"] is False and write_refused(lab["path"]), "the first run's freeze stays"
+        os.kill(module_pid(process.pid), signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            kill_tree(process.pid)
+    assert write_refused(lab["path"]) is None
+
+
+def test_writes_after_a_lapsed_freeze_stop_the_commit_and_are_named(lab):
+    # held after the switch past the freeze's deadline: the file takes a write the target never gets
+    process = held(lab, "switch", 6, json_output=True, window_timeout=3)
+    wait_for("the switch", lambda: json.loads(lab["config"].read_text())["engine"] == "postgresql", 30, interval=0.05)
+    wait_for("the freeze to lapse and a write to commit", lambda: write_refused(lab["path"]) is None, 15, interval=0.1)
+    out = process.communicate(timeout=60)[0]
+    result = next(iter(json.loads(out)["plays"][0]["tasks"][0]["hosts"].values()))
+    assert result.get("failed") and "lapsed" in result["msg"] and result["lapsed_writes"] >= 1, result.get("msg")
+    assert result["switched"] is True

@@ -190,3 +190,23 @@ def test_every_stage_then_the_rollback_playbook_with_the_application_writing_los
     )
     verified = json.loads(checked.stdout.strip().splitlines()[-1])
     assert verified["lost"] == 0 and verified["checked"] > 50, verified
+
+
+def test_a_failed_post_cutover_validation_rolls_back_and_the_next_run_cuts_over_again(lab, tmp_path):
+    config = tmp_path / "vminer.json"
+    config.write_text(json.dumps({"engine": "sqlite", "path": str(lab["path"])}))
+    failing = dict(lab["vars"], sqlite_stop_after="cleanup", sqlite_app_verify_command=["false"])  # the application's check fails
+    run = run_playbook(PLAYBOOK, extravars=failing)
+    assert run.status == "failed"
+    assert "sqlite_post_cutover_validation failed" in failure(run) and "switched back to the SQLite file" in failure(run)
+    recorded = stages(lab["target"])
+    assert recorded["sqlite_cutover"]["status"] == "failed" and recorded["sqlite_cutover"]["details"]["rolled_back"] is True
+    assert recorded["sqlite_post_cutover_validation"]["details"]["rolled_back"] is True
+    assert json.loads(config.read_text())["engine"] == "sqlite"
+    with sqlite3.connect(lab["path"]) as conn:
+        conn.execute("UPDATE vcenters SET version = version WHERE id = 1")  # the file takes writes again
+    conn.close()
+    again = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_stop_after="cleanup"))
+    assert again.status == "successful", again.stdout[-3000:]
+    assert json.loads(config.read_text())["engine"] == "postgresql"
+    assert stages(lab["target"])["sqlite_cleanup"]["status"] == "succeeded"

@@ -71,10 +71,12 @@ class SqlSide:
         statement = f"SELECT {self.selected} FROM {self.table} WHERE {where} ORDER BY {self.key_list}"  # noqa: S608 (quoted identifiers)
         return self.client.query(statement, tuple(args))
 
-    def rows_for_keys(self, keys: list, chunk: int = 500) -> list[tuple]:
-        """The rows of these keys (each a tuple of key values; a missing one is simply not there), `chunk` keys a statement."""
+    def rows_for_keys(self, keys: list, values: int = 900) -> list[tuple]:
+        """The rows of these keys (each a tuple of key values; a missing one is simply not there), at most
+        `values` key values a statement (SQLite before 3.32 takes 999 parameters at most)."""
         marks = f"({', '.join([self.mark] * self.width)})" if self.width > 1 else self.mark
         found: list[tuple] = []
+        chunk = max(1, values // self.width)
         for start in range(0, len(keys), chunk):
             part = keys[start : start + chunk]
             listed = ", ".join([marks] * len(part))

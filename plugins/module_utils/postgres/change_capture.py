@@ -99,9 +99,11 @@ END
 
 
 def function_sql(schema: str, change_table: str, body: str):
-    return sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
-        ident(schema, function_name(change_table)), sql.Literal(body)
-    )
+    # SECURITY DEFINER: the application's own user (often not the migrator who owns the change table)
+    # writes through it; search_path pinned, as every SECURITY DEFINER function must be
+    return sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
+    ).format(ident(schema, function_name(change_table)), sql.Literal(body))
 
 
 def trigger_sql(schema: str, change_table: str, table: str, key: list[str]):

@@ -252,11 +252,13 @@ class CanonicalSide(Side):
         )
         return [tuple(row.values()) for row in (client or self.client).query(statement)]
 
-    def rows_for_keys(self, keys: list, chunk: int = 500) -> list[tuple]:
-        """The rows of these keys (each a tuple of key values; a missing one is simply not there), `chunk` keys a statement."""
+    def rows_for_keys(self, keys: list, values: int = 900) -> list[tuple]:
+        """The rows of these keys (each a tuple of key values; a missing one is simply not there), at most
+        `values` key values a statement (SQLite before 3.32 takes 999 parameters at most)."""
         columns = sql.SQL(", ").join(ident(column) for column in self.key)
         row = sql.SQL("ROW({})").format(columns) if len(self.key) > 1 else columns
         found: list[tuple] = []
+        chunk = max(1, values // len(self.key))
         for start in range(0, len(keys), chunk):
             listed = sql.SQL(", ").join(self.bound(key) for key in keys[start : start + chunk])
             statement = sql.SQL("SELECT {} FROM {} WHERE {} IN ({})").format(self.selected, self.relation, row, listed)

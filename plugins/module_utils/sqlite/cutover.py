@@ -183,7 +183,7 @@ class Cutover:
     def check(self) -> int:
         """The copy complete for this file and the backlog small; returns the replay position."""
         check_readonly_params(self.readonly_params(None))
-        for name, low in (("window_timeout", 1.0), ("max_backlog", 0), ("tail_changes", 0)):
+        for name, low in (("window_timeout", 3 * SWITCH_RESERVE), ("max_backlog", 0), ("tail_changes", 0)):
             if self.params[name] < low:
                 raise CutoverError(f"{name}={self.params[name]} is out of range: give {low} or more. Nothing was changed")
         check_source(self.source)
@@ -221,22 +221,24 @@ class Cutover:
         return replayed
 
     # -- leftovers -------------------------------------------------------------------------------
+    def refuse_live_freeze(self, marker: dict) -> None:
+        """A freeze whose deadline has not passed may belong to a run still going (a relaunched job,
+        a second operator): removing it would let writes into the file behind that run's replay."""
+        if marker.get("deadline") and utc_text() < marker["deadline"]:
+            raise CutoverError(
+                f"{self.sqlite.path} is frozen by another cutover run until {marker['deadline']} UTC (its marker view "
+                f"{MARKER_VIEW}), which may still be running: run again after that moment. Nothing was changed"
+            )
+
     def repair(self, marker: dict) -> dict | None:
         """A dead run's marker: commit a switch that happened, remove a freeze that led nowhere."""
+        self.refuse_live_freeze(marker)
         if sha256_of(self.app_config) == marker.get("next_sha256"):
-            lapsed = self.source.backlog(marker["replayed_seq"])
             self.warnings.append(
                 f"an earlier cutover switched {self.app_config} to {marker.get('target')} but did not commit (its process ended): "
                 f"committed now"
             )
-            if lapsed:
-                raise CutoverError(
-                    f"an earlier cutover switched {self.app_config} to {marker.get('target')} and ended before it committed; its "
-                    f"freeze lapsed and {lapsed} write(s) reached {self.sqlite.path} afterwards (change rows after "
-                    f"{marker['replayed_seq']} in {self.params['change_table']}). They are not on the target: compare them with "
-                    f"the target's rows and apply what is still wanted there by hand, then run again with the change rows deleted"
-                )
-            self.commit(marker)
+            self.commit(marker, "an earlier cutover switched the application and ended before it committed")
             return self.result(marker, repaired="committed")
         self.warnings.append(
             f"an earlier cutover froze {self.sqlite.path} (deadline {marker.get('deadline')} UTC) and did not switch: its freeze "
@@ -256,11 +258,12 @@ class Cutover:
             write_marker(self.sqlite, marker)
         self.changed = True
 
-    def unfreeze(self) -> None:
+    def unfreeze(self, marker: dict | None = None) -> None:
+        """The freeze removed; the marker replaced by `marker` (None: removed)."""
         toggle = ReadOnly(self.sqlite)
         with self.sqlite.immediate():
             toggle.ensure("absent")
-            write_marker(self.sqlite, None)
+            write_marker(self.sqlite, marker)
         self.changed = True
 
     def validate_tail(self, since_seq: int, until_seq: int) -> dict:
@@ -310,8 +313,28 @@ class Cutover:
         shutil.copy2(self.app_config, self.app_config_previous)
         os.replace(self.app_config_next, self.app_config)
 
-    def commit(self, marker: dict) -> None:
-        self.freeze(None, dict(marker, status="switched", deadline=None, committed_at=utc_text()))
+    def commit(self, marker: dict, what: str = "the switch took longer than the freeze's deadline") -> None:
+        """The freeze made permanent - unless writes reached the file after the replay position the switch
+        was made at (the freeze lapsed first): those are on no target, and are named instead."""
+        toggle = ReadOnly(self.sqlite)
+        committed = dict(marker, status="switched", deadline=None, committed_at=utc_text())
+        with self.sqlite.immediate():
+            lapsed = self.source.backlog(marker["replayed_seq"])
+            if lapsed:
+                raise CutoverError(
+                    f"{what}: the freeze lapsed and {lapsed} write(s) reached {self.sqlite.path} afterwards (change rows after "
+                    f"{marker['replayed_seq']} in {self.params['change_table']}), which the target lacks; the application now "
+                    f"writes to {marker.get('target')}. Compare those rows with the target's and apply what is still wanted there "
+                    f"(zerodowntime.migration.table_compare names them), then run again",
+                    changed=self.changed,
+                    switched=True,
+                    lapsed_writes=lapsed,
+                )
+            wanted = {"triggers": desired_triggers(desired_tables(self.sqlite, self.readonly_params(None)), self.readonly_params(None))}
+            wanted["readonly_since"] = utc_text()
+            toggle.ensure("present", wanted)
+            write_marker(self.sqlite, committed)
+        self.changed = True
 
     def result(self, marker: dict | None, **extra) -> dict:
         readonly = ReadOnly(self.sqlite)
@@ -332,6 +355,11 @@ class Cutover:
         marker = read_marker(self.sqlite)
         if marker and marker.get("status") == "switched":
             return self.result(marker, write_window_ms=None)
+        if marker and marker.get("status") == "rolling_back":
+            raise CutoverError(
+                f"a rollback of the cutover of {self.sqlite.path} did not finish (its marker view {MARKER_VIEW} says rolling_back): "
+                f"run this module with state=rolled_back to finish it first. Nothing was changed"
+            )
         if marker:
             repaired = self.repair(marker)
             if repaired is not None:
@@ -408,15 +436,18 @@ class Cutover:
                 exc.details.update(changed=self.changed, undone=undone, steps=self.steps, warnings=self.warnings)
                 raise
             if isinstance(exc, Exception):
-                raise CutoverError(
-                    f"{exc}: the cutover is undone ({self.sqlite.path} takes writes again)", undone=undone, steps=self.steps
-                ) from exc
+                state = f"the cutover is undone ({self.sqlite.path} takes writes again)" if undone else "see the warnings"
+                if frozen_at is None:
+                    state = "nothing was changed"
+                raise CutoverError(f"{exc}: {state}", undone=undone, steps=self.steps, warnings=self.warnings) from exc
             raise
         try:
             with self.step("commit"):
                 self.commit(marker)
         except ModuleError as exc:
             exc.details.update(changed=True, switched=True, steps=self.steps)
+            if exc.details.get("lapsed_writes"):
+                raise
             exc.args = (
                 f"the application was switched to {self.description()}, but making {self.sqlite.path}'s freeze permanent failed: "
                 f"{exc}. The freeze lapses at {marker['deadline']} UTC; run the cutover again to commit it",
@@ -441,9 +472,11 @@ class Cutover:
         marker = read_marker(self.sqlite)
         if marker is None:
             return self.result(None, rolled_back=False)  # never switched (or rolled back already)
-        if marker.get("status") != "switched":
+        if marker.get("status") not in ("switched", "rolling_back"):
+            self.refuse_live_freeze(marker)
             if sha256_of(self.app_config) == marker.get("next_sha256"):
-                self.commit(marker)  # a dead run's switch: committed first, then rolled back like any other
+                # a dead run's switch: committed first (refused if writes reached the file after its freeze lapsed)
+                self.commit(marker, "an earlier cutover switched the application and ended before it committed")
                 marker = read_marker(self.sqlite)
             else:
                 if not self.check_mode:
@@ -471,30 +504,60 @@ class Cutover:
                     "after": {"app_config": self.app_config_previous, "status": None},
                 },
             )
+        # The order keeps a way back at every step: the marker stays (rolling_back once the file is
+        # writable) until the application's configuration names the file again, and .previous is
+        # removed last - a run that ends anywhere in between is run again from the start (the replay
+        # back goes on from its recorded position); the application stays on the target meanwhile.
+        window = self.params["window_timeout"]
         started = self.clock()
         switched_back = None
+        tables = [plan.name for plan in self.plans()]
+        message = f"zerodowntime.migration {self.params['migration']}: writes are held while the application moves back"
         with signals_interrupt():
             with self.step("hold_target"):
-                tables = [plan.name for plan in self.plans()]
-                message = f"zerodowntime.migration {self.params['migration']}: writes are held while the application moves back"
-                write_hold.hold(self.target_client, self.params["target_schema"], tables, utc_text(self.params["window_timeout"]), message)
+                write_hold.hold(self.target_client, self.params["target_schema"], tables, utc_text(window), message)
             try:
                 with self.step("replay_back"):
-                    replayed = replay_back(self.sqlite, self.target_client, self.reverse_params(), self.params["window_timeout"], False)
+                    # within the hold's own deadline (taken before the hold waited for its locks), the reserve kept
+                    left = window - (self.clock() - started) - SWITCH_RESERVE
+                    if left <= 0:
+                        raise CutoverError(self.hold_too_short(window))
+                    replayed = replay_back(self.sqlite, self.target_client, self.reverse_params(), left, False)
+                if not replayed.get("complete", True) or replayed.get("backlog"):
+                    raise CutoverError(
+                        f"{replayed.get('backlog')} of the target's changes were still not brought back when the hold's time ran out "
+                        f"(window_timeout={window}): the application stays on {self.description()} and {self.sqlite.path} stays "
+                        f"frozen. What was brought back is recorded; run the rollback again (it goes on from there), with a longer "
+                        f"window_timeout",
+                        replayed_back=replayed.get("replayed_changes"),
+                    )
+                if self.clock() - started > window - SWITCH_RESERVE:
+                    raise CutoverError(self.hold_too_short(window))
                 with self.step("unfreeze"):
-                    self.unfreeze()
+                    self.unfreeze(dict(marker, status="rolling_back"))
                 with self.step("switch_back"):
-                    os.replace(self.app_config_previous, self.app_config)
-                switched_back = self.clock()
+                    staged = self.app_config + ".zdm-rollback"
+                    shutil.copy2(self.app_config_previous, staged)
+                    os.replace(staged, self.app_config)
+                    switched_back = self.clock()
+                with self.sqlite.immediate():
+                    write_marker(self.sqlite, None)
+                os.remove(self.app_config_previous)
             finally:
                 with self.step("release_target"):
                     write_hold.release(self.target_client, self.params["target_schema"], tables)
-        self.changed = True
         return self.result(
             None,
             rolled_back=True,
             write_window_ms=round((switched_back - started) * 1000, 1),
             replayed_back=replayed.get("replayed_changes"),
+        )
+
+    def hold_too_short(self, window: float) -> str:
+        return (
+            f"the hold on {self.description()}'s writes (window_timeout={window} s) would pass before the application is "
+            f"back on {self.sqlite.path}: nothing is switched back, the hold is released. Run the rollback again with a longer "
+            f"window_timeout (what was brought back is recorded)"
         )
 
 
