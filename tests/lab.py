@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +39,9 @@ GREEN = dict(BLUE, login_port=5434)
 
 # The play targets lab-db with the group's variables file, so it runs whether or not
 # inventories/lab/hosts.yml has the monitoring_servers group yet.
+SAMPLE_APP = ROOT / "playbooks" / "files" / "vminer_sample.py"
+
+
 def provision_play(what: str, role: str, settings: Path) -> list[dict]:
     """One role converged on lab-db (this machine) with an inventory's settings file."""
     return [
@@ -181,6 +185,33 @@ def vminer_sample():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class SqliteApplication:
+    """The lab's SQLite application (playbooks/files/vminer_sample.py workload --config) writing in a
+    process of its own: it follows its configuration file through a cutover and logs every write it
+    was told committed (`acks`); `stop()` returns its summary, `verify()` its own check that every
+    acknowledged write is in the database the configuration names now."""
+
+    def __init__(self, config: Path, workdir: Path, rate: float = 100, password: str | None = None):
+        self.config = config
+        self.acks = workdir / "acks.jsonl"
+        self.stop_file = workdir / "app.stop"
+        # a password stays out of the configuration file and off the command line
+        self.env = dict(os.environ, **({"PGPASSWORD": password} if password else {}))
+        command = [sys.executable, str(SAMPLE_APP), "workload", "--config", str(config), "--stop-file", str(self.stop_file)]
+        command += ["--rate", str(rate), "--ack-log", str(self.acks)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=self.env)
+
+    def stop(self) -> dict:
+        self.stop_file.touch()
+        out, _err = self.process.communicate(timeout=60)
+        return json.loads(out.strip().splitlines()[-1])
+
+    def verify(self) -> dict:
+        command = [sys.executable, str(SAMPLE_APP), "verify", "--ack-log", str(self.acks), "--config", str(self.config)]
+        done = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=120, check=False)
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def start_held_module(

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
 
 from bench.results import append_section  # noqa: E402
-from tests.lab import connect, run_module, throwaway_postgres, vminer_sample  # noqa: E402
+from tests.lab import SqliteApplication, connect, run_module, throwaway_postgres, vminer_sample  # noqa: E402
 
 # ansible-runner (run_module) needs the checkout's ansible.cfg and the venv's ansible-playbook
 os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
@@ -156,13 +156,11 @@ def copy_while_writing(path: Path, target: dict, args: argparse.Namespace, workd
 
 def cutover_while_writing(path: Path, target: dict, args: argparse.Namespace, workdir: Path) -> dict:
     """sqlite_cutover while the application (following its configuration file) writes; its own verify after."""
-    config, acks, stop = workdir / "database.json", workdir / "acks.jsonl", workdir / "cutover.stop"
+    config = workdir / "database.json"
     config.write_text(json.dumps({"engine": "sqlite", "path": str(path)}))
     endpoint = {"host": target["login_host"], "port": target["login_port"], "user": target["login_user"], "dbname": target["login_db"]}
     (workdir / "database.json.next").write_text(json.dumps({"engine": "postgresql", **endpoint}))
-    env = dict(os.environ, PGPASSWORD=target["login_password"])  # never in the configuration file or on a command line
-    app = [sys.executable, str(SAMPLE_SCRIPT), "workload", "--config", str(config), "--stop-file", str(stop)]
-    writer = subprocess.Popen([*app, "--rate", str(args.writer_rate), "--ack-log", str(acks)], stdout=subprocess.PIPE, text=True, env=env)
+    app = SqliteApplication(config, workdir, rate=args.writer_rate, password=target["login_password"])
     try:
         time.sleep(2.0)
         module("table_copy", {"path": str(path), "tables": TABLES, **target, "replay_until": 100})
@@ -172,11 +170,8 @@ def cutover_while_writing(path: Path, target: dict, args: argparse.Namespace, wo
         )
         time.sleep(2.0)  # the application writes on PostgreSQL now
     finally:
-        stop.touch()
-        out, _err = writer.communicate(timeout=120)
-    summary = json.loads(out.strip().splitlines()[-1])
-    check = [sys.executable, str(SAMPLE_SCRIPT), "verify", "--ack-log", str(acks), "--config", str(config)]
-    verified = json.loads(subprocess.run(check, capture_output=True, text=True, env=env, timeout=600, check=False).stdout.splitlines()[-1])
+        summary = app.stop()
+    verified = app.verify()
     if verified["lost"] or summary["errors"]:
         raise SystemExit(f"the cutover lost writes or failed some: {verified}, {summary.get('error_messages')}")
     return {"seconds": seconds, "result": result, "app": summary, "verified": verified}

@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
@@ -23,12 +22,22 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run im
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import ensure_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
-from tests.lab import GREEN, ROOT, connect, kill_tree, module_pid, run_module, scratch_database, start_held_module, vminer_sample, wait_for
+from tests.lab import (
+    GREEN,
+    SqliteApplication,
+    connect,
+    kill_tree,
+    module_pid,
+    run_module,
+    scratch_database,
+    start_held_module,
+    vminer_sample,
+    wait_for,
+)
 
 MODULE = "zerodowntime.migration.sqlite_cutover"
 MIGRATION = "vminer-to-pg"
 DATABASE = "zdm_sqlite_cutover"
-SAMPLE = ROOT / "playbooks" / "files" / "vminer_sample.py"
 sample = vminer_sample()
 
 
@@ -112,32 +121,18 @@ def readonly_triggers(path) -> list[str]:
     return [text for (text,) in rows]
 
 
-def application(lab: dict) -> tuple[subprocess.Popen, object]:
-    """The lab's SQLite application (vminer_sample.py workload --config): it follows its configuration file."""
-    stop = lab["tmp"] / "app.stop"
-    command = [sys.executable, str(SAMPLE), "workload", "--config", str(lab["config"]), "--stop-file", str(stop), "--rate", "100"]
-    command += ["--ack-log", str(lab["tmp"] / "acks.jsonl")]
-    env = dict(os.environ, PGPASSWORD=GREEN["login_password"])  # the password stays out of the configuration file
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env), stop
-
-
-def verify(lab: dict) -> dict:
-    command = [sys.executable, str(SAMPLE), "verify", "--ack-log", str(lab["tmp"] / "acks.jsonl"), "--config", str(lab["config"])]
-    env = dict(os.environ, PGPASSWORD=GREEN["login_password"])
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def application(lab: dict) -> SqliteApplication:
+    return SqliteApplication(lab["config"], lab["tmp"], password=GREEN["login_password"])
 
 
 def test_the_switch_moves_the_application_with_every_acknowledged_write(lab):
-    process, stop = application(lab)
+    app = application(lab)
     try:
         time.sleep(1.5)
         result = cutover(lab, diff=True, window_timeout=20)
         time.sleep(1.5)  # the application writes on the target now
     finally:
-        stop.touch()
-        out, _err = process.communicate(timeout=60)
-    summary = json.loads(out.strip().splitlines()[-1])
+        summary = app.stop()
     assert not result.get("failed"), result.get("msg")
     assert result["changed"] is True
     assert [step["step"] for step in result["steps"]] == ["freeze", "replay", "validate", "reverse_capture", "switch", "commit"]
@@ -152,7 +147,7 @@ def test_the_switch_moves_the_application_with_every_acknowledged_write(lab):
     assert [switch["engine"] for switch in summary["switches"]][-1] == "postgresql", summary["switches"]
     assert summary["acknowledged_per_engine"].get("postgresql", 0) > 10, summary
     assert summary["max_hold_ms"] <= result["write_window_ms"] + 1000, summary
-    checked = verify(lab)
+    checked = app.verify()
     assert checked["lost"] == 0 and checked["checked"] > 100, checked
     # writes to the file are refused for good now (no deadline), naming the migration
     refused = write_refused(lab["path"])
@@ -272,7 +267,7 @@ def test_the_rollback_brings_the_targets_writes_back_into_the_file(lab):
 
 
 def test_the_application_moves_there_and_back_and_loses_nothing(lab):
-    process, stop = application(lab)
+    app = application(lab)
     try:
         time.sleep(1.0)
         switched = cutover(lab, window_timeout=20)
@@ -282,14 +277,12 @@ def test_the_application_moves_there_and_back_and_loses_nothing(lab):
         assert not rolled_back.get("failed"), rolled_back.get("msg")
         time.sleep(1.5)  # writes on the file again
     finally:
-        stop.touch()
-        out, _err = process.communicate(timeout=60)
-    summary = json.loads(out.strip().splitlines()[-1])
+        summary = app.stop()
     assert summary["errors"] == 0, summary
     assert [switch["engine"] for switch in summary["switches"]][-2:] == ["postgresql", "sqlite"], summary["switches"]
     assert rolled_back["replayed_back"] > 0 and rolled_back["write_window_ms"] < 20000
     assert json.loads(lab["config"].read_text())["engine"] == "sqlite"
-    checked = verify(lab)  # every acknowledged write - on the file, on the target, on the file again - is in the file
+    checked = app.verify()  # every acknowledged write - on the file, on the target, on the file again - is in the file
     assert checked["lost"] == 0 and checked["checked"] > 100, checked
 
 

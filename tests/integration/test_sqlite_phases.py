@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
-from tests.lab import GREEN, ROOT, connect, run_playbook, scratch_database, vminer_sample
+from tests.lab import GREEN, SqliteApplication, connect, run_playbook, scratch_database, vminer_sample
 
 PLAYBOOK = "sqlite_migration.yml"
 HOST = "localhost"  # sqlite_app_servers in inventories/lab
@@ -24,7 +22,6 @@ UP_TO_VALIDATION = ["sqlite_preparation", "sqlite_schema_sync", "sqlite_initial_
 COPY = "Copy the tables in batches, then replay the changes captured meanwhile"
 FAIL = "Fail naming the stage, the error and what was rolled back"
 sample = vminer_sample()
-SAMPLE = ROOT / "playbooks" / "files" / "vminer_sample.py"
 
 
 @pytest.fixture()
@@ -153,9 +150,7 @@ def test_every_stage_then_the_rollback_playbook_with_the_application_writing_los
     moves it to green, sqlite_rollback.yml brings it back with what it wrote there; its own check after."""
     config = tmp_path / "vminer.json"
     config.write_text(json.dumps({"engine": "sqlite", "path": str(lab["path"])}))
-    stop, acks = tmp_path / "app.stop", tmp_path / "acks.jsonl"
-    command = [sys.executable, str(SAMPLE), "workload", "--config", str(config), "--stop-file", str(stop), "--rate", "50"]
-    application = subprocess.Popen([*command, "--ack-log", str(acks)], stdout=subprocess.PIPE, text=True)
+    app = SqliteApplication(config, tmp_path, rate=50)
     try:
         time.sleep(1.0)
         run = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_stop_after="cleanup"))
@@ -173,22 +168,13 @@ def test_every_stage_then_the_rollback_playbook_with_the_application_writing_los
         assert back.status == "successful", back.stdout[-3000:]
         time.sleep(1.0)  # and on the file again
     finally:
-        stop.touch()
-        out, _err = application.communicate(timeout=60)
-    summary = json.loads(out.strip().splitlines()[-1])
+        summary = app.stop()
     assert summary["errors"] == 0, summary
     assert [switch["engine"] for switch in summary["switches"]][-2:] == ["postgresql", "sqlite"], summary["switches"]
     assert json.loads(config.read_text())["engine"] == "sqlite"
     after = stages(lab["target"])
     assert after["sqlite_cutover"]["status"] == "failed" and after["sqlite_cutover"]["details"]["rolled_back"] is True
-    checked = subprocess.run(
-        [sys.executable, str(SAMPLE), "verify", "--ack-log", str(acks), "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    verified = json.loads(checked.stdout.strip().splitlines()[-1])
+    verified = app.verify()
     assert verified["lost"] == 0 and verified["checked"] > 50, verified
 
 

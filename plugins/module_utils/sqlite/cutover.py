@@ -60,10 +60,9 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run im
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import write_hold
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.change_capture import ensure_target_capture
-from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client, SqliteError, quote_ident, quote_literal
+from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client, quote_ident, quote_literal
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.compare import SqliteSide
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.readonly import (
-    PREFIX,
     ReadOnly,
     desired_tables,
     desired_triggers,
@@ -249,11 +248,15 @@ class Cutover:
         return None
 
     # -- the operation ---------------------------------------------------------------------------
-    def freeze(self, until: str | None, marker: dict) -> None:
+    def freeze(self, until: str | None, marker: dict, check=None) -> None:
+        """The read-only triggers (refusing until `until`; None: for good) and the marker, in one write
+        transaction; `check()` runs first inside it and may refuse."""
         toggle = ReadOnly(self.sqlite)
+        params = self.readonly_params(until)
         with self.sqlite.immediate():
-            wanted = {"triggers": desired_triggers(desired_tables(self.sqlite, self.readonly_params(until)), self.readonly_params(until))}
-            wanted["readonly_since"] = utc_text()
+            if check is not None:
+                check()
+            wanted = {"triggers": desired_triggers(desired_tables(self.sqlite, params), params), "readonly_since": utc_text()}
             toggle.ensure("present", wanted)
             write_marker(self.sqlite, marker)
         self.changed = True
@@ -316,9 +319,8 @@ class Cutover:
     def commit(self, marker: dict, what: str = "the switch took longer than the freeze's deadline") -> None:
         """The freeze made permanent - unless writes reached the file after the replay position the switch
         was made at (the freeze lapsed first): those are on no target, and are named instead."""
-        toggle = ReadOnly(self.sqlite)
-        committed = dict(marker, status="switched", deadline=None, committed_at=utc_text())
-        with self.sqlite.immediate():
+
+        def no_lapsed_writes() -> None:
             lapsed = self.source.backlog(marker["replayed_seq"])
             if lapsed:
                 raise CutoverError(
@@ -330,11 +332,8 @@ class Cutover:
                     switched=True,
                     lapsed_writes=lapsed,
                 )
-            wanted = {"triggers": desired_triggers(desired_tables(self.sqlite, self.readonly_params(None)), self.readonly_params(None))}
-            wanted["readonly_since"] = utc_text()
-            toggle.ensure("present", wanted)
-            write_marker(self.sqlite, committed)
-        self.changed = True
+
+        self.freeze(None, dict(marker, status="switched", deadline=None, committed_at=utc_text()), check=no_lapsed_writes)
 
     def result(self, marker: dict | None, **extra) -> dict:
         readonly = ReadOnly(self.sqlite)
@@ -568,6 +567,3 @@ def run_cutover(sqlite_client: Client, target_client, params: dict, check_mode: 
     if not result["warnings"]:
         result.pop("warnings")
     return result
-
-
-__all__ = ["CUTOVER_OPTIONS", "PREFIX", "CutoverError", "SqliteError", "run_cutover"]
