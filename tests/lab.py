@@ -100,6 +100,7 @@ class PlaybookRun:
         return [
             {
                 "host": e["event_data"].get("host"),
+                "play": e["event_data"].get("play"),
                 "task": e["event_data"]["task"],
                 **{key: e["event_data"]["res"][key] for key in ("diff", "msg", "state", "queries") if key in e["event_data"]["res"]},
             }
