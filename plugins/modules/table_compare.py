@@ -37,10 +37,7 @@ version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
 extends_documentation_fragment:
-  - zerodowntime.migration.sqlite
-  - zerodowntime.migration.sqlite.tables
-  - zerodowntime.migration.postgres
-  - zerodowntime.migration.mariadb
+  - zerodowntime.migration.sqlite.target
   - zerodowntime.migration.compare
 options:
   column_types:
