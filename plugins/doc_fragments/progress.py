@@ -1,6 +1,7 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The `progress` option of the modules that wait long (pg_subscription, pg_index, pg_compare).
+"""The `progress` option of the modules that wait long (pg_subscription, pg_index, pg_compare);
+`.table`: the progress table's name, for migration_state.
 
 Matches PROGRESS_SPEC in plugins/module_utils/postgres/progress.py.
 """
@@ -8,7 +9,16 @@ Matches PROGRESS_SPEC in plugins/module_utils/postgres/progress.py.
 from __future__ import annotations
 
 from ansible_collections.zerodowntime.migration.plugins.doc_fragments.postgres import CONNECTION_OPTIONS
-from ansible_collections.zerodowntime.migration.plugins.plugin_utils.doc_text import nest, option
+from ansible_collections.zerodowntime.migration.plugins.plugin_utils.doc_text import flat, nest, option
+
+# The progress table's name, also an option of migration_state (which keeps the table).
+TABLE_OPTION = r"""
+table:
+  description:
+    - Name of the progress table.
+  type: str
+  default: migration_progress
+"""
 
 PROGRESS_OPTIONS = (
     CONNECTION_OPTIONS
@@ -29,11 +39,9 @@ schema:
     - Schema of the progress table.
   type: str
   default: public
-table:
-  description:
-    - Name of the progress table.
-  type: str
-  default: migration_progress
+"""
+    + TABLE_OPTION
+    + r"""
 every:
   description:
     - Seconds between two progress writes at most (the first and the last are always written).
@@ -59,3 +67,6 @@ DESCRIPTION = [
 class ModuleDocFragment:
     # Composed when Ansible imports the fragment (see plugins/doc_fragments/postgres.py).
     DOCUMENTATION: str = "options:\n" + option("progress", DESCRIPTION, nest(PROGRESS_OPTIONS, "progress"), required=False)
+
+    # migration_state's own O(table) (the table it keeps).
+    TABLE: str = "options:\n" + flat(TABLE_OPTION)

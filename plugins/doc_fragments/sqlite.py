@@ -2,10 +2,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """SQLite file options: the database file and the busy timeout of every connection to it; and
 (TABLES) the tables of the file a module works on (table_copy, table_compare, sqlite_cutover); (CHECKPOINTS)
-where table_copy keeps its checkpoints (table_copy, sqlite_cutover)."""
+where table_copy keeps its checkpoints (table_copy, sqlite_cutover); (TARGET) the file, its tables and the
+PostgreSQL or MariaDB target's connection of the modules that go from the file to a target (table_copy,
+sqlite_cutover, table_compare)."""
 
 from __future__ import annotations
 
+from ansible_collections.zerodowntime.migration.plugins.doc_fragments import mariadb, postgres
 from ansible_collections.zerodowntime.migration.plugins.plugin_utils.doc_text import flat
 
 # Matches CONNECTION_OPTIONS in plugins/module_utils/sqlite/client.py.
@@ -67,9 +70,23 @@ progress_table:
   default: migration_progress
 """
 
+# The requirements of both target engines, one list (a fragment has one requirements key), sorted as
+# ansible-doc sorts the requirements of several fragments.
+TARGET_REQUIREMENTS = "\nrequirements:\n" + "".join(
+    sorted(line + "\n" for block in (postgres.REQUIREMENTS, mariadb.REQUIREMENTS) for line in block.strip().splitlines()[1:])
+)
+
 
 class ModuleDocFragment:
     # Composed when Ansible imports the fragment (see plugins/doc_fragments/redis.py).
     DOCUMENTATION: str = "options:\n" + flat(CONNECTION_OPTIONS)
     TABLES: str = "options:\n" + flat(TABLE_OPTIONS)
     CHECKPOINTS: str = "options:\n" + flat(CHECKPOINT_OPTIONS)
+    # The file, its tables and the target (the PostgreSQL connection options, or the MariaDB ones with
+    # target_engine=mariadb): what zerodowntime.migration.sqlite, .sqlite.tables, .postgres and .mariadb give together.
+    TARGET: str = (
+        "options:\n"
+        + flat(CONNECTION_OPTIONS + TABLE_OPTIONS + postgres.CONNECTION_OPTIONS + mariadb.CONNECTION_OPTIONS)
+        + TARGET_REQUIREMENTS
+        + postgres.GROUP_NOTES
+    )

@@ -67,13 +67,9 @@ options:
       - Schema of the progress table; created when missing.
     type: str
     default: public
-  table:
-    description:
-      - Name of the progress table.
-    type: str
-    default: migration_progress
 extends_documentation_fragment:
   - zerodowntime.migration.postgres
+  - zerodowntime.migration.progress.table
 attributes:
   check_mode:
     support: full

@@ -176,7 +176,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 state:
-  description: Whether the index exists after the run (in check mode, whether it would).
+  description:
+    - Whether the index O(name) on O(table) exists after the run (in check mode, whether it would) -
+      V(present) or V(absent).
+    - RV(index) is its definition as the server reports it.
   returned: success
   type: str
   sample: present

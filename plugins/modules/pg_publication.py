@@ -132,7 +132,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 state:
-  description: Whether the publication exists after the run (in check mode, whether it would).
+  description:
+    - V(present) when the publication O(name) exists after the run, V(absent) when it does not; in check
+      mode, what the run would leave. RV(publication) describes it.
   returned: success
   type: str
   sample: present

@@ -104,7 +104,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 state:
-  description: Whether the slot exists after the run (in check mode, whether it would).
+  description:
+    - V(present) or V(absent) - whether the slot O(name) exists after the run (in check mode, whether
+      it would); RV(slot) is what the server reports about it.
   returned: success
   type: str
   sample: present

@@ -81,7 +81,7 @@ seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_connection
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.backup import back_up
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import CONNECTION_OPTIONS, Client
 
@@ -91,10 +91,10 @@ def main():
         argument_spec=dict(CONNECTION_OPTIONS, dest=dict(type="path", required=True), force=dict(type="bool", default=False)),
         supports_check_mode=True,
     )
-    run_module(
+    run_connection(
         module,
-        lambda opened: back_up(opened["sqlite"], module.params["dest"], module.params["force"]),
-        openers={"sqlite": lambda: Client(module.params, module.check_mode)},
+        lambda: Client(module.params, module.check_mode),
+        lambda sqlite: back_up(sqlite, module.params["dest"], module.params["force"]),
     )
 
 

@@ -133,7 +133,7 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_connection
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import ensure_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import CONNECTION_OPTIONS, Client
 
@@ -150,11 +150,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    run_module(
-        module,
-        lambda opened: ensure_capture(opened["sqlite"], module.params),
-        openers={"sqlite": lambda: Client(module.params, module.check_mode)},
-    )
+    run_connection(module, lambda: Client(module.params, module.check_mode), lambda sqlite: ensure_capture(sqlite, module.params))
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_connection
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import CONNECTION_OPTIONS, Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.readonly import ensure_readonly
 
@@ -146,11 +146,7 @@ def main():
         required_if=[("state", "present", ["migration"])],
         supports_check_mode=True,
     )
-    run_module(
-        module,
-        lambda opened: ensure_readonly(opened["sqlite"], module.params),
-        openers={"sqlite": lambda: Client(module.params, module.check_mode)},
-    )
+    run_connection(module, lambda: Client(module.params, module.check_mode), lambda sqlite: ensure_readonly(sqlite, module.params))
 
 
 if __name__ == "__main__":

@@ -37,10 +37,7 @@ version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
 extends_documentation_fragment:
-  - zerodowntime.migration.sqlite
-  - zerodowntime.migration.sqlite.tables
-  - zerodowntime.migration.postgres
-  - zerodowntime.migration.mariadb
+  - zerodowntime.migration.sqlite.target
   - zerodowntime.migration.compare
 options:
   column_types:
@@ -97,11 +94,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 equal:
-  description: Whether every table holds the same rows on both sides.
+  description: Whether every table holds the same rows in the SQLite file and on the target.
   returned: always
   type: bool
 differing_tables:
-  description: The tables that differ.
+  description: The tables that differ (their keys are in RV(tables[].differing_keys)).
   returned: always
   type: list
   elements: str
@@ -110,58 +107,29 @@ rows_compared:
   returned: always
   type: int
 duration_seconds:
-  description: How long the comparison took.
+  description: How long the comparison of all the tables took.
   returned: always
   type: float
 tables:
-  description: One entry per table.
+  description:
+    - One entry per table, the comparison engine's - its keys mean what they mean in
+      RV(zerodowntime.migration.pg_compare#module:tables), which documents each - C(table), C(key),
+      C(rows_source), C(rows_target), C(chunks),
+      C(chunks_checked), C(chunks_differing), C(differences), C(missing), C(extra), C(changed),
+      C(differing_keys), C(equal) and C(duration_seconds). What differs here is below.
   returned: always
   type: list
   elements: dict
   contains:
-    table:
-      description: The table.
-      type: str
     key:
       description: The key columns used (the SQLite table's primary key, or O(key_columns)).
       type: list
-    rows_source:
-      description: Rows on the source (in the chunks checked).
-      type: int
-    rows_target:
-      description: Rows on the target (in the chunks checked).
-      type: int
-    chunks:
-      description: Chunks the table was divided into.
-      type: int
-    chunks_checked:
-      description: Chunks compared (fewer than RV(tables[].chunks) with O(sample_percent)).
-      type: int
-    chunks_differing:
-      description: Chunks whose count or checksum differed at first reading.
-      type: int
-    differences:
-      description: Keys that differ, after the re-reads.
-      type: int
-    missing:
-      description: Keys on the source that the target lacks.
-      type: int
-    extra:
-      description: Keys only the target has.
-      type: int
-    changed:
-      description: Keys on both sides whose rows differ.
-      type: int
     differing_keys:
-      description: The first O(max_keys) differing keys, each C({key, kind}).
+      description:
+        - The first O(max_keys) differing keys, each C({key, kind}); a key value keeps the type it
+          has in the SQLite file (an integer key as a number).
       type: list
       sample: [{"key": {"id": 42}, "kind": "changed"}]
-    equal:
-      description: Whether this table is the same on both sides.
-      type: bool
-    duration_seconds:
-      description: How long this table took.
-      type: float
 path:
   description: The SQLite file.
   returned: always

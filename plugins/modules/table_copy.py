@@ -62,11 +62,8 @@ version_added: 0.1.0
 author:
   - zerodowntime.migration maintainers (@zerodowntime)
 extends_documentation_fragment:
-  - zerodowntime.migration.sqlite
-  - zerodowntime.migration.sqlite.tables
+  - zerodowntime.migration.sqlite.target
   - zerodowntime.migration.sqlite.checkpoints
-  - zerodowntime.migration.postgres
-  - zerodowntime.migration.mariadb
 options:
   column_types:
     description:

@@ -63,3 +63,9 @@ def run_module(module, work, openers: dict | None = None, libraries=(), on_failu
     for warning in result.pop("warnings", None) or []:
         module.warn(warning)
     module.exit_json(**result)
+
+
+def run_connection(module, opener, work, libraries=()) -> None:
+    """run_module for a module with one connection: open it with opener() -> connection, call
+    work(connection) -> result dict, close it, exit."""
+    run_module(module, lambda opened: work(opened["connection"]), {"connection": opener}, libraries=libraries)

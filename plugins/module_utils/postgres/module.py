@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import Library, run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import Library, run_connection
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import (
     CONNECTION_ARGUMENT_SPEC,
     HAS_PSYCOPG,
@@ -53,9 +53,4 @@ def run(module, work) -> None:
     """Connect with the module's own connection options, call work(client) -> result dict, exit.
     A module with several connections calls common.runner.run_module with its openers and
     libraries=[PSYCOPG]."""
-    run_module(
-        module,
-        lambda opened: work(opened["client"]),
-        {"client": lambda: Client(module.params, check_mode=module.check_mode)},
-        libraries=[PSYCOPG],
-    )
+    run_connection(module, lambda: Client(module.params, check_mode=module.check_mode), work, libraries=[PSYCOPG])
