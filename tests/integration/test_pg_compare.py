@@ -242,6 +242,57 @@ def test_a_block_of_rows_still_in_flight_is_not_reported(green_db):
     assert any("re-reading" in line for line in result["progress"])
 
 
+def test_the_comparison_reports_its_progress_into_migration_state_while_it_runs(green_db):
+    """The `progress` option: tables compared of total, and the chunks of the table being compared,
+    in the phase's row of a migration_state table while the module runs (the last table held by a
+    lock a few seconds, so the row is read mid-run), then done."""
+    step = "phase 4 compare"
+    green_db.execute("DROP TABLE IF EXISTS migration_progress")
+    state = dict(TARGET, phase="phase4_validate", state="started", phases=["phase4_validate"])
+    assert not run_module("zerodowntime.migration.migration_state", state)[1]["failed"]
+    seen: list[dict] = []
+    stop = threading.Event()
+
+    def read_progress():
+        with connect(TARGET) as conn:
+            while not stop.is_set():
+                value = conn.execute("SELECT progress -> %s FROM migration_progress WHERE phase = 'phase4_validate'", (step,)).fetchone()[0]
+                if value and (not seen or seen[-1] != value):
+                    seen.append(value)
+                time.sleep(0.02)
+
+    reader = threading.Thread(target=read_progress, daemon=True)
+    release = threading.Event()
+
+    def hold_last_table():
+        with connect(TARGET) as conn, conn.transaction():
+            conn.execute("LOCK TABLE keyless IN ACCESS EXCLUSIVE MODE")
+            release.wait(4)
+
+    holder = threading.Thread(target=hold_last_table, daemon=True)
+    holder.start()
+    reader.start()
+    try:
+        result = compare(progress=dict(TARGET, phase="phase4_validate", step=step, every=0), **SMALL_CHUNKS)
+    finally:
+        release.set()
+        holder.join()
+        stop.set()
+        reader.join()
+        green_db.execute("DROP TABLE IF EXISTS migration_progress")
+    assert result["equal"], result
+    assert not [warning for warning in result.get("warnings", []) if "progress" in warning], result["warnings"]  # every snapshot recorded
+    running = [value for value in seen if value["state"] == "running"]
+    assert running, seen
+    assert {value["unit"] for value in running} == {"tables"} and {value["total"] for value in running} == {len(TABLES)}
+    # the lock on keyless holds the run at 3 of 4 tables while the reader looks
+    assert any(value["done"] == 3 and value["detail"]["table"] == "keyless" for value in running), running
+    chunks = [figures for value in running for name, figures in value.get("items", {}).items() if name == "items"]
+    assert chunks and chunks[-1]["unit"] == "chunks" and 0 < chunks[-1]["done"] <= chunks[-1]["total"], chunks
+    last = seen[-1]
+    assert last["state"] == "done" and last["done"] == last["total"] == len(TABLES) and last["detail"]["equal"] is True, last
+
+
 def restore_items(first: int, last: int) -> None:
     with connect(TARGET) as conn:
         conn.execute(
