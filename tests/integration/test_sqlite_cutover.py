@@ -2,9 +2,10 @@
 green PostgreSQL, with the file's workload writing: the switch (freeze, last changes, tail
 validated, configuration renamed, the freeze made permanent) with nothing acknowledged lost and the
 write window measured; a second run changes nothing; check mode changes nothing; the bad input
-refused before anything changes; a tail that differs undoes the cutover; SIGTERM undoes the
-freeze at once; SIGKILL leaves a freeze that lapses by itself at its deadline and the next run
-repairs; the rollback brings the target's writes back into the file."""
+refused before anything changes; a tail that differs undoes the cutover; SIGTERM or SIGHUP after
+any step before the switch undoes the freeze at once, after the switch completes the cutover;
+SIGKILL leaves a freeze that lapses by itself at its deadline and the next run repairs; the
+rollback brings the target's writes back into the file."""
 
 from __future__ import annotations
 
@@ -207,12 +208,13 @@ def held(lab: dict, step: str, seconds: float, json_output: bool = False, **extr
     return process
 
 
-@pytest.mark.parametrize("step", ["freeze", "replay"])
-def test_sigterm_in_the_freeze_undoes_it_at_once(lab, step):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("step", ["freeze", "replay", "validate", "reverse_capture"])
+def test_a_signal_before_the_switch_undoes_the_freeze_at_once(lab, step, signum):
     process = held(lab, step, 30, window_timeout=60)
     try:
         signalled = time.monotonic()
-        os.kill(module_pid(process.pid), signal.SIGTERM)
+        os.kill(module_pid(process.pid), signum)
         wait_for("writes to the file again", lambda: write_refused(lab["path"]) is None, 10, interval=0.05)
         assert time.monotonic() - signalled < 5
         process.wait(timeout=30)
@@ -221,6 +223,23 @@ def test_sigterm_in_the_freeze_undoes_it_at_once(lab, step):
             kill_tree(process.pid)
     assert readonly_triggers(lab["path"]) == []
     assert json.loads(lab["config"].read_text())["engine"] == "sqlite"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_after_the_switch_completes_the_cutover(lab, signum):
+    process = held(lab, "switch", 30, json_output=True, window_timeout=60)
+    try:
+        wait_for("the switch", lambda: json.loads(lab["config"].read_text())["engine"] == "postgresql", 30, interval=0.05)
+        os.kill(module_pid(process.pid), signum)
+        out = process.communicate(timeout=30)[0]
+    finally:
+        if process.poll() is None:
+            kill_tree(process.pid)
+    result = next(iter(json.loads(out)["plays"][0]["tasks"][0]["hosts"].values()))
+    assert not result.get("failed") and result["marker"]["status"] == "switched", result.get("msg")
+    assert any(f"received {signum.name} after the switch" in warning for warning in result["warnings"]), result["warnings"]
+    assert write_refused(lab["path"]) and "zdm_readonly" in " ".join(readonly_triggers(lab["path"]))
+    assert differences(lab) == 0
 
 
 def test_sigkill_leaves_a_freeze_that_lapses_at_its_deadline_and_the_next_run_repairs(lab):

@@ -46,6 +46,7 @@ import json
 import os
 import shutil
 import time
+from typing import NoReturn
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.errors import ModuleError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.failpoint import hold as failpoint
@@ -350,6 +351,26 @@ class Cutover:
             **extra,
         }
 
+    def undo_before_switch(self, exc: BaseException, frozen_at, marker: dict) -> NoReturn:
+        """A failure, a signal or the deadline before the switch: the freeze is removed (the file
+        takes writes again) and the error raised says so. frozen_at is None when nothing is to undo."""
+        undone = frozen_at is not None
+        if undone:
+            try:
+                self.unfreeze()
+            except ModuleError as undo_error:  # the file locked past busy_timeout: the deadline still ends the freeze
+                self.warnings.append(f"removing the freeze failed ({undo_error}); it lapses at {marker['deadline']} UTC")
+                undone = False
+        if isinstance(exc, ModuleError):
+            exc.details.update(changed=self.changed, undone=undone, steps=self.steps, warnings=self.warnings)
+            raise exc
+        if isinstance(exc, Exception):
+            state = f"the cutover is undone ({self.sqlite.path} takes writes again)" if undone else "see the warnings"
+            if frozen_at is None:
+                state = "nothing was changed"
+            raise CutoverError(f"{exc}: {state}", undone=undone, steps=self.steps, warnings=self.warnings) from exc
+        raise exc
+
     def switch(self) -> dict:
         marker = read_marker(self.sqlite)
         if marker and marker.get("status") == "switched":
@@ -423,23 +444,11 @@ class Cutover:
                 with self.step("switch"):
                     self.switch_config()
                     switched_at = self.clock()
-        except BaseException as exc:
-            undone = frozen_at is not None and switched_at is None
-            if undone:
-                try:
-                    self.unfreeze()
-                except ModuleError as undo_error:  # the file locked past busy_timeout: the deadline still ends the freeze
-                    self.warnings.append(f"removing the freeze failed ({undo_error}); it lapses at {marker['deadline']} UTC")
-                    undone = False
-            if isinstance(exc, ModuleError):
-                exc.details.update(changed=self.changed, undone=undone, steps=self.steps, warnings=self.warnings)
-                raise
-            if isinstance(exc, Exception):
-                state = f"the cutover is undone ({self.sqlite.path} takes writes again)" if undone else "see the warnings"
-                if frozen_at is None:
-                    state = "nothing was changed"
-                raise CutoverError(f"{exc}: {state}", undone=undone, steps=self.steps, warnings=self.warnings) from exc
-            raise
+        except BaseException as exc:  # a signal (common.signals.Interrupted) too: every way out undoes or completes
+            if switched_at is None:
+                self.undo_before_switch(exc, frozen_at, marker)
+            # the application already uses the target: completing it (the commit, a few ms) is the way out
+            self.warnings.append(f"{exc or type(exc).__name__} after the switch: the cutover was completed rather than undone")
         try:
             with self.step("commit"):
                 self.commit(marker)
