@@ -1,6 +1,6 @@
 # zerodowntime.migration — run as root on Debian 12 (the lab provisions services on this machine).
 #   make demo   provision the lab and run the migration phases that exist, printing what happened
-#   make test   install everything the tests need, then lint, sanity, unit, integration, molecule
+#   make test   install everything the tests need, then lint, sanity, unit, integration (with molecule)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -21,7 +21,8 @@ ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 demo: venv system-deps
 	ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks ansible-playbook playbooks/demo.yml
 
-test: venv system-deps lint sanity unit integration molecule
+# integration runs the molecule scenarios too (tests/run_integration.sh: beside the main lane's tests)
+test: venv system-deps lint sanity unit integration
 	@echo "make test: all suites passed"
 
 # Debian packages the tooling needs; the roles install the services themselves (roles/lab_ssh,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make integration`: tests/integration in two parts, so the suite fits CI's time on two cores.
+# `make integration`: tests/integration in parts, so the suite fits CI's time on two cores, with
+# the roles' molecule scenarios (`make molecule` runs them alone).
 #
 # 1. Alone, first: the tests that converge every service of the lab (the lab fixture's site.yml,
 #    phase1_infra.yml with cluster.yml) or check them all at once (monitoring), and the SSH tests
@@ -11,7 +12,11 @@
 #      which phase 1 is not run again (ZERODOWNTIME_PHASE1_DONE=1: part 1 ran it; the phase1
 #      fixture checks it is recorded as succeeded).
 #    A test file not listed below runs in main. Each lane's lines are prefixed with its name.
-# Both parts always run; the exit status is the first failure's. `pytest tests/integration` still
+#    The side lane is the shorter: once its tests are done it runs the molecule scenarios of the
+#    roles on instances of their own (or, for rabbitmq, the broker main does not use).
+# 3. Last, alone: the monitoring scenario (it converges the lab's own Prometheus and Alertmanager,
+#    which main's alert tests read).
+# Every part always runs; the exit status is the first failure's. `pytest tests/integration` still
 # runs the whole suite in one process (slower, nothing else needed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,17 +44,41 @@ lane() {
     ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 PYTHONUNBUFFERED=1 pytest "$@" --durations=15 2>&1 | sed -u "s/^/[$name] /"
     return "${PIPESTATUS[0]}"
 }
+# molecule scenarios one after another; the status is the first failure's (each runs whatever came before)
+scenarios() {
+    local status=0 scenario
+    for scenario in "$@"; do
+        local started=$SECONDS rc
+        molecule test -s "$scenario"
+        rc=$?
+        echo "molecule $scenario took $((SECONDS - started)) s: exit $rc"
+        if [[ $status -eq 0 ]]; then status=$rc; fi
+    done
+    return "$status"
+}
+side_lane() {
+    local status=0
+    lane side "$@" || status=$?
+    scenarios postgresql redis rabbitmq cluster_node mariadb 2>&1 | sed -u "s/^/[side] /"
+    local molecule_status=${PIPESTATUS[0]}
+    [[ $status -ne 0 ]] || status=$molecule_status
+    return "$status"
+}
 started=$SECONDS
 lane main "${main[@]}" &
 main_pid=$!
-lane side "${side[@]/#/tests/integration/}" &
+side_lane "${side[@]/#/tests/integration/}" &
 side_pid=$!
 wait "$main_pid"
 main_status=$?
 wait "$side_pid"
 side_status=$?
 echo "integration part 2 (lanes main and side at once) took $((SECONDS - started)) s: main exit $main_status, side exit $side_status"
-for lane_status in "$main_status" "$side_status"; do
-    if [[ $status -eq 0 && $lane_status -ne 0 ]]; then status=$lane_status; fi
+started=$SECONDS
+scenarios monitoring
+monitoring_status=$?
+echo "integration part 3 (molecule monitoring, alone) took $((SECONDS - started)) s"
+for part_status in "$main_status" "$side_status" "$monitoring_status"; do
+    if [[ $status -eq 0 && $part_status -ne 0 ]]; then status=$part_status; fi
 done
 exit "$status"
