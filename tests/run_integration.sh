@@ -7,7 +7,7 @@
 #    (they cut SSH connections other tests would share).
 # 2. Then two lanes at once, on services they do not share:
 #    - side: RabbitMQ, etcd (over SSH), Redis, MariaDB - their roles and modules - and the tests
-#      on instances of their own (SQLite files, a throwaway HAProxy, the PostgreSQL servers of test_pg_replicas and test_pg_cutover_watch);
+#      on instances of their own (SQLite files, a throwaway HAProxy, the PostgreSQL servers of test_pg_replicas, test_pg_cutover_watch and test_role_postgresql_addresses);
 #    - main: everything else (PostgreSQL, PgBouncer, HAProxy, the phases, SQLite sources), in
 #      which phase 1 is not run again (ZERODOWNTIME_PHASE1_DONE=1: part 1 ran it; the phase1
 #      fixture checks it is recorded as succeeded).
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 
 first=(test_collection.py test_lab_ssh.py test_phase1_infra.py test_lab_state.py test_monitoring.py test_tls.py)
 side=(test_role_mariadb.py test_table_copy_mariadb.py test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py test_sqlite_readonly.py
-    test_haproxy_shift.py test_pg_replicas.py test_pg_cutover_watch.py
+    test_haproxy_shift.py test_pg_replicas.py test_pg_cutover_watch.py test_role_postgresql_addresses.py
     test_rabbitmq.py test_rabbitmq_cluster.py test_raft_bootstrap.py test_raft_hosts.py test_redis.py)
 
 main=()

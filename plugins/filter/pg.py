@@ -1,6 +1,7 @@
 # Copyright: zerodowntime.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters for PostgreSQL figures: LSN arithmetic and memory settings."""
+"""Filters for PostgreSQL figures: LSN arithmetic, memory settings, and where roles/postgresql puts
+each instance of a host (plugins/plugin_utils/pg_layout.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.lsn import lsn_diff, parse_lsn
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.tuning import memory_settings
+from ansible_collections.zerodowntime.migration.plugins.plugin_utils.pg_layout import (
+    pg_instance_certificates,
+    pg_instance_conflicts,
+    pg_instance_layout,
+)
 
 
 def _wrapped(function):
@@ -29,4 +35,7 @@ class FilterModule:
             "pg_lsn_to_int": _wrapped(parse_lsn),
             "pg_lsn_diff": _wrapped(lsn_diff),
             "pg_memory_settings": _wrapped(memory_settings),
+            "pg_instance_layout": _wrapped(pg_instance_layout),
+            "pg_instance_conflicts": _wrapped(pg_instance_conflicts),
+            "pg_instance_certificates": _wrapped(pg_instance_certificates),
         }
