@@ -5,6 +5,8 @@ The lab's HAProxy is not touched."""
 from __future__ import annotations
 
 import contextlib
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -42,16 +44,28 @@ backend app
 
 
 class Side:
-    """A throwaway HTTP server; `fail_every` > 0 answers 500 to every n-th request, `delay` sleeps first."""
+    """A throwaway HTTP server; `fail_every` > 0 answers 500 to every n-th request, `refuse_every`
+    > 0 resets every n-th connection before reading it (SO_LINGER 0), `delay` sleeps first."""
 
     def __init__(self):
         self.fail_every = 0
+        self.refuse_every = 0
         self.delay = 0.0
         self.count = 0
+        self.connections = 0
         self.lock = threading.Lock()
         side = self
 
         class Handler(BaseHTTPRequestHandler):
+            def handle(self):
+                with side.lock:
+                    side.connections += 1
+                    refusing = side.refuse_every and side.connections % side.refuse_every == 0
+                if refusing:  # closed with a reset, unanswered: what HAProxy sees of a server refusing it
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                super().handle()
+
             def do_GET(self):
                 with side.lock:
                     side.count += 1
@@ -214,6 +228,20 @@ def test_a_new_side_refusing_connections_breaches_the_error_rate_gate(stack):
     new = result["steps"][-1]["new"]
     assert breached["value"] > 0.5 and new["econ"] + new["wretr"] > 0, new
     assert "error_rate" in result["msg"] and "max_error_rate 0.02" in result["msg"]
+    assert result["rolled_back_to"] == 0 and weights(socket_path) == {"blue": 100, "green": 0}
+
+
+def test_a_new_side_refusing_a_fifth_of_its_connections_breaches_the_error_rate_gate(stack):
+    _blue, green, port, socket_path = stack
+    green.refuse_every = 5  # 20 % of the connections HAProxy opens to green are reset unanswered
+    with Load(port):
+        result = shift(socket_path, steps=[10, 50, 100], hold=6)
+    assert result["failed"] and result["changed"], result.get("msg")
+    breached = result["breached"]
+    assert breached["metric"] == "error_rate" and breached["gate"] == "max_error_rate" and breached["step"] == 10, breached
+    assert 0.05 <= breached["value"] <= 0.5, breached  # about a fifth: not every connection, as above
+    new = result["steps"][-1]["new"]
+    assert new["eresp"] + new["econ"] + new["wretr"] > 0, new
     assert result["rolled_back_to"] == 0 and weights(socket_path) == {"blue": 100, "green": 0}
 
 
