@@ -17,14 +17,18 @@ description:
     for a server connection in each PgBouncer of O(pgbouncers); the reverse replication's slot on green
     (O(reverse_slot)) - bytes blue has not confirmed, and seconds without a walsender. Past those a switch back to
     blue would no longer be lossless within the cutover's bound.
+  - On the SQLite path (playbooks/sqlite_migration.yml, post_cutover_validation) there is no reverse slot - the way back
+    is the reverse capture's change table, which O(zerodowntime.migration.sqlite_cutover#module:state=rolled_back)
+    replays into the file within its hold. O(reverse_backlog_table) counts its rows past the position replayed so far
+    (O(reverse_backlog_after)), gated by O(max_reverse_backlog).
   - A sample that fails (green not answering within O(interval), its statement bound) is a breach too, C(unreadable);
     so is the reverse slot dropped during the watch, C(reverse_slot_missing).
   - The first gate breached ends the watch at once; the module fails naming the signal, its value, the gate and what
     it means (RV(breach)). It changes nothing itself - roles/migration (C(tasks_from=cutover_watch)) and phase 5
     switch back to blue through zerodowntime.migration.pg_switchover reversed.
   - The runbooks' rollback triggers map onto it - C(max_errors) is O(max_errors); a lag limit is
-    O(max_reverse_lag_bytes); a downtime limit is O(max_client_wait_ms) (the pause the application feels) with
-    pg_switchover's own bounded pause; C(max_time) is O(watch_seconds) with every wait bounded.
+    O(max_reverse_lag_bytes) (O(max_reverse_backlog) on the SQLite path); a downtime limit is O(max_client_wait_ms)
+    (the pause the application feels) with pg_switchover's own bounded pause; C(max_time) is O(watch_seconds) with every wait bounded.
   - Written for this collection - community.postgresql has no module that compares a server's statistics over time.
 version_added: 0.2.0
 author:
@@ -121,6 +125,29 @@ options:
         within C(wal_retrieve_retry_interval), 5 s by default). V(0) turns the gate off.
     type: float
     default: 10
+  reverse_backlog_table:
+    description:
+      - A change table in O(login_db) (a C(bigint) column C(seq)) whose rows past O(reverse_backlog_after) are the changes
+        a switch back has yet to replay - on the SQLite path, the reverse capture's table
+        (O(zerodowntime.migration.sqlite_cutover#module:reverse_change_table)). Counted in every sample (RV(samples),
+        C(reverse_backlog)).
+        Not set, no backlog is read.
+    type: str
+  reverse_backlog_schema:
+    description: The schema of O(reverse_backlog_table).
+    type: str
+    default: public
+  reverse_backlog_after:
+    description:
+      - The position replayed so far - rows with a C(seq) at or below it are not counted (sqlite_cutover's
+        RV(zerodowntime.migration.sqlite_cutover#module:reverse_capture.replayed_seq) at the switch).
+    type: int
+    default: 0
+  max_reverse_backlog:
+    description:
+      - Most rows of O(reverse_backlog_table) past O(reverse_backlog_after) allowed; more breach at once (the backlog only
+        grows while nothing replays it), signal C(reverse_backlog). Not set or V(0), no gate.
+    type: int
 extends_documentation_fragment:
   - zerodowntime.migration.postgres
   - zerodowntime.migration.pgbouncer.watched_pools
@@ -213,7 +240,8 @@ samples:
     - One entry per interval - C(at_s), C(transactions) (C(total), C(rolled_back), C(rollback_rate)), C(errors),
       C(transactions.judged) (false when a walsender ended in the interval), C(deadlocks), C(latency) (C(calls),
       C(mean_ms), C(baseline_ms), C(ratio), and C(worst) - the statement above O(latency_floor_ms) furthest over its
-      own baseline; null when too few calls), C(client_wait_ms), C(reverse) (C(active), C(lag_bytes), C(missing)).
+      own baseline; null when too few calls), C(client_wait_ms), C(reverse) (C(active), C(lag_bytes), C(missing)),
+      C(reverse_backlog) (with O(reverse_backlog_table)).
   returned: mode watch
   type: list
   elements: dict
@@ -256,6 +284,8 @@ NOT_NEGATIVE = (
     "max_client_wait_ms",
     "max_reverse_lag_bytes",
     "max_reverse_inactive_seconds",
+    "reverse_backlog_after",
+    "max_reverse_backlog",
 )
 
 
@@ -286,7 +316,10 @@ def run(module, opened: dict) -> dict:
     params = module.params
     consoles = [(opened[f"pgbouncers[{index}]"], pool["database"]) for index, pool in enumerate(params["pgbouncers"] or [])]
     slot = params["reverse_slot"] if params["mode"] == "watch" else None
-    signals = Signals(opened["server"], opened["statements"], params["login_db"], consoles, slot)
+    backlog = None
+    if params["mode"] == "watch" and params["reverse_backlog_table"]:
+        backlog = (params["reverse_backlog_schema"], params["reverse_backlog_table"], params["reverse_backlog_after"])
+    signals = Signals(opened["server"], opened["statements"], params["login_db"], consoles, slot, backlog)
     signals.check_prerequisites()
     if params["mode"] == "baseline":
         return {"changed": False, "baseline": take_baseline(signals, params["baseline_seconds"])}
@@ -329,6 +362,10 @@ def main():
             reverse_slot=dict(type="str"),
             max_reverse_lag_bytes=dict(type="int", default=1048576),
             max_reverse_inactive_seconds=dict(type="float", default=10.0),
+            reverse_backlog_table=dict(type="str"),
+            reverse_backlog_schema=dict(type="str", default="public"),
+            reverse_backlog_after=dict(type="int", default=0),
+            max_reverse_backlog=dict(type="int"),
             progress=PROGRESS_SPEC,
         ),
         supports_check_mode=True,

@@ -166,6 +166,13 @@ validated_keys:
   description: Keys whose rows the tail validation compared.
   returned: when switched by this run
   type: int
+reverse_capture:
+  description:
+    - The reverse capture installed on a PostgreSQL target - its C(pending_changes) (rows in the change table) and
+      C(replayed_seq), the position a rollback replays from (rows past it are what it would bring back; the watch's
+      O(zerodowntime.migration.pg_cutover_watch#module:reverse_backlog_after)).
+  returned: when switched by this run to a PostgreSQL target
+  type: dict
 replayed_back:
   description: The target's changes the rollback brought into the file.
   returned: when rolled back by this run

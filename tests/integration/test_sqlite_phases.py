@@ -3,12 +3,15 @@ through ansible-runner on a small vMiner file in a tmp dir into a scratch databa
 green, with vMiner's workload writing: the backup taken before the capture, virtual_machines
 hash-partitioned, the copy, validation equal; a re-run skips every stage that succeeded and changes
 nothing; each rollback trigger (sqlite_max_time, sqlite_max_errors, a validation difference) stops
-the run naming it and records its stage failed with the error."""
+the run naming it and records its stage failed with the error; after the switch the watch
+(pg_cutover_watch) passes a healthy target and catches a fault or a reverse backlog past its gate,
+the rescue switching the application back to the file with nothing acknowledged lost."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 import uuid
 
@@ -196,3 +199,122 @@ def test_a_failed_post_cutover_validation_rolls_back_and_the_next_run_cuts_over_
     assert again.status == "successful", again.stdout[-3000:]
     assert json.loads(config.read_text())["engine"] == "postgresql"
     assert stages(lab["target"])["sqlite_cleanup"]["status"] == "succeeded"
+
+
+WATCH = "Watch the target after the cutover (rollback triggers sqlite_max_errors, sqlite_max_reverse_backlog)"
+
+
+def test_the_watch_after_a_healthy_cutover_passes_with_the_application_writing(lab, tmp_path):
+    """post_cutover_validation watches the target (pg_cutover_watch against a baseline taken on it just
+    before the switch): the application writing there raises no gate."""
+    config = tmp_path / "vminer.json"
+    config.write_text(json.dumps({"engine": "sqlite", "path": str(lab["path"])}))
+    app = SqliteApplication(config, tmp_path, rate=50)
+    try:
+        time.sleep(1.0)
+        run = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_stop_after="post_cutover_validation", sqlite_watch_seconds=6))
+        assert run.status == "successful", run.stdout[-3000:]
+    finally:
+        summary = app.stop()
+    assert summary["errors"] == 0, summary
+    [watched] = run.task_results(WATCH)
+    assert watched["healthy"] and watched["watched_seconds"] >= 5.9 and watched["errors"] == 0, watched
+    # the application wrote on the target during the watch, and none of it was replayed back yet
+    assert all(sample["transactions"]["total"] > 0 for sample in watched["samples"]), watched["samples"]
+    assert watched["samples"][-1]["reverse_backlog"] > watched["samples"][0]["reverse_backlog"] > 0, watched["samples"]
+    assert json.loads(config.read_text())["engine"] == "postgresql"
+    details = stages(lab["target"])["sqlite_post_cutover_validation"]
+    assert details["status"] == "succeeded" and float(details["details"]["watched_seconds"]) >= 5.9, details
+    verified = app.verify()
+    assert verified["lost"] == 0 and verified["checked"] > 50, verified
+
+
+class FaultAfterSwitch:
+    """Once the application's config names the target, a trigger on virtual_machines makes about 30% of
+    its writes there fail (the fault the watch is to catch)."""
+
+    FUNCTION = (
+        "CREATE FUNCTION zdm_test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF random() < 0.3 THEN RAISE EXCEPTION 'injected fault'; END IF; RETURN NULL; END $$"
+    )
+    TRIGGER = (
+        "CREATE TRIGGER zdm_test_fault BEFORE INSERT OR UPDATE OR DELETE ON virtual_machines "
+        "FOR EACH STATEMENT EXECUTE FUNCTION zdm_test_fault()"
+    )
+
+    def __init__(self, config, target):
+        self.config, self.target = config, target
+        self.installed_at = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.wait(0.05):
+            if json.loads(self.config.read_text())["engine"] == "postgresql":
+                with connect(self.target) as conn:
+                    conn.execute(self.FUNCTION)
+                    conn.execute(self.TRIGGER)
+                self.installed_at = time.monotonic()
+                return
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(5)
+
+
+def test_a_fault_on_the_target_after_the_switch_breaches_the_watch_and_rolls_back_losing_nothing(lab, tmp_path):
+    """A trigger fails ~30% of the application's writes on the target once it is switched: the watch's
+    errors gate (sqlite_max_errors) breaches within a couple of intervals, the stage fails naming it, and
+    the rescue switches the application back to the file with every acknowledged write."""
+    config = tmp_path / "vminer.json"
+    config.write_text(json.dumps({"engine": "sqlite", "path": str(lab["path"])}))
+    app = SqliteApplication(config, tmp_path, rate=50)
+    fault = FaultAfterSwitch(config, lab["target"])
+    try:
+        time.sleep(1.0)
+        run = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_stop_after="post_cutover_validation", sqlite_watch_seconds=8))
+        time.sleep(1.0)  # the application writes on the file again
+    finally:
+        fault.stop()
+        summary = app.stop()
+    assert fault.installed_at is not None
+    assert run.status == "failed"
+    message = failure(run)
+    assert "sqlite_post_cutover_validation failed" in message and "switched back to the SQLite file" in message, message
+    assert "breached errors" in message and "over the gate 0" in message, message
+    [watched] = run.task_results(WATCH)
+    breach = watched["breach"]
+    assert breach["signal"] == "errors" and breach["value"] > 0 and breach["gate"] == 0 and breach["at_s"] <= 3.0, breach
+    recorded = stages(lab["target"])
+    assert recorded["sqlite_cutover"]["status"] == "failed" and recorded["sqlite_cutover"]["details"]["rolled_back"] is True
+    assert "breached errors" in recorded["sqlite_post_cutover_validation"]["details"]["error"]
+    assert json.loads(config.read_text())["engine"] == "sqlite"
+    assert [switch["engine"] for switch in summary["switches"]][-2:] == ["postgresql", "sqlite"], summary["switches"]
+    assert summary["errors"] > 0, summary  # the injected failures, never acknowledged
+    verified = app.verify()
+    assert verified["lost"] == 0 and verified["checked"] > 50, verified
+
+
+def test_a_reverse_backlog_past_its_gate_breaches_the_watch_and_rolls_back(lab, tmp_path):
+    """The lag trigger: the target's changes a rollback has yet to replay into the file, past
+    sqlite_max_reverse_backlog, breach the watch naming reverse_backlog."""
+    config = tmp_path / "vminer.json"
+    config.write_text(json.dumps({"engine": "sqlite", "path": str(lab["path"])}))
+    app = SqliteApplication(config, tmp_path, rate=50)
+    try:
+        time.sleep(1.0)
+        variables = dict(lab["vars"], sqlite_stop_after="post_cutover_validation", sqlite_watch_seconds=8, sqlite_max_reverse_backlog=20)
+        run = run_playbook(PLAYBOOK, extravars=variables)
+        time.sleep(1.0)
+    finally:
+        summary = app.stop()
+    assert run.status == "failed"
+    [watched] = run.task_results(WATCH)
+    breach = watched["breach"]
+    assert breach["signal"] == "reverse_backlog" and breach["value"] > 20 and breach["gate"] == 20, breach
+    assert "breached reverse_backlog" in failure(run) and "switched back to the SQLite file" in failure(run)
+    assert json.loads(config.read_text())["engine"] == "sqlite"
+    assert summary["errors"] == 0, summary
+    verified = app.verify()
+    assert verified["lost"] == 0 and verified["checked"] > 50, verified

@@ -7,6 +7,7 @@ import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.watch import (
+    Signals,
     WatchBreach,
     judge,
     latency,
@@ -337,3 +338,64 @@ def test_a_streak_unfinished_when_the_watch_ends_is_said_not_judged():
     result = watch(signals, dict(PARAMS, breach_samples=2), baseline, sleep=clock.sleep, clock=clock)
     assert result["healthy"] and result["unfinished_streaks"] == {"latency_ratio": 1}
     assert "latency_ratio was crossed in the last 1 sample(s)" in result["warnings"][0]
+
+
+def with_backlog(signals, per_second: int):
+    """`signals` whose reverse capture gains `per_second` rows a second that no replay takes (the SQLite path's way back)."""
+    real_sample = signals.sample
+    started = signals.clock()
+
+    def sample():
+        return dict(real_sample(), reverse_backlog=int((signals.clock() - started) * per_second))
+
+    signals.sample = sample
+    return signals
+
+
+def test_a_reverse_backlog_past_its_gate_breaches_at_once_naming_it():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    params = dict(PARAMS, breach_samples=5, max_reverse_backlog=250)
+    with pytest.raises(WatchBreach) as caught:
+        watch(with_backlog(FakeSignals(clock), 100), params, baseline, sleep=clock.sleep, clock=clock)
+    breach = caught.value.details["breach"]
+    assert breach["signal"] == "reverse_backlog" and breach["value"] == 300 and breach["gate"] == 250 and breach["at_s"] == 3.0
+    assert "reverse_backlog: 300 over the gate 250" in str(caught.value)
+    assert [sample["reverse_backlog"] for sample in caught.value.details["samples"]] == [100, 200, 300]
+
+
+@pytest.mark.parametrize("gate", [None, 0, 5000])
+def test_a_reverse_backlog_within_its_gate_or_without_one_passes_and_is_reported(gate):
+    clock = Clock()
+    baseline = baseline_of(clock)
+    result = watch(with_backlog(FakeSignals(clock), 100), dict(PARAMS, max_reverse_backlog=gate), baseline, sleep=clock.sleep, clock=clock)
+    assert result["healthy"] and result["samples"][-1]["reverse_backlog"] == 1000
+
+
+def test_without_a_backlog_table_no_sample_reports_one():
+    clock = Clock()
+    baseline = baseline_of(clock)
+    result = watch(FakeSignals(clock), dict(PARAMS, max_reverse_backlog=1), baseline, sleep=clock.sleep, clock=clock)
+    assert result["healthy"] and "reverse_backlog" not in result["samples"][0]
+
+
+class CountingClient:
+    """A server whose change table has the rows `seqs`: answers the backlog's count for the position asked."""
+
+    endpoint = "127.0.0.1:5434"
+
+    def __init__(self, seqs):
+        self.seqs = seqs
+        self.asked = []
+
+    def query_one(self, statement, params=()):
+        self.asked.append((statement, params))
+        return {"n": sum(1 for seq in self.seqs if seq > params[0])}
+
+
+def test_the_backlog_counts_the_change_rows_past_the_position_replayed():
+    client = CountingClient(range(1, 41))
+    assert Signals(client, client, "vminer", backlog=("public", "zdm_reverse_changes", 25)).reverse_backlog() == 15
+    assert Signals(client, client, "vminer", backlog=("public", "zdm_reverse_changes", 0)).reverse_backlog() == 40
+    statement, params = client.asked[0]
+    assert "zdm_reverse_changes" in repr(statement) and params == (25,)

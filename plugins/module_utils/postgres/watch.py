@@ -14,7 +14,10 @@ window before the cutover. `watch` then samples green every `interval` seconds f
   connection, the pause it feels;
 * the reverse replication (green's slot for blue's subscription): bytes blue has yet to confirm,
   and the time its walsender has been gone. Past these a switch back would no longer be lossless
-  within the cutover's bound, so they are triggers too.
+  within the cutover's bound, so they are triggers too;
+* the reverse backlog (optional): rows of a change table past a position - on the SQLite path the
+  target's writes recorded by the reverse capture (postgres/change_capture.py) that a rollback has
+  yet to replay into the file within its hold.
 
 The first gate breached ends the watch with a `WatchBreach` naming the signal, its value and
 the gate; the caller (roles/migration, phase 5) switches back to blue. Everything here reads.
@@ -59,6 +62,7 @@ SLOT_QUERY = (
     "SELECT active, pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
     "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s"
 )
+BACKLOG_QUERY = "SELECT count(*) AS n FROM {} WHERE seq > %s"
 PRIVILEGE_QUERY = (
     "SELECT r.rolsuper OR pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS reads_all "
     "FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
@@ -78,14 +82,17 @@ def statement_key(user: str, query: str) -> str:
 
 
 class Signals:
-    """Reads one server's figures: statements, transactions, a slot, PgBouncer pools."""
+    """Reads one server's figures: statements, transactions, a slot, PgBouncer pools, a change table's backlog.
 
-    def __init__(self, client, statements_client, database: str, consoles=(), slot: str | None = None):
+    backlog: None, or (schema, change table, position): the table's rows whose `seq` is above the position."""
+
+    def __init__(self, client, statements_client, database: str, consoles=(), slot: str | None = None, backlog=None):
         self.client = client
         self.statements_client = statements_client
         self.database = database
         self.consoles = list(consoles)
         self.slot = slot
+        self.backlog = backlog
         self.statements_schema = None
 
     def check_prerequisites(self) -> None:
@@ -121,6 +128,18 @@ class Signals:
                     f"the reverse replication on the server watched (pg_switchover creates it with the reverse "
                     f"subscription's name); check the name, or run the cutover first"
                 )
+        if self.backlog is not None:
+            schema, table, _after = self.backlog
+            check_identifier(schema, "reverse_backlog_schema")
+            check_identifier(table, "reverse_backlog_table")
+            try:
+                self.reverse_backlog()
+            except PgError as exc:
+                raise PgError(
+                    f"the change table {schema}.{table} cannot be counted on {self.client.endpoint} ({exc}): "
+                    f"reverse_backlog_table names the reverse capture's change table (a bigint column seq) in login_db; "
+                    f"check the name, or run the cutover first"
+                ) from None
 
     def statements(self) -> dict:
         """{key: (calls, total_ms, user, query)} of the plannable statements of the database."""
@@ -140,6 +159,10 @@ class Signals:
     def slot_state(self) -> dict | None:
         return self.client.query_one(SLOT_QUERY, (self.slot,))
 
+    def reverse_backlog(self) -> int:
+        schema, table, after = self.backlog
+        return int(self.client.query_one(sql.SQL(BACKLOG_QUERY).format(ident(schema, table)), (int(after),))["n"])
+
     def client_wait_ms(self) -> float:
         """The longest wait of a client for a server connection now, over every pooler."""
         waits = [console.pools(database)["maxwait"] for console, database in self.consoles]
@@ -152,6 +175,7 @@ class Signals:
             "walsenders": {row["pid"] for row in self.client.query(WALSENDERS_QUERY)},
             "slot": self.slot_state() if self.slot is not None else None,
             "client_wait_ms": self.client_wait_ms() if self.consoles else None,
+            "reverse_backlog": self.reverse_backlog() if self.backlog is not None else None,
         }
 
 
@@ -291,12 +315,19 @@ def judge(interval: dict, params: dict, totals: dict, inactive_since, now: float
         gate("reverse_lag_bytes", reverse["lag_bytes"], params.get("max_reverse_lag_bytes"), "WAL bytes the reverse slot has not confirmed")
         gone = None if inactive_since is None else round(now - inactive_since, 1)
         gate("reverse_inactive_seconds", gone, params.get("max_reverse_inactive_seconds"), "seconds the reverse slot had no walsender")
+    gate(
+        "reverse_backlog",
+        interval.get("reverse_backlog"),
+        params.get("max_reverse_backlog"),
+        "changes on the server watched that a switch back has yet to replay (the reverse capture's rows past the position replayed)",
+    )
     return breaches
 
 
 # Gates read from one interval's rates: one loaded second of a shared machine is not a slow green, so these
 # breach only when crossed in `breach_samples` samples in a row. Errors add up over the whole watch, the
-# reverse slot's gates are already durations, and a dropped slot is final: those breach at once.
+# reverse slot's gates are already durations, a dropped slot is final, and the reverse backlog only grows
+# while nothing replays it: those breach at once.
 SUSTAINED_SIGNALS = frozenset(("rollback_rate", "latency_ratio", "client_wait_ms"))
 
 
@@ -340,6 +371,8 @@ def summarise(before: dict, after: dict, baseline: dict, min_calls: int, started
         "latency": latency(statement_deltas(before["statements"], after["statements"]), baseline, min_calls, floor_ms),
         "client_wait_ms": after["client_wait_ms"],
     }
+    if after.get("reverse_backlog") is not None:
+        interval["reverse_backlog"] = after["reverse_backlog"]
     if after["slot"] is not None:
         interval["reverse"] = {"active": after["slot"]["active"], "lag_bytes": after["slot"]["lag_bytes"]}
     elif before["slot"] is not None:  # dropped during the watch: nothing streams green's writes to blue any more

@@ -60,7 +60,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run im
     target_adapter,
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import write_hold
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.change_capture import ensure_target_capture
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.change_capture import PgChangeSource, ensure_target_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client, quote_ident, quote_literal
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.compare import SqliteSide
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.readonly import (
@@ -70,7 +70,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.read
     tables_of,
 )
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.readonly import check_params as check_readonly_params
-from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.reverse import replay_back
+from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.reverse import read_position, replay_back, start_position
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.source import SqliteSource, check_source
 
 MARKER_VIEW = "zdm_cutover__state"
@@ -311,7 +311,13 @@ class Cutover:
             )
             return None
         keys = {plan.name: plan.key for plan in self.plans()}
-        return ensure_target_capture(self.target_client, self.params["target_schema"], keys, self.params["reverse_change_table"])
+        schema, change_table = self.params["target_schema"], self.params["reverse_change_table"]
+        result = ensure_target_capture(self.target_client, schema, keys, change_table)
+        # where a rollback would replay from: the change rows past it are the way back's backlog (pg_cutover_watch's
+        # reverse_backlog_after); rows of an earlier cutover already replayed into the file are not
+        source = PgChangeSource(self.target_client, schema, change_table)
+        result["replayed_seq"] = start_position(read_position(self.sqlite), source.identity(), source.high_seq())
+        return result
 
     def switch_config(self) -> None:
         shutil.copy2(self.app_config, self.app_config_previous)
