@@ -26,7 +26,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run im
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import ensure_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
-from tests.lab import GREEN, ROOT, connect, hash_partitioned_virtual_machines, run_module, scratch_database, vminer_sample
+from tests.lab import GREEN, ROOT, connect, hash_partitioned_virtual_machines, run_module, run_playbook, scratch_database, vminer_sample
 
 MODULE = "zerodowntime.migration.table_copy"
 VMINER = ["vcenters", "hosts", "datastores", "virtual_machines"]
@@ -241,6 +241,15 @@ def test_resume_after_max_rows_and_after_a_kill_continues_without_duplicates(big
     running.wait()
     killed = phase_details(green_db)["copy"]["tables"]["virtual_machines"]
     assert killed["done"] is False
+    # what status.yml shows of the killed copy: its last figures, pointed at the target's progress table
+    progress = phase_details(green_db)["progress"]
+    state_db = {key: green_db[key] for key in ("login_host", "login_port", "login_user", "login_db")}
+    status = run_playbook("status.yml", extravars={"migration_state_db": state_db, "migration_phases": ["table_copy"]})
+    assert status.status == "successful", status.stdout
+    lines = status.task_results("Show where the migration stands")[0]["msg"].splitlines()
+    shown = next(line for line in lines if line.startswith("    step copy: "))
+    assert shown.startswith(f"    step copy: running {progress['table']} {progress['rows_done']}/{progress['rows_total']} rows ("), shown
+    assert ", updated " in shown and "progress:" not in "\n".join(lines), lines
     with connect(green_db) as conn:  # the target holds exactly what the checkpoint says
         assert conn.execute("SELECT count(*), max(id) FROM virtual_machines").fetchone() == (killed["rows"], killed["last_key"][0])
 
