@@ -18,7 +18,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import ansible_runner
@@ -518,6 +520,38 @@ def throwaway_pgbouncer(databases: dict[str, dict], pool_size: int = 20):
         if running:
             stop(running.pop())
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+WEBHOOK_TOKEN = "T0KEN-" + uuid.uuid4().hex  # stands for the secret in a Slack webhook's URL
+
+
+@contextmanager
+def webhook_receiver(statuses=()):
+    """A webhook receiver on a free loopback port, its URL's path ending in WEBHOOK_TOKEN. It answers
+    the given statuses in turn (then 200) and keeps every request it took: {path, headers, body (JSON)}."""
+    taken: list[dict] = []
+    answers = list(statuses)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            taken.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            status = answers.pop(0) if answers else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/services/{WEBHOOK_TOKEN}", taken
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class Clients:

@@ -5,50 +5,19 @@ which tells the watchers only of a recorded change."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.parse
 import urllib.request
 import uuid
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.lab import BLUE, LAB_PASSWORD, free_port, run_module, run_playbook, scratch_database
+from tests.lab import WEBHOOK_TOKEN as TOKEN
+from tests.lab import webhook_receiver as receiver
 
 MODULE = "zerodowntime.migration.migration_notify"
 ALERTMANAGER = "http://127.0.0.1:9093"
-TOKEN = "T0KEN-" + uuid.uuid4().hex  # stands for the secret in a Slack webhook's URL
-
-
-@contextmanager
-def receiver(statuses=()):
-    """A webhook receiver on a free loopback port. It answers the given statuses in turn (then
-    200) and keeps every request it took: {path, headers, body (JSON)}."""
-    taken: list[dict] = []
-    answers = list(statuses)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            taken.append({"path": self.path, "headers": dict(self.headers), "body": body})
-            status = answers.pop(0) if answers else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/services/{TOKEN}", taken
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def alerts(migration: str) -> list[dict]:

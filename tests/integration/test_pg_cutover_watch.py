@@ -16,7 +16,17 @@ import time
 import psycopg
 import pytest
 
-from tests.lab import LAB_PASSWORD, Clients, connect, run_module, throwaway_pgbouncer, throwaway_postgres, wait_for
+from tests.lab import (
+    LAB_PASSWORD,
+    Clients,
+    connect,
+    run_module,
+    run_playbook,
+    throwaway_pgbouncer,
+    throwaway_postgres,
+    wait_for,
+    webhook_receiver,
+)
 
 DATABASE = "zdm_watch"
 SLOT = "zdm_watch_stream"
@@ -166,17 +176,68 @@ def test_slow_statements_breach_the_latency_gate_within_an_interval(watched):
 
 
 def test_rolled_back_transactions_breach_the_rollback_gate(watched):
-    with connect(watched["server"]) as conn:
-        conn.execute(
-            "CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$BEGIN IF random() < 0.2 THEN RAISE EXCEPTION 'injected'; END IF; RETURN NEW; END$$;"
-            "CREATE TRIGGER flaky BEFORE INSERT ON probe FOR EACH ROW EXECUTE FUNCTION flaky()"
-        )
+    rollbacks_injected(watched["server"])
     result = watch_module(watch_args(watched))
     breach = breach_of(result)
     assert breach["signal"] == "rollback_rate" and 0.1 < breach["value"] < 0.3
     assert breach["at_s"] <= 2 * INTERVAL + 0.5
     assert watched["writers"].errors > 0  # the writers saw the failures the gate counted
+
+
+def rollbacks_injected(server: dict) -> None:
+    """A fifth of the inserts into probe fail (the writers' transactions roll back)."""
+    with connect(server) as conn:
+        conn.execute(
+            "CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN IF random() < 0.2 THEN RAISE EXCEPTION 'injected'; END IF; RETURN NEW; END$$;"
+            "CREATE TRIGGER flaky BEFORE INSERT ON probe FOR EACH ROW EXECUTE FUNCTION flaky()"
+        )
+
+
+def test_the_roles_watch_tells_a_webhook_of_the_breach_and_fails_with_the_watchs_message(watched, stream):
+    """roles/migration tasks_from cutover_watch (watch_mode watch, as phase 5 runs it) with
+    migration_notify_webhooks set: the breach reaches the webhook as one gate_breached event of
+    cutover_watch (Slack-compatible), then the play fails with the watch's message."""
+    rollbacks_injected(watched["server"])
+    server = {key: value for key, value in watched["server"].items() if key != "login_password"}
+    pool = dict(watched["pooler"]["admin"], database=DATABASE)
+    with webhook_receiver() as (url, taken):
+        role_vars = {
+            "watch_mode": "watch",
+            "migration_blue": server,
+            "migration_green": server,
+            "migration_password": LAB_PASSWORD,
+            "migration_pgbouncers": [pool],
+            "migration_pgbouncer_password": LAB_PASSWORD,
+            "migration_reverse_subscription": SLOT,
+            "migration_watch_baseline": watched["baseline"],
+            "migration_watch_seconds": 8,
+            "migration_watch_interval": INTERVAL,
+            "migration_watch_gates": {"breach_samples": 1},
+            "migration_name": "zdm-watch",
+            "migration_notify_webhooks": [{"name": "oncall", "url": url}],
+        }
+        task = {
+            "name": "the watch",
+            "ansible.builtin.include_role": {"name": "zerodowntime.migration.migration", "tasks_from": "cutover_watch"},
+        }
+        run = run_playbook([{"name": "watch green", "hosts": "lab-db", "gather_facts": False, "tasks": [dict(task, vars=role_vars)]}])
+    assert run.status == "failed", run.stdout
+    [watch] = run.task_results("Watch green against the baseline of blue")
+    breach = breach_of(watch)
+    assert breach["signal"] == "rollback_rate", breach
+    [stopped] = run.task_results("Stop on the watch's failure")
+    assert stopped["failed"] and stopped["msg"] == watch["msg"], stopped
+    assert len(taken) == 1, taken
+    body = taken[0]["body"]
+    event = body["event"]
+    told = {key: event[key] for key in ("migration", "phase", "event", "severity")}
+    assert told == {"migration": "zdm-watch", "phase": "cutover_watch", "event": "gate_breached", "severity": "critical"}, event
+    assert event["details"] == breach and "rollback_rate" in event["summary"], event
+    assert body["text"] == f"[zdm-watch] {event['summary']}"
+    [attachment] = body["attachments"]
+    assert attachment["title"] == "cutover_watch: gate breached"
+    assert {field["title"]: field["value"] for field in attachment["fields"]}["signal"] == "rollback_rate", attachment
 
 
 def test_a_lock_on_the_hot_table_breaches_the_client_wait_gate(watched):

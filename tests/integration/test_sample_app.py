@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
-from tests.lab import SHIFT_BACK, SHIFT_FORWARD, Clients, run_playbook
+from tests.lab import SHIFT_BACK, SHIFT_FORWARD, Clients, run_playbook, webhook_receiver
 
 SOCKET = "/run/haproxy/admin.sock"
 BACKEND = "app"
@@ -32,6 +32,7 @@ SAMPLE_APP_PLAY = [
 ]
 # small holds so that a shift of five steps takes seconds (the inventory's: 60 s a step)
 QUICK = {"shift_app_hold": 1.5, "shift_app_interval": 0.25, "shift_app_min_requests": 10}
+SHIFT_FAILED = "Stop on the shift's failure"  # roles/haproxy tasks/shift_gated.yml, after the breach is told
 
 
 def get(url: str) -> tuple[int, dict]:
@@ -199,14 +200,19 @@ def test_healthy_shift_to_green_under_load_then_nothing_to_do(at_start):
 
 def test_green_answering_500s_stops_the_shift_at_the_breach_and_rolls_back(at_start):
     """Green at 10 % and healthy; then 20 % of its answers are 500: the shift toward 100 % breaches
-    max_5xx_share at its first step (25 %), within the hold, and the weights go back to 10 %."""
-    with Load() as load:
-        first = shift_app(10, shift_app_steps=[10])
+    max_5xx_share at its first step (25 %), within the hold, and the weights go back to 10 %. The
+    breach reaches the webhook configured (migration_notify_webhooks) as one gate_breached event,
+    Slack-compatible, naming the backend, the step, the metric, its value and the gate; the healthy
+    first shift told it nothing. The play fails with the shift's message."""
+    with Load() as load, webhook_receiver() as (url, taken):
+        hooks = {"migration_name": "zdm-shift", "migration_notify_webhooks": [{"name": "oncall", "url": url}]}
+        first = shift_app(10, shift_app_steps=[10], **hooks)
         assert first.status == "successful", first.stdout
         assert weights() == {"app1": 90, "app2": 10}
+        assert taken == []
         fault("green", error_share=0.2)
         started = time.monotonic()
-        run = shift_app(100, shift_app_steps=[10, 25, 50, 100], shift_app_hold=20, shift_app_gates={"max_5xx_share": 0.05})
+        run = shift_app(100, shift_app_steps=[10, 25, 50, 100], shift_app_hold=20, shift_app_gates={"max_5xx_share": 0.05}, **hooks)
         took = time.monotonic() - started
     assert run.status == "failed", run.stdout
     [result] = run.task_results(SHIFT_FORWARD)
@@ -219,3 +225,26 @@ def test_green_answering_500s_stops_the_shift_at_the_breach_and_rolls_back(at_st
     assert took < 20, f"the breach was not caught before the hold ended ({took:.1f} s)"
     # the clients saw green's 500s, only green's
     assert {instance for (status, instance) in load.answers if status == 500} == {"green"}, load.answers
+    # the play failed with the shift's message, after telling the webhook once
+    [stopped] = run.task_results(SHIFT_FAILED)
+    assert stopped["failed"] and stopped["msg"] == result["msg"], stopped
+    assert len(taken) == 1, taken
+    body = taken[0]["body"]
+    event = body["event"]
+    told = {key: event[key] for key in ("migration", "phase", "event", "severity")}
+    assert told == {"migration": "zdm-shift", "phase": "traffic_shift", "event": "gate_breached", "severity": "critical"}, event
+    details = event["details"]
+    assert details == dict(breached, backend=BACKEND, rolled_back_to=10), details  # step 25, metric, value, gate, limit, server
+    assert "hrsp_5xx_share" in event["summary"] and "max_5xx_share" in event["summary"] and "25 %" in event["summary"], event
+    assert event["summary"].endswith("new requests back to 10 %"), event
+    # Slack's incoming-webhook shape: text, and one attachment whose fields carry the figures
+    assert body["text"] == f"[zdm-shift] {event['summary']}"
+    [attachment] = body["attachments"]
+    assert attachment["title"] == "traffic_shift: gate breached" and attachment["color"] == "#a30200"
+    fields = {field["title"]: field["value"] for field in attachment["fields"]}
+    assert {key: fields[key] for key in ("metric", "gate", "step", "backend")} == {
+        "metric": "hrsp_5xx_share",
+        "gate": "max_5xx_share",
+        "step": "25",
+        "backend": BACKEND,
+    }, fields
