@@ -554,6 +554,44 @@ def webhook_receiver(statuses=()):
         server.server_close()
 
 
+def gate_breached_told(taken: list[dict], migration: str, phase: str) -> tuple[dict, dict]:
+    """The one gate_breached event a webhook_receiver took, checked as Slack's incoming-webhook
+    shape (text, one attachment titled after the phase): (its event, its attachment's fields)."""
+    assert len(taken) == 1, taken
+    body = taken[0]["body"]
+    event = body["event"]
+    told = {key: event[key] for key in ("migration", "phase", "event", "severity")}
+    assert told == {"migration": migration, "phase": phase, "event": "gate_breached", "severity": "critical"}, event
+    assert body["text"] == f"[{migration}] {event['summary']}"
+    [attachment] = body["attachments"]
+    assert attachment["title"] == f"{phase}: gate breached" and attachment["color"] == "#a30200", attachment
+    return event, {field["title"]: field["value"] for field in attachment["fields"]}
+
+
+@contextmanager
+def inventory_of_own(host: str, host_vars: dict, prefix: str):
+    """A JSON inventory of one host in a directory of its own, removed at the end: its path."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    path = workdir / "inventory.json"
+    path.write_text(json.dumps({"all": {"hosts": {host: host_vars}}}))
+    try:
+        yield str(path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def converge_of_own(play, inventory: str, host: str, first: bool) -> PlaybookRun:
+    """A converge of a test's own inventory (instances beside the lab's): successful, and changing
+    `host` when it is the first, nothing when it is a second."""
+    run = run_playbook(play, inventory=inventory)
+    assert run.status == "successful", run.stdout
+    if first:
+        assert run.changed(host) > 0
+    else:
+        assert run.changed(host) == 0, run.changes()
+    return run
+
+
 class Clients:
     """`count` threads each running `run()` until the with-block ends (`stop` set), with a `lock`
     for the counters a subclass keeps: the load a test puts on a service while it acts on it."""

@@ -20,6 +20,7 @@ from tests.lab import (
     LAB_PASSWORD,
     Clients,
     connect,
+    gate_breached_told,
     run_module,
     run_playbook,
     throwaway_pgbouncer,
@@ -228,16 +229,9 @@ def test_the_roles_watch_tells_a_webhook_of_the_breach_and_fails_with_the_watchs
     assert breach["signal"] == "rollback_rate", breach
     [stopped] = run.task_results("Stop on the watch's failure")
     assert stopped["failed"] and stopped["msg"] == watch["msg"], stopped
-    assert len(taken) == 1, taken
-    body = taken[0]["body"]
-    event = body["event"]
-    told = {key: event[key] for key in ("migration", "phase", "event", "severity")}
-    assert told == {"migration": "zdm-watch", "phase": "cutover_watch", "event": "gate_breached", "severity": "critical"}, event
+    event, fields = gate_breached_told(taken, "zdm-watch", "cutover_watch")
     assert event["details"] == breach and "rollback_rate" in event["summary"], event
-    assert body["text"] == f"[zdm-watch] {event['summary']}"
-    [attachment] = body["attachments"]
-    assert attachment["title"] == "cutover_watch: gate breached"
-    assert {field["title"]: field["value"] for field in attachment["fields"]}["signal"] == "rollback_rate", attachment
+    assert fields["signal"] == "rollback_rate", fields
 
 
 def test_a_lock_on_the_hot_table_breaches_the_client_wait_gate(watched):

@@ -5,17 +5,15 @@ the three clusters are dropped at the end."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.lab import LAB_PASSWORD, connect, run_module, run_playbook
+from tests.lab import LAB_PASSWORD, connect, converge_of_own, inventory_of_own, run_module, run_playbook
 
 HOST = "zdm-replicas"
 PRIMARY = {"name": "zdmrep", "port": 5441}
@@ -91,22 +89,16 @@ def wait_for(predicate, timeout: float = 20.0):
 def inventory():
     """The inventory, and the clusters dropped before (a clean first converge) and after."""
     drop_clusters()
-    workdir = Path(tempfile.mkdtemp(prefix="zdm-replicas-"))
-    path = workdir / "inventory.json"
-    path.write_text(json.dumps({"all": {"hosts": {HOST: HOST_VARS}}}))
     try:
-        yield str(path)
+        with inventory_of_own(HOST, HOST_VARS, "zdm-replicas-") as path:
+            yield path
     finally:
         drop_clusters()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def converged(inventory):
-    first = run_playbook(CONVERGE, inventory=inventory)
-    assert first.status == "successful", first.stdout
-    assert first.changed(HOST) > 0
-    return first
+    return converge_of_own(CONVERGE, inventory, HOST, first=True)
 
 
 def lag(args: dict, check: bool = False) -> dict:
@@ -115,9 +107,7 @@ def lag(args: dict, check: bool = False) -> dict:
 
 
 def test_second_converge_changes_nothing(inventory, converged):
-    again = run_playbook(CONVERGE, inventory=inventory)
-    assert again.status == "successful", again.stdout
-    assert again.changed(HOST) == 0, again.changed_tasks()
+    converge_of_own(CONVERGE, inventory, HOST, first=False)
 
 
 def test_clone_went_through_a_slot_per_replica_named_after_it(converged):

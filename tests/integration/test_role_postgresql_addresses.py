@@ -7,10 +7,8 @@ test's clusters, sockets and certificates are removed at the end, also after a f
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import psycopg
 import pytest
 from cryptography import x509
 
-from tests.lab import LAB_PASSWORD, run_playbook
+from tests.lab import LAB_PASSWORD, converge_of_own, inventory_of_own, run_playbook
 
 HOST = "zdm-addresses"
 PORT = 5432
@@ -99,14 +97,11 @@ def inventory():
     """The inventory, and the test's clusters dropped before (a clean first converge) and after."""
     drop_clusters()
     before = clusters()
-    workdir = Path(tempfile.mkdtemp(prefix="zdm-addresses-"))
-    path = workdir / "inventory.json"
-    path.write_text(json.dumps({"all": {"hosts": {HOST: HOST_VARS}}}))
     try:
-        yield str(path)
+        with inventory_of_own(HOST, HOST_VARS, "zdm-addresses-") as path:
+            yield path
     finally:
         drop_clusters()
-        shutil.rmtree(workdir, ignore_errors=True)
         # the lab's clusters there still, none of the test's left, Debian's 15/main as it was
         after = clusters()
         assert not set(CLUSTERS) & set(after), after
@@ -116,16 +111,11 @@ def inventory():
 
 @pytest.fixture(scope="module")
 def converged(inventory):
-    first = run_playbook(CONVERGE, inventory=inventory)
-    assert first.status == "successful", first.stdout
-    assert first.changed(HOST) > 0
-    return first
+    return converge_of_own(CONVERGE, inventory, HOST, first=True)
 
 
 def test_second_converge_changes_nothing(inventory, converged):
-    again = run_playbook(CONVERGE, inventory=inventory)
-    assert again.status == "successful", again.stdout
-    assert again.changed(HOST) == 0, again.changes()
+    converge_of_own(CONVERGE, inventory, HOST, first=False)
 
 
 def test_each_answers_on_its_own_address_and_they_are_different_servers(converged):
