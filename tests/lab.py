@@ -35,8 +35,26 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_PASSWORD = "zerodowntime-lab"  # inventories/lab/group_vars/all.yml
-BLUE = {"login_host": "127.0.0.1", "login_port": 5433, "login_user": "migrator", "login_password": LAB_PASSWORD, "login_db": "novacron"}
-GREEN = dict(BLUE, login_port=5434)
+# Blue, green and green's replica each on its own address, all on port 5432 (inventories/lab
+# postgresql_servers.yml): tests tell them apart by address (or system identifier), never by port.
+PG_PORT = 5432
+BLUE_ADDRESS, GREEN_ADDRESS, GREEN_R1_ADDRESS = "127.0.0.11", "127.0.0.12", "127.0.0.13"
+BLUE = {"login_host": BLUE_ADDRESS, "login_port": PG_PORT, "login_user": "migrator", "login_password": LAB_PASSWORD, "login_db": "novacron"}
+GREEN = dict(BLUE, login_host=GREEN_ADDRESS)
+PG_SERVERS = {BLUE_ADDRESS: "blue", GREEN_ADDRESS: "green", GREEN_R1_ADDRESS: "green_r1"}
+# the address of the server a session reached (through PgBouncer or HAProxy: the server behind them)
+SERVER_ADDRESS = "SELECT host(inet_server_addr())"
+
+
+def where(endpoint: dict) -> str:
+    """HOST:PORT of a BLUE/GREEN-shaped endpoint, as the modules name it in messages."""
+    return f"{endpoint['login_host']}:{endpoint['login_port']}"
+
+
+def server_reached(conn: psycopg.Connection) -> str:
+    """Which lab server ("blue", "green", "green_r1") a session reached, by the server's address."""
+    address = conn.execute(SERVER_ADDRESS).fetchone()[0]
+    return PG_SERVERS.get(address, address)
 
 
 # The play targets lab-db with the group's variables file, so it runs whether or not
@@ -690,11 +708,9 @@ def lab_findings() -> list[tuple[str, str]]:
                 connect_timeout=5,
                 autocommit=True,
             ) as conn:
-                port = conn.execute("SELECT inet_server_port()").fetchone()[0]
-            if port != BLUE["login_port"]:
-                found.append(
-                    ("postgresql", f"HAProxy's write frontend :{HAPROXY_WRITES} sends writes to :{port}, not blue :{BLUE['login_port']}")
-                )
+                server = server_reached(conn)
+            if server != "blue":
+                found.append(("postgresql", f"HAProxy's write frontend :{HAPROXY_WRITES} sends writes to {server}, not blue {where(BLUE)}"))
     except psycopg.Error as exc:
         found.append(("postgresql", f"cannot read PostgreSQL's side of the lab: {str(exc).strip()}"))
     try:
@@ -719,8 +735,9 @@ def pooler_findings() -> list[tuple[str, str]]:
                 pool = dict(zip(columns, row, strict=True))
                 if pool["name"] != "novacron":
                     continue
-                if int(pool["port"]) != BLUE["login_port"]:
-                    found.append(("postgresql", f"PgBouncer :{console} sends novacron to :{pool['port']}, not blue :{BLUE['login_port']}"))
+                if (pool["host"], int(pool["port"])) != (BLUE["login_host"], BLUE["login_port"]):
+                    pooled = f"{pool['host']}:{pool['port']}"
+                    found.append(("postgresql", f"PgBouncer :{console} sends novacron to {pooled}, not blue {where(BLUE)}"))
                 if int(pool.get("paused") or 0):
                     found.append(("postgresql", f"PgBouncer :{console} holds novacron paused"))
     return found

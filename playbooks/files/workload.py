@@ -2,26 +2,29 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab's write workload, and the check that blue and green hold the same rows.
 
-  workload.py run --port 6432 [--port 6433] [--clients 2] --stop-file FILE [--max-seconds 600]
-      inserts, updates and deletes (through PgBouncer on 6432, or on a server directly) until
-      the stop file appears; prints a JSON summary: counts, errors, the slowest transaction, and
-      how many committed transactions are missing on blue (--check-port) and green (--other-port).
-      --port may be given several times (every PgBouncer): the clients (--clients, default one
-      per port), each a connection of its own in a thread of its own, are spread over the ports in
-      turn, and the summary counts the transactions committed through each port ("through").
+  workload.py run --through 127.0.0.1:6432 [--through 127.0.0.1:6433] [--clients 2] --stop-file FILE
+                  [--max-seconds 600]
+      inserts, updates and deletes (through PgBouncer, or on a server directly) until the stop
+      file appears; prints a JSON summary: counts, errors, the slowest transaction, and how many
+      committed transactions are missing on blue (--blue) and green (--green).
+      --through may be given several times (every PgBouncer): the clients (--clients, default one
+      per endpoint), each a connection of its own in a thread of its own, are spread over the
+      endpoints in turn, and the summary counts the transactions committed through each ("through",
+      by HOST:PORT).
       --latency-file FILE: also writes, one JSON line a second while it runs, the commit latency of
       that second: {"t": <UTC epoch second>, "count": commits, "errors": failed transactions,
       "max_ms", "p99_ms", "p50_ms" (null in a second without commits)}.
       --lag-file FILE: also reads, every --lag-interval seconds (default 1), the lag of every
-      logical replication slot on blue (--check-port) and green (--other-port) and writes one JSON
-      line per slot: {"t": <UTC epoch>, "server": "blue"|"green", "port", "slot", "lag_bytes",
-      "active"} (a failed read: {"t", "server", "port", "error"}). Both feed the final report's
+      logical replication slot on blue (--blue) and green (--green) and writes one JSON line per
+      slot: {"t": <UTC epoch>, "server": "blue"|"green", "endpoint", "slot", "lag_bytes", "active"}
+      (a failed read: {"t", "server", "endpoint", "error"}). Both feed the final report's
       charts (zerodowntime.migration.migration_report); neither changes the printed summary.
-  workload.py verify --port 5433 --other-port 5434 --tables vms,vm_metrics [--timeout 120]
+  workload.py verify [--blue 127.0.0.11:5432] [--green 127.0.0.12:5432] --tables vms,vm_metrics [--timeout 120]
       waits (bounded) until every table has the same row count and row checksum on both
       sides; prints them as JSON; exits 1 naming the tables that still differ.
 
-Connection: --host, --port, --user, --dbname; the password comes from PGPASSWORD.
+Endpoints are HOST:PORT (blue and green may share a port, each on its own host); --user and
+--dbname apply to all; the password comes from PGPASSWORD.
 """
 
 from __future__ import annotations
@@ -39,12 +42,21 @@ import psycopg
 from psycopg import sql
 
 
-def connect(args, port: int, application_name: str = "zdm-workload") -> psycopg.Connection:
+def endpoint(text: str) -> str:
+    """argparse type of an endpoint: HOST:PORT, kept as given."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return text
+
+
+def connect(args, where: str, application_name: str = "zdm-workload") -> psycopg.Connection:
     # prepare_threshold=None: no server-side prepared statements, so it also runs through
     # PgBouncer in transaction pooling
+    host, _, port = where.rpartition(":")
     return psycopg.connect(
-        host=args.host,
-        port=port,
+        host=host,
+        port=int(port),
         user=args.user,
         dbname=args.dbname,
         autocommit=True,
@@ -112,15 +124,15 @@ LAG_QUERY = (
 
 def sample_lag(args, path: str, stop: threading.Event) -> None:
     """Every --lag-interval seconds until `stop`: each logical slot's lag on blue and green."""
-    sides = (("blue", args.check_port), ("green", args.other_port))
+    sides = (("blue", args.blue), ("green", args.green))
     conns: dict = {}
     with open(path, "w", encoding="utf-8") as out:
         while True:
-            for name, port in sides:
-                line = {"t": round(time.time(), 3), "server": name, "port": port}
+            for name, where in sides:
+                line = {"t": round(time.time(), 3), "server": name, "endpoint": where}
                 try:
                     if conns.get(name) is None or conns[name].broken:
-                        conns[name] = connect(args, port, "zdm-workload-lag")
+                        conns[name] = connect(args, where, "zdm-workload-lag")
                         conns[name].execute("SET statement_timeout = '2s'")
                     rows = conns[name].execute(LAG_QUERY).fetchall()
                     out.writelines(json.dumps(dict(line, slot=slot, active=active, lag_bytes=lag)) + "\n" for slot, active, lag in rows)
@@ -134,15 +146,15 @@ def sample_lag(args, path: str, stop: threading.Event) -> None:
             conn.close()
 
 
-def run_client(args, port: int, seed: int, totals: dict, committed: list, lock: threading.Lock, latency: LatencyLog | None = None) -> None:
-    """One client: transactions on its own connection through `port` until the stop file appears."""
+def run_client(args, through: str, seed: int, totals: dict, committed: list, lock: threading.Lock, latency: LatencyLog | None) -> None:
+    """One client: transactions on its own connection through `through` until the stop file appears."""
     counts = {"inserts": 0, "updates": 0, "deletes": 0, "errors": 0, "max_latency_ms": 0.0}
     audit_ids = []
     started = time.monotonic()
     rng = random.Random(seed)  # noqa: S311 (a repeatable workload, not a secret)
     conn = None
     try:
-        conn = connect(args, port)
+        conn = connect(args, through)
         max_vm = conn.execute("SELECT max(id) FROM vms").fetchone()[0]
         max_metric = conn.execute("SELECT max(id) FROM vm_metrics").fetchone()[0]
         while not os.path.exists(args.stop_file) and time.monotonic() - started < args.max_seconds:
@@ -150,7 +162,7 @@ def run_client(args, port: int, seed: int, totals: dict, committed: list, lock: 
             try:
                 if conn.broken:  # the pooler or the server closed it: a new one, like an application's pool
                     conn.close()
-                    conn = connect(args, port)
+                    conn = connect(args, through)
                 with conn.transaction():
                     vm_id = rng.randint(1, max_vm)
                     audit_id = conn.execute(
@@ -191,13 +203,13 @@ def run_client(args, port: int, seed: int, totals: dict, committed: list, lock: 
             totals["max_latency_ms"] = max(totals["max_latency_ms"], counts["max_latency_ms"])
             if "last_error" in counts:
                 totals["last_error"] = counts["last_error"]
-            totals["through"][str(port)] += len(audit_ids)
+            totals["through"][through] += len(audit_ids)
             committed.extend(audit_ids)
 
 
 def run(args) -> dict:
-    # "through": transactions committed through each port
-    counts = {"inserts": 0, "updates": 0, "deletes": 0, "errors": 0, "max_latency_ms": 0.0, "through": {str(port): 0 for port in args.port}}
+    # "through": transactions committed through each endpoint
+    counts = {"inserts": 0, "updates": 0, "deletes": 0, "errors": 0, "max_latency_ms": 0.0, "through": dict.fromkeys(args.through, 0)}
     committed_audit_ids = []
     lock = threading.Lock()
     started = time.monotonic()
@@ -211,10 +223,10 @@ def run(args) -> dict:
     clients = [
         threading.Thread(
             target=run_client,
-            args=(args, args.port[number % len(args.port)], args.seed + number, counts, committed_audit_ids, lock, latency),
+            args=(args, args.through[number % len(args.through)], args.seed + number, counts, committed_audit_ids, lock, latency),
             name=f"client-{number}",
         )
-        for number in range(args.clients or len(args.port))
+        for number in range(args.clients or len(args.through))
     ]
     for thread in helpers + clients:
         thread.start()
@@ -227,9 +239,9 @@ def run(args) -> dict:
         latency.close()
     counts["seconds"] = round(time.monotonic() - started, 1)
     counts["committed"] = len(committed_audit_ids)
-    for name, port in (("blue", args.check_port), ("green", args.other_port)):
+    for name, where in (("blue", args.blue), ("green", args.green)):
         # "lost": a transaction the workload saw commit whose audit_log row is missing there
-        with connect(args, port) as conn:
+        with connect(args, where) as conn:
             found = conn.execute("SELECT count(*) FROM audit_log WHERE id = ANY(%s)", (committed_audit_ids,)).fetchone()[0]
         counts[f"lost_on_{name}"] = len(committed_audit_ids) - found
     return counts
@@ -243,7 +255,7 @@ def table_figures(conn, table: str) -> list:
 def verify(args) -> tuple[bool, dict]:
     tables = [name for name in args.tables.split(",") if name]
     deadline = time.monotonic() + args.timeout
-    with connect(args, args.port[0]) as blue, connect(args, args.other_port) as green:
+    with connect(args, args.blue) as blue, connect(args, args.green) as green:
         while True:
             figures = {table: {"blue": table_figures(blue, table), "green": table_figures(green, table)} for table in tables}
             differing = [table for table, pair in figures.items() if pair["blue"] != pair["green"]]
@@ -255,11 +267,10 @@ def verify(args) -> tuple[bool, dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "verify"])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, action="append", help="run: may be given once per pooler (default 5433)")
-    parser.add_argument("--clients", type=int, help="run: concurrent clients, spread over the ports (default one per port)")
-    parser.add_argument("--other-port", type=int, default=5434)
-    parser.add_argument("--check-port", type=int, default=5433, help="run: blue's port, where committed writes are looked up")
+    parser.add_argument("--through", type=endpoint, action="append", help="run: HOST:PORT, once per pooler (default 127.0.0.1:6432)")
+    parser.add_argument("--clients", type=int, help="run: concurrent clients, spread over the endpoints (default one per endpoint)")
+    parser.add_argument("--blue", type=endpoint, default="127.0.0.11:5432", help="blue's HOST:PORT (run: committed writes looked up)")
+    parser.add_argument("--green", type=endpoint, default="127.0.0.12:5432", help="green's HOST:PORT")
     parser.add_argument("--user", default="migrator")
     parser.add_argument("--dbname", default="novacron")
     parser.add_argument("--stop-file", help="run: stop when this file exists (required)")
@@ -272,11 +283,9 @@ def main() -> int:
     parser.add_argument("--tables", default="tenants,users,compute_nodes,vms,vm_metrics,audit_log")
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
-    args.port = args.port or [5433]
+    args.through = args.through or ["127.0.0.1:6432"]
     if args.command == "run" and not args.stop_file:
         parser.error("run needs --stop-file")
-    if args.command == "verify" and len(args.port) != 1:
-        parser.error("verify compares one --port with --other-port")
     if args.command == "run":
         print(json.dumps(run(args)))
         return 0
