@@ -490,7 +490,7 @@ def throwaway_pgbouncer(databases: dict[str, dict], pool_size: int = 20):
     (workdir / "userlist.txt").write_text(f'"migrator" "{LAB_PASSWORD}"\n')
     for path in (workdir, config_file, workdir / "userlist.txt"):
         shutil.chown(path, "postgres", "postgres")
-    admin = dict(BLUE, login_port=port, login_db="pgbouncer")
+    admin = dict(BLUE, login_host="127.0.0.1", login_port=port, login_db="pgbouncer")  # listen_addr above
 
     def start() -> subprocess.Popen:
         process = subprocess.Popen(["runuser", "-u", "postgres", "--", "/usr/sbin/pgbouncer", str(config_file)], stderr=subprocess.DEVNULL)

@@ -54,7 +54,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import FINAL_STATES, Journal  # noqa: E402
 from bench.results import append_section  # noqa: E402
-from tests.integration.test_pg_switchover_guardian import began, start_playbook, wait_for  # noqa: E402
+from tests.integration.test_pg_switchover_guardian import began, wait_for  # noqa: E402
 from tests.lab import (  # noqa: E402
     BLUE,
     GREEN,
@@ -65,6 +65,7 @@ from tests.lab import (  # noqa: E402
     recreate_database,
     run_module,
     run_playbook,
+    start_held_module,
     throwaway_pgbouncer,
     writable_again,
 )
@@ -84,6 +85,8 @@ SUBSCRIPTION = "zdm_bench_forward"
 MODULE = "zerodowntime.migration.pg_switchover"
 POOLERS = 2  # PgBouncers in front of blue, one pgbench each
 PROBE_ACCOUNT = 0  # history rows of the recovery probe's writes (pgbench's accounts are 1..1000)
+# the server that took the probe, by address: the lab's servers all listen on port 5432
+PROBE = "INSERT INTO bench_history (account_id) VALUES (%s) RETURNING host(inet_server_addr())"
 KILL_RUNS = 5
 KILL_STEP, KILL_HOLD = "wait_for_catch_up", 3.0  # the failpoint holds the pause this long after the step
 KILL_AFTER = 0.3  # seconds after the step began: the step takes milliseconds, so this is inside the hold
@@ -107,7 +110,7 @@ def prepare_pair() -> tuple[dict, dict]:
         conn.execute("CREATE PUBLICATION zdm_bench_pub FOR TABLE bench_accounts, bench_history")
     with connect(green) as conn:
         conn.execute(
-            f"CREATE SUBSCRIPTION {SUBSCRIPTION} CONNECTION 'host=127.0.0.1 port={BLUE['login_port']} dbname={DB} "
+            f"CREATE SUBSCRIPTION {SUBSCRIPTION} CONNECTION 'host={BLUE['login_host']} port={BLUE['login_port']} dbname={DB} "
             f"user=replicator password={LAB_PASSWORD}' PUBLICATION zdm_bench_pub"
         )
         deadline = time.monotonic() + 120
@@ -213,6 +216,11 @@ def load_results(loads: list[threading.Thread], workdir: Path, side: dict) -> di
     }
 
 
+def publisher_on(side: dict, user: str) -> dict:
+    """The `publisher` options of the benchmark's database on a lab server (BLUE or GREEN)."""
+    return {"host": side["login_host"], "port": side["login_port"], "dbname": DB, "user": user, "password": PASSWORD}
+
+
 def switchover_args(blue: dict, green: dict, bouncers: list[dict], journal_dir: Path, **overrides) -> dict:
     return {
         "source": blue,
@@ -220,7 +228,7 @@ def switchover_args(blue: dict, green: dict, bouncers: list[dict], journal_dir: 
         "subscription": SUBSCRIPTION,
         "reverse_publication": "zdm_bench_reverse",
         "reverse_subscription": "zdm_bench_reverse",
-        "reverse_publisher": {"host": "127.0.0.1", "port": GREEN["login_port"], "dbname": DB, "user": "replicator", "password": PASSWORD},
+        "reverse_publisher": publisher_on(GREEN, "replicator"),
         "pgbouncers": [dict(bouncer["admin"], database=DB, config_file=bouncer["config_file"]) for bouncer in bouncers],
         "journal_dir": str(journal_dir),
         "timeout": 2,
@@ -248,7 +256,7 @@ def naive_playbook(blue: dict, green: dict, bouncers: list[dict]) -> list:
                         max_lag_bytes=0,
                         timeout=60,
                         poll_interval=0.2,
-                        publisher={"host": "127.0.0.1", "port": BLUE["login_port"], "dbname": DB, "user": "migrator", "password": PASSWORD},
+                        publisher=publisher_on(BLUE, "migrator"),
                     ),
                 },
                 {"name": "copy sequences", "zerodowntime.migration.pg_sequence_sync": dict(pg(green), source=pg(blue))},
@@ -260,7 +268,11 @@ def naive_playbook(blue: dict, green: dict, bouncers: list[dict]) -> list:
                     {
                         "name": f"point PgBouncer {number} at green",
                         "zerodowntime.migration.pgbouncer_pool": dict(
-                            bouncer["admin"], database=DB, config_file=bouncer["config_file"], host="127.0.0.1", port=GREEN["login_port"]
+                            bouncer["admin"],
+                            database=DB,
+                            config_file=bouncer["config_file"],
+                            host=GREEN["login_host"],
+                            port=GREEN["login_port"],
                         ),
                     }
                     for number, bouncer in enumerate(bouncers, 1)
@@ -290,9 +302,9 @@ def measure(way: str, clients: int, seconds: int) -> dict:
         return {"way": way, "unavailable_ms": round(unavailable * 1000, 1), **load_results(loads, workdir, green)}
 
 
-def write_through(bouncer: dict, timeout: float = 30) -> tuple[int, int]:
+def write_through(bouncer: dict, timeout: float = 30) -> tuple[str, int]:
     """One write through a PgBouncer (it waits while the pool is paused), retried until it
-    commits; returns the port of the server that took it and the failed attempts."""
+    commits; returns the address of the server that took it and the failed attempts."""
     deadline, failures = time.monotonic() + timeout, 0
     while True:
         try:
@@ -300,7 +312,7 @@ def write_through(bouncer: dict, timeout: float = 30) -> tuple[int, int]:
                 host="127.0.0.1", port=bouncer["port"], user="migrator", password=PASSWORD, dbname=DB,
                 autocommit=True, prepare_threshold=None, connect_timeout=int(timeout),
             ) as conn:  # fmt: skip
-                row = conn.execute("INSERT INTO bench_history (account_id) VALUES (%s) RETURNING inet_server_port()", (PROBE_ACCOUNT,))
+                row = conn.execute(PROBE, (PROBE_ACCOUNT,))
                 return row.fetchone()[0], failures
         except psycopg.Error:
             failures += 1
@@ -327,7 +339,7 @@ def measure_kill(clients: int, seconds: int) -> dict:
         loads = start_load(bouncers, clients, seconds, workdir)
         time.sleep(seconds / 3)
         arguments = switchover_args(blue, green, bouncers, journal.directory, timeout=KILL_TIMEOUT, guardian_margin=KILL_MARGIN)
-        playbook = start_playbook(arguments, f"{KILL_STEP}:{KILL_HOLD}", workdir)
+        playbook = start_held_module(MODULE, arguments, f"{KILL_STEP}:{KILL_HOLD}", workdir)
         try:
             record = wait_for(journal_shows(journal, began(KILL_STEP)), 60, f"the switchover to begin {KILL_STEP}")
             time.sleep(KILL_AFTER)
@@ -342,13 +354,13 @@ def measure_kill(clients: int, seconds: int) -> dict:
         if not all(load.is_alive() for load in loads):
             raise RuntimeError("pgbench ended before writes flowed again: give it more --seconds")
         final = wait_for(journal_shows(journal, lambda record: record.get("state") in FINAL_STATES), 30, "the guardian to end the run")
-        if [port for port, _failures in probes] != [BLUE["login_port"]] * len(bouncers):
+        if [address for address, _failures in probes] != [BLUE["login_host"]] * len(bouncers):
             raise RuntimeError(f"after the kill the writes went to {probes}, not blue: journal {final}")
         outcome = f"{final['state']} by {final.get('undo_by') or final.get('finished_by')}"
         return {
             "recovery_ms": round(recovery * 1000, 1),
             "outcome": outcome,
-            "probe_failures": sum(failures for _port, failures in probes),
+            "probe_failures": sum(failures for _address, failures in probes),
             **load_results(loads, workdir, blue),
         }
 

@@ -1,6 +1,6 @@
 """Benchmark: 100 hash partitions with ONE pg_partition task vs 100 postgresql_query tasks.
 
-Runs against green (127.0.0.1:5434) in a scratch database of its own, created here and dropped
+Runs against green (tests/lab.py GREEN: 127.0.0.12:5432) in a scratch database of its own, created here and dropped
 at the end. Each round drops and recreates the parent table, then times a whole
 `ansible-playbook` run (process start to exit, as a person would run it); the two ways
 alternate so drift on the machine hits both. Prints medians and the ratio and writes them, with
@@ -30,16 +30,19 @@ import yaml
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.lab import BLUE, GREEN, where  # noqa: E402
+
 RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Partitions: 100 hash partitions"
 DATABASE = "zdm_partition_bench"
 TABLE = "bench_vms"
-GREEN = {"login_host": "127.0.0.1", "login_port": 5434, "login_user": "migrator", "login_password": "zerodowntime-lab"}
-HEADER = """# Benchmarks
+HEADER = f"""# Benchmarks
 
-Measured on the lab machine (PostgreSQL 15 blue :5433 / green :5434). Each section says which
-command produced it; re-run that command to refresh the section. Benchmarks are not part of the
-test suite.
+Measured on the lab machine (PostgreSQL 15 blue {where(BLUE)} / green {where(GREEN)}). Each section says
+which command produced it; re-run that command to refresh the section. Benchmarks are not part of
+the test suite.
 """
 
 

@@ -69,14 +69,11 @@ def empty_green() -> None:
 def time_subscription(run_number: int) -> float:
     empty_green()
     name = f"zdm_bench_sub_{run_number}"
-    publisher = {"host": "127.0.0.1", "port": 5433, "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
+    publisher = {"host": BLUE["login_host"], "port": BLUE["login_port"], "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
+    conninfo = f"host={publisher['host']} port={publisher['port']} dbname={DB} user=replicator password={LAB_PASSWORD}"
     with Client(dict(GREEN, login_db=DB)) as client:
         started = time.monotonic()
-        client.execute(
-            sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION zdm_bench_pub").format(
-                ident(name), sql.Literal(f"host=127.0.0.1 port=5433 dbname={DB} user=replicator password={LAB_PASSWORD}")
-            )
-        )
+        client.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION zdm_bench_pub").format(ident(name), sql.Literal(conninfo)))
         Subscription(client, name, publisher).wait_for_sync(timeout=1800, max_lag_bytes=None, interval=0.1)
         elapsed = time.monotonic() - started
         client.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident(name)))
@@ -86,10 +83,10 @@ def time_subscription(run_number: int) -> float:
 def time_dump_restore() -> float:
     empty_green()
     env = dict(os.environ, PGPASSWORD=LAB_PASSWORD)
-    common = ["-h", "127.0.0.1", "-U", "migrator", "-d", DB]
+    blue, green = (["-h", side["login_host"], "-p", str(side["login_port"]), "-U", "migrator", "-d", DB] for side in (BLUE, GREEN))
     started = time.monotonic()
-    dump = subprocess.Popen(["pg_dump", "-p", "5433", *common, "-Fc", "--data-only", "-t", "bench_rows"], stdout=subprocess.PIPE, env=env)
-    restore = subprocess.run(["pg_restore", "-p", "5434", *common, "--data-only"], stdin=dump.stdout, env=env, check=True)
+    dump = subprocess.Popen(["pg_dump", *blue, "-Fc", "--data-only", "-t", "bench_rows"], stdout=subprocess.PIPE, env=env)
+    restore = subprocess.run(["pg_restore", *green, "--data-only"], stdin=dump.stdout, env=env, check=True)
     dump.stdout.close()
     if dump.wait() != 0 or restore.returncode != 0:
         raise SystemExit("pg_dump | pg_restore failed")

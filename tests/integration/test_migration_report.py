@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_module, scratch_database
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_module, scratch_database, where
 
 MODULE = "zerodowntime.migration.migration_report"
 STATE = "zerodowntime.migration.migration_state"
@@ -83,8 +83,8 @@ def measured(scratch, tmp_path_factory):
     window on the clock, and the phases recorded around it."""
     work = tmp_path_factory.mktemp("report")
     files = {"latency": work / "latency.jsonl", "lag": work / "lag.jsonl", "stop": work / "stop"}
-    argv = [sys.executable, str(ROOT / "playbooks" / "files" / "workload.py"), "run", "--port", str(BLUE["login_port"])]
-    argv += ["--check-port", str(BLUE["login_port"]), "--other-port", str(GREEN["login_port"]), "--dbname", DB]
+    argv = [sys.executable, str(ROOT / "playbooks" / "files" / "workload.py"), "run", "--through", where(BLUE)]
+    argv += ["--blue", where(BLUE), "--green", where(GREEN), "--dbname", DB]
     argv += [
         "--stop-file",
         str(files["stop"]),
@@ -143,6 +143,8 @@ def test_the_workloads_samples_show_the_pause(measured):
     with open(measured["lag_file"]) as handle:
         lags = [json.loads(line) for line in handle]
     assert {lag["slot"] for lag in lags if lag["server"] == "blue" and "slot" in lag} == {SLOT}
+    # each line names the endpoint it was read on (green has no slot in the test's database: no line of its own)
+    assert {(lag["server"], lag["endpoint"]) for lag in lags} == {("blue", where(BLUE))}, lags[:4]
     assert all(lag["lag_bytes"] >= 0 for lag in lags if "lag_bytes" in lag)
 
 

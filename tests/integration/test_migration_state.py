@@ -9,7 +9,7 @@ import pytest
 from psycopg import sql
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.progress import open_reporter
-from tests.lab import BLUE, LAB_PASSWORD, connect, run_module, run_playbook, scratch_database
+from tests.lab import BLUE, LAB_PASSWORD, connect, run_module, run_playbook, scratch_database, where
 
 MODULE = "zerodowntime.migration.migration_state"
 DB = "zdm_state_test"
@@ -217,7 +217,7 @@ def test_a_table_of_another_shape_is_refused(db):
     db.execute("CREATE TABLE progress_other (id int)")
     result = run_module(MODULE, progress("progress_other", phase="phase1_infra", state="started"))[1]
     assert result["failed"] is True
-    assert "table public.progress_other on 127.0.0.1:5433 exists but has no column(s) phase, status" in result["msg"]
+    assert f"table public.progress_other on {where(BLUE)} exists but has no column(s) phase, status" in result["msg"]
     assert db.execute("SELECT count(*) FROM progress_other").fetchone()[0] == 0
 
 
@@ -243,7 +243,7 @@ def test_wrong_password_names_the_user_and_not_the_password(db):
 def test_unknown_database_is_named(scratch):
     result = run_module(MODULE, dict(ARGS, login_db="zdm_state_missing"))[1]
     assert result["failed"] is True
-    assert "database 'zdm_state_missing' does not exist on 127.0.0.1:5433" in result["msg"]
+    assert f"database 'zdm_state_missing' does not exist on {where(BLUE)}" in result["msg"]
 
 
 def test_status_playbook_shows_every_phase(db):
@@ -267,7 +267,7 @@ def test_status_playbook_shows_every_phase(db):
         ("phase3_optimize", "pending"),
     ]
     lines = run.task_results("Show where the migration stands")[0]["msg"].splitlines()
-    assert lines[0] == f"Migration progress in {DB} on 127.0.0.1:5433"
+    assert lines[0] == f"Migration progress in {DB} on {where(BLUE)}"
     assert lines[1].startswith("phase1_infra     succeeded attempt 1, started ") and ", took 0h 00m " in lines[1]
     assert lines[2:4] == ["    checkpoints: postgresql", "    verdict: every service healthy"]
     assert lines[4].startswith("phase2_schema    failed    attempt 1, started ")

@@ -12,7 +12,19 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, MONITORING_PLAY, connect, drop_replication, run_playbook, scratch_database, wait_for
+from tests.lab import (
+    BLUE,
+    BLUE_ADDRESS,
+    GREEN,
+    LAB_PASSWORD,
+    MONITORING_PLAY,
+    PG_PORT,
+    connect,
+    drop_replication,
+    run_playbook,
+    scratch_database,
+    wait_for,
+)
 
 PROMETHEUS = "http://127.0.0.1:9090"
 ALERTMANAGER = "http://127.0.0.1:9093"
@@ -152,7 +164,7 @@ def test_failing_subscription_fires_an_alert(monitoring):
             with connect(green) as conn:
                 conn.execute("CREATE TABLE audit_log (id int PRIMARY KEY)")
                 conn.execute(
-                    f"CREATE SUBSCRIPTION {subscription} CONNECTION 'host=127.0.0.1 port=5433 dbname={db} user=replicator "
+                    f"CREATE SUBSCRIPTION {subscription} CONNECTION 'host={BLUE_ADDRESS} port={PG_PORT} dbname={db} user=replicator "
                     f"password={LAB_PASSWORD}' PUBLICATION {subscription} WITH (copy_data = false)"
                 )
             with connect(blue) as conn:

@@ -28,7 +28,7 @@ from tests.lab import (
 
 DB = "zdm_apply_errors"
 PUBLICATION, SUBSCRIPTION = "zdm_ae_pub", "zdm_ae_sub"
-PUBLISHER = {"host": "127.0.0.1", "port": 5433, "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
+PUBLISHER = {"host": BLUE["login_host"], "port": BLUE["login_port"], "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
 BLUE_DB, GREEN_DB = dict(BLUE, login_db=DB), dict(GREEN, login_db=DB)
 FAST = 5.0  # seconds: a failing worker must be named within this, with a timeout of 120 s
 
@@ -72,8 +72,8 @@ def replication(lab):
         with connect(GREEN_DB) as conn:
             conn.execute("CREATE TABLE audit_log (id bigint PRIMARY KEY, message text NOT NULL)")
             conn.execute(
-                f"CREATE SUBSCRIPTION {SUBSCRIPTION} CONNECTION 'host=127.0.0.1 port=5433 dbname={DB} user=replicator "
-                f"password={LAB_PASSWORD}' PUBLICATION {PUBLICATION}"
+                f"CREATE SUBSCRIPTION {SUBSCRIPTION} CONNECTION 'host={PUBLISHER['host']} port={PUBLISHER['port']} dbname={DB} "
+                f"user=replicator password={LAB_PASSWORD}' PUBLICATION {PUBLICATION}"
             )
         wait_for("the initial copy of audit_log", tables_ready, timeout=60, interval=0.2)
         yield

@@ -3,10 +3,14 @@ went wrong, where, and what to fix, and never show the password."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
-from tests.lab import BLUE
+from tests.lab import BLUE, BLUE_ADDRESS, PG_PORT, where
+
+BLUE_SOCKET_DIR = "/var/run/postgresql/blue"  # each lab instance has a socket directory of its own
 
 
 def params(**overrides) -> dict:
@@ -24,13 +28,13 @@ def connect_error(**overrides) -> str:
 def test_refused_names_host_and_port(lab):
     message = connect_error(login_port=5498)
     assert "connection refused" in message
-    assert "127.0.0.1:5498" in message
+    assert f"{BLUE_ADDRESS}:5498" in message
 
 
 def test_wrong_password_names_the_user_not_the_password(lab):
     message = connect_error(login_password="not-the-Password-42")
     assert "authentication failed for user 'migrator'" in message
-    assert "127.0.0.1:5433" in message
+    assert where(BLUE) in message
     assert "not-the-Password-42" not in message
 
 
@@ -46,13 +50,13 @@ def test_unknown_role_is_named(lab):
 
 
 def test_peer_authentication_names_the_user(lab):
-    message = connect_error(login_unix_socket="/var/run/postgresql", login_user="novacron", login_password=None)
-    assert "authentication failed for user 'novacron' on socket /var/run/postgresql/.s.PGSQL.5433" in message
+    message = connect_error(login_unix_socket=BLUE_SOCKET_DIR, login_user="novacron", login_password=None)
+    assert f"authentication failed for user 'novacron' on socket {BLUE_SOCKET_DIR}/.s.PGSQL.{PG_PORT}" in message
 
 
 def test_missing_socket_names_the_path(lab):
-    message = connect_error(login_unix_socket="/var/run/postgresql", login_port=5498)
-    assert "/var/run/postgresql/.s.PGSQL.5498" in message
+    message = connect_error(login_unix_socket=BLUE_SOCKET_DIR, login_port=5498)
+    assert f"{BLUE_SOCKET_DIR}/.s.PGSQL.5498" in message
 
 
 def test_version_and_settings(lab):
@@ -60,7 +64,7 @@ def test_version_and_settings(lab):
         assert client.server_version[0] >= 15
         assert client.setting("wal_level") == "logical"
         client.require_version(15, "anything")
-        with pytest.raises(PgError, match=r"needs PostgreSQL 99 or later; 127\.0\.0\.1:5433 runs 15\."):
+        with pytest.raises(PgError, match=rf"needs PostgreSQL 99 or later; {re.escape(where(BLUE))} runs 15\."):
             client.require_version(99, "a future feature")
 
 
@@ -68,7 +72,7 @@ def test_require_logical_wal_explains_the_fix(replica_wal_server):
     with Client(params(**replica_wal_server)) as client, pytest.raises(PgError) as caught:
         client.require_logical_wal()
     message = str(caught.value)
-    assert f"wal_level is 'replica' on 127.0.0.1:{replica_wal_server['login_port']}" in message
+    assert f"wal_level is 'replica' on {where(replica_wal_server)}" in message
     assert "wal_level=logical" in message and "restart" in message
 
 
@@ -83,7 +87,7 @@ def test_failed_statement_names_server_and_statement(lab):
     with Client(params()) as client, pytest.raises(PgError) as caught:
         client.execute("DROP TABLE zdm_table_that_is_not_there")
     assert 'table "zdm_table_that_is_not_there" does not exist' in str(caught.value)
-    assert "127.0.0.1:5433" in str(caught.value)
+    assert where(BLUE) in str(caught.value)
 
 
 def test_audit_text_replaces_a_secret_statement(lab):

@@ -100,7 +100,7 @@ def watched(server):
 def stream(server):
     """A logical replication stream of the test's own: pg_recvlogical on slot SLOT. Yields its process."""
     env = dict(os.environ, PGPASSWORD=LAB_PASSWORD)
-    argv = ["pg_recvlogical", "-h", "127.0.0.1", "-p", str(server["login_port"]), "-U", "migrator", "-d", DATABASE]
+    argv = ["pg_recvlogical", "-h", server["login_host"], "-p", str(server["login_port"]), "-U", "migrator", "-d", DATABASE]
     subprocess.run([*argv, "--slot", SLOT, "--create-slot", "--if-not-exists", "-P", "test_decoding"], env=env, check=True)
     streaming = [*argv, "--slot", SLOT, "--start", "-f", "/dev/null", "-F", "0", "-s", "1"]  # -F 0: confirms what it got at once
     process = subprocess.Popen(streaming, env=env, stderr=subprocess.DEVNULL)

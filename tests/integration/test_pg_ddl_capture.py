@@ -31,7 +31,7 @@ from tests.lab import (
 DB = "zdm_ddl_capture"
 PUBLICATION, SUBSCRIPTION = "zdm_ddl_pub", "zdm_ddl_sub"
 BLUE_DB, GREEN_DB = dict(BLUE, login_db=DB), dict(GREEN, login_db=DB)
-PUBLISHER = {"host": "127.0.0.1", "port": 5433, "dbname": DB, "user": "migrator", "password": LAB_PASSWORD}
+PUBLISHER = {"host": BLUE["login_host"], "port": BLUE["login_port"], "dbname": DB, "user": "migrator", "password": LAB_PASSWORD}
 CAPTURE, APPLY = "zerodowntime.migration.pg_ddl_capture", "zerodowntime.migration.pg_ddl_apply"
 
 
@@ -151,7 +151,7 @@ def test_install_check_mode_then_idempotent(databases):
     with connect(GREEN_DB) as conn:
         assert conn.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'zerodowntime_ddl_apply'").fetchone() == ("A",)
         conn.execute(
-            f"CREATE SUBSCRIPTION {SUBSCRIPTION} CONNECTION 'host=127.0.0.1 port=5433 dbname={DB} user=replicator "
+            f"CREATE SUBSCRIPTION {SUBSCRIPTION} CONNECTION 'host={PUBLISHER['host']} port={PUBLISHER['port']} dbname={DB} user=replicator "
             f"password={LAB_PASSWORD}' PUBLICATION {PUBLICATION}"
         )
     wait_for("the initial copy", tables_ready, timeout=60, interval=0.2)

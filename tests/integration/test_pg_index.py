@@ -12,7 +12,7 @@ from psycopg import sql
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sql_text import parse_only
-from tests.lab import GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module, run_playbook
+from tests.lab import GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module, run_playbook, where
 
 MODULE = "zerodowntime.migration.pg_index"
 DB = "zdm_index_test"
@@ -599,7 +599,7 @@ def test_hostile_names_are_quoted_and_execute_nothing(db):
 def test_a_missing_table_names_the_table_and_the_database(db):
     result = run_module(MODULE, index("x_idx", "sales.nowhere", columns=["id"]), check=True)[1]
     assert result["failed"] is True
-    assert "table sales.nowhere not found in database 'zdm_index_test' on 127.0.0.1:5434" in result["msg"]
+    assert f"table sales.nowhere not found in database 'zdm_index_test' on {where(GREEN)}" in result["msg"]
     assert result["queries"] == []
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from tests.lab import GREEN, connect, run_module, scratch_database
+from tests.lab import GREEN, connect, run_module, scratch_database, where
 
 MODULE = "zerodowntime.migration.pg_partition"
 SCRATCH = "zdm_partition_test"
@@ -287,19 +287,19 @@ def test_check_mode_retention_changes_nothing(scratch, db):
         pytest.param(
             None,
             dict(table="app.no_such_table", strategy="hash", modulus=4),
-            [f"table app.no_such_table does not exist in database '{SCRATCH}' on 127.0.0.1:5434", "PARTITION BY HASH"],
+            [f"table app.no_such_table does not exist in database '{SCRATCH}' on {where(GREEN)}", "PARTITION BY HASH"],
             id="missing table",
         ),
         pytest.param(
             "CREATE TABLE vms (id bigint)",
             dict(table="vms", strategy="hash", modulus=4),
-            ["table public.vms on 127.0.0.1:5434 is not partitioned", "PARTITION BY HASH"],
+            [f"table public.vms on {where(GREEN)} is not partitioned", "PARTITION BY HASH"],
             id="plain table",
         ),
         pytest.param(
             "CREATE TABLE vms (tenant_id bigint) PARTITION BY LIST (tenant_id)",
             dict(table="vms", strategy="hash", modulus=4),
-            ["table public.vms on 127.0.0.1:5434 is partitioned by LIST (tenant_id), not by hash: set strategy: list"],
+            [f"table public.vms on {where(GREEN)} is partitioned by LIST (tenant_id), not by hash: set strategy: list"],
             id="strategy mismatch",
         ),
         pytest.param(
@@ -349,5 +349,5 @@ def test_hostile_identifier_round_trips_and_executes_nothing(scratch, db):
 def test_wrong_credentials_give_the_connection_helper_message(scratch):
     result = pg_partition(dict(scratch, login_password="Wrong-Secret-9"), table="vms", strategy="hash", modulus=4)
     assert result["failed"] is True
-    assert "authentication failed for user 'migrator' on 127.0.0.1:5434" in result["msg"]
+    assert f"authentication failed for user 'migrator' on {where(GREEN)}" in result["msg"]
     assert "Wrong-Secret-9" not in result["msg"]

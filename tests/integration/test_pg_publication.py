@@ -9,7 +9,7 @@ import re
 import pytest
 from psycopg import sql
 
-from tests.lab import BLUE, connect, drop_database, recreate_database, run_module
+from tests.lab import BLUE, connect, drop_database, recreate_database, run_module, where
 
 MODULE = "zerodowntime.migration.pg_publication"
 DB = "zdm_pub_test"
@@ -193,7 +193,7 @@ def test_schemas_are_added_and_dropped(db):
 
     missing = run_module(MODULE, pub(name, schemas=["reports", "no_such_schema"]))[1]
     assert missing["failed"] is True
-    assert "schema(s) not found in database 'zdm_pub_test' on 127.0.0.1:5433: no_such_schema" in missing["msg"]
+    assert f"schema(s) not found in database 'zdm_pub_test' on {where(BLUE)}: no_such_schema" in missing["msg"]
     assert missing["queries"] == []
 
 
@@ -260,7 +260,7 @@ def test_missing_table_view_or_owner_is_an_error_and_changes_nothing(db):
     name = "zdm_p_missing"
     not_created = run_module(MODULE, pub(name, tables=["customers", "no_such_table"]))[1]
     assert not_created["failed"] is True
-    assert "table(s) not found in database 'zdm_pub_test' on 127.0.0.1:5433: public.no_such_table" in not_created["msg"]
+    assert f"table(s) not found in database 'zdm_pub_test' on {where(BLUE)}: public.no_such_table" in not_created["msg"]
     assert "create them first or fix 'tables'" in not_created["msg"]
     assert not_created["queries"] == []
     assert catalog(db, name) is None
@@ -272,10 +272,10 @@ def test_missing_table_view_or_owner_is_an_error_and_changes_nothing(db):
     assert not_altered["queries"] == []
     view = run_module(MODULE, pub(name, tables=["customer_ids"]))[1]
     assert view["failed"] is True
-    assert "not a table in database 'zdm_pub_test' on 127.0.0.1:5433: public.customer_ids" in view["msg"]
+    assert f"not a table in database 'zdm_pub_test' on {where(BLUE)}: public.customer_ids" in view["msg"]
     no_owner = run_module(MODULE, pub(name, tables=["orders"], owner="zdm_no_such_role"))[1]
     assert no_owner["failed"] is True
-    assert "role 'zdm_no_such_role' does not exist on 127.0.0.1:5433: create it first or fix 'owner'" in no_owner["msg"]
+    assert f"role 'zdm_no_such_role' does not exist on {where(BLUE)}: create it first or fix 'owner'" in no_owner["msg"]
     assert no_owner["queries"] == []
     assert catalog(db, name) == {
         "all_tables": False,
@@ -339,7 +339,7 @@ def test_drop_check_mode_diff_and_idempotence(db):
 def test_publication_needs_wal_level_logical(replica_wal_server):
     result = run_module(MODULE, dict(replica_wal_server, name="zdm_p_nowal"))[1]
     assert result["failed"] is True
-    assert f"wal_level is 'replica' on 127.0.0.1:{replica_wal_server['login_port']}" in result["msg"]
+    assert f"wal_level is 'replica' on {where(replica_wal_server)}" in result["msg"]
     assert "wal_level=logical" in result["msg"]
     assert result["queries"] == []
     with connect(replica_wal_server) as conn:

@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import ident
-from tests.lab import BLUE, connect, run_module, throwaway_postgres
+from tests.lab import BLUE, connect, run_module, throwaway_postgres, where
 
 MODULE = "zerodowntime.migration.pg_readonly"
 READ_ONLY = "in a read-only transaction"
@@ -258,7 +258,7 @@ def test_role_setting_that_defeats_the_freeze_is_reported(instance):
 def test_non_superuser_is_refused_with_the_fix_and_nothing_changes(instance):
     result = run_module(MODULE, dict(instance, login_user="app", login_password=APP_PASSWORD, readonly=True))[1]
     assert result["failed"] is True
-    assert "role 'app' on 127.0.0.1:" in result["msg"]
+    assert f"role 'app' on {where(instance)}" in result["msg"]
     assert "is not a superuser" in result["msg"]
     assert "GRANT ALTER SYSTEM ON PARAMETER default_transaction_read_only TO app" in result["msg"]
     assert result["queries"] == []
@@ -379,4 +379,4 @@ def test_hostile_database_name_round_trips(databases):
 def test_unknown_database_is_named(lab):
     result = run_module(MODULE, dict(BLUE, login_db="zdm_ro_no_such_db", scope="database", readonly=True))[1]
     assert result["failed"] is True
-    assert "database 'zdm_ro_no_such_db' does not exist on 127.0.0.1:5433" in result["msg"]
+    assert f"database 'zdm_ro_no_such_db' does not exist on {where(BLUE)}" in result["msg"]

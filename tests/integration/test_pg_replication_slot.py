@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.lab import BLUE, LAB_PASSWORD, connect, drop_database, recreate_database, run_module
+from tests.lab import BLUE, LAB_PASSWORD, connect, drop_database, recreate_database, run_module, where
 
 MODULE = "zerodowntime.migration.pg_replication_slot"
 DB = "zdm_slot_test"
@@ -188,9 +188,9 @@ def consumer(conn, name):
             "-f",
             "/dev/null",
             "-h",
-            "127.0.0.1",
+            BLUE["login_host"],
             "-p",
-            "5433",
+            str(BLUE["login_port"]),
             "-U",
             "migrator",
         ],
@@ -246,7 +246,7 @@ def test_active_slot_is_dropped_only_with_force(db):
 def test_logical_slot_needs_wal_level_logical(replica_wal_server):
     result = run_module(MODULE, dict(replica_wal_server, name=PREFIX + "nowal"))[1]
     assert result["failed"] is True
-    assert f"wal_level is 'replica' on 127.0.0.1:{replica_wal_server['login_port']}" in result["msg"]
+    assert f"wal_level is 'replica' on {where(replica_wal_server)}" in result["msg"]
     assert "wal_level=logical" in result["msg"] and "restart" in result["msg"]
     assert result["queries"] == []
     with connect(replica_wal_server) as conn:

@@ -9,7 +9,7 @@ import pytest
 from psycopg import sql
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import ident
-from tests.lab import BLUE, GREEN, connect, run_module
+from tests.lab import BLUE, GREEN, connect, run_module, where
 
 MODULE = "zerodowntime.migration.pg_sequence_sync"
 DB = "zdm_seq_test"
@@ -216,7 +216,7 @@ def test_wrong_source_password_names_the_user_and_never_shows_the_password(datab
     run, result = run_module(MODULE, args(source=dict(SOURCE, login_password="Wrong-Source-Secret-3")))
     assert result["failed"] is True
     assert "cannot connect to the source" in result["msg"]
-    assert "authentication failed for user 'migrator' on 127.0.0.1:5433" in result["msg"]
+    assert f"authentication failed for user 'migrator' on {where(BLUE)}" in result["msg"]
     assert "Wrong-Source-Secret-3" not in run.stdout
     assert "Wrong-Source-Secret-3" not in json.dumps([event.get("event_data", {}).get("res") for event in run.events])
     assert green_values() == UNTOUCHED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, run_module
+from tests.lab import BLUE, GREEN, GREEN_ADDRESS, LAB_PASSWORD, run_module, where
 
 MODULE = "zerodowntime.migration.pg_server_info"
 
@@ -20,15 +20,16 @@ def test_reports_version_wal_and_settings(lab):
 
 
 def test_check_mode_gives_the_same_answer(lab):
-    result = run_module(MODULE, dict(GREEN, settings=["port"]), check=True)[1]
-    assert result["settings"] == {"port": "5434"}
+    # listen_addresses, not port: blue and green both listen on 5432
+    result = run_module(MODULE, dict(GREEN, settings=["listen_addresses"]), check=True)[1]
+    assert result["settings"] == {"listen_addresses": GREEN_ADDRESS}
     assert result["changed"] is False
 
 
 def test_server_without_logical_wal_fails_with_the_fix(replica_wal_server):
     result = run_module(MODULE, dict(replica_wal_server, require_logical=True))[1]
     assert result["failed"] is True
-    assert f"wal_level is 'replica' on 127.0.0.1:{replica_wal_server['login_port']}" in result["msg"]
+    assert f"wal_level is 'replica' on {where(replica_wal_server)}" in result["msg"]
     assert "wal_level=logical" in result["msg"]
 
 
@@ -43,7 +44,7 @@ def test_wrong_password_names_the_user_and_hides_the_password(lab):
 def test_unknown_setting_is_an_error(lab):
     result = run_module(MODULE, dict(BLUE, settings=["wal_level", "no_such_setting"]))[1]
     assert result["failed"] is True
-    assert "unknown setting(s) on 127.0.0.1:5433: no_such_setting" in result["msg"]
+    assert f"unknown setting(s) on {where(BLUE)}: no_such_setting" in result["msg"]
 
 
 def test_password_is_not_logged_in_invocation(lab):

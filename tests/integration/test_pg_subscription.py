@@ -12,11 +12,11 @@ from psycopg import sql
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError, ident
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.subscription import Subscription, build_conninfo
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module, where
 
 MODULE = "zerodowntime.migration.pg_subscription"
 DB = "zdm_sub_test"
-PUBLISHER = {"host": "127.0.0.1", "port": 5433, "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
+PUBLISHER = {"host": BLUE["login_host"], "port": BLUE["login_port"], "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
 SUBSCRIBER = dict(GREEN, login_db=DB)
 HOSTILE = 'a"; DROP TABLE zdm_victim; --'
 
@@ -242,7 +242,7 @@ def test_a_failing_copy_is_named_at_once(databases):
     )[1]
     assert result["failed"] is True
     assert time.monotonic() - started < 60
-    assert "subscription 'zdm_sub_broken' on the subscriber 127.0.0.1:5434 is failing" in result["msg"]
+    assert f"subscription 'zdm_sub_broken' on the subscriber {where(GREEN)} is failing" in result["msg"]
     assert "public.broken" in result["msg"] and "payload" in result["msg"]
 
 
@@ -304,7 +304,7 @@ def test_missing_subscription_without_what_creates_it(databases):
     result = run_module(MODULE, dict(SUBSCRIBER, name="zdm_nothing_here", enabled=True))[1]
     assert result["failed"] is True
     assert (
-        "subscription 'zdm_nothing_here' does not exist on 127.0.0.1:5434: to create it, give publications and publisher" in result["msg"]
+        f"subscription 'zdm_nothing_here' does not exist on {where(GREEN)}: to create it, give publications and publisher" in result["msg"]
     )
     assert run_module(MODULE, dict(SUBSCRIBER, name="zdm_nothing_here", state="absent"))[1]["changed"] is False
 
@@ -319,7 +319,7 @@ def test_wrong_publisher_password_is_named_and_hidden(databases):
     assert result["failed"] is True
     # the publisher's connection is named, with its fix - not the module's own login
     assert result["msg"].startswith(
-        "the publisher at 127.0.0.1:5433 refused authentication for user 'replicator' "
+        f"the publisher at {where(BLUE)} refused authentication for user 'replicator' "
         '(password authentication failed for user "replicator") when the module connected to it: '
         "this is the subscription's connection to the publisher (the options under publisher), not the module's own login"
     ), result["msg"]
@@ -337,8 +337,8 @@ def test_publisher_password_refused_to_the_subscriber_by_create_subscription(dat
     with Client(SUBSCRIBER) as client, pytest.raises(PgError) as refused:
         Subscription(client, "zdm_sub_badpw").create({"conninfo": conninfo, "publications": ["zdm_pub"]})
     assert str(refused.value).startswith(
-        "cannot create subscription 'zdm_sub_badpw': the subscriber 127.0.0.1:5434 could not connect to the publisher: "
-        "the publisher at 127.0.0.1:5433 refused authentication for user 'replicator' "
+        f"cannot create subscription 'zdm_sub_badpw': the subscriber {where(GREEN)} could not connect to the publisher: "
+        f"the publisher at {where(BLUE)} refused authentication for user 'replicator' "
         '(password authentication failed for user "replicator"); nothing was created: '
         "this is the subscription's connection to the publisher (the options under publisher), not the module's own login"
     ), str(refused.value)
@@ -354,7 +354,7 @@ def test_drop_when_the_publisher_refuses_the_password_names_it_and_changes_nothi
     run, refused = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub_refused", state="absent"))
     assert refused["failed"] is True and refused["changed"] is False
     assert refused["msg"].startswith(
-        "cannot drop subscription 'zdm_sub_refused': the publisher at 127.0.0.1:5433 refused authentication for user "
+        f"cannot drop subscription 'zdm_sub_refused': the publisher at {where(BLUE)} refused authentication for user "
         "'replicator' (password authentication failed for user \"replicator\"), and DROP SUBSCRIPTION must drop the slot "
         "'zdm_sub_refused' there; nothing was changed."
     ), refused["msg"]
@@ -374,12 +374,12 @@ def test_drop_when_the_publisher_refuses_the_password_names_it_and_changes_nothi
 def test_wrong_subscriber_credentials(databases):
     result = run_module(MODULE, args(login_password="nope-nope"))[1]
     assert result["failed"] is True
-    assert "authentication failed for user 'migrator' on 127.0.0.1:5434" in result["msg"]
+    assert f"authentication failed for user 'migrator' on {where(GREEN)}" in result["msg"]
 
 
 def test_publisher_without_logical_wal_is_refused_with_the_fix(databases, replica_wal_server):
     publisher = {
-        "host": "127.0.0.1",
+        "host": replica_wal_server["login_host"],
         "port": replica_wal_server["login_port"],
         "dbname": "postgres",
         "user": "postgres",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from tests.lab import GREEN, connect, drop_database, recreate_database, run_module
+from tests.lab import GREEN, connect, drop_database, recreate_database, run_module, where
 
 MODULE = "zerodowntime.migration.pg_validate"
 DB = "zdm_validate_test"
@@ -302,7 +302,7 @@ def test_fail_on_error_fails_with_the_failures_listed(db):
     orphan(db, "INSERT INTO vms VALUES (99, 99, 'ghost')")
     result = validate(fail_on_error=True)[1]
     assert result["failed"] is True
-    assert result["msg"].startswith(f"1 integrity check(s) failed in database '{DB}' on 127.0.0.1:5434: ")
+    assert result["msg"].startswith(f"1 integrity check(s) failed in database '{DB}' on {where(GREEN)}: ")
     assert (
         "foreign key vms_tenant_id_fkey on public.vms (tenant_id) -> public.tenants (id): 1 orphaned row(s), e.g. key(s) 99"
         in result["msg"]

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_playbook
+from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, run_playbook, where
 
 
 def test_initial_copy_completes_with_every_table_ready(phase2):
@@ -79,7 +79,7 @@ def test_demo_workload_writes_and_green_catches_up(phase2, tmp_path):
     assert ran.returncode == 0, ran.stderr
     writes = json.loads(ran.stdout)
     assert writes["inserts"] > 0 and writes["updates"] > 0 and writes["errors"] == 0
-    verified = workload("verify", "--tables", "vms,vm_metrics,audit_log", "--timeout", "60")
+    verified = workload("verify", "--blue", where(BLUE), "--green", where(GREEN), "--tables", "vms,vm_metrics,audit_log", "--timeout", "60")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     report = json.loads(verified.stdout)
     assert report["equal"] is True and report["differing"] == []

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from tests.integration.test_pg_switchover_guardian import wait_for
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, ROOT, connect, kill_tree, run_playbook
+from tests.lab import BLUE, GREEN, GREEN_ADDRESS, LAB_PASSWORD, ROOT, connect, kill_tree, run_playbook, server_reached, where
 from tests.lab import wait_for as lab_wait_for
 
 APPROVED = {"cutover_approved": True}
@@ -31,15 +31,15 @@ def on_blue(validated):
     yield
     run = run_playbook("rollback.yml")
     assert run.status == "successful", run.stdout
-    assert serving_port() == 5433
+    assert serving() == "blue"
 
 
-def serving_port(port: int = 6432) -> int:
-    """The port of the server a pooler (or HAProxy's write frontend, :5000) sends the application to."""
+def serving(port: int = 6432) -> str:
+    """The server ("blue", "green") a pooler (or HAProxy's write frontend, :5000) sends the application to."""
     with psycopg.connect(
         host="127.0.0.1", port=port, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
     ) as conn:
-        return conn.execute("SELECT inet_server_port()").fetchone()[0]
+        return server_reached(conn)
 
 
 def readonly(side: dict) -> str:
@@ -53,7 +53,8 @@ class Workload:
     def __init__(self, tmp_path):
         self.stop_file = tmp_path / "stop"
         env = dict(os.environ, PGPASSWORD=LAB_PASSWORD)
-        argv = [sys.executable, str(ROOT / "playbooks/files/workload.py"), "run", "--port", "6432", "--stop-file", str(self.stop_file)]
+        argv = [sys.executable, str(ROOT / "playbooks/files/workload.py"), "run", "--through", "127.0.0.1:6432"]
+        argv += ["--stop-file", str(self.stop_file)]
         self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def finish(self) -> dict:
@@ -80,14 +81,14 @@ def test_without_approval_nothing_changes(on_blue):
     [gate] = run.task_results("Stop unless approved")
     assert gate["failed"] and "cutover_approved=true" in gate["msg"]
     assert not run.task_results("Switch writes with pg_switchover blue to green")
-    assert serving_port() == 5433 and readonly(BLUE) == "off"
+    assert serving() == "blue" and readonly(BLUE) == "off"
 
 
 def test_awx_approval_node_replaces_the_prompt(on_blue):
     run = run_playbook("phase5_cutover.yml", extravars={"awx_job_id": 42})
     assert run.status == "successful", run.stdout
     assert not run.task_results("Ask for approval")
-    assert serving_port() == 5434
+    assert serving() == "green"
 
 
 def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
@@ -96,12 +97,12 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         assert cutover.status == "successful", cutover.stdout
         [switch] = cutover.task_results("Switch writes with pg_switchover blue to green")
         assert switch["write_pause_ms"] < 1000
-        assert serving_port() == 5434 and readonly(BLUE) == "on" and readonly(GREEN) == "off"
+        assert serving() == "green" and readonly(BLUE) == "on" and readonly(GREEN) == "off"
         [probe] = cutover.task_results("Post-check - a write through PgBouncer lands on green")
-        assert probe["server"]["port"] == 5434 and probe["row"]["id"] > 0
-        assert [(entry["server"], entry["found"]) for entry in probe["visible_on"]] == [("127.0.0.1:5433", True)]  # reverse replication
+        assert probe["server"]["address"] == GREEN_ADDRESS and probe["row"]["id"] > 0
+        assert [(entry["server"], entry["found"]) for entry in probe["visible_on"]] == [(where(BLUE), True)]  # reverse replication
 
-        assert serving_port(6433) == 5434 and serving_port(5000) == 5434  # the second pooler and HAProxy's writes follow
+        assert serving(6433) == "green" and serving(5000) == "green"  # the second pooler and HAProxy's writes follow
         # the watch (inventories/lab: 8 s, a sample a second) found green as good as blue's baseline: no false alarm
         [watch] = cutover.task_results("Watch green against the baseline of blue")
         assert watch["healthy"] and len(watch["samples"]) >= 7, watch
@@ -113,8 +114,8 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
 
         rollback = run_playbook("rollback.yml")
         assert rollback.status == "successful", rollback.stdout
-        assert serving_port() == 5433 and readonly(BLUE) == "off" and readonly(GREEN) == "off"
-        assert serving_port(6433) == 5433 and serving_port(5000) == 5433
+        assert serving() == "blue" and readonly(BLUE) == "off" and readonly(GREEN) == "off"
+        assert serving(6433) == "blue" and serving(5000) == "blue"
         writes = workload.finish()
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["committed"] > 0
@@ -148,7 +149,7 @@ def test_a_slow_green_is_rolled_back_by_the_watch_and_nothing_is_lost(on_blue, t
     assert "rolled it back" in failure["msg"] and "latency_ratio" in failure["msg"]
     assert cutover.task_results("Switch writes with pg_switchover green to blue")  # the lossless way back
     assert not cutover.task_results("Record the success of phase 5")
-    assert serving_port() == 5433 and serving_port(6433) == 5433 and serving_port(5000) == 5433
+    assert serving() == "blue" and serving(6433) == "blue" and serving(5000) == "blue"
     assert readonly(BLUE) == "off"
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
@@ -166,7 +167,7 @@ def test_a_stopped_reverse_replication_is_rolled_back_by_the_watch_and_nothing_i
 
     def haproxy_on_green():
         try:
-            return serving_port(5000) == 5434 or None
+            return serving(5000) == "green" or None
         except psycopg.OperationalError:  # HAProxy moving its write frontend
             return None
 
@@ -207,7 +208,7 @@ def test_a_stopped_reverse_replication_is_rolled_back_by_the_watch_and_nothing_i
     assert cutover.status == "failed"
     [failure] = cutover.task_results("Fail, naming the breach")
     assert "reverse_inactive_seconds" in failure["msg"]
-    assert serving_port() == 5433 and serving_port(6433) == 5433 and serving_port(5000) == 5433
+    assert serving() == "blue" and serving(6433) == "blue" and serving(5000) == "blue"
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
 
@@ -222,7 +223,7 @@ def test_rollback_refuses_when_blue_cannot_get_greens_writes(on_blue):
     assert refused.status == "failed"
     [reason] = refused.task_results("Refuse unless forced")
     assert "Rollback refused" in reason["msg"] and "rollback_force=true" in reason["msg"] and "disabled" in reason["msg"]
-    assert serving_port() == 5434  # the application still writes to green
+    assert serving() == "green"  # the application still writes to green
     with connect(BLUE) as conn:
         conn.execute("SET default_transaction_read_only = off")
         conn.execute("ALTER SUBSCRIPTION novacron_green_to_blue ENABLE")
@@ -235,7 +236,7 @@ def test_phase6_verifies_green_after_the_cutover(on_blue):
     assert verify.status == "successful", verify.stdout
     [write] = verify.task_results("Write through PgBouncer (the application's path)")
     read_back = [(entry["server"], entry["found"]) for entry in write["visible_on"]]  # green, then blue (reverse replication)
-    assert read_back == [("127.0.0.1:5434", True), ("127.0.0.1:5433", True)] and write["row"]["id"] > 0
+    assert read_back == [(where(GREEN), True), (where(BLUE), True)] and write["row"]["id"] > 0
     [compared] = verify.task_results("Compare green with blue again")
     assert compared["equal"] and compared["rows_compared"] > 0
     report = json.loads((REPORT_DIR / "migration_report.json").read_text())
@@ -285,7 +286,7 @@ def test_rollback_repairs_what_a_dead_cutover_left(on_blue, tmp_path):
     final = json.loads(journal_file.read_text())
     assert final["state"] == "undone" and final["undo_by"] == "next run"
     assert readonly(BLUE) == "off"
-    assert serving_port() == 5433 and serving_port(6433) == 5433  # both pools resumed on blue
+    assert serving() == "blue" and serving(6433) == "blue"  # both pools resumed on blue
 
 
 def reached_file(path: Path, predicate):

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.tuning import memory_settings
-from tests.lab import BLUE, GREEN, LAB_PASSWORD, connect, run_playbook
+from tests.lab import BLUE, BLUE_ADDRESS, GREEN, GREEN_ADDRESS, LAB_PASSWORD, PG_PORT, ROOT, connect, run_playbook
 
+# inventories/lab/group_vars/postgresql_servers.yml's postgresql_instances: each on its own address, all on 5432
 LAB_INSTANCES = [
-    {"name": "blue", "port": 5433},
-    {"name": "green", "port": 5434, "settings": {"maintenance_work_mem": "1GB", "random_page_cost": 1.1}},
+    {"name": "blue", "port": PG_PORT, "listen_addresses": BLUE_ADDRESS},
+    {
+        "name": "green",
+        "port": PG_PORT,
+        "listen_addresses": GREEN_ADDRESS,
+        "settings": {"maintenance_work_mem": "1GB", "random_page_cost": 1.1},
+    },
 ]
+
+
+def test_lab_instances_mirror_the_inventory():
+    """LAB_INSTANCES is what the restart test converges with: it must be the lab's own description."""
+    inventory = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "postgresql_servers.yml").read_text())
+    assert inventory["postgresql_instances"] == LAB_INSTANCES
 
 
 def host_memory_mb() -> int:
@@ -49,10 +62,13 @@ def test_second_converge_changes_nothing(lab):
     assert again.changed() == 0, again.changes()
 
 
-@pytest.mark.parametrize(("endpoint", "port"), [(BLUE, 5433), (GREEN, 5434)])
-def test_each_instance_listens_on_its_port_with_logical_wal(lab, endpoint, port):
+@pytest.mark.parametrize(("endpoint", "name"), [(BLUE, "blue"), (GREEN, "green")], ids=["blue", "green"])
+def test_each_instance_listens_on_its_address_and_socket_with_logical_wal(lab, endpoint, name):
+    """Blue and green share port 5432: each on its own address and in its own socket directory."""
     with connect(endpoint) as conn:
-        assert conn.execute("SHOW port").fetchone()[0] == str(port)
+        assert conn.execute("SHOW listen_addresses").fetchone()[0] == endpoint["login_host"]
+        assert conn.execute("SELECT host(inet_server_addr()), inet_server_port()").fetchone() == (endpoint["login_host"], PG_PORT)
+        assert conn.execute("SHOW unix_socket_directories").fetchone()[0] == f"/var/run/postgresql/{name}"
         assert conn.execute("SHOW wal_level").fetchone()[0] == "logical"
         assert conn.execute("SHOW max_slot_wal_keep_size").fetchone()[0] == "10GB"
 

@@ -1,4 +1,5 @@
-"""TLS between the lab's hosts (inventories/lab: PostgreSQL blue/green, PgBouncer :6432/:6433,
+"""TLS between the lab's hosts (inventories/lab: PostgreSQL blue/green/green_r1 each on its own address
+with a certificate of its own, PgBouncer :6432/:6433,
 Redis TLS listeners :6479/:6480), every certificate issued by the lab's CA (roles/lab_ca).
 
 Clients verify with sslmode=verify-full against the lab's CA; a throwaway CA made here (the
@@ -21,14 +22,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
 from tests.lab import (
     BLUE,
+    BLUE_ADDRESS,
     GREEN,
+    GREEN_ADDRESS,
+    GREEN_R1_ADDRESS,
     LAB_PASSWORD,
+    PG_PORT,
     connect,
     drop_database,
     drop_replication,
     recreate_database,
     run_module,
     wait_for,
+    where,
     write_wrong_ca,
 )
 
@@ -36,6 +42,8 @@ LAB_CA = "/etc/zerodowntime/tls/ca.crt"  # inventories/lab/group_vars/all.yml la
 CA_DIR = Path("/var/lib/zerodowntime/lab-ca")  # roles/lab_ca lab_ca_dir, on the controller (this machine)
 VERIFY_FULL = {"ssl_mode": "verify-full", "ssl_rootcert": LAB_CA}
 POOLERS = (6432, 6433)  # lab-db (Debian's instance) and lab-pooler2 (pgbouncer2)
+POOLER = dict(BLUE, login_host="127.0.0.1")  # the PgBouncers listen on 127.0.0.1, not on blue's address
+GREEN_R1 = dict(GREEN, login_host=GREEN_R1_ADDRESS)
 REDIS_TLS = {6479: "master", 6480: "slave"}  # blue, green (replica of blue)
 DB = "zdm_tls_test"
 
@@ -62,18 +70,24 @@ def test_lab_ca_signed_the_servers_certificates_for_their_addresses(lab):
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert (CA_DIR / "ca.key").stat().st_mode & 0o077 == 0, "the CA's key must be readable by its owner only"
     assert Path(LAB_CA).read_bytes() == (CA_DIR / "ca.crt").read_bytes()
-    for name, owner in (
-        ("postgresql", "postgres"),
-        ("pgbouncer-pgbouncer", "postgres"),
-        ("pgbouncer-pgbouncer2", "postgres"),
-        ("redis", "redis"),
+    for name, owner, address in (
+        ("postgresql-blue", "postgres", BLUE_ADDRESS),
+        ("postgresql-green", "postgres", GREEN_ADDRESS),
+        ("postgresql-green_r1", "postgres", GREEN_R1_ADDRESS),
+        ("pgbouncer-pgbouncer", "postgres", "127.0.0.1"),
+        ("pgbouncer-pgbouncer2", "postgres", "127.0.0.1"),
+        ("redis", "redis", "127.0.0.1"),
     ):
         cert = x509.load_pem_x509_certificate(Path(f"/etc/zerodowntime/tls/{name}.crt").read_bytes())
         assert cert.issuer == ca.subject, name
         ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert "127.0.0.1" in [str(ip) for ip in names.get_values_for_type(x509.IPAddress)], name
-        assert "localhost" in names.get_values_for_type(x509.DNSName), name
+        addresses = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
+        if name.startswith("postgresql-"):
+            # a PostgreSQL instance's certificate names its own address only: it cannot pass for another instance
+            assert addresses == [address], (name, addresses)
+        else:
+            assert address in addresses and "localhost" in names.get_values_for_type(x509.DNSName), name
         key = Path(f"/etc/zerodowntime/tls/{name}.key")
         assert key.stat().st_mode & 0o077 == 0 and key.owner() == owner, f"{key} must be private to {owner}"
 
@@ -81,7 +95,7 @@ def test_lab_ca_signed_the_servers_certificates_for_their_addresses(lab):
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("endpoint", [BLUE, GREEN], ids=["blue", "green"])
+@pytest.mark.parametrize("endpoint", [BLUE, GREEN, GREEN_R1], ids=["blue", "green", "green_r1"])
 def test_verify_full_with_the_lab_ca_connects_over_tls(lab, endpoint):
     with Client(params(endpoint, **VERIFY_FULL)) as client:
         session = tls_of_session(client)
@@ -97,7 +111,7 @@ def test_a_wrong_ca_is_refused_with_cause_and_fix(lab, wrong_ca):
     with pytest.raises(PgError) as caught:
         Client(params(BLUE, ssl_mode="verify-full", ssl_rootcert=wrong_ca))
     message = str(caught.value)
-    assert f"the TLS certificate of 127.0.0.1:5433 is not signed by the CA in ssl_rootcert {wrong_ca}" in message
+    assert f"the TLS certificate of {where(BLUE)} is not signed by the CA in ssl_rootcert {wrong_ca}" in message
     assert "certificate verify failed" in message
     assert "set ssl_rootcert to the certificate of the CA that signed the server's certificate" in message
     assert LAB_PASSWORD not in message
@@ -122,7 +136,7 @@ def test_a_module_connects_over_verify_full(lab, wrong_ca):
 
 
 def test_the_streaming_replica_replicates_over_tls(lab):
-    """green_r1 (:5435) streams from green with libpq's default sslmode (prefer): TLS now."""
+    """green_r1 (127.0.0.13:5432) streams from green with libpq's default sslmode (prefer): TLS now."""
     with connect(GREEN, login_db="postgres") as green:
         rows = green.execute(
             "SELECT r.application_name, s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) "
@@ -155,7 +169,7 @@ def databases(lab):
 
 
 def publisher(**overrides) -> dict:
-    base = {"host": "127.0.0.1", "port": 5433, "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
+    base = {"host": BLUE_ADDRESS, "port": PG_PORT, "dbname": DB, "user": "replicator", "password": LAB_PASSWORD}
     base.update(overrides)
     return base
 
@@ -200,7 +214,7 @@ def test_a_subscription_with_verify_full_replicates_over_tls(databases, wrong_ca
 
 @pytest.mark.parametrize("port", POOLERS)
 def test_pgbouncer_client_tls_verify_full_and_server_tls(lab, port):
-    endpoint = dict(BLUE, login_port=port)
+    endpoint = dict(POOLER, login_port=port)
     with Client(params(endpoint, **VERIFY_FULL)) as client:
         assert client.conn.pgconn.ssl_in_use, f"the client's connection to PgBouncer :{port} is not TLS"
         assert client.conn.info.parameter_status("server_version"), "PgBouncer passes the server's parameters"
@@ -212,14 +226,14 @@ def test_pgbouncer_client_tls_verify_full_and_server_tls(lab, port):
 @pytest.mark.parametrize("port", POOLERS)
 def test_pgbouncer_refuses_a_wrong_ca(lab, port, wrong_ca):
     with pytest.raises(PgError) as caught:
-        Client(params(dict(BLUE, login_port=port), ssl_mode="verify-full", ssl_rootcert=wrong_ca))
+        Client(params(dict(POOLER, login_port=port), ssl_mode="verify-full", ssl_rootcert=wrong_ca))
     assert f"the TLS certificate of 127.0.0.1:{port} is not signed by the CA in ssl_rootcert {wrong_ca}" in str(caught.value)
 
 
 @pytest.mark.parametrize("port", POOLERS)
 def test_pgbouncer_servers_use_tls(lab, port):
     """SHOW SERVERS on the admin console: every server connection to PostgreSQL is TLS."""
-    with Client(params(dict(BLUE, login_port=port))) as client:
+    with Client(params(dict(POOLER, login_port=port))) as client:
         client.query("SELECT 1")  # makes sure the pool has a server connection
         with psycopg.connect(
             host="127.0.0.1", port=port, user="pgbouncer_admin", password=LAB_PASSWORD, dbname="pgbouncer", autocommit=True
