@@ -35,8 +35,9 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_PASSWORD = "zerodowntime-lab"  # inventories/lab/group_vars/all.yml
-# Blue, green and green's replica each on its own address, all on port 5432 (inventories/lab
-# postgresql_servers.yml): tests tell them apart by address (or system identifier), never by port.
+# Blue, green and green's replica each on its own host and address, all on port 5432 (inventories/lab
+# hosts.yml: db-blue, db-green, db-green-r1): tests tell them apart by address (or system
+# identifier), never by port.
 PG_PORT = 5432
 BLUE_ADDRESS, GREEN_ADDRESS, GREEN_R1_ADDRESS = "127.0.0.11", "127.0.0.12", "127.0.0.13"
 BLUE = {"login_host": BLUE_ADDRESS, "login_port": PG_PORT, "login_user": "migrator", "login_password": LAB_PASSWORD, "login_db": "novacron"}
