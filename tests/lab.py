@@ -35,8 +35,9 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_PASSWORD = "zerodowntime-lab"  # inventories/lab/group_vars/all.yml
-# Blue, green and green's replica each on its own address, all on port 5432 (inventories/lab
-# postgresql_servers.yml): tests tell them apart by address (or system identifier), never by port.
+# Blue, green and green's replica each on its own host and address, all on port 5432 (inventories/lab
+# hosts.yml: db-blue, db-green, db-green-r1): tests tell them apart by address (or system
+# identifier), never by port.
 PG_PORT = 5432
 BLUE_ADDRESS, GREEN_ADDRESS, GREEN_R1_ADDRESS = "127.0.0.11", "127.0.0.12", "127.0.0.13"
 BLUE = {"login_host": BLUE_ADDRESS, "login_port": PG_PORT, "login_user": "migrator", "login_password": LAB_PASSWORD, "login_db": "novacron"}
@@ -78,11 +79,12 @@ def provision_play(what: str, role: str, settings: Path) -> list[dict]:
 MONITORING_PLAY = provision_play("monitoring", "monitoring", ROOT / "inventories" / "lab" / "group_vars" / "monitoring_servers.yml")
 
 
-# roles/lab_ssh on this machine: sshd on the SSH lab hosts' addresses (inventories/lab-ssh), the
-# lab's key pair and known_hosts. Like MONITORING_PLAY it targets lab-db (local) with the
-# settings file of the inventory it serves.
+# roles/lab_ssh on this machine: sshd on every address of inventories/lab's hosts reached over SSH
+# (the PostgreSQL servers, the etcd members; inventories/lab-ssh's hosts are the etcd members'
+# addresses), the lab's key pair and known_hosts. Like MONITORING_PLAY it targets lab-db (local)
+# with the lab's settings file, so it never drops an address the lab's hosts need.
 LAB_SSH_INVENTORY = str(ROOT / "inventories" / "lab-ssh")
-LAB_SSH_PLAY = provision_play("the lab's SSH", "lab_ssh", ROOT / "inventories" / "lab-ssh" / "group_vars" / "all.yml")
+LAB_SSH_PLAY = provision_play("the lab's SSH", "lab_ssh", ROOT / "inventories" / "lab" / "group_vars" / "lab_ssh_servers.yml")
 
 
 # The two haproxy_shift tasks of roles/haproxy tasks_from shift_gated (playbooks/shift_reads.yml, shift_app.yml).

@@ -1,4 +1,5 @@
-"""roles/postgresql against this machine: the lab's blue and green instances."""
+"""roles/postgresql against the lab's database hosts, reached over SSH: db-blue (instance blue), db-green
+(green) and db-green-r1 (green's replica green_r1), each on its own address on port 5432."""
 
 from __future__ import annotations
 
@@ -6,24 +7,24 @@ import pytest
 import yaml
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.tuning import memory_settings
-from tests.lab import BLUE, BLUE_ADDRESS, GREEN, GREEN_ADDRESS, LAB_PASSWORD, PG_PORT, ROOT, connect, run_playbook
+from tests.lab import BLUE, GREEN, GREEN_R1_ADDRESS, LAB_PASSWORD, PG_PORT, ROOT, connect, run_playbook
 
-# inventories/lab/group_vars/postgresql_servers.yml's postgresql_instances: each on its own address, all on 5432
-LAB_INSTANCES = [
-    {"name": "blue", "port": PG_PORT, "listen_addresses": BLUE_ADDRESS},
-    {
-        "name": "green",
-        "port": PG_PORT,
-        "listen_addresses": GREEN_ADDRESS,
-        "settings": {"maintenance_work_mem": "1GB", "random_page_cost": 1.1},
-    },
-]
+# inventories/lab/hosts.yml: each database host's postgresql_instances (its address is its ansible_host)
+LAB_INSTANCES = {
+    "db-blue": [{"name": "blue", "port": PG_PORT}],
+    "db-green": [{"name": "green", "port": PG_PORT, "settings": {"maintenance_work_mem": "1GB", "random_page_cost": 1.1}}],
+}
+DATABASE_HOSTS = {"db-blue": BLUE["login_host"], "db-green": GREEN["login_host"], "db-green-r1": GREEN_R1_ADDRESS}
 
 
 def test_lab_instances_mirror_the_inventory():
     """LAB_INSTANCES is what the restart test converges with: it must be the lab's own description."""
-    inventory = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "postgresql_servers.yml").read_text())
-    assert inventory["postgresql_instances"] == LAB_INSTANCES
+    inventory = yaml.safe_load((ROOT / "inventories" / "lab" / "hosts.yml").read_text())
+    groups = inventory["all"]["children"]["postgresql_servers"]["children"]
+    hosts = {name: settings for group in groups.values() for name, settings in group["hosts"].items()}
+    assert {name: settings["ansible_host"] for name, settings in hosts.items()} == DATABASE_HOSTS
+    instances = {name: settings["postgresql_instances"] for name, settings in hosts.items() if "postgresql_instances" in settings}
+    assert instances == LAB_INSTANCES
 
 
 def host_memory_mb() -> int:
@@ -43,11 +44,12 @@ def setting_bytes(conn, name: str) -> int:
     return conn.execute("SELECT pg_size_bytes(current_setting(%s))", (name,)).fetchone()[0]
 
 
-def converge_postgresql(extravars: dict | None = None):
-    """site.yml's PostgreSQL play alone: the role under test, not the whole lab. --limit lab-db:
-    other plays still validate their roles' arguments (tagged always), which needs facts their
-    hosts gather only in their own plays (lab-pooler2 in PgBouncer's, skipped by --tags)."""
-    run = run_playbook("site.yml", extravars=extravars, cmdline="--tags postgresql --limit lab-db")
+def converge_postgresql(extravars: dict | None = None, limit: str = "postgresql_servers"):
+    """site.yml's PostgreSQL play alone, over SSH: the role under test, not the whole lab. --limit
+    to the database hosts: other plays still validate their roles' arguments (tagged always), which
+    needs facts their hosts gather only in their own plays (lab-pooler2 in PgBouncer's, skipped by
+    --tags)."""
+    run = run_playbook("site.yml", extravars=extravars, cmdline=f"--tags postgresql --limit {limit}")
     assert run.status == "successful", run.stdout
     return run
 
@@ -59,7 +61,8 @@ def started_at(endpoint: dict):
 
 def test_second_converge_changes_nothing(lab):
     again = converge_postgresql()
-    assert again.changed() == 0, again.changes()
+    assert set(again.stats["ok"]) == set(DATABASE_HOSTS), again.stats  # the role ran on every database host
+    assert again.changes() == []
 
 
 @pytest.mark.parametrize(("endpoint", "name"), [(BLUE, "blue"), (GREEN, "green")], ids=["blue", "green"])
@@ -99,8 +102,9 @@ def test_reload_for_reloadable_settings_restart_only_where_needed(lab):
         # A restart-only setting on green alone: green restarts, blue keeps running. (Not one a
         # standby checks against its primary, such as max_wal_senders: green's read replica would
         # pause its recovery.)
-        instances = [LAB_INSTANCES[0], dict(LAB_INSTANCES[1], settings=dict(LAB_INSTANCES[1]["settings"], max_files_per_process=1100))]
-        converge_postgresql({"postgresql_instances": instances})
+        [green] = LAB_INSTANCES["db-green"]
+        restarting = dict(green, settings=dict(green["settings"], max_files_per_process=1100))
+        converge_postgresql({"postgresql_instances": [restarting]}, limit="db-green")
         with connect(GREEN) as conn:
             assert conn.execute("SHOW max_files_per_process").fetchone()[0] == "1100"
         assert started_at(GREEN) > green_started

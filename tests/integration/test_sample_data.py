@@ -26,7 +26,7 @@ def test_second_load_changes_nothing(sample_data, blue):
     before = counts(blue)
     again = run_playbook("sample_data.yml")
     assert again.status == "successful", again.stdout
-    assert again.changed() == 0
+    assert again.changed("localhost") == 0
     assert counts(blue) == before
 
 
@@ -39,7 +39,7 @@ def test_check_mode_changes_nothing(sample_data, blue):
     before = counts(blue)
     checked = run_playbook("sample_data.yml", cmdline="--check")
     assert checked.status == "successful", checked.stdout
-    assert checked.changed() == 0
+    assert checked.changed("localhost") == 0
     assert counts(blue) == before
 
 
@@ -64,24 +64,24 @@ def test_loads_an_empty_database_once_and_again_on_reset(scratch):
     target = {"migration_blue": {key: scratch[key] for key in ("login_host", "login_port", "login_db")}, "sample_data_rows": 1000}
     checked = run_playbook("sample_data.yml", extravars=target, cmdline="--check")
     assert checked.status == "successful", checked.stdout
-    assert checked.changed() == 0
+    assert checked.changed("localhost") == 0
     with connect(scratch) as conn:
         assert conn.execute("SELECT to_regclass('tenants')").fetchone()[0] is None
 
     first = run_playbook("sample_data.yml", extravars=target)
     assert first.status == "successful", first.stdout
-    assert first.changed() == 1
+    assert first.changed("localhost") == 1
     with connect(scratch) as conn:
         assert counts(conn) == ROWS_1000
         loaded = conn.execute(AUDIT_LOG_WITHOUT_TIMES).fetchone()[0]
 
     again = run_playbook("sample_data.yml", extravars=target)
     assert again.status == "successful", again.stdout
-    assert again.changed() == 0
+    assert again.changed("localhost") == 0
 
     reset = run_playbook("sample_data.yml", extravars=dict(target, sample_data_reset=True))
     assert reset.status == "successful", reset.stdout
-    assert reset.changed() == 1
+    assert reset.changed("localhost") == 1
     with connect(scratch) as conn:
         assert counts(conn) == ROWS_1000
         # the same rows again, ids from 1, sequences past them
