@@ -44,7 +44,7 @@ from psycopg import sql
 
 def endpoint(text: str) -> str:
     """argparse type of an endpoint: HOST:PORT, kept as given."""
-    host, _, port = text.rpartition(":")
+    host, port = text.rpartition(":")[::2]
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return text
@@ -53,7 +53,7 @@ def endpoint(text: str) -> str:
 def connect(args, where: str, application_name: str = "zdm-workload") -> psycopg.Connection:
     # prepare_threshold=None: no server-side prepared statements, so it also runs through
     # PgBouncer in transaction pooling
-    host, _, port = where.rpartition(":")
+    host, port = where.rpartition(":")[::2]
     return psycopg.connect(
         host=host,
         port=int(port),
