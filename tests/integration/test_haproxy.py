@@ -1,6 +1,7 @@
 """roles/haproxy and the read shift (tasks_from: shift_reads, playbooks/shift_reads.yml) against
 the lab's real HAProxy 2.6: writes :5000, reads :5001, HTTP :8080, stats :8404, admin socket.
-Routing is checked by connecting through HAProxy and asking PostgreSQL for its port."""
+Routing is checked by connecting through HAProxy and asking PostgreSQL for its address (blue and
+green both listen on port 5432: tests.lab.server_reached)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.lab import BLUE, ROOT, SHIFT_BACK, SHIFT_FORWARD, connect, free_port, run_module, run_playbook
+from tests.lab import BLUE, GREEN, ROOT, SHIFT_BACK, SHIFT_FORWARD, connect, free_port, run_module, run_playbook, server_reached, where
 
 SOCKET = "/run/haproxy/admin.sock"
 STATE_FILE = Path("/var/lib/haproxy/server-state")
 CONFIG = Path("/etc/haproxy/haproxy.cfg")
 SAMPLE_APP_FAULTS = Path("/var/lib/zerodowntime-sample-app")  # roles/sample_app: <instance>.json
 PIDFILE = Path("/var/run/haproxy.pid")
-WRITES = dict(BLUE, login_port=5000)
-READS = dict(BLUE, login_port=5001)
-BLUE_PORT, GREEN_PORT = "5433", "5434"
+# HAProxy's frontends listen on 127.0.0.1, not on blue's address
+WRITES = dict(BLUE, login_host="127.0.0.1", login_port=5000)
+READS = dict(WRITES, login_port=5001)
 HAPROXY_PLAY = [
     {"name": "Provision HAProxy", "hosts": "haproxy_servers", "become": True, "roles": [{"role": "zerodowntime.migration.haproxy"}]}
 ]
@@ -81,12 +82,12 @@ def wait_up(backend: str, *servers: str, timeout: float = 30) -> None:
         time.sleep(0.5)
 
 
-def ports_reached(endpoint: dict, connections: int) -> Counter:
-    """Open `connections` new connections through HAProxy; count the PostgreSQL ports they reach."""
+def servers_reached(endpoint: dict, connections: int) -> Counter:
+    """Open `connections` new connections through HAProxy; count the lab servers ("blue", "green") they reach."""
     seen: Counter = Counter()
     for _attempt in range(connections):
         with connect(endpoint) as conn:
-            seen[conn.execute("SHOW port").fetchone()[0]] += 1
+            seen[server_reached(conn)] += 1
     return seen
 
 
@@ -217,7 +218,7 @@ def test_invalid_config_is_refused_and_the_running_one_stays(haproxy):
 def test_writes_reach_blue_and_green_waits_in_maintenance(haproxy):
     wait_up("pg_write", "blue")
     assert status("pg_write", "green") == "MAINT"
-    assert ports_reached(WRITES, 10) == Counter({BLUE_PORT: 10})
+    assert servers_reached(WRITES, 10) == Counter({"blue": 10})
 
 
 def set_primary(server: str, **extravars):
@@ -246,39 +247,39 @@ def writes_on_blue(haproxy):
     yield
     run = set_primary("blue")
     assert run.status == "successful", run.stdout
-    assert "    server blue 127.0.0.1:5433 check\n" in CONFIG.read_text()
+    assert f"    server blue {where(BLUE)} check\n" in CONFIG.read_text()
 
 
 def test_set_primary_moves_writes_keeps_them_and_refuses_a_converge(writes_on_blue):
     wait_up("pg_write", "blue")
     held = connect(WRITES)
-    assert held.execute("SHOW port").fetchone()[0] == BLUE_PORT
+    assert server_reached(held) == "blue"
     moved = set_primary("green")
     assert moved.status == "successful", moved.stdout
     assert moved.changed() == 2, moved.changed_tasks()  # the runtime switch and haproxy.cfg
     with pytest.raises(psycopg.OperationalError):  # the old primary's sessions were shut down
         held.execute("SELECT 1")
     held.close()
-    assert ports_reached(WRITES, 5) == Counter({GREEN_PORT: 5})
+    assert servers_reached(WRITES, 5) == Counter({"green": 5})
     config = CONFIG.read_text()
-    assert "    server green 127.0.0.1:5434 check\n" in config and "    server blue 127.0.0.1:5433 check disabled\n" in config
+    assert f"    server green {where(GREEN)} check\n" in config and f"    server blue {where(BLUE)} check disabled\n" in config
     assert set_primary("green").changed() == 0
 
     pid = haproxy_pid()
     assert run_playbook(RELOAD_PLAY).status == "successful"
     wait_for_new_process(pid)
-    assert ports_reached(WRITES, 5) == Counter({GREEN_PORT: 5})  # kept across a reload
+    assert servers_reached(WRITES, 5) == Counter({"green": 5})  # kept across a reload
 
     refused = run_playbook(HAPROXY_PLAY)
     assert refused.status == "failed"
     [reason] = refused.task_results("Refuse to undo a change of the write primary made since the last converge")
     assert "sends writes to green" in reason["msg"] and "haproxy_pg_allow_primary_change" in reason["msg"]
     assert CONFIG.read_text() == config
-    assert ports_reached(WRITES, 3) == Counter({GREEN_PORT: 3})
+    assert servers_reached(WRITES, 3) == Counter({"green": 3})
 
     allowed = run_playbook(HAPROXY_PLAY, extravars={"haproxy_pg_allow_primary_change": True})
     assert allowed.status == "successful", allowed.stdout
-    assert ports_reached(WRITES, 5) == Counter({BLUE_PORT: 5})
+    assert servers_reached(WRITES, 5) == Counter({"blue": 5})
     assert status("pg_write", "green") == "MAINT"
 
 
@@ -289,20 +290,20 @@ def test_set_primary_refuses_an_unknown_server(writes_on_blue):
     [checked] = unknown.task_results("Check the new write primary")
     assert "purple" in checked["msg"]
     assert CONFIG.read_bytes() == before
-    assert ports_reached(WRITES, 3) == Counter({BLUE_PORT: 3})
+    assert servers_reached(WRITES, 3) == Counter({"blue": 3})
 
 
 def test_reads_follow_the_weights(haproxy):
     wait_up("pg_read", "blue", "green")
     admin("set weight pg_read/green 256")
     admin("set weight pg_read/blue 0")
-    assert ports_reached(READS, 20) == Counter({GREEN_PORT: 20})
+    assert servers_reached(READS, 20) == Counter({"green": 20})
 
     admin("set weight pg_read/blue 128")
     admin("set weight pg_read/green 128")
-    seen = ports_reached(READS, 40)
-    assert set(seen) == {BLUE_PORT, GREEN_PORT}
-    assert 14 <= seen[GREEN_PORT] <= 26, seen  # round robin: 20 each, nobody else reads through :5001
+    seen = servers_reached(READS, 40)
+    assert set(seen) == {"blue", "green"}
+    assert 14 <= seen["green"] <= 26, seen  # round robin: 20 each, nobody else reads through :5001
 
 
 def test_shift_reads_sets_weights_once(haproxy):
@@ -318,8 +319,8 @@ def test_shift_reads_sets_weights_once(haproxy):
     assert again.changed() == 0, again.changed_tasks()
     assert weights() == {"blue": 192, "green": 64}
 
-    seen = ports_reached(READS, 40)
-    assert 6 <= seen[GREEN_PORT] <= 14, seen  # a quarter of 40
+    seen = servers_reached(READS, 40)
+    assert 6 <= seen["green"] <= 14, seen  # a quarter of 40
 
 
 def test_shift_reads_check_mode_predicts_and_changes_nothing(haproxy):
@@ -367,7 +368,7 @@ def test_shift_reads_in_gated_steps_by_default_and_back(haproxy):
     assert [step["percent"] for step in moved["steps"]] == [10, 25, 50]
     assert all(step["held_s"] >= 0.5 for step in moved["steps"]), moved["steps"]
     assert weights() == {"blue": 50, "green": 50}
-    assert 12 <= ports_reached(READS, 40)[GREEN_PORT] <= 28
+    assert 12 <= servers_reached(READS, 40)["green"] <= 28
 
     again = run_playbook("shift_reads.yml", extravars=dict(hold, green_read_percent=50))
     assert again.status == "successful", again.stdout
@@ -406,7 +407,7 @@ def test_weights_survive_a_reload(haproxy):
     assert reload.returncode == 0, reload.stdout + reload.stderr
     wait_for_new_process(pid)
     assert weights() == {"blue": 230, "green": 26}
-    assert ports_reached(READS, 1)  # the new process serves
+    assert servers_reached(READS, 1)  # the new process serves
 
 
 def test_drain_and_maintenance_with_community_general_haproxy(haproxy):
@@ -420,7 +421,7 @@ def test_drain_and_maintenance_with_community_general_haproxy(haproxy):
     assert result["changed"] is True
     assert result["state_after"][0]["status"] == "DRAIN"
     assert status("pg_read", "green") == "DRAIN"
-    assert ports_reached(READS, 10) == Counter({BLUE_PORT: 10})  # no new connections for green
+    assert servers_reached(READS, 10) == Counter({"blue": 10})  # no new connections for green
 
     result = haproxy_module(**args, state="disabled")[1]
     assert result["changed"] is True
@@ -528,7 +529,7 @@ def side_haproxy(directory: Path, tls: bool = False, **overrides):
         "haproxy_reload_on_change": False,  # a notified handler must not reload the lab's HAProxy
         "haproxy_stats_socket": sock_path,
         "haproxy_server_state_file": str(directory / "server-state"),
-        "haproxy_pg_servers": [{"name": "blue", "address": "127.0.0.1", "port": 5433, "read_weight": 256}],
+        "haproxy_pg_servers": [{"name": "blue", "address": BLUE["login_host"], "port": BLUE["login_port"], "read_weight": 256}],
         "haproxy_pg_primary": "blue",
         "haproxy_pg_write_bind": f"127.0.0.1:{ports['write']}",
         "haproxy_pg_read_bind": f"127.0.0.1:{ports['read']}",
@@ -571,7 +572,7 @@ def side_haproxy(directory: Path, tls: bool = False, **overrides):
 def test_shift_to_a_down_server_fails_before_the_other_loses_weight(lab, tmp_path):
     down_port = free_port()  # nothing listens there
     servers = [
-        {"name": "blue", "address": "127.0.0.1", "port": 5433, "read_weight": 256},
+        {"name": "blue", "address": BLUE["login_host"], "port": BLUE["login_port"], "read_weight": 256},
         {"name": "green", "address": "127.0.0.1", "port": down_port, "read_weight": 0},
     ]
     with side_haproxy(tmp_path, haproxy_pg_servers=servers, haproxy_pg_server_options="inter 500ms fall 1 rise 1") as (_runs, ports, sock):
@@ -586,7 +587,7 @@ def test_shift_to_a_down_server_fails_before_the_other_loses_weight(lab, tmp_pat
         assert "server pg_read/green not status 'UP' after 3 retries" in str(result), result
         assert weights(sock_path=sock) == {"blue": 256, "green": 256}  # blue kept its weight
         assert run.task_results("Set the weight of the other server and make it ready") == []
-        assert ports_reached(dict(READS, login_port=ports["read"]), 5) == Counter({BLUE_PORT: 5})
+        assert servers_reached(dict(READS, login_port=ports["read"]), 5) == Counter({"blue": 5})
 
 
 def test_tls_termination_with_the_role_made_certificate(lab, tmp_path):

@@ -161,18 +161,18 @@ def test_the_ssh_connection_cut_inside_the_pause_ends_the_run_on_the_host(lab_ss
     monkeypatch.setenv("ANSIBLE_PIPELINING", str(pipelining))
     with Writers(pair["bouncers"][1]["port"], count=2, first=70) as writers:
         outcome = interrupt(pair, "blue_to_green", step, "ssh", tmp_path, host="lab-ssh-1", inventory=LAB_SSH_INVENTORY)
-    final, ports, flowing_after, returncode = (outcome[key] for key in ("journal", "ports", "flowing_after", "returncode"))
+    final, servers, flowing_after, returncode = (outcome[key] for key in ("journal", "servers", "flowing_after", "returncode"))
     context = f"connection cut after {step}: {final}, guardian log {guardian_log(pair)}"
     assert returncode != 0, context  # the controller saw the host fail
     assert writers.errors == [], context
     if not pipelining:
         assert final["state"] == "undone" and final["undo_by"] == "guardian", context
         assert "process ended" in final["reason"], context
-        assert ports == [5433, 5433] and flowing_after < TIMEOUT + MARGIN, (ports, flowing_after, context)
+        assert servers == ["blue", "blue"] and flowing_after < TIMEOUT + MARGIN, (servers, flowing_after, context)
         assert readonly(pair["blue"]) == "off" and subscriptions(pair["green"]) == {FORWARD: True}, context
         assert rows_missing(pair["blue"], writers.committed) == set()
     else:
         assert final["state"] == "committed" and "undo_by" not in final, context
-        assert ports == [5434, 5434] and flowing_after < TIMEOUT + MARGIN, (ports, flowing_after, context)
+        assert servers == ["green", "green"] and flowing_after < TIMEOUT + MARGIN, (servers, flowing_after, context)
         assert readonly(pair["green"]) == "off", context
         assert rows_missing(pair["green"], writers.committed) == set()

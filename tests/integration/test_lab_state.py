@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import tests.lab
-from tests.lab import bring_lab_to_start, lab_findings, run_playbook_ok
+from tests.lab import BLUE, GREEN, HAPROXY_WRITES, bring_lab_to_start, lab_findings, run_playbook_ok, where
 
 
 def texts(findings) -> str:
@@ -18,8 +18,8 @@ def test_a_manual_cutover_is_found_and_rolled_back(validated):
     assert lab_findings() == []
     run_playbook_ok("phase5_cutover.yml", extravars={"cutover_approved": True})
     left_on_green = lab_findings()
-    assert "PgBouncer :6432 sends novacron to :5434" in texts(left_on_green)
-    assert "HAProxy's write frontend :5000 sends writes to :5434" in texts(left_on_green)
+    assert f"PgBouncer :6432 sends novacron to {where(GREEN)}, not blue {where(BLUE)}" in texts(left_on_green)
+    assert f"HAProxy's write frontend :{HAPROXY_WRITES} sends writes to green, not blue {where(BLUE)}" in texts(left_on_green)
 
     assert bring_lab_to_start() == left_on_green
     assert lab_findings() == []

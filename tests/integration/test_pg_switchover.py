@@ -1,5 +1,6 @@
-"""pg_switchover against the real lab: blue (:5433) and green (:5434) with logical replication
-in a database of the tests' own, behind a PgBouncer of the tests' own, under a write workload.
+"""pg_switchover against the real lab: blue (127.0.0.11:5432) and green (127.0.0.12:5432) with logical
+replication in a database of the tests' own, behind a PgBouncer of the tests' own, under a write workload.
+Both sides listen on port 5432: where the pool points and which server a write reached are told by address.
 
 "Lost" is checked against what the writers saw commit: every committed row must be on the
 side that serves afterwards, and (through the reverse replication) on the other side too."""
@@ -17,6 +18,7 @@ from tests.lab import (
     BLUE,
     GREEN,
     LAB_PASSWORD,
+    SERVER_ADDRESS,
     connect,
     drop_database,
     drop_replication,
@@ -48,6 +50,8 @@ GREEN_EVENTS = [
 ]
 TABLES = ["accounts", "history", "events"]
 CLIENT = {"host": "127.0.0.1", "user": "migrator", "password": LAB_PASSWORD, "dbname": DB, "prepare_threshold": None}
+# (host, port) a pool points at on each side: the same port, different addresses
+ON_BLUE, ON_GREEN = (BLUE["login_host"], BLUE["login_port"]), (GREEN["login_host"], GREEN["login_port"])
 
 
 def wait_ready(side: dict, subscription: str, timeout: float = 60) -> None:
@@ -84,7 +88,7 @@ def lab_pair(lab):
             conn.execute(statement)
         conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO replicator")
         conn.execute(
-            f"CREATE SUBSCRIPTION {FORWARD} CONNECTION 'host=127.0.0.1 port=5433 dbname={DB} user=replicator "
+            f"CREATE SUBSCRIPTION {FORWARD} CONNECTION 'host={BLUE['login_host']} port={BLUE['login_port']} dbname={DB} user=replicator "
             f"password={LAB_PASSWORD}' PUBLICATION zdm_blue_pub"
         )
     wait_ready(green, FORWARD)
@@ -206,11 +210,12 @@ def slots(side: dict) -> list:
         return [name for (name,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (DB,))]
 
 
-def pool_port(pair: dict) -> int:
+def pool_target(pair: dict) -> tuple[str, int]:
+    """(host, port) the test's PgBouncer sends the pool to."""
     with psycopg.connect(**_admin(pair), autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
         for row in conn.execute("SHOW DATABASES").fetchall():
             if row[0] == DB:
-                return int(row[2])
+                return row[1], int(row[2])
     raise AssertionError("pool missing")
 
 
@@ -250,14 +255,14 @@ def test_switchover_under_writes_loses_nothing_and_replicates_back(lab_pair):
     ]
     assert all(step["ok"] for step in result["steps"])
     assert 0 < result["write_pause_ms"] < 1000, result["steps"]
-    assert result["serving"] == {"host": "127.0.0.1", "port": 5434, "dbname": DB}
+    assert result["serving"] == {"host": GREEN["login_host"], "port": GREEN["login_port"], "dbname": DB}
     assert result["reverse_streaming"] is True
     assert writers.errors == []
     assert len(writers.committed) > 100
     assert rows_missing(lab_pair["green"], writers.committed) == set()
     assert rows_missing(lab_pair["blue"], writers.committed) == set(), "reverse replication lost writes made on green"
-    assert through_pgbouncer(lab_pair, "SELECT current_setting('port')")[0] == "5434"
-    assert pool_port(lab_pair) == 5434
+    assert through_pgbouncer(lab_pair, SERVER_ADDRESS)[0] == GREEN["login_host"]
+    assert pool_target(lab_pair) == ON_GREEN
     assert readonly(lab_pair["blue"]) == "on" and readonly(lab_pair["green"]) == "off"
     assert subscriptions(lab_pair["green"]) == {}  # the forward subscription is gone, with its slot on blue
     assert slots(lab_pair["blue"]) == [] and slots(lab_pair["green"]) == [REVERSE]
@@ -283,7 +288,7 @@ def test_three_cutovers_blue_green_blue_green_lose_nothing(lab_pair):
     assert writers.errors == []
     assert rows_missing(lab_pair["green"], writers.committed) == set()
     assert rows_missing(lab_pair["blue"], writers.committed) == set()
-    assert pool_port(lab_pair) == 5434
+    assert pool_target(lab_pair) == ON_GREEN
     with connect(lab_pair["green"]) as green, connect(lab_pair["blue"]) as blue:
         for table in TABLES:
             query = f"SELECT count(*), coalesce(sum(hashtext(t::text)), 0) FROM {table} t"  # noqa: S608 - fixed names
@@ -385,10 +390,10 @@ def test_check_mode_reports_the_steps_and_changes_nothing(lab_pair):
     green_frozen = readonly(lab_pair["green"]) == "on"
     assert [step["step"] for step in result["steps"]] == [name for name in STEPS if green_frozen or name != "unfreeze_target"]
     assert result["steps"][0] == {"step": "pause_pgbouncer", "undo": "resume_pgbouncer", "ms": None, "ok": None}
-    assert result["diff"]["before"]["pgbouncer_pool"]["port"] == 5433
-    assert result["diff"]["after"]["pgbouncer_pool"]["port"] == 5434
+    pools = [result["diff"][when]["pgbouncer_pool"] for when in ("before", "after")]
+    assert [(pool["host"], pool["port"]) for pool in pools] == [ON_BLUE, ON_GREEN], pools
     assert result["diff"]["after"]["reverse_subscription"] == REVERSE
-    assert pool_port(lab_pair) == 5433
+    assert pool_target(lab_pair) == ON_BLUE
     assert subscriptions(lab_pair["green"]) == {FORWARD: True} and subscriptions(lab_pair["blue"]) == {}
     assert readonly(lab_pair["blue"]) == "off"
     with connect(lab_pair["green"]) as conn:
@@ -400,8 +405,9 @@ def assert_still_on_blue(pair: dict) -> None:
     """What every abort must leave: blue writable and serving through PgBouncer, forward
     replication running, no reverse objects."""
     assert readonly(pair["blue"]) == "off"
-    assert pool_port(pair) == 5433
-    assert through_pgbouncer(pair, "INSERT INTO history (writer, seq) VALUES (999, 1) RETURNING current_setting('port')")[0] == "5433"
+    assert pool_target(pair) == ON_BLUE
+    served_by = through_pgbouncer(pair, "INSERT INTO history (writer, seq) VALUES (999, 1) RETURNING host(inet_server_addr())")[0]
+    assert served_by == BLUE["login_host"]
     assert subscriptions(pair["green"]) == {FORWARD: True}
     assert subscriptions(pair["blue"]) == {}
     assert slots(pair["green"]) == []
@@ -507,7 +513,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(lab_pair, override, expecte
     result = run_module(MODULE, arguments)[1]
     assert result["failed"] is True
     assert expected in result["msg"], result["msg"]
-    assert pool_port(lab_pair) == 5433 and readonly(lab_pair["blue"]) == "off"
+    assert pool_target(lab_pair) == ON_BLUE and readonly(lab_pair["blue"]) == "off"
     assert subscriptions(lab_pair["green"]) == {FORWARD: True} and subscriptions(lab_pair["blue"]) == {}
     with connect(lab_pair["blue"]) as conn:
         assert conn.execute("SELECT to_regclass('history')").fetchone()[0] == "history"
@@ -528,7 +534,7 @@ def test_a_target_without_wal_level_logical_is_refused(lab_pair, replica_wal_ser
     result = run_module(MODULE, arguments)[1]
     assert result["failed"] is True
     assert "wal_level" in result["msg"] and "logical" in result["msg"]
-    assert pool_port(lab_pair) == 5433 and readonly(lab_pair["blue"]) == "off"
+    assert pool_target(lab_pair) == ON_BLUE and readonly(lab_pair["blue"]) == "off"
 
 
 def test_a_target_table_without_replica_identity_is_refused_before_pausing(lab_pair):
@@ -537,7 +543,7 @@ def test_a_target_table_without_replica_identity_is_refused_before_pausing(lab_p
     result = run_module(MODULE, args(lab_pair))[1]
     assert result["failed"] is True
     assert "accounts" in result["msg"] and "replica identity" in result["msg"]
-    assert pool_port(lab_pair) == 5433 and subscriptions(lab_pair["blue"]) == {}
+    assert pool_target(lab_pair) == ON_BLUE and subscriptions(lab_pair["blue"]) == {}
 
 
 def test_a_sequence_created_on_blue_only_is_refused_before_pausing(lab_pair):
@@ -550,7 +556,7 @@ def test_a_sequence_created_on_blue_only_is_refused_before_pausing(lab_pair):
         assert result["failed"] is True
         assert "public.invoice_no" in result["msg"] and "missing on the target" in result["msg"], result["msg"]
         assert not any(query.startswith("PAUSE") for query in result.get("queries", []))
-    assert pool_port(lab_pair) == 5433 and subscriptions(lab_pair["blue"]) == {} and readonly(lab_pair["blue"]) == "off"
+    assert pool_target(lab_pair) == ON_BLUE and subscriptions(lab_pair["blue"]) == {} and readonly(lab_pair["blue"]) == "off"
     with connect(lab_pair["green"]) as conn:  # the fix the message names: the sequence on green
         conn.execute("CREATE SEQUENCE invoice_no START WITH 1000")
     result = run_module(MODULE, args(lab_pair), check=True)[1]

@@ -41,13 +41,25 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     rows_missing,
     subscriptions,
 )
-from tests.lab import BLUE, GREEN, ROOT, connect, kill_tree, run_module, run_modules, ssh_session_of, start_held_module, throwaway_pgbouncer
+from tests.lab import (
+    BLUE,
+    GREEN,
+    PG_SERVERS,
+    ROOT,
+    connect,
+    kill_tree,
+    run_module,
+    run_modules,
+    ssh_session_of,
+    start_held_module,
+    throwaway_pgbouncer,
+)
 from tests.lab import wait_for as lab_wait_for
 
 TIMEOUT = 4.0  # the write pause's bound in these tests
 HOLD = 2.5  # how long the failpoint holds the pause after the chosen step
 MARGIN = 1.0
-PORTS = {"blue_to_green": (5433, 5434), "green_to_blue": (5434, 5433)}
+SIDES = {"blue_to_green": ("blue", "green"), "green_to_blue": ("green", "blue")}  # (source, target)
 
 
 # Lab only, for these tests: PostgreSQL 15's logical replication launcher starts at most one apply
@@ -123,11 +135,13 @@ def wait_for(condition, timeout: float, what: str):
     return lab_wait_for(f"timed out waiting for {what}", condition, timeout, interval=0.02)
 
 
-def write_through(bouncer: dict) -> int:
-    """One write through a pooler (waits while it is paused); returns the serving port."""
+def write_through(bouncer: dict) -> str:
+    """One write through a pooler (waits while it is paused); returns the lab server that took it
+    ("blue", "green"), by its address (both listen on port 5432)."""
     with psycopg.connect(port=bouncer["port"], autocommit=True, connect_timeout=30, **CLIENT) as conn:
-        row = conn.execute("INSERT INTO history (writer, seq) VALUES (-1, nextval('standalone_seq')) RETURNING inet_server_port()")
-        return row.fetchone()[0]
+        row = conn.execute("INSERT INTO history (writer, seq) VALUES (-1, nextval('standalone_seq')) RETURNING host(inet_server_addr())")
+        address = row.fetchone()[0]
+        return PG_SERVERS.get(address, address)
 
 
 def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path, host: str = "lab-db", inventory: str | None = None) -> dict:
@@ -149,7 +163,7 @@ def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path, ho
         else:
             os.kill(record["pid"], getattr(signal, how))
         signalled = time.monotonic()
-        ports = [write_through(bouncer) for bouncer in pair["bouncers"]]
+        servers = [write_through(bouncer) for bouncer in pair["bouncers"]]
         flowing_after = time.monotonic() - signalled
         returncode = process.wait(timeout=60)
     finally:
@@ -160,7 +174,7 @@ def interrupt(pair: dict, direction: str, step: str, how: str, workdir: Path, ho
         30,
         f"the guardian to end the run after {how} at {step}: journal {journal(pair)}, log {guardian_log(pair)}",
     )
-    return {"journal": final, "ports": ports, "flowing_after": flowing_after, "returncode": returncode}
+    return {"journal": final, "servers": servers, "flowing_after": flowing_after, "returncode": returncode}
 
 
 def pipe(command: str) -> str:
@@ -270,7 +284,7 @@ def test_the_module_killed_at_each_step_is_undone_by_its_guardian(pair, how, tmp
             assert began(step, before)(held), held
             os.kill(held["pid"], getattr(signal, how))
             signalled = time.monotonic()
-            ports = [write_through(bouncer) for bouncer in pair["bouncers"]]
+            servers = [write_through(bouncer) for bouncer in pair["bouncers"]]
             flowing_after = time.monotonic() - signalled
             record = wait_for(
                 reached(pair, lambda r: r.get("state") in ("undone", "committed")),
@@ -278,19 +292,19 @@ def test_the_module_killed_at_each_step_is_undone_by_its_guardian(pair, how, tmp
                 f"the guardian to end the run after {how} at {step}: journal {journal(pair)}, log {guardian_log(pair)}",
             )
             wait_for(lambda: lock_free(pair), 30, f"the guardian of the run killed after {step} to exit: log {guardian_log(pair)}")
-            outcome = {"journal": record, "ports": ports, "flowing_after": flowing_after}
-            record, (source_port, target_port) = outcome["journal"], PORTS[direction]
+            outcome = {"journal": record, "servers": servers, "flowing_after": flowing_after}
+            record, (source_side, target_side) = outcome["journal"], SIDES[direction]
             context = f"{how} after {step} ({direction}): {record.get('reason')}"
             assert outcome["flowing_after"] < TIMEOUT + MARGIN, context
             if step == STEPS[-1]:  # clients already wrote to the target: the guardian finishes the switchover
                 assert record["state"] == "committed" and record["finished_by"] == "guardian", context
-                assert outcome["ports"] == [target_port, target_port], context
+                assert outcome["servers"] == [target_side, target_side], context
             else:
                 assert record["state"] == "undone" and record["undo_by"] == "guardian", context
                 assert "process ended" in record["reason"], context
                 assert step in record["done"], context
                 assert all(entry["ok"] for entry in record["undone"]), record["undone"]
-                assert outcome["ports"] == [source_port, source_port], context
+                assert outcome["servers"] == [source_side, source_side], context
                 source = pair["blue"] if direction == "blue_to_green" else pair["green"]
                 assert readonly(source) == "off", context
             # the next run says what happened and completes the switchover
@@ -298,7 +312,7 @@ def test_the_module_killed_at_each_step_is_undone_by_its_guardian(pair, how, tmp
             assert not failed, (context, result.get("msg"))
             assert result["switched"] is True and result["repaired"] is None, context
             assert result["previous_run"]["run_id"] == record["run_id"], context
-            assert write_through(pair["bouncers"][0]) == target_port == write_through(pair["bouncers"][1]), context
+            assert write_through(pair["bouncers"][0]) == target_side == write_through(pair["bouncers"][1]), context
             before = journal(pair)["run_id"]  # the next run's: the following step's held run is a new one
             series.open_gate(number, "after")
         assert series.process.wait(timeout=60) == 0, series.output()
@@ -313,7 +327,7 @@ def test_sigkill_to_the_whole_controller_is_undone(pair, tmp_path):
     with Writers(pair["bouncers"][1]["port"], count=2, first=20) as writers:
         outcome = interrupt(pair, "blue_to_green", "wait_for_catch_up", "controller", tmp_path)
     assert outcome["journal"].get("undo_by") == "guardian" and outcome["journal"]["state"] == "undone", outcome["journal"]
-    assert outcome["ports"] == [5433, 5433]
+    assert outcome["servers"] == ["blue", "blue"]
     assert outcome["flowing_after"] < TIMEOUT + MARGIN
     assert writers.errors == [] and rows_missing(pair["blue"], writers.committed) == set()
     assert subscriptions(pair["green"]) == {FORWARD: True} and subscriptions(pair["blue"]) == {}
@@ -326,12 +340,12 @@ def test_a_hung_module_is_undone_at_the_deadline_plus_the_margin(pair, tmp_path)
     record = wait_for(reached(pair, began("freeze_source")), 60, "the freeze")
     os.kill(record["pid"], signal.SIGSTOP)
     stopped = time.monotonic()
-    ports = [write_through(bouncer) for bouncer in pair["bouncers"]]
+    servers = [write_through(bouncer) for bouncer in pair["bouncers"]]
     waited = time.monotonic() - stopped
     os.kill(record["pid"], signal.SIGCONT)
     process.wait(timeout=60)
     final = journal(pair)
-    assert ports == [5433, 5433]
+    assert servers == ["blue", "blue"]
     assert TIMEOUT - 1 < waited < TIMEOUT + MARGIN + 1.5, waited
     assert final["undo_by"] == "guardian" and "deadline" in final["reason"] and final["state"] == "undone"
     assert readonly(pair["blue"]) == "off" and subscriptions(pair["green"]) == {FORWARD: True}
@@ -345,7 +359,7 @@ def test_killing_the_guardian_alone_does_not_disturb_the_switchover(pair, tmp_pa
         assert process.wait(timeout=60) == 0
     final = journal(pair)
     assert final["state"] == "committed"
-    assert write_through(pair["bouncers"][0]) == 5434 == write_through(pair["bouncers"][1])
+    assert write_through(pair["bouncers"][0]) == "green" == write_through(pair["bouncers"][1])
     assert writers.errors == [] and rows_missing(pair["green"], writers.committed) == set()
 
 
@@ -388,7 +402,7 @@ def test_leftovers_of_a_run_whose_guardian_died_too_are_repaired_by_the_next_run
         time.sleep(0.5)
     assert result["repaired"]["action"] == "undone" and result["repaired"]["by"] == "next run"
     assert result["switched"] is True and result["previous_run"]["state"] == "pausing"
-    assert write_through(pair["bouncers"][0]) == 5434
+    assert write_through(pair["bouncers"][0]) == "green"
     assert writers.errors == [] and rows_missing(pair["green"], writers.committed) == set()
     assert subscriptions(pair["blue"]) == {REVERSE: True}
 
@@ -400,7 +414,7 @@ def test_two_poolers_one_stopped_is_refused_before_pausing(pair):
     assert result["failed"] is True
     assert "pgbouncers[1]" in result["msg"], result["msg"]
     assert not any(query.startswith("PAUSE") for query in result["queries"])
-    assert write_through(pair["bouncers"][0]) == 5433 and readonly(pair["blue"]) == "off"
+    assert write_through(pair["bouncers"][0]) == "blue" and readonly(pair["blue"]) == "off"
 
 
 def test_one_pooler_killed_inside_the_pause_resumes_every_pooler_on_blue(pair, tmp_path):
@@ -412,9 +426,9 @@ def test_one_pooler_killed_inside_the_pause_resumes_every_pooler_on_blue(pair, t
         process.wait(timeout=60)
         record = journal(pair)
         assert record["state"] == "undone" and record["undo_by"] == "module", record
-        assert write_through(pair["bouncers"][0]) == 5433
+        assert write_through(pair["bouncers"][0]) == "blue"
         second["start"]()
-        assert write_through(second) == 5433  # its pgbouncer.ini was never repointed
+        assert write_through(second) == "blue"  # its pgbouncer.ini was never repointed
     assert "repointing the pool failed" in record["reason"] and "pgbouncers[1]" in record["reason"], record["reason"]
     assert writers.errors == [] and rows_missing(pair["blue"], writers.committed) == set()
     assert readonly(pair["blue"]) == "off" and subscriptions(pair["green"]) == {FORWARD: True}

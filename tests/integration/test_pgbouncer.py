@@ -1,6 +1,8 @@
 """roles/pgbouncer and zerodowntime.migration.pgbouncer_pool against a real PgBouncer 1.18 on
-this machine (127.0.0.1:6432, pool `novacron` -> blue 127.0.0.1:5433), and the lab's second
-PgBouncer (inventory host lab-pooler2: instance `pgbouncer2` on 127.0.0.1:6433).
+this machine (127.0.0.1:6432, pool `novacron` -> blue 127.0.0.11:5432), and the lab's second
+PgBouncer (inventory host lab-pooler2: instance `pgbouncer2` on 127.0.0.1:6433). Blue and green
+share port 5432: where the pool goes is its host and port, and the server a client reached is
+told by its address (server_reached).
 
 Every test leaves the pool resumed and pointing at blue (the `pool_restored` fixture), so a
 failure does not leak into the next test or into other people's runs.
@@ -22,7 +24,7 @@ import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import AdminConsole, repoint, resume
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.scram import parse_auth_file, scram_verifier_matches
-from tests.lab import LAB_PASSWORD, run_module, run_playbook
+from tests.lab import BLUE, BLUE_ADDRESS, GREEN, GREEN_ADDRESS, LAB_PASSWORD, PG_PORT, run_module, run_playbook, server_reached, where
 
 MODULE = "zerodowntime.migration.pgbouncer_pool"
 CONFIG = Path("/etc/pgbouncer/pgbouncer.ini")
@@ -43,6 +45,10 @@ SECOND = "lab-pooler2"
 SECOND_PLAY = [dict(ROLE_PLAY[0], hosts=SECOND)]
 SECOND_DIR = Path("/etc/pgbouncer/pgbouncer2")
 SECOND_ADMIN = dict(ADMIN, login_port=6433)
+# where the pool points: blue and green differ by address only
+ON_BLUE, ON_GREEN = (BLUE_ADDRESS, PG_PORT), (GREEN_ADDRESS, PG_PORT)
+TO_GREEN = {"host": GREEN_ADDRESS, "port": PG_PORT}
+TO_BLUE = {"host": BLUE_ADDRESS, "port": PG_PORT}
 
 
 def app_connect(**overrides) -> psycopg.Connection:
@@ -57,11 +63,17 @@ def pool_row() -> dict:
         return console.require_database(POOL)
 
 
+def pool_target() -> tuple[str, int]:
+    """(host, port) the pool points at in PgBouncer."""
+    row = pool_row()
+    return row["host"], row["port"]
+
+
 def restore_pool() -> None:
     """Resumed, and pointing at blue (in the file and in PgBouncer)."""
     with AdminConsole(CONSOLE) as console:
         resume(console, POOL)
-        repoint(console, POOL, str(CONFIG), host="127.0.0.1", port=5433, dbname=POOL)
+        repoint(console, POOL, str(CONFIG), **TO_BLUE, dbname=POOL)
 
 
 def digest(path: Path) -> str:
@@ -102,7 +114,7 @@ def test_pgbouncer_answers_with_transaction_pooling_and_scram(pgbouncer):
     assert config["auth_type"] == "scram-sha-256"
     assert config["admin_users"] == "pgbouncer_admin"
     assert config["ignore_startup_parameters"] == "extra_float_digits"
-    assert (row["host"], row["port"], row["database"]) == ("127.0.0.1", 5433, POOL)
+    assert (row["host"], row["port"], row["database"]) == (*ON_BLUE, POOL)
 
 
 def test_auth_file_is_private_and_holds_a_scram_verifier_for_the_admin(pgbouncer):
@@ -118,7 +130,7 @@ def test_auth_file_is_private_and_holds_a_scram_verifier_for_the_admin(pgbouncer
 def test_a_client_reads_novacron_through_pgbouncer(pgbouncer):
     with app_connect() as conn:
         assert conn.execute("SELECT current_database(), current_user").fetchone() == (POOL, "novacron")
-        assert conn.execute("SHOW port").fetchone()[0] == "5433"  # blue
+        assert server_reached(conn) == "blue"
         assert conn.execute("SELECT count(*) FROM pg_catalog.pg_tables").fetchone()[0] > 0
 
 
@@ -177,17 +189,17 @@ def test_check_mode_changes_nothing(pool_restored):
     assert paused["changed"] is True and paused["paused"] is True
     assert paused["queries"] == [f"PAUSE {POOL}"]
     assert pool_row()["paused"] == 0
-    moved = run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5434), check=True)[1]
-    assert moved["changed"] is True and moved["port"] == 5434
+    moved = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN), check=True)[1]
+    assert moved["changed"] is True and (moved["host"], moved["port"]) == ON_GREEN
     assert moved["queries"] == ["RELOAD"]
-    assert pool_row()["port"] == 5433
+    assert pool_target() == ON_BLUE
     assert digest(CONFIG) == before
 
 
 def test_diff_shows_host_port_and_paused(pool_restored):
-    result = run_module(MODULE, dict(ADMIN, database=POOL, state="paused", port=5434, host="127.0.0.1"), check=True, diff=True)[1]
-    assert result["diff"]["before"] == {"host": "127.0.0.1", "port": 5433, "dbname": POOL, "paused": False}
-    assert result["diff"]["after"] == {"host": "127.0.0.1", "port": 5434, "dbname": POOL, "paused": True}
+    result = run_module(MODULE, dict(ADMIN, database=POOL, state="paused", **TO_GREEN), check=True, diff=True)[1]
+    assert result["diff"]["before"] == dict(TO_BLUE, dbname=POOL, paused=False)
+    assert result["diff"]["after"] == dict(TO_GREEN, dbname=POOL, paused=True)
     # returned like every module's diff, --diff or not (Ansible shows it only with --diff)
     assert run_module(MODULE, dict(ADMIN, database=POOL), check=True)[1]["diff"]["before"] == result["diff"]["before"]
 
@@ -225,29 +237,29 @@ def test_pause_held_by_an_open_transaction_is_aborted_and_the_pool_serves(pool_r
 def test_role_refuses_to_undo_a_cutover_unless_allowed(pool_restored):
     """After a repoint (what a cutover does), converging the role must not send the application
     back to the old primary: it fails, naming the pool and both targets, and changes nothing."""
-    run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5434))
+    run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN))
     moved = CONFIG.read_bytes()
     refused = run_playbook(ROLE_PLAY)
     assert refused.status == "failed"
     [result] = refused.task_results("Refuse to undo a repoint made since the last converge")
-    assert f"{POOL} goes to 127.0.0.1:5434/{POOL}, the inventory says 127.0.0.1:5433/{POOL}" in result["msg"]
+    assert f"{POOL} goes to {where(GREEN)}/{POOL}, the inventory says {where(BLUE)}/{POOL}" in result["msg"]
     assert "pgbouncer_allow_repoint" in result["msg"]
-    assert CONFIG.read_bytes() == moved and pool_row()["port"] == 5434
+    assert CONFIG.read_bytes() == moved and pool_target() == ON_GREEN
 
     allowed = run_playbook(ROLE_PLAY, extravars={"pgbouncer_allow_repoint": True})
     assert allowed.status == "successful", allowed.stdout
-    assert pool_row()["port"] == 5433
+    assert pool_target() == ON_BLUE
 
 
 def test_repoint_to_green_and_back(pool_restored):
     original = CONFIG.read_bytes()
-    run, moved = run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5434, backup=True))
+    run, moved = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN, backup=True))
     assert run.status == "successful", run.stdout
     try:
         assert moved["changed"] is True
-        assert (moved["host"], moved["port"], moved["paused"]) == ("127.0.0.1", 5434, False)
+        assert (moved["host"], moved["port"], moved["paused"]) == (*ON_GREEN, False)
         assert moved["queries"] == ["RELOAD"]
-        assert pool_row()["port"] == 5434
+        assert pool_target() == ON_GREEN
         changed_lines = [
             (old, new)
             for old, new in zip(original.splitlines(keepends=True), CONFIG.read_bytes().splitlines(keepends=True), strict=True)
@@ -255,8 +267,8 @@ def test_repoint_to_green_and_back(pool_restored):
         ]
         assert changed_lines == [
             (
-                f"{POOL} = host=127.0.0.1 port=5433 dbname={POOL} pool_size=20\n".encode(),
-                f"{POOL} = host=127.0.0.1 port=5434 dbname={POOL} pool_size=20\n".encode(),
+                f"{POOL} = host={BLUE_ADDRESS} port={PG_PORT} dbname={POOL} pool_size=20\n".encode(),
+                f"{POOL} = host={GREEN_ADDRESS} port={PG_PORT} dbname={POOL} pool_size=20\n".encode(),
             )
         ]
         assert len(CONFIG.read_bytes()) == len(original)
@@ -264,16 +276,16 @@ def test_repoint_to_green_and_back(pool_restored):
         assert backup.read_bytes() == original
         assert stat.S_IMODE(backup.stat().st_mode) == 0o640 and backup.stat().st_uid == CONFIG.stat().st_uid
         with app_connect() as conn:
-            assert conn.execute("SHOW port").fetchone()[0] == "5434"  # a new server connection goes to green
+            assert server_reached(conn) == "green"  # a new server connection goes to green
 
-        again = run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5434))[1]
+        again = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN))[1]
         assert again["changed"] is False and again["queries"] == []
 
-        back = run_module(MODULE, dict(ADMIN, database=POOL, host="127.0.0.1", port=5433))[1]
-        assert back["changed"] is True and back["port"] == 5433
+        back = run_module(MODULE, dict(ADMIN, database=POOL, **TO_BLUE))[1]
+        assert back["changed"] is True and (back["host"], back["port"]) == ON_BLUE
         assert CONFIG.read_bytes() == original  # byte-identical again
         with app_connect() as conn:
-            assert conn.execute("SHOW port").fetchone()[0] == "5433"
+            assert server_reached(conn) == "blue"
     finally:
         if moved.get("backup_file"):
             Path(moved["backup_file"]).unlink(missing_ok=True)
@@ -281,10 +293,10 @@ def test_repoint_to_green_and_back(pool_restored):
 
 def test_repoint_then_resume_in_one_call(pool_restored):
     run_module(MODULE, dict(ADMIN, database=POOL, state="paused"))
-    result = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed", host="127.0.0.1", port=5434))[1]
+    result = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed", **TO_GREEN))[1]
     assert result["changed"] is True
     assert result["queries"] == ["RELOAD", f"RESUME {POOL}"]
-    assert (result["port"], result["paused"]) == (5434, False)
+    assert (result["host"], result["port"], result["paused"]) == (*ON_GREEN, False)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -329,10 +341,10 @@ def test_config_file_must_hold_the_entry(pool_restored, tmp_path):
     other = tmp_path / "pgbouncer.ini"
     other.write_text("[databases]\nsomething_else = host=x\n")
     os.chmod(other, 0o600)
-    result = run_module(MODULE, dict(ADMIN, database=POOL, port=5434, config_file=str(other)))[1]
+    result = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN, config_file=str(other)))[1]
     assert result["failed"] is True
     assert f"{other} has no [databases] entry for '{POOL}'" in result["msg"]
-    assert pool_row()["port"] == 5433
+    assert pool_target() == ON_BLUE
 
 
 # --- a second instance (pgbouncer_instance) ---------------------------------------------------
@@ -346,7 +358,7 @@ def second_restored(pgbouncer):
     yield
     with AdminConsole(dict(SECOND_ADMIN, login_db="pgbouncer", connect_timeout=5)) as console:
         resume(console, POOL)
-        repoint(console, POOL, str(SECOND_DIR / "pgbouncer.ini"), host="127.0.0.1", port=5433, dbname=POOL)
+        repoint(console, POOL, str(SECOND_DIR / "pgbouncer.ini"), **TO_BLUE, dbname=POOL)
 
 
 def test_second_instance_runs_from_its_own_files(second_restored):
@@ -367,7 +379,7 @@ def test_second_instance_runs_from_its_own_files(second_restored):
     assert status.returncode == 0, status.stdout + status.stderr
     assert Path("/var/run/postgresql/pgbouncer2/.s.PGSQL.6433").is_socket()
     with app_connect(port=6433) as conn:
-        assert conn.execute("SHOW port").fetchone()[0] == "5433"  # blue
+        assert server_reached(conn) == "blue"
     with app_connect() as conn:  # Debian's instance is still there, on its own port
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
@@ -387,15 +399,15 @@ def test_second_instance_reload_and_restart_through_its_init_script(second_resto
 def test_second_instance_refuses_to_undo_its_own_repoint(second_restored):
     """The refusal reads the instance's own pgbouncer.ini: a repoint of the second PgBouncer
     refuses its converge and not Debian's instance's."""
-    run_module(MODULE, dict(SECOND_ADMIN, database=POOL, host="127.0.0.1", port=5434, config_file=str(SECOND_DIR / "pgbouncer.ini")))
+    run_module(MODULE, dict(SECOND_ADMIN, database=POOL, **TO_GREEN, config_file=str(SECOND_DIR / "pgbouncer.ini")))
     refused = run_playbook(SECOND_PLAY)
     assert refused.status == "failed"
     [result] = refused.task_results("Refuse to undo a repoint made since the last converge")
     assert "/etc/pgbouncer/pgbouncer2/pgbouncer.ini" in result["msg"]
-    assert f"{POOL} goes to 127.0.0.1:5434/{POOL}, the inventory says 127.0.0.1:5433/{POOL}" in result["msg"]
+    assert f"{POOL} goes to {where(GREEN)}/{POOL}, the inventory says {where(BLUE)}/{POOL}" in result["msg"]
     first = run_playbook(ROLE_PLAY)
     assert first.status == "successful", first.stdout
     allowed = run_playbook(SECOND_PLAY, extravars={"pgbouncer_allow_repoint": True})
     assert allowed.status == "successful", allowed.stdout
     with app_connect(port=6433) as conn:
-        assert conn.execute("SHOW port").fetchone()[0] == "5433"
+        assert server_reached(conn) == "blue"
