@@ -11,6 +11,11 @@ haproxy_servers_state(text)
       ready - neither: takes new connections when UP (the configuration's `disabled` bit alone
               does not count: `set server ... state ready` leaves it set)
       up    - srv_op_state is RUNNING
+
+haproxy_state_for_config(text, config)
+    The `show servers state` answer without the servers whose address or port `config` (the
+    haproxy.cfg the next process starts with) gives differently, or no longer has: loaded from the
+    server-state file, their saved address would win over the configuration's.
 """
 
 from __future__ import annotations
@@ -44,8 +49,36 @@ def haproxy_servers_state(text):
     return servers
 
 
+def _configured_servers(config: str) -> dict[tuple[str, str], str]:
+    """{(backend, server): "address:port"} of haproxy.cfg's `server NAME ADDRESS:PORT` lines."""
+    configured, backend = {}, None
+    for line in (config or "").splitlines():
+        words = line.split()
+        if words and words[0] in ("backend", "frontend", "listen", "defaults", "global", "resolvers", "peers"):
+            backend = words[1] if words[0] in ("backend", "listen") and len(words) > 1 else None
+        elif backend and len(words) >= 3 and words[0] == "server":
+            configured[(backend, words[1])] = words[2]
+    return configured
+
+
+def haproxy_state_for_config(text, config):
+    """`show servers state` text with only the servers `config` still has at the same address and port."""
+    try:
+        servers = parse_servers_state(text)
+    except HAProxyError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    configured = _configured_servers(config)
+    lines = [line for line in text.splitlines() if line.strip()]
+    kept = [
+        line
+        for line, server in zip(lines[2:], servers, strict=True)
+        if configured.get((server["be_name"], server["srv_name"])) == f"{server['srv_addr']}:{server['srv_port']}"
+    ]
+    return "\n".join(lines[:2] + kept) + "\n"
+
+
 class FilterModule:
     """zerodowntime.migration HAProxy filters."""
 
     def filters(self):
-        return {"haproxy_servers_state": haproxy_servers_state}
+        return {"haproxy_servers_state": haproxy_servers_state, "haproxy_state_for_config": haproxy_state_for_config}

@@ -410,6 +410,19 @@ def test_weights_survive_a_reload(haproxy):
     assert servers_reached(READS, 1)  # the new process serves
 
 
+def test_a_server_moved_in_the_config_is_not_held_at_its_old_address(haproxy):
+    """The saved state carries each server's address and port, and the new process loads them over
+    haproxy.cfg's: a server the configuration moved (as the lab's blue and green moved from
+    127.0.0.1:5433/:5434 to addresses of their own) starts where the configuration says."""
+    admin("set server pg_read/green addr 127.0.0.12 port 5439")  # where an older haproxy.cfg had it
+    pid = haproxy_pid()
+    run = run_playbook(RELOAD_PLAY)
+    assert run.status == "successful", run.stdout
+    wait_for_new_process(pid)
+    [green] = [line.split() for line in admin("show servers state pg_read").splitlines()[2:] if line.split()[3] == "green"]
+    assert (green[4], green[18]) == (GREEN["login_host"], str(GREEN["login_port"]))
+
+
 def test_drain_and_maintenance_with_community_general_haproxy(haproxy):
     wait_up("pg_read", "blue", "green")
     admin("set weight pg_read/blue 128")

@@ -66,3 +66,39 @@ def test_an_empty_backend_has_no_servers():
 def test_anything_else_is_a_filter_error(text):
     with pytest.raises(AnsibleFilterError):
         FilterModule().filters()["haproxy_servers_state"](text)
+
+
+CONFIG = """
+global
+    server-state-file /var/lib/haproxy/server-state
+backend pg_read
+    balance roundrobin
+    server blue 127.0.0.11:5432 check weight 256
+    server green 127.0.0.12:5432 check weight 0
+backend pg_write
+    server blue 127.0.0.11:5432 check
+"""
+
+
+def test_state_for_config_keeps_the_servers_at_their_configured_address_only():
+    """The lab moved blue and green from 127.0.0.1:5433/:5434 to addresses of their own: a state saved
+    before must not bring the old ports back; a server still where it was keeps its runtime state."""
+    saved = state(
+        "4 pg_read 1 blue 127.0.0.1 2 0 256 256 215 6 3 4 6 0 0 0 - 5433 - 0 0 - - 0",
+        "4 pg_read 2 green 127.0.0.12 2 8 0 0 215 6 3 4 6 0 0 0 - 5432 - 0 0 - - 0",
+        "3 pg_write 1 blue 127.0.0.11 2 0 1 1 215 6 3 4 6 0 0 0 - 5432 - 0 0 - - 0",
+        "3 pg_write 3 gone 127.0.0.13 2 0 1 1 215 6 3 4 6 0 0 0 - 5432 - 0 0 - - 0",
+    )
+    kept = FilterModule().filters()["haproxy_state_for_config"](saved, CONFIG)
+    assert kept.splitlines() == [
+        "1",
+        HEADER,
+        "4 pg_read 2 green 127.0.0.12 2 8 0 0 215 6 3 4 6 0 0 0 - 5432 - 0 0 - - 0",
+        "3 pg_write 1 blue 127.0.0.11 2 0 1 1 215 6 3 4 6 0 0 0 - 5432 - 0 0 - - 0",
+    ]
+    assert {server["srv_name"] for server in servers(kept).values()} == {"green", "blue"}
+
+
+def test_state_for_config_refuses_what_is_not_a_state():
+    with pytest.raises(AnsibleFilterError, match="not a 'show servers state' answer"):
+        FilterModule().filters()["haproxy_state_for_config"]("Unknown command", CONFIG)
