@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.runtime import parse_servers_state
 from tests.lab import BLUE, GREEN, ROOT, SHIFT_BACK, SHIFT_FORWARD, connect, free_port, run_module, run_playbook, server_reached, where
 
 SOCKET = "/run/haproxy/admin.sock"
@@ -419,8 +420,8 @@ def test_a_server_moved_in_the_config_is_not_held_at_its_old_address(haproxy):
     run = run_playbook(RELOAD_PLAY)
     assert run.status == "successful", run.stdout
     wait_for_new_process(pid)
-    [green] = [line.split() for line in admin("show servers state pg_read").splitlines()[2:] if line.split()[3] == "green"]
-    assert (green[4], green[18]) == (GREEN["login_host"], str(GREEN["login_port"]))
+    [green] = [server for server in parse_servers_state(admin("show servers state pg_read")) if server["srv_name"] == "green"]
+    assert (green["srv_addr"], green["srv_port"]) == (GREEN["login_host"], GREEN["login_port"])
 
 
 def test_drain_and_maintenance_with_community_general_haproxy(haproxy):
