@@ -117,9 +117,9 @@ GROUP_NOTES = """
 notes:
   - The module is in the action group C(zerodowntime.migration.postgres), so a play sets the connection of every
     PostgreSQL module once with C(module_defaults) and C(group/zerodowntime.migration.postgres); a task's own
-    options win. The examples assume a play that sets O(login_host=127.0.0.1), O(login_user=migrator),
-    O(login_password) and O(login_db=novacron), and give O(login_port) (V(5433) blue, V(5434) green) and any other
-    option that differs.
+    options win. The examples assume a play that sets O(login_user=migrator), O(login_password) and
+    O(login_db=novacron), and give the server (O(login_host) V(127.0.0.11) blue, V(127.0.0.12) green, both on
+    O(login_port=5432), as in the lab) and any other option that differs.
 """
 
 SOURCE_DESCRIPTION = ["The server that has the data now (blue; green when going back). Connection errors name it, never its password."]

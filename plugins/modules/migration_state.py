@@ -91,7 +91,8 @@ notes:
 EXAMPLES = r"""
 - name: Start phase 2 (refused until phase 1 succeeded)
   zerodowntime.migration.migration_state:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     login_db: zerodowntime_state
     phase: phase2_schema
     state: started
@@ -99,13 +100,15 @@ EXAMPLES = r"""
 
 - name: Apply the schema unless an earlier attempt already did
   zerodowntime.migration.pg_schema_apply:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     path: "{{ playbook_dir }}/files/schema/green"
   when: "'schema_applied' not in progress.checkpoints"
 
 - name: Record the finished step
   zerodowntime.migration.migration_state:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     login_db: zerodowntime_state
     phase: phase2_schema
     state: checkpoint
@@ -113,7 +116,8 @@ EXAMPLES = r"""
 
 - name: Close the phase with its verdict
   zerodowntime.migration.migration_state:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     login_db: zerodowntime_state
     phase: phase2_schema
     state: succeeded
@@ -122,7 +126,8 @@ EXAMPLES = r"""
 
 - name: Record a failure (in a rescue section)
   zerodowntime.migration.migration_state:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     login_db: zerodowntime_state
     phase: phase2_schema
     state: failed
@@ -131,7 +136,8 @@ EXAMPLES = r"""
 
 - name: Where does the migration stand?
   zerodowntime.migration.migration_state:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     login_db: zerodowntime_state
     state: query
   register: status

@@ -175,14 +175,16 @@ notes:
 EXAMPLES = r"""
 - name: Blue's baseline, before the cutover
   zerodowntime.migration.pg_cutover_watch:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     mode: baseline
     baseline_seconds: 10
   register: baseline
 
 - name: Watch green for 5 minutes after the cutover
   zerodowntime.migration.pg_cutover_watch:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     baseline: "{{ baseline.baseline }}"
     watch_seconds: 300
     interval: 5

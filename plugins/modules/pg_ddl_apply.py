@@ -65,11 +65,12 @@ attributes:
 EXAMPLES = r"""
 - name: Build green's replicated indexes and publish new tables
   zerodowntime.migration.pg_ddl_apply:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     subscription: novacron_blue_to_green
     publisher:
-      host: 127.0.0.1
-      port: 5433
+      host: 127.0.0.11
+      port: 5432
       dbname: novacron
       user: migrator
       password: "{{ migration_password }}"

@@ -97,20 +97,23 @@ notes:
 EXAMPLES = r"""
 - name: Capture DDL on blue into the migration's publication
   zerodowntime.migration.pg_ddl_capture:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     side: publisher
     publication: novacron_migration
     replication_user: replicator
 
 - name: Apply it on green, and refresh the running subscription
   zerodowntime.migration.pg_ddl_capture:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     side: subscriber
     subscription: novacron_blue_to_green
 
 - name: Remove the capture from blue
   zerodowntime.migration.pg_ddl_capture:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     side: publisher
     state: absent
 """

@@ -141,7 +141,8 @@ notes:
 EXAMPLES = r"""
 - name: Index orders by customer on green without blocking writes
   zerodowntime.migration.pg_index:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     name: orders_customer_id_idx
     table: public.orders
     columns: [customer_id, created_at]
@@ -150,7 +151,8 @@ EXAMPLES = r"""
 
 - name: Case-insensitive unique e-mail, only for live accounts (an expression and a predicate)
   zerodowntime.migration.pg_index:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     name: accounts_email_key
     table: accounts
     columns: ["lower(email)"]
@@ -159,7 +161,8 @@ EXAMPLES = r"""
 
 - name: GIN index on a hash-partitioned table (built partition by partition)
   zerodowntime.migration.pg_index:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     name: events_payload_idx
     table: events
     columns: [payload]
@@ -168,7 +171,8 @@ EXAMPLES = r"""
 
 - name: Drop an index that is no longer used
   zerodowntime.migration.pg_index:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     name: orders_legacy_idx
     table: orders
     state: absent

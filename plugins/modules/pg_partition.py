@@ -136,14 +136,16 @@ notes:
 EXAMPLES = r"""
 - name: Hash-partition green's vms by tenant_id into 100 partitions
   zerodowntime.migration.pg_partition:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     table: public.vms
     strategy: hash
     modulus: 100
 
 - name: Monthly vm_metrics partitions, six months back and three ahead, older ones detached
   zerodowntime.migration.pg_partition:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     table: vm_metrics
     strategy: range
     interval: month

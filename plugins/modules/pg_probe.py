@@ -170,7 +170,8 @@ EXAMPLES = r"""
   zerodowntime.migration.pg_probe:
     login_port: 6432
     expect:
-      port: 5434
+      address: 127.0.0.12
+      port: 5432
     write:
       table: audit_log
       values:
@@ -179,8 +180,8 @@ EXAMPLES = r"""
         object_type: database
         details: {source: phase5_cutover, marker: "cutover-{{ now(utc=true).strftime('%Y%m%dT%H%M%S%f') }}"}
     visible_on:
-      - login_host: 127.0.0.1
-        login_port: 5433
+      - login_host: 127.0.0.11
+        login_port: 5432
         login_user: migrator
         login_password: "{{ migration_password }}"
         login_db: novacron
@@ -189,7 +190,7 @@ EXAMPLES = r"""
 
 - name: Show where it landed
   ansible.builtin.debug:
-    msg: "audit_log id {{ probe.row.id }} on port {{ probe.server.port }}"
+    msg: "audit_log id {{ probe.row.id }} on {{ probe.server.address }}:{{ probe.server.port }}"
 """
 
 RETURN = r"""
@@ -206,11 +207,11 @@ server:
     address:
       description: C(inet_server_addr()); null over a unix socket.
       type: str
-      sample: 127.0.0.1
+      sample: 127.0.0.12
     port:
       description: C(inet_server_port()).
       type: int
-      sample: 5434
+      sample: 5432
     in_recovery:
       description: C(pg_is_in_recovery()).
       type: bool
@@ -247,7 +248,7 @@ visible_on:
   returned: success, and when the row is missing somewhere
   type: list
   elements: dict
-  sample: [{"server": "127.0.0.1:5433", "found": true, "waited_s": 0.412}]
+  sample: [{"server": "127.0.0.11:5432", "found": true, "waited_s": 0.412}]
 queries:
   description: Statements that changed something (the C(INSERT), with its values as placeholders); empty when nothing was written.
   returned: always

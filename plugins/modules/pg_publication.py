@@ -101,7 +101,8 @@ notes:
 EXAMPLES = r"""
 - name: Publish the application's tables from blue
   zerodowntime.migration.pg_publication:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     name: novacron_pub
     tables:
       - customers
@@ -110,7 +111,8 @@ EXAMPLES = r"""
 
 - name: Publish everything, replacing a table list if there was one
   zerodowntime.migration.pg_publication:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     name: novacron_pub
     all_tables: true
     publish_via_partition_root: true
@@ -118,14 +120,16 @@ EXAMPLES = r"""
 
 - name: Publish every table of two schemas, inserts and updates only
   zerodowntime.migration.pg_publication:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     name: reporting_pub
     schemas: [sales, billing]
     publish: [insert, update]
 
 - name: Drop the publication after cutover
   zerodowntime.migration.pg_publication:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     name: novacron_pub
     state: absent
 """

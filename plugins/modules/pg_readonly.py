@@ -89,7 +89,8 @@ notes:
 EXAMPLES = r"""
 - name: Freeze writes on blue at cutover, giving open transactions 2 s before terminating them
   zerodowntime.migration.pg_readonly:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     readonly: true
     scope: instance
     terminate_writers: true
@@ -97,13 +98,15 @@ EXAMPLES = r"""
 
 - name: Rollback - let blue take writes again
   zerodowntime.migration.pg_readonly:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     readonly: false
     scope: instance
 
 - name: Make new sessions of one database read-only (existing sessions are not affected)
   zerodowntime.migration.pg_readonly:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     database: novacron
     scope: database
     readonly: true

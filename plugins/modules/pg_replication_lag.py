@@ -75,14 +75,16 @@ notes:
 EXAMPLES = r"""
 - name: Wait until both blue replicas replay within 100 ms of the primary
   zerodowntime.migration.pg_replication_lag:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     expected_replicas: [blue_r1, blue_r2]
     max_lag_ms: 100
     timeout: 30
 
 - name: Report the standbys without any bound
   zerodowntime.migration.pg_replication_lag:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
   register: lag
 
 - name: Show the worst replay lag

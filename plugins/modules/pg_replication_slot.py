@@ -79,7 +79,8 @@ notes:
 EXAMPLES = r"""
 - name: Create the logical slot green will subscribe through
   zerodowntime.migration.pg_replication_slot:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     name: green_sub
   register: slot
 
@@ -89,14 +90,16 @@ EXAMPLES = r"""
 
 - name: Drop the slot after cutover, even if a subscriber is still attached
   zerodowntime.migration.pg_replication_slot:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     name: green_sub
     state: absent
     force: true
 
 - name: A physical slot for a streaming standby, reserving WAL now
   zerodowntime.migration.pg_replication_slot:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     name: standby_1
     slot_type: physical
     immediately_reserve: true

@@ -49,12 +49,14 @@ attributes:
 EXAMPLES = r"""
 - name: Apply the target schema to green
   zerodowntime.migration.pg_schema_apply:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     path: "{{ playbook_dir }}/files/schema/green"
 
 - name: Pre-check that every schema file is applied
   zerodowntime.migration.pg_schema_apply:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     path: "{{ playbook_dir }}/files/schema/green"
   check_mode: true
   register: schema_state

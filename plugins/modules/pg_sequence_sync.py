@@ -58,10 +58,11 @@ attributes:
 EXAMPLES = r"""
 - name: Move green's sequences past blue's (after the write freeze)
   zerodowntime.migration.pg_sequence_sync:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     source:
-      login_host: 127.0.0.1
-      login_port: 5433
+      login_host: 127.0.0.11
+      login_port: 5432
       login_user: migrator
       login_password: "{{ migration_password }}"
       login_db: novacron
@@ -69,8 +70,9 @@ EXAMPLES = r"""
 
 - name: Only two sequences of the billing schema
   zerodowntime.migration.pg_sequence_sync:
-    login_port: 5434
-    source: {login_port: 5433, login_user: migrator, login_password: "{{ migration_password }}", login_db: novacron}
+    login_host: 127.0.0.12
+    login_port: 5432
+    source: {login_host: 127.0.0.11, login_port: 5432, login_user: migrator, login_password: "{{ migration_password }}", login_db: novacron}
     schemas: [billing]
     sequences: [billing.invoices_id_seq, credit_note_numbers]
 """

@@ -52,14 +52,16 @@ attributes:
 EXAMPLES = r"""
 - name: Check that blue can publish logical changes
   zerodowntime.migration.pg_server_info:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     require_logical: true
     settings: [max_replication_slots, max_wal_senders]
   register: blue_info
 
 - name: Count the rows of blue's sample tables
   zerodowntime.migration.pg_server_info:
-    login_port: 5433
+    login_host: 127.0.0.11
+    login_port: 5432
     login_user: novacron
     login_password: "{{ sample_data_owner_password }}"
     count_rows: [tenants, users, vms]

@@ -125,12 +125,13 @@ attributes:
 EXAMPLES = r"""
 - name: Subscribe green to blue's publication and wait for the initial copy
   zerodowntime.migration.pg_subscription:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     name: novacron_blue_to_green
     publications: [novacron_migration]
     publisher:
-      host: 127.0.0.1
-      port: 5433
+      host: 127.0.0.11
+      port: 5432
       dbname: novacron
       user: replicator
       password: "{{ replication_password }}"
@@ -143,13 +144,15 @@ EXAMPLES = r"""
 
 - name: Stop forward replication at cutover
   zerodowntime.migration.pg_subscription:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     name: novacron_blue_to_green
     enabled: false
 
 - name: Drop a subscription whose publisher is gone (its slot must then be dropped there)
   zerodowntime.migration.pg_subscription:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     name: novacron_blue_to_green
     state: absent
     drop_slot: false
@@ -161,7 +164,7 @@ subscription:
   returned: always
   type: dict
   sample:
-    conninfo: "host=127.0.0.1 port=5433 dbname=novacron user=replicator password=********"
+    conninfo: "host=127.0.0.11 port=5432 dbname=novacron user=replicator password=********"
     publications: [novacron_migration]
     enabled: true
     binary: false

@@ -168,8 +168,8 @@ EXAMPLES = r"""
     reverse_publication: novacron_green_to_blue
     reverse_subscription: novacron_green_to_blue
     reverse_publisher:
-      host: 127.0.0.1
-      port: 5434
+      host: 127.0.0.12
+      port: 5432
       dbname: novacron
       user: replicator
       password: "{{ migration_replication_password }}"

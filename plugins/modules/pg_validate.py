@@ -163,7 +163,8 @@ notes:
 EXAMPLES = r"""
 - name: Check green before cutover
   zerodowntime.migration.pg_validate:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     schemas: [public]
     references:
       - {table: vm_events, columns: [vm_id], ref_table: vms, ref_columns: [id]}
@@ -188,7 +189,8 @@ EXAMPLES = r"""
 
 - name: After cutover, fail outright on anything stale or orphaned
   zerodowntime.migration.pg_validate:
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     fail_on_error: true
 """
 

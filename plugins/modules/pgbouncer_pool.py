@@ -104,8 +104,8 @@ EXAMPLES = r"""
     login_user: pgbouncer_admin
     login_password: "{{ pgbouncer_admin_password }}"
     database: novacron
-    host: 127.0.0.1
-    port: 5434
+    host: 127.0.0.12
+    port: 5432
     state: resumed
     backup: true
 """
@@ -120,12 +120,12 @@ host:
   description: Host the pool points at (after the change; what it would point at in check mode).
   returned: success
   type: str
-  sample: 127.0.0.1
+  sample: 127.0.0.12
 port:
   description: Port the pool points at.
   returned: success
   type: int
-  sample: 5434
+  sample: 5432
 dbname:
   description: Database on the server the pool uses.
   returned: success

@@ -121,8 +121,8 @@ EXAMPLES = r"""
     path: /var/lib/vminer/vminer.db
     migration: vminer-to-postgresql
     app_config: /etc/vminer/database.json
-    login_host: 127.0.0.1
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     login_user: postgres
     login_password: "{{ vault_postgres_password }}"
     login_db: vminer
@@ -135,8 +135,8 @@ EXAMPLES = r"""
     migration: vminer-to-postgresql
     app_config: /etc/vminer/database.json
     state: rolled_back
-    login_host: 127.0.0.1
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     login_user: postgres
     login_password: "{{ vault_postgres_password }}"
     login_db: vminer

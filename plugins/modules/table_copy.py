@@ -153,8 +153,8 @@ EXAMPLES = r"""
     column_types:
       virtual_machines: {created_at: timestamptz, updated_at: timestamptz}
       vcenters: {created_at: timestamptz, last_sync_at: timestamptz}
-    login_host: 127.0.0.1
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     login_user: migrator
     login_password: "{{ migration_password }}"
     login_db: vminer
@@ -174,8 +174,8 @@ EXAMPLES = r"""
 - name: The file was replaced since the copy began - copy it again from the start
   zerodowntime.migration.table_copy:
     path: /var/lib/vminer/vminer.db
-    login_host: 127.0.0.1
-    login_port: 5434
+    login_host: 127.0.0.12
+    login_port: 5432
     login_user: migrator
     login_password: "{{ migration_password }}"
     login_db: vminer

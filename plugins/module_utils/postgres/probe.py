@@ -64,7 +64,8 @@ def server_facts(client) -> dict:
 
 
 def mismatches(facts: dict, expect: dict | None) -> list[str]:
-    """'port 5433, expected 5434' for every fact of `expect` (set, not None) the server does not have."""
+    """What the server has for each fact of `expect` (set, not None) it does not match, as
+    "address '127.0.0.11', expected '127.0.0.12'"."""
     found = []
     for name in EXPECTED_FACTS:
         wanted = (expect or {}).get(name)
