@@ -47,6 +47,15 @@ PG_SERVERS = {BLUE_ADDRESS: "blue", GREEN_ADDRESS: "green", GREEN_R1_ADDRESS: "g
 SERVER_ADDRESS = "SELECT host(inet_server_addr())"
 
 
+# lab-db's own address: the PgBouncers (:6432, :6433) and HAProxy's frontends (:5000, :5001) listen there
+LAB_DB_ADDRESS = "127.0.0.1"
+
+
+def on_lab_db(port: int, **overrides) -> dict:
+    """BLUE's login through a service of lab-db on `port` (a PgBouncer, an HAProxy frontend)."""
+    return dict(BLUE, login_host=LAB_DB_ADDRESS, login_port=port, **overrides)
+
+
 def where(endpoint: dict) -> str:
     """HOST:PORT of a BLUE/GREEN-shaped endpoint, as the modules name it in messages."""
     return f"{endpoint['login_host']}:{endpoint['login_port']}"
@@ -491,7 +500,7 @@ def throwaway_pgbouncer(databases: dict[str, dict], pool_size: int = 20):
     (workdir / "userlist.txt").write_text(f'"migrator" "{LAB_PASSWORD}"\n')
     for path in (workdir, config_file, workdir / "userlist.txt"):
         shutil.chown(path, "postgres", "postgres")
-    admin = dict(BLUE, login_host="127.0.0.1", login_port=port, login_db="pgbouncer")  # listen_addr above
+    admin = on_lab_db(port, login_db="pgbouncer")  # listen_addr above
 
     def start() -> subprocess.Popen:
         process = subprocess.Popen(["runuser", "-u", "postgres", "--", "/usr/sbin/pgbouncer", str(config_file)], stderr=subprocess.DEVNULL)

@@ -21,7 +21,20 @@ import psycopg
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.runtime import parse_servers_state
-from tests.lab import BLUE, GREEN, ROOT, SHIFT_BACK, SHIFT_FORWARD, connect, free_port, run_module, run_playbook, server_reached, where
+from tests.lab import (
+    BLUE,
+    GREEN,
+    ROOT,
+    SHIFT_BACK,
+    SHIFT_FORWARD,
+    connect,
+    free_port,
+    on_lab_db,
+    run_module,
+    run_playbook,
+    server_reached,
+    where,
+)
 
 SOCKET = "/run/haproxy/admin.sock"
 STATE_FILE = Path("/var/lib/haproxy/server-state")
@@ -29,7 +42,7 @@ CONFIG = Path("/etc/haproxy/haproxy.cfg")
 SAMPLE_APP_FAULTS = Path("/var/lib/zerodowntime-sample-app")  # roles/sample_app: <instance>.json
 PIDFILE = Path("/var/run/haproxy.pid")
 # HAProxy's frontends listen on 127.0.0.1, not on blue's address
-WRITES = dict(BLUE, login_host="127.0.0.1", login_port=5000)
+WRITES = on_lab_db(5000)
 READS = dict(WRITES, login_port=5001)
 HAPROXY_PLAY = [
     {"name": "Provision HAProxy", "hosts": "haproxy_servers", "become": True, "roles": [{"role": "zerodowntime.migration.haproxy"}]}

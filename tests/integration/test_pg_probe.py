@@ -15,6 +15,7 @@ from tests.lab import (
     PG_PORT,
     SERVER_ADDRESS,
     connect,
+    on_lab_db,
     run_module,
     scratch_database,
     where,
@@ -70,7 +71,7 @@ def test_through_pgbouncer_it_reports_the_server_behind_the_pool(lab):
         host="127.0.0.1", port=6432, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
     ) as conn:
         serving = conn.execute(SERVER_ADDRESS).fetchone()[0]  # blue's address, or green's after a cutover
-    result = run_module(MODULE, dict(BLUE, login_host="127.0.0.1", login_port=6432, expect={"address": serving}))[1]
+    result = run_module(MODULE, on_lab_db(6432, expect={"address": serving}))[1]
     assert result["failed"] is False, result.get("msg")
     assert result["endpoint"] == "127.0.0.1:6432" and result["server"]["address"] == serving and result["changed"] is False
 

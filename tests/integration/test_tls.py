@@ -31,6 +31,7 @@ from tests.lab import (
     connect,
     drop_database,
     drop_replication,
+    on_lab_db,
     recreate_database,
     run_module,
     wait_for,
@@ -42,7 +43,6 @@ LAB_CA = "/etc/zerodowntime/tls/ca.crt"  # inventories/lab/group_vars/all.yml la
 CA_DIR = Path("/var/lib/zerodowntime/lab-ca")  # roles/lab_ca lab_ca_dir, on the controller (this machine)
 VERIFY_FULL = {"ssl_mode": "verify-full", "ssl_rootcert": LAB_CA}
 POOLERS = (6432, 6433)  # lab-db (Debian's instance) and lab-pooler2 (pgbouncer2)
-POOLER = dict(BLUE, login_host="127.0.0.1")  # the PgBouncers listen on 127.0.0.1, not on blue's address
 GREEN_R1 = dict(GREEN, login_host=GREEN_R1_ADDRESS)
 REDIS_TLS = {6479: "master", 6480: "slave"}  # blue, green (replica of blue)
 DB = "zdm_tls_test"
@@ -215,7 +215,7 @@ def test_a_subscription_with_verify_full_replicates_over_tls(databases, wrong_ca
 
 @pytest.mark.parametrize("port", POOLERS)
 def test_pgbouncer_client_tls_verify_full_and_server_tls(lab, port):
-    endpoint = dict(POOLER, login_port=port)
+    endpoint = on_lab_db(port)
     with Client(params(endpoint, **VERIFY_FULL)) as client:
         assert client.conn.pgconn.ssl_in_use, f"the client's connection to PgBouncer :{port} is not TLS"
         assert client.conn.info.parameter_status("server_version"), "PgBouncer passes the server's parameters"
@@ -227,14 +227,14 @@ def test_pgbouncer_client_tls_verify_full_and_server_tls(lab, port):
 @pytest.mark.parametrize("port", POOLERS)
 def test_pgbouncer_refuses_a_wrong_ca(lab, port, wrong_ca):
     with pytest.raises(PgError) as caught:
-        Client(params(dict(POOLER, login_port=port), ssl_mode="verify-full", ssl_rootcert=wrong_ca))
+        Client(params(on_lab_db(port), ssl_mode="verify-full", ssl_rootcert=wrong_ca))
     assert f"the TLS certificate of 127.0.0.1:{port} is not signed by the CA in ssl_rootcert {wrong_ca}" in str(caught.value)
 
 
 @pytest.mark.parametrize("port", POOLERS)
 def test_pgbouncer_servers_use_tls(lab, port):
     """SHOW SERVERS on the admin console: every server connection to PostgreSQL is TLS."""
-    with Client(params(dict(POOLER, login_port=port))) as client:
+    with Client(params(on_lab_db(port))) as client:
         client.query("SELECT 1")  # makes sure the pool has a server connection
         with psycopg.connect(
             host="127.0.0.1", port=port, user="pgbouncer_admin", password=LAB_PASSWORD, dbname="pgbouncer", autocommit=True
