@@ -18,6 +18,9 @@ description:
     subscription whose apply or table synchronization worker fails ends the wait at once; the
     failure names the subscription, the table and the error (read from the subscriber's log when
     its login may, see notes), instead of waiting out O(timeout) for a lag that cannot drop.
+    Without O(timeout) (a single look) a worker started again less than 5 s ago after counted
+    errors is watched until it is 5 s old or fails again, so the look cannot fall between two
+    runs of a failing worker.
   - Read-only; never reports a change, and check mode gives the same result.
 version_added: 0.1.0
 author:

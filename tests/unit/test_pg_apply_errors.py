@@ -77,8 +77,9 @@ class FakeClient:
         return {"tail": self.log.encode()}
 
 
-def row(name="ae_sub", apply_errors=0, sync_errors=0, enabled=True, worker=True, disable_on_error=False) -> dict:
+def row(name="ae_sub", apply_errors=0, sync_errors=0, enabled=True, worker=True, disable_on_error=False, age=None) -> dict:
     return {
+        "apply_worker_age_s": age,
         "oid": 1,
         "subname": name,
         "subenabled": enabled,
@@ -153,3 +154,54 @@ def test_checks_are_spaced():
     clock.now = 0.6
     with pytest.raises(PgError):
         watch.check()
+
+
+class Sleeper:
+    """Advances the clock by what the watch sleeps; `then(at, rows)` changes the rows from then on."""
+
+    def __init__(self, client, clock):
+        self.client, self.clock, self.slept, self.changes = client, clock, 0.0, []
+
+    def then(self, at: float, rows: list[dict]):
+        self.changes.append((at, rows))
+        return self
+
+    def __call__(self, seconds):
+        self.slept += seconds
+        self.clock.now += seconds
+        for at, rows in self.changes:
+            if self.clock.now >= at:
+                self.client.rows = rows
+
+
+def test_a_worker_restarted_after_errors_that_fails_again_is_caught_by_one_look():
+    """The race a single look used to lose: it fell between two runs of a failing worker."""
+    client, clock = FakeClient([row(sync_errors=1, age=0.4)]), Clock()
+    sleeper = Sleeper(client, clock).then(1.5, [row(sync_errors=2, age=None, worker=False)])
+    watch = ApplyWatch(client, ["ae_sub"], clock=clock, single_look=True, sleep=sleeper)
+    with pytest.raises(PgError, match="failed 1 time"):
+        watch.check()
+    assert 1.5 <= sleeper.slept < 2.5
+
+
+def test_a_worker_restarted_after_errors_that_lives_is_trusted_once_settled():
+    client, clock = FakeClient([row(sync_errors=1, age=1.0)]), Clock()
+    sleeper = Sleeper(client, clock)
+    watch = ApplyWatch(client, ["ae_sub"], clock=clock, single_look=True, sleep=sleeper)
+    watch.check()
+    assert 3.9 <= sleeper.slept <= 4.01  # until the worker would be RESTART_SETTLE (5 s) old, no longer
+
+
+def test_an_old_worker_or_one_of_unknown_age_or_without_errors_costs_no_wait():
+    for rows in ([row(sync_errors=3, age=600.0)], [row(sync_errors=3, age=None)], [row(age=0.1)]):
+        client, clock = FakeClient(rows), Clock()
+        sleeper = Sleeper(client, clock)
+        ApplyWatch(client, ["ae_sub"], clock=clock, single_look=True, sleep=sleeper).check()
+        assert sleeper.slept == 0, rows
+
+
+def test_a_wait_that_looks_again_is_not_held_by_a_restarted_worker():
+    client, clock = FakeClient([row(sync_errors=1, age=0.4)]), Clock()
+    sleeper = Sleeper(client, clock)
+    ApplyWatch(client, ["ae_sub"], clock=clock, sleep=sleeper).check()
+    assert sleeper.slept == 0

@@ -11,7 +11,11 @@ the table and the error:
 - detected by PostgreSQL 15's pg_stat_subscription_stats: apply_error_count or sync_error_count
   rising during the wait; or a counted error whose worker the server log shows died on it and
   has not started again; or an enabled subscription without an apply worker for ABSENT_GRACE
-  seconds; or a subscription that disable_on_error disabled after an error;
+  seconds; or a subscription that disable_on_error disabled after an error. The first look
+  takes the counters as its baseline; a caller that looks only once (`single_look`) has no
+  second look to see them rise, so there a worker started again less than RESTART_SETTLE seconds
+  ago, after counted errors, is watched until it is that old: it may be about to fail on the
+  same change, and the look would otherwise fall between two of its runs;
 - explained from the subscriber's server log (the error text is nowhere else): the last
   LOG_TAIL_BYTES of the current log file (pg_current_logfile(), or the server's stderr when the
   logging collector is off), read with pg_read_binary_file when the login may (a superuser, or
@@ -24,19 +28,24 @@ from __future__ import annotations
 import re
 import time
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.redact import redact
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import PgError
 
 LOG_TAIL_BYTES = 256 * 1024  # never more of the log per look
 LOG_EVERY = 0.5  # seconds between two looks at the counters (the polls may be faster)
 ABSENT_GRACE = 10.0  # a failed worker is restarted after wal_retrieve_retry_interval (5 s by default)
+RESTART_SETTLE = 5.0  # seconds a worker started again after counted errors has to live before a first look trusts it
 TEXT_LIMIT = 500  # characters kept of one log line
 
 STATE_QUERY = (
     "SELECT s.oid, s.subname, s.subenabled, s.subdisableonerr, "
     "COALESCE(st.apply_error_count, 0)::bigint AS apply_errors, COALESCE(st.sync_error_count, 0)::bigint AS sync_errors, "
     "EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL "
-    "AND w.pid IS NOT NULL) AS apply_worker "
+    "AND w.pid IS NOT NULL) AS apply_worker, "
+    # NULL without pg_read_all_stats: the age is then unknown and the worker trusted at once
+    "(SELECT EXTRACT(epoch FROM pg_catalog.clock_timestamp() - a.backend_start)::float8 FROM pg_catalog.pg_stat_subscription w "
+    "JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid WHERE w.subid = s.oid AND w.relid IS NULL LIMIT 1) AS apply_worker_age_s "
     "FROM pg_catalog.pg_subscription s "
     "JOIN pg_catalog.pg_database d ON d.oid = s.subdbid AND d.datname = pg_catalog.current_database() "
     "LEFT JOIN pg_catalog.pg_stat_subscription_stats st ON st.subid = s.oid "
@@ -124,10 +133,20 @@ def last_failures(log_text: str, name: str) -> list[dict]:
 class ApplyWatch:
     """The workers of some subscriptions (all of the database with `names` None) during a wait."""
 
-    def __init__(self, client, names: list[str] | None = None, clock=time.monotonic, absent_grace: float = ABSENT_GRACE):
+    def __init__(
+        self,
+        client,
+        names: list[str] | None = None,
+        clock=time.monotonic,
+        absent_grace: float = ABSENT_GRACE,
+        single_look: bool = False,
+        sleep=time.sleep,
+    ):
         self.client = client
+        self.single_look = single_look
         self.names = names
         self.clock = clock
+        self.sleep = sleep
         self.absent_grace = absent_grace
         self.baseline: dict[str, int] | None = None
         self.absent_since: dict[str, float] = {}
@@ -175,6 +194,13 @@ class ApplyWatch:
         now = self.clock()
         if self.looked_at is not None and now - self.looked_at < LOG_EVERY:
             return
+        first_look = self.baseline is None
+        rows = self.look(now)
+        if first_look and self.single_look:
+            self.watch_restarted(rows)
+
+    def look(self, now: float) -> list[dict]:
+        """One look at the counters and workers: raise for a failing subscription, else return the rows."""
         self.looked_at = now
         self.seen_in_log = {}
         rows = self.rows()
@@ -186,6 +212,25 @@ class ApplyWatch:
             failing = self.why_failing(row, counts[name] - self.baseline.get(name, 0), now)
             if failing:
                 raise PgError(self.message(row, failing), apply_error=self.details(row, failing))
+        return rows
+
+    def watch_restarted(self, rows: list[dict]) -> None:
+        """Look again until every worker started after counted errors is RESTART_SETTLE seconds
+        old or has failed again (raising): the baseline took those errors as the past."""
+
+        def unsettled(rows: list[dict]) -> float:
+            ages = [
+                row.get("apply_worker_age_s")
+                for row in rows
+                if row["apply_worker"] and int(row["apply_errors"]) + int(row["sync_errors"]) and row.get("apply_worker_age_s") is not None
+            ]
+            return max((RESTART_SETTLE - float(age) for age in ages), default=0.0)
+
+        wait = unsettled(rows)
+        deadline = Deadline(wait, clock=self.clock)
+        while wait > 0 and not deadline.passed:
+            self.sleep(min(LOG_EVERY, max(deadline.remaining(), 0.001)))
+            wait = unsettled(self.look(self.clock()))
 
     def why_failing(self, row: dict, new_errors: int, now: float) -> str | None:
         """A sentence part saying how the subscription is seen to fail, or None."""

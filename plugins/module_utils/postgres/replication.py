@@ -185,7 +185,9 @@ def replication_lag(client, params: dict, clock=time.monotonic, sleep=time.sleep
     timeout = float(params.get("timeout") or 0)
     if params.get("subscriptions") and subscriber is None:
         raise PgError("subscriptions needs subscriber: the connection to the server the subscriptions are on (green)")
-    watch = ApplyWatch(subscriber, params.get("subscriptions") or None, clock=clock) if subscriber is not None else None
+    watch = None
+    if subscriber is not None:
+        watch = ApplyWatch(subscriber, params.get("subscriptions") or None, clock=clock, single_look=not timeout, sleep=sleep)
 
     def read():
         if watch is not None:
