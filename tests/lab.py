@@ -43,6 +43,8 @@ BLUE_ADDRESS, GREEN_ADDRESS, GREEN_R1_ADDRESS = "127.0.0.11", "127.0.0.12", "127
 BLUE = {"login_host": BLUE_ADDRESS, "login_port": PG_PORT, "login_user": "migrator", "login_password": LAB_PASSWORD, "login_db": "novacron"}
 GREEN = dict(BLUE, login_host=GREEN_ADDRESS)
 PG_SERVERS = {BLUE_ADDRESS: "blue", GREEN_ADDRESS: "green", GREEN_R1_ADDRESS: "green_r1"}
+# MariaDB, the SQLite path's target, on a host of its own (inventories/lab hosts.yml: db-mariadb)
+MARIADB_ADDRESS, MARIADB_PORT = "127.0.0.14", 3306
 # the address of the server a session reached (through PgBouncer or HAProxy: the server behind them)
 SERVER_ADDRESS = "SELECT host(inet_server_addr())"
 
@@ -428,9 +430,10 @@ def wait_for(what: str, probe, timeout: float = 60, interval: float = 1):
         time.sleep(interval)
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
+    """A port nothing listens on at `address` (a lab host's own address, lab-db's by default)."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((address, 0))
         return probe.getsockname()[1]
 
 

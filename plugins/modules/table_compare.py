@@ -85,7 +85,7 @@ EXAMPLES = r"""
   zerodowntime.migration.table_compare:
     path: /var/lib/vminer/vminer.db
     target_engine: mariadb
-    mariadb_host: 127.0.0.1
+    mariadb_host: 127.0.0.14
     mariadb_user: validator
     mariadb_password: "{{ mariadb_validator_password }}"
     mariadb_database: appdb

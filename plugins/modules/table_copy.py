@@ -164,7 +164,7 @@ EXAMPLES = r"""
   zerodowntime.migration.table_copy:
     path: /var/lib/vminer/vminer.db
     target_engine: mariadb
-    mariadb_host: 127.0.0.1
+    mariadb_host: 127.0.0.14
     mariadb_user: app
     mariadb_password: "{{ mariadb_app_password }}"
     mariadb_database: appdb

@@ -1,6 +1,8 @@
-"""roles/mariadb against this machine: an instance of the test's own (zdm-itest, on a free
-loopback port) beside the lab, converged through the role and removed afterwards. The lab's
-services are not touched."""
+"""roles/mariadb on the lab's MariaDB host db-mariadb (127.0.0.14), reached over SSH: an instance of
+the test's own (zdm-itest, on a free port of that address) beside the lab's instance "lab" (:3306),
+converged through the role and removed afterwards; and site.yml's MariaDB play, whose second converge
+changes nothing. The host shares this machine, so the test reads and removes the instance's files and
+reaches root through its unix socket locally. The lab's services are not touched."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from tests.lab import LAB_PASSWORD, free_port, run_playbook
+from tests.lab import LAB_PASSWORD, MARIADB_ADDRESS, MARIADB_PORT, free_port, run_playbook
+
+HOST = "db-mariadb"  # inventories/lab hosts.yml: mariadb_bind_address is its own address
 
 NAME = "zdm-itest"
 APP_PASSWORD = "itest-app-secret"
@@ -31,7 +35,7 @@ INSTANCE_FILES = [
 
 
 def role_play(port: int, **variables) -> list[dict]:
-    """roles/mariadb on lab-db for the test's instance; `variables` override the defaults below."""
+    """roles/mariadb on db-mariadb (over SSH) for the test's instance; `variables` override the defaults below."""
     play_vars = {
         "mariadb_instance": NAME,
         "mariadb_port": port,
@@ -40,7 +44,7 @@ def role_play(port: int, **variables) -> list[dict]:
         **variables,
     }
     role = "zerodowntime.migration.mariadb"
-    return [{"name": "MariaDB test instance", "hosts": "lab-db", "become": True, "vars": play_vars, "roles": [role]}]
+    return [{"name": "MariaDB test instance", "hosts": HOST, "become": True, "vars": play_vars, "roles": [role]}]
 
 
 def remove_instance() -> None:
@@ -52,11 +56,11 @@ def remove_instance() -> None:
 
 
 def connect(port: int, user: str, password: str, database: str = "appdb") -> pymysql.Connection:
-    return pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, database=database, autocommit=True)
+    return pymysql.connect(host=MARIADB_ADDRESS, port=port, user=user, password=password, database=database, autocommit=True)
 
 
 def grants(port: int, user: str) -> str:
-    """SHOW GRANTS for user@'%', as root through the socket."""
+    """SHOW GRANTS for user@'%', as root through the socket (db-mariadb is this machine)."""
     with pymysql.connect(unix_socket=f"/run/mysqld-{NAME}/mysqld.sock", user="root") as conn, conn.cursor() as cur:
         cur.execute("SHOW GRANTS FOR %s@'%%'", (user,))
         return "\n".join(row[0] for row in cur.fetchall())
@@ -65,7 +69,7 @@ def grants(port: int, user: str) -> str:
 @pytest.fixture(scope="module")
 def port(lab):
     remove_instance()  # a previous run that did not get to its cleanup
-    port = free_port()
+    port = free_port(MARIADB_ADDRESS)
     run = run_playbook(role_play(port))
     try:
         assert run.status == "successful", run.stdout
@@ -77,13 +81,13 @@ def port(lab):
 def test_second_converge_changes_nothing(port):
     again = run_playbook(role_play(port))
     assert again.status == "successful", again.stdout
-    assert again.changed() == 0, again.changed_tasks()
+    assert again.changed(HOST) == 0, again.changed_tasks()
 
 
 def test_instance_listens_on_loopback_with_its_own_files(port):
     with connect(port, "validator", VALIDATOR_PASSWORD) as conn, conn.cursor() as cur:
         cur.execute("SELECT @@port, @@bind_address, @@datadir, @@socket, @@character_set_server")
-        assert cur.fetchone() == (port, "127.0.0.1", f"/var/lib/mysql-{NAME}/", f"/run/mysqld-{NAME}/mysqld.sock", "utf8mb4")
+        assert cur.fetchone() == (port, MARIADB_ADDRESS, f"/var/lib/mysql-{NAME}/", f"/run/mysqld-{NAME}/mysqld.sock", "utf8mb4")
     status = subprocess.run([f"/etc/init.d/mariadb-{NAME}", "status"], check=False, capture_output=True, text=True)
     assert status.returncode == 0, status.stdout
 
@@ -91,7 +95,7 @@ def test_instance_listens_on_loopback_with_its_own_files(port):
 def test_root_has_no_password_login(port):
     for password in ("", "root"):
         with pytest.raises(pymysql.err.OperationalError) as refused:
-            pymysql.connect(host="127.0.0.1", port=port, user="root", password=password)
+            pymysql.connect(host=MARIADB_ADDRESS, port=port, user="root", password=password)
         # 1698: root@localhost authenticates by unix_socket, which a TCP client cannot pass
         assert refused.value.args[0] in (1045, 1698) and "Access denied for user 'root'" in refused.value.args[1]
 
@@ -134,7 +138,7 @@ def test_check_mode_changes_no_grant(port):
     wider = [USERS[0], dict(USERS[1], privileges={"appdb.*": "SELECT,INSERT"})]
     run = run_playbook(role_play(port, mariadb_users=wider), cmdline="--check")
     assert run.status == "successful", run.stdout
-    assert run.changed() == 1  # the users task reports the grant it would give (its result is no_log)
+    assert run.changed(HOST) == 1  # the users task reports the grant it would give (its result is no_log)
     assert "INSERT" not in grants(port, "validator")
 
 
@@ -178,13 +182,27 @@ def test_a_setting_change_restarts_the_instance(port):
 
 
 def test_lab_instance_serves_the_app_and_the_validation_user(lab):
-    """site.yml's MariaDB play (inventories/lab/group_vars/mariadb_servers.yml): instance lab on :3306."""
-    with connect(3306, "app", LAB_PASSWORD) as app, app.cursor() as cur:
-        cur.execute("SELECT @@datadir, DATABASE()")
-        assert cur.fetchone() == ("/var/lib/mysql-lab/", "appdb")
-    with connect(3306, "validator", LAB_PASSWORD) as validator, validator.cursor() as cur:
+    """site.yml's MariaDB play (inventories/lab/group_vars/mariadb_servers.yml): instance lab on
+    db-mariadb's own address, port 3306, and nothing left on lab-db's (its address before the move)."""
+    with connect(MARIADB_PORT, "app", LAB_PASSWORD) as app, app.cursor() as cur:
+        cur.execute("SELECT @@datadir, @@bind_address, @@port, DATABASE()")
+        assert cur.fetchone() == ("/var/lib/mysql-lab/", MARIADB_ADDRESS, MARIADB_PORT, "appdb")
+    with connect(MARIADB_PORT, "validator", LAB_PASSWORD) as validator, validator.cursor() as cur:
         cur.execute("SHOW GRANTS FOR CURRENT_USER")
         assert "GRANT SELECT ON `appdb`.*" in "\n".join(row[0] for row in cur.fetchall())
+    with pytest.raises(pymysql.err.OperationalError) as refused:
+        pymysql.connect(host="127.0.0.1", port=MARIADB_PORT, user="validator", password=LAB_PASSWORD, connect_timeout=5)
+    assert refused.value.args[0] == 2003  # CR_CONN_HOST_ERROR: nothing listens there
+
+
+def test_site_converges_mariadb_over_ssh_and_a_second_converge_changes_nothing(lab):
+    """site.yml's MariaDB play alone, on db-mariadb over SSH. --limit: other plays still validate
+    their roles' arguments (tagged always), which needs facts their hosts gather only in their own
+    plays."""
+    again = run_playbook("site.yml", cmdline="--tags mariadb --limit mariadb_servers")
+    assert again.status == "successful", again.stdout
+    assert set(again.stats["ok"]) == {HOST}, again.stats  # the role ran on the MariaDB host alone
+    assert again.changes() == []
 
 
 @pytest.mark.parametrize(
@@ -204,4 +222,4 @@ def test_bad_input_is_refused_naming_the_variable(port, variables, named):
     # refused by meta/argument_specs.yml or by tasks/validate.yml, before anything is installed or written
     assert failed and failed[0]["task"].startswith(("Validating arguments", "Check ")), failed
     assert named in failed[0]["res"]["msg"], failed[0]["res"]["msg"]
-    assert run.changed() == 0
+    assert run.changed(HOST) == 0

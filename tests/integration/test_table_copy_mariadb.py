@@ -1,10 +1,11 @@
 """table_copy and table_compare with MariaDB as the target: a real SQLite file (integers, reals,
 numerics, text, text dates, blobs, booleans, NULLs, unicode) copied into the lab's MariaDB
-(instance lab, :3306, database appdb) compares equal; a change made after the capture is replayed;
-a second run changes nothing; check mode writes nothing; a hostile table name is one name on both
-sides; wrong credentials are named and nothing is written; a value too long for an existing
-VARCHAR(5) column is named with table, key, column and value; a row changed on the MariaDB side
-is found by its key. Every table and phase row the tests make is removed afterwards (the lab is shared)."""
+(instance lab on its own host db-mariadb, 127.0.0.14:3306, database appdb) compares equal; a change
+made after the capture is replayed; a second run changes nothing; check mode writes nothing; a
+hostile table name is one name on both sides; wrong credentials are named and nothing is written; a
+value too long for an existing VARCHAR(5) column is named with table, key, column and value; a row
+changed on the MariaDB side is found by its key. Every table and phase row the tests make is
+removed afterwards (the lab is shared)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.mariadb.cli
 from ansible_collections.zerodowntime.migration.plugins.module_utils.mariadb.client import quote_ident
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import ensure_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
-from tests.lab import LAB_PASSWORD, ROOT, run_module
+from tests.lab import LAB_PASSWORD, MARIADB_ADDRESS, MARIADB_PORT, ROOT, run_module
 
 MARIADB = {
     "target_engine": "mariadb",
-    "mariadb_host": "127.0.0.1",
-    "mariadb_port": 3306,
+    "mariadb_host": MARIADB_ADDRESS,
+    "mariadb_port": MARIADB_PORT,
     "mariadb_user": "app",
     "mariadb_password": LAB_PASSWORD,
     "mariadb_database": "appdb",
@@ -64,7 +65,7 @@ def sqlite_file(path, tables: list[str]) -> str:
 def maria() -> pymysql.Connection:
     utc = "SET time_zone = '+00:00'"
     return pymysql.connect(
-        host="127.0.0.1", port=3306, user="app", password=LAB_PASSWORD, database="appdb", autocommit=True, init_command=utc
+        host=MARIADB_ADDRESS, port=MARIADB_PORT, user="app", password=LAB_PASSWORD, database="appdb", autocommit=True, init_command=utc
     )
 
 
@@ -208,7 +209,7 @@ def test_wrong_credentials_are_named_and_nothing_is_written(tmp_path, cleanup):
     secret = "not-the-password-4711"
     failed = module("table_copy", path, tables=["zdm_it_creds"], phase="zdm_it_creds", mariadb_password=secret)
     assert failed.get("failed") is True and failed["changed"] is False
-    assert "authentication failed for user 'app' on MariaDB 127.0.0.1:3306" in failed["msg"]
+    assert f"authentication failed for user 'app' on MariaDB {MARIADB_ADDRESS}:{MARIADB_PORT}" in failed["msg"]
     assert "check mariadb_user and mariadb_password" in failed["msg"]
     assert secret not in str(failed)
     assert not table_exists("zdm_it_creds") and phase_row("zdm_it_creds") is None
