@@ -49,6 +49,12 @@ MARIADB_ADDRESS, MARIADB_PORT = "127.0.0.14", 3306
 SERVER_ADDRESS = "SELECT host(inet_server_addr())"
 
 
+# Redis blue and green, each on its own host and address, both on port 6379 (TLS 6479) (inventories/lab
+# hosts.yml: cache-blue, cache-green): tests tell them apart by address, never by port.
+REDIS_PORT, REDIS_TLS_PORT = 6379, 6479
+REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS = "127.0.0.21", "127.0.0.22"
+
+
 # lab-db's own address: the PgBouncers (:6432, :6433) and HAProxy's frontends (:5000, :5001) listen there
 LAB_DB_ADDRESS = "127.0.0.1"
 
@@ -728,11 +734,11 @@ def lab_findings() -> list[tuple[str, str]]:
     except psycopg.Error as exc:
         found.append(("postgresql", f"cannot read PostgreSQL's side of the lab: {str(exc).strip()}"))
     try:
-        role = redis.Redis(host="127.0.0.1", port=6379, password=LAB_PASSWORD, socket_timeout=5).info("replication")["role"]
+        role = redis.Redis(host=REDIS_BLUE_ADDRESS, port=REDIS_PORT, password=LAB_PASSWORD, socket_timeout=5).info("replication")["role"]
         if role != "master":
-            found.append(("redis", f"Redis blue :6379 is a {role}, not the master"))
+            found.append(("redis", f"Redis blue {REDIS_BLUE_ADDRESS}:{REDIS_PORT} is a {role}, not the master"))
     except redis.RedisError as exc:
-        found.append(("redis", f"cannot read Redis blue :6379: {exc}"))
+        found.append(("redis", f"cannot read Redis blue {REDIS_BLUE_ADDRESS}:{REDIS_PORT}: {exc}"))
     return found
 
 

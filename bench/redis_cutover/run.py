@@ -3,8 +3,8 @@ state=switched) against the task-by-task playbook, in the same run, on the lab.
 
     .venv/bin/python bench/redis_cutover/run.py [--clients 8] [--switchovers 10] [--results bench/RESULTS.md]
 
-Both ways run playbooks/redis_switchover.yml on the lab (blue :6379, green :6380, clients through
-HAProxy's Redis frontend :6389): `redis_switchover_one_run: true` (the default) and `false` (the
+Both ways run playbooks/redis_switchover.yml on the lab (blue 127.0.0.21:6379, green 127.0.0.22:6379,
+clients through HAProxy's Redis frontend :6389): `redis_switchover_one_run: true` (the default) and `false` (the
 earlier path: pause, promote, HAProxy hook, retire, release as separate tasks). Each way moves the
 primary blue -> green and back `--switchovers` times in each direction while `--clients` threads
 write through HAProxy (INCR of the client's counter and a SET of a new key per operation,
@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
 
 from bench.results import append_section  # noqa: E402
-from tests.lab import LAB_PASSWORD, run_playbook  # noqa: E402
+from tests.lab import LAB_PASSWORD, REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS, REDIS_PORT, run_playbook  # noqa: E402
 
-HAPROXY_REDIS, REDIS_BLUE, REDIS_GREEN = 6389, 6379, 6380
+HAPROXY_REDIS = 6389
+REDIS_BLUE, REDIS_GREEN = REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS  # both on REDIS_PORT: told apart by address
 
 
 class Writer(threading.Thread):
@@ -81,8 +82,8 @@ class Writer(threading.Thread):
         return lost
 
 
-def primary_port() -> int:
-    info = redis.Redis(host="127.0.0.1", port=REDIS_BLUE, password=LAB_PASSWORD).info("replication")
+def primary_address() -> str:
+    info = redis.Redis(host=REDIS_BLUE, port=REDIS_PORT, password=LAB_PASSWORD).info("replication")
     return REDIS_BLUE if info["role"] == "master" else REDIS_GREEN
 
 
@@ -112,7 +113,7 @@ def measure(way: str, one_run: bool, clients: int, switchovers: int) -> dict:
             writer.stop.set()
         for writer in writers:
             writer.join(60)
-    primary = redis.Redis(host="127.0.0.1", port=primary_port(), password=LAB_PASSWORD)
+    primary = redis.Redis(host=primary_address(), port=REDIS_PORT, password=LAB_PASSWORD)
     lost = sum(writer.lost_on(primary) for writer in writers)
     return dict(
         way=way,
@@ -158,7 +159,7 @@ def main() -> None:
     parser.add_argument("--one-run-only", action="store_true", help="measure the one run only, print it, record nothing")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
-    if primary_port() != REDIS_BLUE:
+    if primary_address() != REDIS_BLUE:
         raise SystemExit("Redis blue must be the primary to start: run playbooks/redis_switchover.yml -e redis_switchover_to=blue")
     rows = [measure("one run (state=switched)", True, args.clients, args.switchovers)]
     if args.one_run_only:  # a quick look at the one run; not a result to record
@@ -206,7 +207,7 @@ def machine() -> str:
     import os
     import platform
 
-    version = redis.Redis(host="127.0.0.1", port=REDIS_BLUE, password=LAB_PASSWORD).info("server")["redis_version"]
+    version = redis.Redis(host=REDIS_BLUE, port=REDIS_PORT, password=LAB_PASSWORD).info("server")["redis_version"]
     return f"Redis {version}; Python {platform.python_version()}; {os.cpu_count()} CPUs"
 
 

@@ -162,15 +162,15 @@ attributes:
 EXAMPLES = r"""
 - name: Promote green once it has blue's last write (blue's writes are paused)
   zerodowntime.migration.redis_switchover:
-    source: {host: 127.0.0.1, port: 6379, password: "{{ redis_password }}"}
-    target: {host: 127.0.0.1, port: 6380, password: "{{ redis_password }}"}
+    source: {host: 127.0.0.21, port: 6379, password: "{{ redis_password }}"}
+    target: {host: 127.0.0.22, port: 6379, password: "{{ redis_password }}"}
     state: promoted
     timeout: 2
 
 - name: The whole cutover in one run, HAProxy told inside the hold
   zerodowntime.migration.redis_switchover:
-    source: {host: 127.0.0.1, port: 6379, password: "{{ redis_password }}"}
-    target: {host: 127.0.0.1, port: 6380, password: "{{ redis_password }}"}
+    source: {host: 127.0.0.21, port: 6379, password: "{{ redis_password }}"}
+    target: {host: 127.0.0.22, port: 6379, password: "{{ redis_password }}"}
     state: switched
     pause_ms: 3000
     timeout: 1
@@ -180,8 +180,8 @@ EXAMPLES = r"""
 
 - name: Blue follows green, its clients reconnect
   zerodowntime.migration.redis_switchover:
-    source: {host: 127.0.0.1, port: 6379, password: "{{ redis_password }}"}
-    target: {host: 127.0.0.1, port: 6380, password: "{{ redis_password }}"}
+    source: {host: 127.0.0.21, port: 6379, password: "{{ redis_password }}"}
+    target: {host: 127.0.0.22, port: 6379, password: "{{ redis_password }}"}
     state: retired
 """
 

@@ -72,7 +72,7 @@ attributes:
 EXAMPLES = r"""
 - name: Hold blue's writes for 5 seconds at most
   zerodowntime.migration.redis_write_pause:
-    host: 127.0.0.1
+    host: 127.0.0.21
     port: 6379
     password: "{{ redis_password }}"
     state: paused
@@ -80,7 +80,7 @@ EXAMPLES = r"""
 
 - name: Release them
   zerodowntime.migration.redis_write_pause:
-    host: 127.0.0.1
+    host: 127.0.0.21
     port: 6379
     password: "{{ redis_password }}"
     state: unpaused

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import tests.lab
-from tests.lab import BLUE, GREEN, HAPROXY_WRITES, bring_lab_to_start, lab_findings, run_playbook_ok, where
+from tests.lab import BLUE, GREEN, HAPROXY_WRITES, REDIS_BLUE_ADDRESS, REDIS_PORT, bring_lab_to_start, lab_findings, run_playbook_ok, where
 
 
 def texts(findings) -> str:
@@ -30,7 +30,7 @@ def test_redis_left_on_green_is_switched_back(lab):
     assert [kind for kind, _text in lab_findings()] == ["redis"]
 
     repaired = bring_lab_to_start()
-    assert "Redis blue :6379 is a slave, not the master" in texts(repaired)
+    assert f"Redis blue {REDIS_BLUE_ADDRESS}:{REDIS_PORT} is a slave, not the master" in texts(repaired)
     assert lab_findings() == []
 
 
@@ -41,7 +41,7 @@ def test_what_no_reset_repairs_is_named_with_the_command(lab, monkeypatch):
         monkeypatch.setitem(tests.lab.LAB_RESETS, "redis", ("status.yml", {}))
         with pytest.raises(RuntimeError) as raised:
             bring_lab_to_start()
-        assert "Redis blue :6379 is a slave, not the master" in str(raised.value)
+        assert f"Redis blue {REDIS_BLUE_ADDRESS}:{REDIS_PORT} is a slave, not the master" in str(raised.value)
         assert "Reset it with: ansible-playbook -i inventories/lab playbooks/status.yml" in str(raised.value)
     finally:
         monkeypatch.undo()

@@ -10,10 +10,21 @@ import pytest
 import redis
 import yaml
 
-from tests.lab import BLUE, LAB_PASSWORD, ROOT, RedisWriter, connect, run_playbook, scratch_database
+from tests.lab import (
+    BLUE,
+    LAB_PASSWORD,
+    REDIS_BLUE_ADDRESS,
+    REDIS_GREEN_ADDRESS,
+    REDIS_PORT,
+    ROOT,
+    RedisWriter,
+    connect,
+    run_playbook,
+    scratch_database,
+)
 
 HAPROXY_REDIS = 6389
-REDIS_BLUE, REDIS_GREEN = 6379, 6380
+REDIS_BLUE, REDIS_GREEN = REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS  # both on REDIS_PORT: told apart by address
 
 
 def test_phase1_publishes_blue_and_checks_every_service(phase1, blue):
@@ -22,7 +33,7 @@ def test_phase1_publishes_blue_and_checks_every_service(phase1, blue):
     assert (replica["application_name"], replica["state"]) == ("green_r1", "streaming")
     assert replica["replay_lag_ms"] is None or replica["replay_lag_ms"] <= 100
     [redis_check] = phase1.task_results("Check that Redis answers and green replicates blue with its link up")
-    assert redis_check["diff"]["before"] == {"source": "primary", "target": "replica of 127.0.0.1:6379"}
+    assert redis_check["diff"]["before"] == {"source": "primary", "target": f"replica of {REDIS_BLUE_ADDRESS}:{REDIS_PORT}"}
     [rabbitmq] = phase1.task_results("Check RabbitMQ's alarms, virtual hosts and aliveness")
     assert [item["json"]["status"] for item in rabbitmq["results"]] == ["ok", "ok", "ok"]
     [queues] = phase1.task_results("Check that RabbitMQ's queues are declared")
@@ -40,7 +51,7 @@ def test_phase1_publishes_blue_and_checks_every_service(phase1, blue):
     with connect(dict(BLUE, login_db="zerodowntime_state")) as state:
         status = state.execute("SELECT status, details FROM migration_progress WHERE phase = 'phase1_infra'").fetchone()
     assert status[0] == "succeeded" and status[1]["green_replicas"] == ["green_r1"]
-    assert status[1]["redis"] == {"source": "primary", "target": "replica of 127.0.0.1:6379"}
+    assert status[1]["redis"] == {"source": "primary", "target": f"replica of {REDIS_BLUE_ADDRESS}:{REDIS_PORT}"}
     assert status[1]["raft_leader"] in ("etcd1", "etcd2", "etcd3")
     assert LAB_PASSWORD not in phase1.stdout
 
@@ -89,8 +100,8 @@ def test_phase1_fails_naming_the_unhealthy_service_and_records_it(phase1):
     assert status == "failed" and "green_r9" in details["error"], details
 
 
-def role(port: int) -> str:
-    return redis.Redis(host="127.0.0.1", port=port, password=LAB_PASSWORD).info("replication")["role"]
+def role(address: str) -> str:
+    return redis.Redis(host=address, port=REDIS_PORT, password=LAB_PASSWORD).info("replication")["role"]
 
 
 def switch_redis_to(side: str):
@@ -118,14 +129,14 @@ def test_redis_switchover_through_haproxy_loses_no_write(redis_on_blue):
     assert role(REDIS_GREEN) == "master" and role(REDIS_BLUE) == "slave"
     # blue is a read-only replica from the promotion on: writes acknowledged since went to green
     assert len(writer.acked) > acked_at_switch > 0, (acked_at_switch, len(writer.acked), writer.errors[:5])
-    on_green = redis.Redis(host="127.0.0.1", port=REDIS_GREEN, password=LAB_PASSWORD)
+    on_green = redis.Redis(host=REDIS_GREEN, port=REDIS_PORT, password=LAB_PASSWORD)
     values = on_green.mget(writer.acked)
     missing = [key for key, value in zip(writer.acked, values, strict=True) if value is None]
     assert missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes missing on green; errors {writer.errors[:5]}"
     assert len(on_green.keys(f"{writer.prefix}*")) == len(writer.acked)
-    # through HAProxy a new connection reaches green, the primary
+    # through HAProxy a new connection reaches green, the primary (the same server: its run_id)
     via_haproxy = redis.Redis(host="127.0.0.1", port=HAPROXY_REDIS, password=LAB_PASSWORD)
-    assert via_haproxy.info("server")["tcp_port"] == REDIS_GREEN
+    assert via_haproxy.info("server")["run_id"] == on_green.info("server")["run_id"]
     # a second run changes nothing
     again = switch_redis_to("green")
     assert again.changed("localhost") == 0, again.changed_tasks()

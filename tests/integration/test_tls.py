@@ -1,6 +1,6 @@
 """TLS between the lab's hosts (inventories/lab: PostgreSQL blue/green/green_r1 each on its own address
 with a certificate of its own, PgBouncer :6432/:6433,
-Redis TLS listeners :6479/:6480), every certificate issued by the lab's CA (roles/lab_ca).
+Redis TLS listeners of blue 127.0.0.21:6479 and green 127.0.0.22:6479), every certificate issued by the lab's CA (roles/lab_ca).
 
 Clients verify with sslmode=verify-full against the lab's CA; a throwaway CA made here (the
 `cryptography` library) stands for a wrong one and must be refused, with an error naming the
@@ -28,6 +28,10 @@ from tests.lab import (
     GREEN_R1_ADDRESS,
     LAB_PASSWORD,
     PG_PORT,
+    REDIS_BLUE_ADDRESS,
+    REDIS_GREEN_ADDRESS,
+    REDIS_PORT,
+    REDIS_TLS_PORT,
     connect,
     drop_database,
     drop_replication,
@@ -44,7 +48,7 @@ CA_DIR = Path("/var/lib/zerodowntime/lab-ca")  # roles/lab_ca lab_ca_dir, on the
 VERIFY_FULL = {"ssl_mode": "verify-full", "ssl_rootcert": LAB_CA}
 POOLERS = (6432, 6433)  # lab-db (Debian's instance) and lab-pooler2 (pgbouncer2)
 GREEN_R1 = dict(GREEN, login_host=GREEN_R1_ADDRESS)
-REDIS_TLS = {6479: "master", 6480: "slave"}  # blue, green (replica of blue)
+REDIS_TLS = {REDIS_BLUE_ADDRESS: "master", REDIS_GREEN_ADDRESS: "slave"}  # blue, green (replica of blue), both on REDIS_TLS_PORT
 DB = "zdm_tls_test"
 
 
@@ -76,7 +80,8 @@ def test_lab_ca_signed_the_servers_certificates_for_their_addresses(lab):
         ("postgresql-green_r1", "postgres", GREEN_R1_ADDRESS),
         ("pgbouncer-pgbouncer", "postgres", "127.0.0.1"),
         ("pgbouncer-pgbouncer2", "postgres", "127.0.0.1"),
-        ("redis", "redis", "127.0.0.1"),
+        ("redis-cache-blue", "redis", REDIS_BLUE_ADDRESS),
+        ("redis-cache-green", "redis", REDIS_GREEN_ADDRESS),
     ):
         cert = x509.load_pem_x509_certificate(Path(f"/etc/zerodowntime/tls/{name}.crt").read_bytes())
         assert cert.issuer == ca.subject, name
@@ -87,6 +92,11 @@ def test_lab_ca_signed_the_servers_certificates_for_their_addresses(lab):
             # a PostgreSQL instance's certificate names its own address and HAProxy's (the frontends pass TLS
             # through: postgresql_ssl_extra_names), not another instance's: it cannot pass for one
             assert sorted(addresses) == sorted([address, "127.0.0.1"]), (name, addresses)
+        elif name.startswith("redis-"):
+            # a Redis host's certificate names its own address only (redis_tls_subject_alt_names): nothing
+            # reaches a TLS listener through another address (HAProxy :6389 goes to the plain ports)
+            assert addresses == [address], (name, addresses)
+            assert names.get_values_for_type(x509.DNSName) == [name.removeprefix("redis-")], name
         else:
             assert address in addresses and "localhost" in names.get_values_for_type(x509.DNSName), name
         key = Path(f"/etc/zerodowntime/tls/{name}.key")
@@ -250,10 +260,10 @@ def test_pgbouncer_servers_use_tls(lab, port):
 # --- Redis ----------------------------------------------------------------------------------
 
 
-def redis_tls(port: int, ca: str) -> redis.Redis:
+def redis_tls(address: str, ca: str) -> redis.Redis:
     return redis.Redis(
-        host="127.0.0.1",
-        port=port,
+        host=address,
+        port=REDIS_TLS_PORT,
         password=LAB_PASSWORD,
         ssl=True,
         ssl_ca_certs=ca,
@@ -263,20 +273,20 @@ def redis_tls(port: int, ca: str) -> redis.Redis:
     )
 
 
-@pytest.mark.parametrize("port", sorted(REDIS_TLS))
-def test_redis_tls_listener_verifies_with_the_lab_ca(lab, port):
-    client = redis_tls(port, LAB_CA)
+@pytest.mark.parametrize("address", sorted(REDIS_TLS))
+def test_redis_tls_listener_verifies_with_the_lab_ca(lab, address):
+    client = redis_tls(address, LAB_CA)
     try:
         assert client.ping() is True
-        assert client.info("replication")["role"] == REDIS_TLS[port]
-        assert client.connection_pool.connection_kwargs["port"] == port
+        assert client.info("replication")["role"] == REDIS_TLS[address]
+        assert client.connection_pool.connection_kwargs["port"] == REDIS_TLS_PORT
     finally:
         client.close()
 
 
-@pytest.mark.parametrize("port", sorted(REDIS_TLS))
-def test_redis_tls_listener_refuses_a_wrong_ca(lab, port, wrong_ca):
-    client = redis_tls(port, wrong_ca)
+@pytest.mark.parametrize("address", sorted(REDIS_TLS))
+def test_redis_tls_listener_refuses_a_wrong_ca(lab, address, wrong_ca):
+    client = redis_tls(address, wrong_ca)
     with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
         client.ping()
     client.close()
@@ -284,11 +294,11 @@ def test_redis_tls_listener_refuses_a_wrong_ca(lab, port, wrong_ca):
 
 def test_redis_tls_reads_what_the_plain_port_wrote(lab):
     """Same instance behind both listeners; the write on blue reaches green, read over TLS."""
-    plain = redis.Redis(host="127.0.0.1", port=6379, password=LAB_PASSWORD, socket_timeout=5)
+    plain = redis.Redis(host=REDIS_BLUE_ADDRESS, port=REDIS_PORT, password=LAB_PASSWORD, socket_timeout=5)
     key = f"zdm:tls-test:{time.time_ns()}"
     try:
         plain.set(key, "over tls", ex=60)
-        green = redis_tls(6480, LAB_CA)
+        green = redis_tls(REDIS_GREEN_ADDRESS, LAB_CA)
         wait_for("the key to reach green", lambda: green.get(key) == b"over tls", timeout=10)
         green.close()
     finally:
@@ -299,5 +309,5 @@ def test_redis_tls_reads_what_the_plain_port_wrote(lab):
 def test_python_ssl_rejects_the_lab_certificate_without_the_ca(lab):
     """Nothing trusts the lab's certificates by accident: the system's CAs do not."""
     context = ssl.create_default_context()
-    with socket.create_connection(("127.0.0.1", 6479), timeout=5) as sock, pytest.raises(ssl.SSLCertVerificationError):
-        context.wrap_socket(sock, server_hostname="127.0.0.1")
+    with socket.create_connection((REDIS_BLUE_ADDRESS, REDIS_TLS_PORT), timeout=5) as sock, pytest.raises(ssl.SSLCertVerificationError):
+        context.wrap_socket(sock, server_hostname=REDIS_BLUE_ADDRESS)
