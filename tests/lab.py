@@ -119,8 +119,10 @@ class PlaybookRun:
         self.events = list(runner.events)
         self.stdout = runner.stdout.read()
 
-    def changed(self, host="lab-db") -> int:
-        return self.stats.get("changed", {}).get(host, 0)
+    def changed(self, host: str | None = None) -> int:
+        """Changed results on `host`, or on every host of the run (a play on SSH hosts counts too)."""
+        by_host = self.stats.get("changed", {})
+        return by_host.get(host, 0) if host is not None else sum(by_host.values())
 
     def task_results(self, task_name: str) -> list[dict]:
         """event_data.res of every result of the task with this name; `failed` is set from the
