@@ -55,13 +55,24 @@ REDIS_PORT, REDIS_TLS_PORT = 6379, 6479
 REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS = "127.0.0.21", "127.0.0.22"
 
 
-# lab-db's own address: the PgBouncers (:6432, :6433) and HAProxy's frontends (:5000, :5001) listen there
+# lab-db's own address: the PgBouncers (:6432, :6433) and the sample app (:18081, :18082) listen there
 LAB_DB_ADDRESS = "127.0.0.1"
+
+# HAProxy on a host of its own (inventories/lab hosts.yml: lb-1) reached over SSH: its frontends listen
+# on its address (writes, reads, HTTP, Redis, statistics); its admin socket is on this machine.
+HAPROXY_HOST, HAPROXY_ADDRESS = "lb-1", "127.0.0.31"
+HAPROXY_WRITES, HAPROXY_READS, HAPROXY_HTTP, HAPROXY_REDIS, HAPROXY_STATS = 5000, 5001, 8080, 6389, 8404
+HAPROXY_SOCKET = "/run/haproxy/admin.sock"
 
 
 def on_lab_db(port: int, **overrides) -> dict:
-    """BLUE's login through a service of lab-db on `port` (a PgBouncer, an HAProxy frontend)."""
+    """BLUE's login through a service of lab-db on `port` (a PgBouncer)."""
     return dict(BLUE, login_host=LAB_DB_ADDRESS, login_port=port, **overrides)
+
+
+def through_haproxy(port: int, **overrides) -> dict:
+    """BLUE's login through an HAProxy frontend of lb-1 on `port` (HAPROXY_WRITES, HAPROXY_READS)."""
+    return dict(BLUE, login_host=HAPROXY_ADDRESS, login_port=port, **overrides)
 
 
 def where(endpoint: dict) -> str:
@@ -659,10 +670,13 @@ class RedisWriter:
     """Writes distinct keys (`prefix` + a number) to Redis from a thread, as fast as it can, while
     a with-block runs. On an error (READONLY from a demoted primary, a connection closed) it retries
     the same key, reconnecting to the port `primary_file` holds when that file exists (what a test's
-    repoint hook wrote), else to the same port. `acked` keeps the keys Redis acknowledged."""
+    repoint hook wrote), else to the same port, all on `host` (lab-db's address unless told). `acked`
+    keeps the keys Redis acknowledged."""
 
-    def __init__(self, port: int, password: str = LAB_PASSWORD, primary_file: Path | None = None, prefix: str = "w:"):
-        self.port, self.password, self.primary_file, self.prefix = port, password, primary_file, prefix
+    def __init__(
+        self, port: int, password: str = LAB_PASSWORD, primary_file: Path | None = None, prefix: str = "w:", host: str = LAB_DB_ADDRESS
+    ):
+        self.port, self.password, self.primary_file, self.prefix, self.host = port, password, primary_file, prefix, host
         self.acked: list[str] = []
         self.errors: list[tuple[str, str]] = []
         self.stop = threading.Event()
@@ -670,7 +684,7 @@ class RedisWriter:
 
     def connect(self) -> redis.Redis:
         port = int(self.primary_file.read_text()) if self.primary_file and self.primary_file.exists() else self.port
-        return redis.Redis(host="127.0.0.1", port=port, password=self.password, socket_timeout=30)
+        return redis.Redis(host=self.host, port=port, password=self.password, socket_timeout=30)
 
     def run(self):
         conn = self.connect()
@@ -700,7 +714,6 @@ class RedisWriter:
 
 # The state every integration test starts from, and what brings the lab back to it.
 POOLER_CONSOLES = (6432, 6433)  # inventories/lab: migration_pgbouncers
-HAPROXY_WRITES = 5000
 LAB_RESETS = {
     "postgresql": ("rollback.yml", {}),
     "redis": ("redis_switchover.yml", {"redis_switchover_to": "blue"}),
@@ -722,7 +735,7 @@ def lab_findings() -> list[tuple[str, str]]:
                     found.append(("postgresql", "blue's novacron is read-only (a cutover left it frozen or switched to green)"))
             found += pooler_findings()
             with psycopg.connect(
-                host="127.0.0.1",
+                host=HAPROXY_ADDRESS,
                 port=HAPROXY_WRITES,
                 user="migrator",
                 password=LAB_PASSWORD,
@@ -732,7 +745,8 @@ def lab_findings() -> list[tuple[str, str]]:
             ) as conn:
                 server = server_reached(conn)
             if server != "blue":
-                found.append(("postgresql", f"HAProxy's write frontend :{HAPROXY_WRITES} sends writes to {server}, not blue {where(BLUE)}"))
+                frontend = f"{HAPROXY_ADDRESS}:{HAPROXY_WRITES}"
+                found.append(("postgresql", f"HAProxy's write frontend {frontend} sends writes to {server}, not blue {where(BLUE)}"))
     except psycopg.Error as exc:
         found.append(("postgresql", f"cannot read PostgreSQL's side of the lab: {str(exc).strip()}"))
     try:

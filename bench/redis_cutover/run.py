@@ -4,7 +4,7 @@ state=switched) against the task-by-task playbook, in the same run, on the lab.
     .venv/bin/python bench/redis_cutover/run.py [--clients 8] [--switchovers 10] [--results bench/RESULTS.md]
 
 Both ways run playbooks/redis_switchover.yml on the lab (blue 127.0.0.21:6379, green 127.0.0.22:6379,
-clients through HAProxy's Redis frontend :6389): `redis_switchover_one_run: true` (the default) and `false` (the
+clients through HAProxy's Redis frontend lb-1 127.0.0.31:6389): `redis_switchover_one_run: true` (the default) and `false` (the
 earlier path: pause, promote, HAProxy hook, retire, release as separate tasks). Each way moves the
 primary blue -> green and back `--switchovers` times in each direction while `--clients` threads
 write through HAProxy (INCR of the client's counter and a SET of a new key per operation,
@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / ".ansible" / "collections")]
 
 from bench.results import append_section  # noqa: E402
-from tests.lab import LAB_PASSWORD, REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS, REDIS_PORT, run_playbook  # noqa: E402
+from tests.lab import HAPROXY_ADDRESS, HAPROXY_REDIS, LAB_PASSWORD, REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS, REDIS_PORT, run_playbook  # noqa: E402
 
-HAPROXY_REDIS = 6389
 REDIS_BLUE, REDIS_GREEN = REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS  # both on REDIS_PORT: told apart by address
 
 
@@ -49,7 +48,7 @@ class Writer(threading.Thread):
         self.stop = threading.Event()
 
     def connect(self):
-        return redis.Redis(host="127.0.0.1", port=HAPROXY_REDIS, password=LAB_PASSWORD, socket_timeout=30)
+        return redis.Redis(host=HAPROXY_ADDRESS, port=HAPROXY_REDIS, password=LAB_PASSWORD, socket_timeout=30)
 
     def run(self):
         conn, number = self.connect(), 0

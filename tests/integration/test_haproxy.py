@@ -1,5 +1,6 @@
 """roles/haproxy and the read shift (tasks_from: shift_reads, playbooks/shift_reads.yml) against
-the lab's real HAProxy 2.6: writes :5000, reads :5001, HTTP :8080, stats :8404, admin socket.
+the lab's real HAProxy 2.6 on lb-1 (127.0.0.31, over SSH): writes :5000, reads :5001, HTTP :8080,
+stats :8404, admin socket.
 Routing is checked by connecting through HAProxy and asking PostgreSQL for its address (blue and
 green both listen on port 5432: tests.lab.server_reached)."""
 
@@ -24,26 +25,35 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.run
 from tests.lab import (
     BLUE,
     GREEN,
+    HAPROXY_ADDRESS,
+    HAPROXY_HOST,
+    HAPROXY_HTTP,
+    HAPROXY_READS,
+    HAPROXY_SOCKET,
+    HAPROXY_STATS,
+    HAPROXY_WRITES,
     ROOT,
     SHIFT_BACK,
     SHIFT_FORWARD,
     connect,
     free_port,
-    on_lab_db,
     run_module,
     run_playbook,
     server_reached,
+    through_haproxy,
     where,
 )
 
-SOCKET = "/run/haproxy/admin.sock"
+SOCKET = HAPROXY_SOCKET
 STATE_FILE = Path("/var/lib/haproxy/server-state")
 CONFIG = Path("/etc/haproxy/haproxy.cfg")
 SAMPLE_APP_FAULTS = Path("/var/lib/zerodowntime-sample-app")  # roles/sample_app: <instance>.json
 PIDFILE = Path("/var/run/haproxy.pid")
-# HAProxy's frontends listen on 127.0.0.1, not on blue's address
-WRITES = on_lab_db(5000)
-READS = dict(WRITES, login_port=5001)
+# HAProxy's frontends listen on lb-1's address, not on blue's
+WRITES = through_haproxy(HAPROXY_WRITES)
+READS = through_haproxy(HAPROXY_READS)
+# the throwaway HAProxies (side_haproxy) listen on lab-db's address, on free ports
+SIDE_ADDRESS = "127.0.0.1"
 HAPROXY_PLAY = [
     {"name": "Provision HAProxy", "hosts": "haproxy_servers", "become": True, "roles": [{"role": "zerodowntime.migration.haproxy"}]}
 ]
@@ -107,7 +117,7 @@ def servers_reached(endpoint: dict, connections: int) -> Counter:
 
 def haproxy_module(**args):
     """community.general.haproxy on the lab's admin socket, backend pg_read unless told."""
-    return run_module("community.general.haproxy", {"socket": SOCKET, "backend": "pg_read", **args})
+    return run_module("community.general.haproxy", {"socket": SOCKET, "backend": "pg_read", **args}, host=HAPROXY_HOST)
 
 
 def shift_reads(percent: int, check: bool = False, **extravars):
@@ -140,8 +150,8 @@ def saved_weights(backend: str = "pg_read") -> dict[str, int]:
     return {row[3]: int(row[7]) for row in rows if row[1] == backend}
 
 
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def http_get(port: int, path: str, address: str = HAPROXY_ADDRESS) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(address, port, timeout=5)
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -150,14 +160,14 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
-def wait_for_port(port: int, timeout: float = 15) -> None:
+def wait_for_port(port: int, address: str = SIDE_ADDRESS, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((address, port), timeout=1).close()
             return
         except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on 127.0.0.1:{port}"
+            assert time.monotonic() < deadline, f"nothing listens on {address}:{port}"
             time.sleep(0.2)
 
 
@@ -189,7 +199,7 @@ def haproxy(lab):
 def test_second_converge_changes_nothing(haproxy):
     again = run_playbook(HAPROXY_PLAY)
     assert again.status == "successful", again.stdout
-    assert again.changed() == 0, again.changed_tasks()
+    assert again.changed(HAPROXY_HOST) == 0, again.changed_tasks()
 
 
 def test_converge_starts_haproxy_after_an_unclean_stop(haproxy):
@@ -213,6 +223,8 @@ def test_installed_config_is_valid_and_keeps_runtime_state(haproxy):
     assert "Configuration file is valid" in check.stdout
     config = CONFIG.read_text()
     assert "stats socket /run/haproxy/admin.sock mode 660 level admin" in config
+    for port in (HAPROXY_WRITES, HAPROXY_READS, HAPROXY_HTTP, HAPROXY_STATS):
+        assert f"bind {HAPROXY_ADDRESS}:{port}\n" in config, port  # lb-1's address, not lab-db's
     assert f"server-state-file {STATE_FILE}" in config
     assert "load-server-state-from-file global" in config
     assert "option httpchk GET /health" in config
@@ -270,14 +282,14 @@ def test_set_primary_moves_writes_keeps_them_and_refuses_a_converge(writes_on_bl
     assert server_reached(held) == "blue"
     moved = set_primary("green")
     assert moved.status == "successful", moved.stdout
-    assert moved.changed() == 2, moved.changed_tasks()  # the runtime switch and haproxy.cfg
+    assert moved.changed(HAPROXY_HOST) == 2, moved.changed_tasks()  # the runtime switch and haproxy.cfg
     with pytest.raises(psycopg.OperationalError):  # the old primary's sessions were shut down
         held.execute("SELECT 1")
     held.close()
     assert servers_reached(WRITES, 5) == Counter({"green": 5})
     config = CONFIG.read_text()
     assert f"    server green {where(GREEN)} check\n" in config and f"    server blue {where(BLUE)} check disabled\n" in config
-    assert set_primary("green").changed() == 0
+    assert set_primary("green").changed(HAPROXY_HOST) == 0
 
     pid = haproxy_pid()
     assert run_playbook(RELOAD_PLAY).status == "successful"
@@ -326,11 +338,11 @@ def test_shift_reads_sets_weights_once(haproxy):
     run = shift_reads(25)
     assert run.status == "successful", run.stdout
     assert weights() == {"blue": 192, "green": 64}
-    assert run.changed() == 2, run.changed_tasks()  # one task per server
+    assert run.changed(HAPROXY_HOST) == 2, run.changed_tasks()  # one task per server
 
     again = shift_reads(25)
     assert again.status == "successful", again.stdout
-    assert again.changed() == 0, again.changed_tasks()
+    assert again.changed(HAPROXY_HOST) == 0, again.changed_tasks()
     assert weights() == {"blue": 192, "green": 64}
 
     seen = servers_reached(READS, 40)
@@ -341,13 +353,13 @@ def test_shift_reads_check_mode_predicts_and_changes_nothing(haproxy):
     assert shift_reads(25).status == "successful"
     planned = shift_reads(100, check=True)
     assert planned.status == "successful", planned.stdout
-    assert planned.changed() == 1
+    assert planned.changed(HAPROXY_HOST) == 1
     predictions = planned.task_results("Predict the change (check mode, where community.general.haproxy does not run)")
     assert [item["msg"] for item in predictions[0]["results"]] == ["green: weight 64 -> 256", "blue: weight 192 -> 0"]
     assert weights() == {"blue": 192, "green": 64}
 
     unchanged = shift_reads(25, check=True)
-    assert unchanged.changed() == 0, unchanged.changed_tasks()
+    assert unchanged.changed(HAPROXY_HOST) == 0, unchanged.changed_tasks()
 
 
 STEPS = [(10, {"blue": 230, "green": 26}), (50, {"blue": 128, "green": 128}), (100, {"blue": 0, "green": 256})]
@@ -386,7 +398,7 @@ def test_shift_reads_in_gated_steps_by_default_and_back(haproxy):
 
     again = run_playbook("shift_reads.yml", extravars=dict(hold, green_read_percent=50))
     assert again.status == "successful", again.stdout
-    assert again.changed() == 0, again.changed_tasks()
+    assert again.changed(HAPROXY_HOST) == 0, again.changed_tasks()
 
     back = run_playbook("shift_reads.yml", extravars=dict(GATED, green_read_percent=10))
     assert back.status == "successful", back.stdout
@@ -492,7 +504,7 @@ def test_community_general_haproxy_gaps_that_shift_reads_covers(haproxy):
     play = [
         {
             "name": "check mode",
-            "hosts": "lab-db",
+            "hosts": HAPROXY_HOST,
             "gather_facts": False,
             "tasks": [
                 {"name": "drain", "community.general.haproxy": {"socket": SOCKET, "backend": "pg_read", "host": "green", "state": "drain"}}
@@ -517,10 +529,10 @@ def test_http_frontend_monitor_uri_and_app_health_checks(haproxy):
     """The lab's sample application (roles/sample_app) behind the HTTP frontend: app1 (blue) takes every
     request, app2 (green, weight 0) none; app1 failing its /health check goes DOWN and the frontend
     answers 503 (no other server takes requests) until it passes again."""
-    assert http_get(8080, "/haproxy-health")[0] == 200
+    assert http_get(HAPROXY_HTTP, "/haproxy-health")[0] == 200
     wait_up("app", "app1", "app2")  # GET /health answered 200 twice (rise 2)
     assert weights("app") == {"app1": 100, "app2": 0}
-    answers = [http_get(8080, "/") for _request in range(10)]
+    answers = [http_get(HAPROXY_HTTP, "/") for _request in range(10)]
     assert {code for code, _body in answers} == {200}, answers
     assert {json.loads(body)["instance"] for _code, body in answers} == {"blue"}
 
@@ -531,16 +543,16 @@ def test_http_frontend_monitor_uri_and_app_health_checks(haproxy):
         while not status("app", "app1").startswith("DOWN"):  # fall 3, inter 2s
             assert time.monotonic() < deadline, status("app", "app1")
             time.sleep(0.5)
-        assert http_get(8080, "/")[0] == 503
+        assert http_get(HAPROXY_HTTP, "/")[0] == 503
     finally:
         blue_faults.unlink(missing_ok=True)
     wait_up("app", "app1")
-    code, body = http_get(8080, "/")
+    code, body = http_get(HAPROXY_HTTP, "/")
     assert (code, json.loads(body)["instance"]) == (200, "blue")
 
 
 def test_stats_page_on_loopback(haproxy):
-    code, body = http_get(8404, "/stats;csv")
+    code, body = http_get(HAPROXY_STATS, "/stats;csv")
     assert code == 200
     assert b"pg_read,green," in body
 
@@ -558,11 +570,11 @@ def side_haproxy(directory: Path, tls: bool = False, **overrides):
         "haproxy_server_state_file": str(directory / "server-state"),
         "haproxy_pg_servers": [{"name": "blue", "address": BLUE["login_host"], "port": BLUE["login_port"], "read_weight": 256}],
         "haproxy_pg_primary": "blue",
-        "haproxy_pg_write_bind": f"127.0.0.1:{ports['write']}",
-        "haproxy_pg_read_bind": f"127.0.0.1:{ports['read']}",
-        "haproxy_http_bind": f"127.0.0.1:{ports['http']}",
-        "haproxy_tls_bind": f"127.0.0.1:{ports['tls']}",
-        "haproxy_stats_bind": f"127.0.0.1:{ports['stats']}",
+        "haproxy_pg_write_bind": f"{SIDE_ADDRESS}:{ports['write']}",
+        "haproxy_pg_read_bind": f"{SIDE_ADDRESS}:{ports['read']}",
+        "haproxy_http_bind": f"{SIDE_ADDRESS}:{ports['http']}",
+        "haproxy_tls_bind": f"{SIDE_ADDRESS}:{ports['tls']}",
+        "haproxy_stats_bind": f"{SIDE_ADDRESS}:{ports['stats']}",
         "haproxy_tls_enabled": tls,
         "haproxy_tls_certificate": str(directory / "haproxy.pem"),
         "haproxy_tls_common_name": "localhost",
@@ -614,7 +626,7 @@ def test_shift_to_a_down_server_fails_before_the_other_loses_weight(lab, tmp_pat
         assert "server pg_read/green not status 'UP' after 3 retries" in str(result), result
         assert weights(sock_path=sock) == {"blue": 256, "green": 256}  # blue kept its weight
         assert run.task_results("Set the weight of the other server and make it ready") == []
-        assert servers_reached(dict(READS, login_port=ports["read"]), 5) == Counter({"blue": 5})
+        assert servers_reached(dict(READS, login_host=SIDE_ADDRESS, login_port=ports["read"]), 5) == Counter({"blue": 5})
 
 
 def test_tls_termination_with_the_role_made_certificate(lab, tmp_path):
@@ -636,4 +648,4 @@ def check_tls(ports: dict, tmp_path: Path) -> None:
         assert conn.sock.getpeercert()["subjectAltName"] == (("DNS", "localhost"), ("IP Address", "127.0.0.1"))
     finally:
         conn.close()
-    assert http_get(ports["http"], "/haproxy-health")[0] == 200  # plain HTTP still answers
+    assert http_get(ports["http"], "/haproxy-health", SIDE_ADDRESS)[0] == 200  # plain HTTP still answers

@@ -7,7 +7,18 @@ from __future__ import annotations
 import pytest
 
 import tests.lab
-from tests.lab import BLUE, GREEN, HAPROXY_WRITES, REDIS_BLUE_ADDRESS, REDIS_PORT, bring_lab_to_start, lab_findings, run_playbook_ok, where
+from tests.lab import (
+    BLUE,
+    GREEN,
+    HAPROXY_ADDRESS,
+    HAPROXY_WRITES,
+    REDIS_BLUE_ADDRESS,
+    REDIS_PORT,
+    bring_lab_to_start,
+    lab_findings,
+    run_playbook_ok,
+    where,
+)
 
 
 def texts(findings) -> str:
@@ -19,7 +30,8 @@ def test_a_manual_cutover_is_found_and_rolled_back(validated):
     run_playbook_ok("phase5_cutover.yml", extravars={"cutover_approved": True})
     left_on_green = lab_findings()
     assert f"PgBouncer :6432 sends novacron to {where(GREEN)}, not blue {where(BLUE)}" in texts(left_on_green)
-    assert f"HAProxy's write frontend :{HAPROXY_WRITES} sends writes to green, not blue {where(BLUE)}" in texts(left_on_green)
+    frontend = f"{HAPROXY_ADDRESS}:{HAPROXY_WRITES}"  # lb-1's
+    assert f"HAProxy's write frontend {frontend} sends writes to green, not blue {where(BLUE)}" in texts(left_on_green)
 
     assert bring_lab_to_start() == left_on_green
     assert lab_findings() == []

@@ -1,6 +1,6 @@
 """playbooks/phase1_infra.yml and playbooks/redis_switchover.yml on the lab: every service
 provisioned and checked, blue's publication and slot made, and Redis switched over through
-HAProxy's Redis frontend (:6389) with a client writing throughout."""
+HAProxy's Redis frontend (lb-1 127.0.0.31:6389) with a client writing throughout."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import yaml
 
 from tests.lab import (
     BLUE,
+    HAPROXY_ADDRESS,
+    HAPROXY_REDIS,
     LAB_PASSWORD,
     REDIS_BLUE_ADDRESS,
     REDIS_GREEN_ADDRESS,
@@ -23,7 +25,6 @@ from tests.lab import (
     scratch_database,
 )
 
-HAPROXY_REDIS = 6389
 REDIS_BLUE, REDIS_GREEN = REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS  # both on REDIS_PORT: told apart by address
 
 
@@ -122,7 +123,7 @@ def redis_on_blue(phase1):
 
 
 def test_redis_switchover_through_haproxy_loses_no_write(redis_on_blue):
-    with RedisWriter(HAPROXY_REDIS, prefix=f"phase1:{time.time_ns()}:") as writer:
+    with RedisWriter(HAPROXY_REDIS, prefix=f"phase1:{time.time_ns()}:", host=HAPROXY_ADDRESS) as writer:
         switch_redis_to("green")
         acked_at_switch = len(writer.acked)
         time.sleep(0.5)
@@ -135,7 +136,7 @@ def test_redis_switchover_through_haproxy_loses_no_write(redis_on_blue):
     assert missing == [], f"{len(missing)} of {len(writer.acked)} acknowledged writes missing on green; errors {writer.errors[:5]}"
     assert len(on_green.keys(f"{writer.prefix}*")) == len(writer.acked)
     # through HAProxy a new connection reaches green, the primary (the same server: its run_id)
-    via_haproxy = redis.Redis(host="127.0.0.1", port=HAPROXY_REDIS, password=LAB_PASSWORD)
+    via_haproxy = redis.Redis(host=HAPROXY_ADDRESS, port=HAPROXY_REDIS, password=LAB_PASSWORD)
     assert via_haproxy.info("server")["run_id"] == on_green.info("server")["run_id"]
     # a second run changes nothing
     again = switch_redis_to("green")

@@ -17,7 +17,21 @@ import psycopg
 import pytest
 
 from tests.integration.test_pg_switchover_guardian import wait_for
-from tests.lab import BLUE, GREEN, GREEN_ADDRESS, LAB_PASSWORD, ROOT, connect, kill_tree, run_playbook, server_reached, where
+from tests.lab import (
+    BLUE,
+    GREEN,
+    GREEN_ADDRESS,
+    HAPROXY_ADDRESS,
+    HAPROXY_WRITES,
+    LAB_DB_ADDRESS,
+    LAB_PASSWORD,
+    ROOT,
+    connect,
+    kill_tree,
+    run_playbook,
+    server_reached,
+    where,
+)
 from tests.lab import wait_for as lab_wait_for
 
 APPROVED = {"cutover_approved": True}
@@ -34,12 +48,18 @@ def on_blue(validated):
     assert serving() == "blue"
 
 
-def serving(port: int = 6432) -> str:
-    """The server ("blue", "green") a pooler (or HAProxy's write frontend, :5000) sends the application to."""
+def serving(port: int = 6432, address: str = LAB_DB_ADDRESS) -> str:
+    """The server ("blue", "green") a pooler of lab-db (or HAProxy's write frontend: haproxy_writes_serving)
+    sends the application to."""
     with psycopg.connect(
-        host="127.0.0.1", port=port, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
+        host=address, port=port, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
     ) as conn:
         return server_reached(conn)
+
+
+def haproxy_writes_serving() -> str:
+    """The server HAProxy's write frontend (lb-1 127.0.0.31:5000) sends the application to."""
+    return serving(HAPROXY_WRITES, HAPROXY_ADDRESS)
 
 
 def readonly(side: dict) -> str:
@@ -102,7 +122,7 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         assert probe["server"]["address"] == GREEN_ADDRESS and probe["row"]["id"] > 0
         assert [(entry["server"], entry["found"]) for entry in probe["visible_on"]] == [(where(BLUE), True)]  # reverse replication
 
-        assert serving(6433) == "green" and serving(5000) == "green"  # the second pooler and HAProxy's writes follow
+        assert serving(6433) == "green" and haproxy_writes_serving() == "green"  # the second pooler and HAProxy's writes follow
         # the watch (inventories/lab: 8 s, a sample a second) found green as good as blue's baseline: no false alarm
         [watch] = cutover.task_results("Watch green against the baseline of blue")
         assert watch["healthy"] and len(watch["samples"]) >= 7, watch
@@ -115,7 +135,7 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         rollback = run_playbook("rollback.yml")
         assert rollback.status == "successful", rollback.stdout
         assert serving() == "blue" and readonly(BLUE) == "off" and readonly(GREEN) == "off"
-        assert serving(6433) == "blue" and serving(5000) == "blue"
+        assert serving(6433) == "blue" and haproxy_writes_serving() == "blue"
         writes = workload.finish()
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["committed"] > 0
@@ -149,7 +169,7 @@ def test_a_slow_green_is_rolled_back_by_the_watch_and_nothing_is_lost(on_blue, t
     assert "rolled it back" in failure["msg"] and "latency_ratio" in failure["msg"]
     assert cutover.task_results("Switch writes with pg_switchover green to blue")  # the lossless way back
     assert not cutover.task_results("Record the success of phase 5")
-    assert serving() == "blue" and serving(6433) == "blue" and serving(5000) == "blue"
+    assert serving() == "blue" and serving(6433) == "blue" and haproxy_writes_serving() == "blue"
     assert readonly(BLUE) == "off"
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
@@ -167,7 +187,7 @@ def test_a_stopped_reverse_replication_is_rolled_back_by_the_watch_and_nothing_i
 
     def haproxy_on_green():
         try:
-            return serving(5000) == "green" or None
+            return haproxy_writes_serving() == "green" or None
         except psycopg.OperationalError:  # HAProxy moving its write frontend
             return None
 
@@ -208,7 +228,7 @@ def test_a_stopped_reverse_replication_is_rolled_back_by_the_watch_and_nothing_i
     assert cutover.status == "failed"
     [failure] = cutover.task_results("Fail, naming the breach")
     assert "reverse_inactive_seconds" in failure["msg"]
-    assert serving() == "blue" and serving(6433) == "blue" and serving(5000) == "blue"
+    assert serving() == "blue" and serving(6433) == "blue" and haproxy_writes_serving() == "blue"
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
 

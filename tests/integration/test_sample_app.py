@@ -15,11 +15,24 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
-from tests.lab import SHIFT_BACK, SHIFT_FORWARD, Clients, gate_breached_told, run_playbook, webhook_receiver
+from tests.lab import (
+    HAPROXY_ADDRESS,
+    HAPROXY_HOST,
+    HAPROXY_HTTP,
+    HAPROXY_SOCKET,
+    LAB_DB_ADDRESS,
+    SHIFT_BACK,
+    SHIFT_FORWARD,
+    Clients,
+    gate_breached_told,
+    run_playbook,
+    webhook_receiver,
+)
 
-SOCKET = "/run/haproxy/admin.sock"
+SOCKET = HAPROXY_SOCKET
 BACKEND = "app"
-FRONTEND = "http://127.0.0.1:8080"  # inventories/lab haproxy_http_bind
+FRONTEND = f"http://{HAPROXY_ADDRESS}:{HAPROXY_HTTP}"  # inventories/lab haproxy_http_bind (lb-1)
+APP = f"http://{LAB_DB_ADDRESS}"  # the instances listen on lab-db's address, HAProxy reaches them over TCP
 INSTANCES = {"blue": 18081, "green": 18082}  # inventories/lab group_vars/sample_app_servers.yml
 FAULTS = Path("/var/lib/zerodowntime-sample-app")  # sample_app_fault_dir: <instance>.json
 SAMPLE_APP_PLAY = [
@@ -38,7 +51,7 @@ SHIFT_FAILED = "Stop on the shift's failure"  # roles/haproxy tasks/shift_gated.
 def get(url: str) -> tuple[int, dict]:
     """One GET: the status and the JSON body (status 0 when no HTTP answer came)."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - http://127.0.0.1 built here
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - http:// URLs built here
             return answer.status, json.loads(answer.read() or b"{}")
     except urllib.error.HTTPError as exc:
         body = exc.read()
@@ -138,8 +151,8 @@ def at_start(sample_app):
 
 def test_instances_answer_with_their_name_and_a_second_converge_changes_nothing(sample_app):
     for instance, port in INSTANCES.items():
-        assert get(f"http://127.0.0.1:{port}/health") == (200, {"instance": instance, "status": "ok"})
-        status, body = get(f"http://127.0.0.1:{port}/")
+        assert get(f"{APP}:{port}/health") == (200, {"instance": instance, "status": "ok"})
+        status, body = get(f"{APP}:{port}/")
         assert (status, body["instance"], body["path"]) == (200, instance, "/"), body
     again = run_playbook(SAMPLE_APP_PLAY)
     assert again.status == "successful", again.stdout
@@ -149,7 +162,7 @@ def test_instances_answer_with_their_name_and_a_second_converge_changes_nothing(
 def test_a_fault_file_makes_an_instance_misbehave_until_it_is_removed(at_start):
     """green.json error_share 0.2: exactly every 5th request answers 500 (/health stays 200), delay_ms
     slows every request; without the file every answer is 200 again."""
-    green = f"http://127.0.0.1:{INSTANCES['green']}"
+    green = f"{APP}:{INSTANCES['green']}"
     fault("green", error_share=0.2, delay_ms=50)
     started = time.monotonic()
     statuses = Counter(get(f"{green}/")[0] for _request in range(20))
@@ -157,7 +170,7 @@ def test_a_fault_file_makes_an_instance_misbehave_until_it_is_removed(at_start):
     assert statuses == {200: 16, 500: 4}, statuses
     assert took >= 20 * 0.05, took
     assert get(f"{green}/health")[0] == 200
-    assert get(f"http://127.0.0.1:{INSTANCES['blue']}/")[0] == 200  # blue reads its own file
+    assert get(f"{APP}:{INSTANCES['blue']}/")[0] == 200  # blue reads its own file
 
     clear_faults()
     assert Counter(get(f"{green}/")[0] for _request in range(10)) == {200: 10}
@@ -185,7 +198,7 @@ def test_healthy_shift_to_green_under_load_then_nothing_to_do(at_start):
 
     again = shift_app(100)
     assert again.status == "successful", again.stdout
-    assert again.changed() == 0, again.changes()
+    assert again.changed(HAPROXY_HOST) == 0, again.changes()
     unchanged = shift_app(0, check=True, shift_app_steps=[])
     assert unchanged.status == "successful", unchanged.stdout
     assert weights() == {"app1": 0, "app2": 100}

@@ -26,6 +26,8 @@ from tests.lab import (
     GREEN,
     GREEN_ADDRESS,
     GREEN_R1_ADDRESS,
+    HAPROXY_ADDRESS,
+    HAPROXY_WRITES,
     LAB_PASSWORD,
     PG_PORT,
     REDIS_BLUE_ADDRESS,
@@ -38,6 +40,7 @@ from tests.lab import (
     on_lab_db,
     recreate_database,
     run_module,
+    through_haproxy,
     wait_for,
     where,
     write_wrong_ca,
@@ -89,9 +92,9 @@ def test_lab_ca_signed_the_servers_certificates_for_their_addresses(lab):
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         addresses = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
         if name.startswith("postgresql-"):
-            # a PostgreSQL instance's certificate names its own address and HAProxy's (the frontends pass TLS
-            # through: postgresql_ssl_extra_names), not another instance's: it cannot pass for one
-            assert sorted(addresses) == sorted([address, "127.0.0.1"]), (name, addresses)
+            # a PostgreSQL instance's certificate names its own address and HAProxy's (lb-1: the frontends
+            # pass TLS through: postgresql_ssl_extra_names), not another instance's: it cannot pass for one
+            assert sorted(addresses) == sorted([address, HAPROXY_ADDRESS]), (name, addresses)
         elif name.startswith("redis-"):
             # a Redis host's certificate names its own address only (redis_tls_subject_alt_names): nothing
             # reaches a TLS listener through another address (HAProxy :6389 goes to the plain ports)
@@ -111,6 +114,14 @@ def test_verify_full_with_the_lab_ca_connects_over_tls(lab, endpoint):
     with Client(params(endpoint, **VERIFY_FULL)) as client:
         session = tls_of_session(client)
     assert session["ssl"] is True and session["version"].startswith("TLSv1.")
+
+
+def test_verify_full_through_haproxy_checks_the_server_against_haproxys_address(lab):
+    """HAProxy's write frontend (lb-1) passes TLS through: blue's certificate names lb-1's address."""
+    with Client(params(through_haproxy(HAPROXY_WRITES), **VERIFY_FULL)) as client:
+        session = tls_of_session(client)
+        server = client.query_one("SELECT host(inet_server_addr()) AS address")["address"]
+    assert session["ssl"] is True and server == BLUE_ADDRESS
 
 
 def test_plain_connections_still_work(lab):
