@@ -55,6 +55,13 @@ REDIS_PORT, REDIS_TLS_PORT = 6379, 6479
 REDIS_BLUE_ADDRESS, REDIS_GREEN_ADDRESS = "127.0.0.21", "127.0.0.22"
 
 
+# Prometheus, Alertmanager and the exporters on a host of their own (inventories/lab hosts.yml:
+# monitor-1), each daemon on its standard port of that one address
+MONITOR_ADDRESS = "127.0.0.41"
+PROMETHEUS_URL = f"http://{MONITOR_ADDRESS}:9090"
+ALERTMANAGER_URL = f"http://{MONITOR_ADDRESS}:9093"
+
+
 # lab-db's own address: the PgBouncers (:6432, :6433) and the sample app (:18081, :18082) listen there
 LAB_DB_ADDRESS = "127.0.0.1"
 
@@ -86,17 +93,15 @@ def server_reached(conn: psycopg.Connection) -> str:
     return PG_SERVERS.get(address, address)
 
 
-# The play targets lab-db with the group's variables file, so it runs whether or not
-# inventories/lab/hosts.yml has the monitoring_servers group yet.
 SAMPLE_APP = ROOT / "playbooks" / "files" / "vminer_sample.py"
 
 
-def provision_play(what: str, role: str, settings: Path) -> list[dict]:
-    """One role converged on lab-db (this machine) with an inventory's settings file."""
+def provision_play(what: str, role: str, settings: Path, host: str = "lab-db") -> list[dict]:
+    """One role converged on a lab host (lab-db, this machine, unless told) with an inventory's settings file."""
     return [
         {
             "name": f"Provision {what}",
-            "hosts": "lab-db",
+            "hosts": host,
             "become": True,
             "vars_files": [str(settings)],
             "roles": [{"role": f"zerodowntime.migration.{role}"}],
@@ -104,13 +109,17 @@ def provision_play(what: str, role: str, settings: Path) -> list[dict]:
     ]
 
 
-MONITORING_PLAY = provision_play("monitoring", "monitoring", ROOT / "inventories" / "lab" / "group_vars" / "monitoring_servers.yml")
+# monitoring on its host monitor-1 (over SSH), as site.yml's play converges it
+MONITORING_HOST = "monitor-1"
+MONITORING_PLAY = provision_play(
+    "monitoring", "monitoring", ROOT / "inventories" / "lab" / "group_vars" / "monitoring_servers.yml", host=MONITORING_HOST
+)
 
 
 # roles/lab_ssh on this machine: sshd on every address of inventories/lab's hosts reached over SSH
 # (the PostgreSQL servers, the etcd members; inventories/lab-ssh's hosts are the etcd members'
-# addresses), the lab's key pair and known_hosts. Like MONITORING_PLAY it targets lab-db (local)
-# with the lab's settings file, so it never drops an address the lab's hosts need.
+# addresses), the lab's key pair and known_hosts. It targets lab-db (local) with the lab's settings
+# file, so it never drops an address the lab's hosts need.
 LAB_SSH_INVENTORY = str(ROOT / "inventories" / "lab-ssh")
 LAB_SSH_PLAY = provision_play("the lab's SSH", "lab_ssh", ROOT / "inventories" / "lab" / "group_vars" / "lab_ssh_servers.yml")
 

@@ -60,7 +60,7 @@ options:
         required: true
       url:
         description:
-          - A webhook's URL, or an Alertmanager's base URL such as C(http://127.0.0.1:9093) (C(/api/v2/alerts) is added).
+          - A webhook's URL, or an Alertmanager's base URL such as C(http://127.0.0.41:9093) (C(/api/v2/alerts) is added).
           - It may hold a token; it is never shown.
         type: str
         required: true
@@ -116,7 +116,7 @@ EXAMPLES = r"""
         url: "{{ vault_oncall_webhook_url }}"
     alertmanagers:
       - name: alertmanager
-        url: http://127.0.0.1:9093
+        url: http://127.0.0.41:9093   # the lab's Alertmanager (monitor-1)
     fail_on_error: false
 """
 

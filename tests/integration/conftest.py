@@ -36,7 +36,7 @@ def lab():
 
 @pytest.fixture(scope="session")
 def monitoring(lab):
-    """roles/monitoring converged on the lab: Prometheus :9090, Alertmanager :9093, the exporters."""
+    """roles/monitoring converged on the lab's monitor-1 (127.0.0.41): Prometheus :9090, Alertmanager :9093, the exporters."""
     run = run_playbook(MONITORING_PLAY)
     assert run.status == "successful", run.stdout
     return run

@@ -1,5 +1,5 @@
 """zerodowntime.migration.migration_notify against a webhook receiver the test runs on loopback and
-the lab's Alertmanager (:9093, started by the monitoring role); and the migration role's phase_state,
+the lab's Alertmanager (monitor-1 127.0.0.41:9093, started by the monitoring role); and the migration role's phase_state,
 which tells the watchers only of a recorded change."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import uuid
 
 import pytest
 
-from tests.lab import BLUE, LAB_PASSWORD, free_port, run_module, run_playbook, scratch_database
+from tests.lab import ALERTMANAGER_URL, BLUE, LAB_PASSWORD, free_port, run_module, run_playbook, scratch_database
 from tests.lab import WEBHOOK_TOKEN as TOKEN
 from tests.lab import webhook_receiver as receiver
 
 MODULE = "zerodowntime.migration.migration_notify"
-ALERTMANAGER = "http://127.0.0.1:9093"
+ALERTMANAGER = ALERTMANAGER_URL
 
 
 def alerts(migration: str) -> list[dict]:

@@ -1,6 +1,6 @@
-"""roles/monitoring on the lab: Prometheus :9090, Alertmanager :9093, PostgreSQL exporters for
-blue :9187 and green :9188, Redis exporters :9121/:9122 (Redis may not run: the exporter answers
-anyway). Checked through Prometheus's HTTP API; an inactive logical slot on blue makes
+"""roles/monitoring on the lab's host monitor-1 (127.0.0.41, over SSH): Prometheus :9090, Alertmanager
+:9093, PostgreSQL exporters for blue :9187 and green :9188, Redis exporters :9121/:9122 (Redis may not
+run: the exporter answers anyway). Checked through Prometheus's HTTP API; an inactive logical slot on blue makes
 PostgresReplicationSlotInactive fire (the lab sets monitoring_slot_inactive_for: 0s and 5 s
 scrape and evaluation intervals)."""
 
@@ -13,12 +13,16 @@ import urllib.request
 from pathlib import Path
 
 from tests.lab import (
+    ALERTMANAGER_URL,
     BLUE,
     BLUE_ADDRESS,
     GREEN,
     LAB_PASSWORD,
+    MONITOR_ADDRESS,
+    MONITORING_HOST,
     MONITORING_PLAY,
     PG_PORT,
+    PROMETHEUS_URL,
     connect,
     drop_replication,
     run_playbook,
@@ -26,13 +30,13 @@ from tests.lab import (
     wait_for,
 )
 
-PROMETHEUS = "http://127.0.0.1:9090"
-ALERTMANAGER = "http://127.0.0.1:9093"
+PROMETHEUS = PROMETHEUS_URL
+ALERTMANAGER = ALERTMANAGER_URL
 EXPORTERS = {
-    "prometheus-postgres-exporter-blue": "127.0.0.1:9187",
-    "prometheus-postgres-exporter-green": "127.0.0.1:9188",
-    "prometheus-redis-exporter-redis-blue": "127.0.0.1:9121",
-    "prometheus-redis-exporter-redis-green": "127.0.0.1:9122",
+    "prometheus-postgres-exporter-blue": f"{MONITOR_ADDRESS}:9187",
+    "prometheus-postgres-exporter-green": f"{MONITOR_ADDRESS}:9188",
+    "prometheus-redis-exporter-redis-blue": f"{MONITOR_ADDRESS}:9121",
+    "prometheus-redis-exporter-redis-green": f"{MONITOR_ADDRESS}:9122",
 }
 SLOT = "zdm_monitoring_test"
 
@@ -53,15 +57,16 @@ def query(expr: str) -> list[dict]:
 def test_second_converge_changes_nothing(monitoring):
     again = run_playbook(MONITORING_PLAY)
     assert again.status == "successful", again.stdout
-    assert again.changed() == 0, again.changed_tasks()
+    assert again.changed(MONITORING_HOST) == 0, again.changed_tasks()
 
 
-def test_every_daemon_listens_on_loopback_only(monitoring):
+def test_every_daemon_listens_on_monitor_1_only(monitoring):
+    """Each daemon on monitor-1's address alone: nothing left on lab-db's 127.0.0.1 from before the move."""
     listening = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout.split("\n")
     local = {line.split()[3] for line in listening if line.strip()}
     for port in (9090, 9093, 9187, 9188, 9121, 9122):
         bound = {address for address in local if address.rsplit(":", 1)[1] == str(port)}
-        assert bound == {f"127.0.0.1:{port}"}, (port, bound)
+        assert bound == {f"{MONITOR_ADDRESS}:{port}"}, (port, bound)
     assert not {address for address in local if address.endswith(":9094")}, "Alertmanager's cluster port is open"
 
 
@@ -95,7 +100,7 @@ def test_exporter_secrets_stay_off_command_lines(monitoring):
     assert LAB_PASSWORD in Path("/etc/prometheus/exporters/prometheus-postgres-exporter-blue.env").read_text()
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout.splitlines()
     exporters = [line for line in processes if "-exporter --web.listen-address=" in line]
-    assert "/usr/bin/prometheus-postgres-exporter --web.listen-address=127.0.0.1:9187" in " ".join(exporters)
+    assert f"/usr/bin/prometheus-postgres-exporter --web.listen-address={MONITOR_ADDRESS}:9187" in " ".join(exporters)
     assert len(exporters) >= len(EXPORTERS)
     assert not [line for line in exporters if LAB_PASSWORD in line]
 
@@ -106,7 +111,7 @@ def test_postgres_exporter_targets_are_up(monitoring):
         return {s["metric"]["pg_instance"]: s["value"][1] for s in series} == {"blue": "1", "green": "1"} and series
 
     series = wait_for("both PostgreSQL exporters up", both_up, timeout=30)
-    assert {s["metric"]["instance"] for s in series} == {"127.0.0.1:9187", "127.0.0.1:9188"}
+    assert {s["metric"]["instance"] for s in series} == {f"{MONITOR_ADDRESS}:9187", f"{MONITOR_ADDRESS}:9188"}
     redis = {s["metric"]["redis_instance"] for s in query('up{job="redis"}')}
     assert redis == {"redis-blue", "redis-green"}  # listed whether or not Redis runs
 

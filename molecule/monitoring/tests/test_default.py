@@ -6,6 +6,8 @@ import pytest
 
 # python3, not curl: the machine need not have curl
 FETCH = "python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())'"
+# the lab's monitor-1 (molecule.yml's ansible_host): every daemon binds it
+ADDRESS = "127.0.0.41"
 EXPORTERS = {
     "prometheus-postgres-exporter-blue": 9187,
     "prometheus-postgres-exporter-green": 9188,
@@ -16,8 +18,9 @@ EXPORTERS = {
 
 @pytest.mark.parametrize("port", [9090, 9093, *EXPORTERS.values()])
 def test_listens_on_loopback(host, port):
-    assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
+    assert host.socket(f"tcp://{ADDRESS}:{port}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+    assert not host.socket(f"tcp://127.0.0.1:{port}").is_listening  # nothing left from before the move to monitor-1
 
 
 def test_configuration_is_valid(host):
@@ -42,15 +45,15 @@ def test_packages_single_instance_exporters_are_off(host):
 
 
 def test_prometheus_scrapes_the_postgres_exporters(host):
-    answer = json.loads(host.check_output(f"{FETCH} 'http://127.0.0.1:9090/api/v1/targets?state=active'"))
+    answer = json.loads(host.check_output(f"{FETCH} 'http://{ADDRESS}:9090/api/v1/targets?state=active'"))
     postgres = [t for t in answer["data"]["activeTargets"] if t["labels"]["job"] == "postgres"]
     assert sorted(t["labels"]["pg_instance"] for t in postgres) == ["blue", "green"]
-    assert sorted(t["scrapeUrl"] for t in postgres) == ["http://127.0.0.1:9187/metrics", "http://127.0.0.1:9188/metrics"]
+    assert sorted(t["scrapeUrl"] for t in postgres) == [f"http://{ADDRESS}:9187/metrics", f"http://{ADDRESS}:9188/metrics"]
 
 
 @pytest.mark.parametrize("port", [9187, 9188])
 def test_postgres_exporter_loads_the_slot_queries(host, port):
-    metrics = host.check_output(f"{FETCH} http://127.0.0.1:{port}/metrics").splitlines()
+    metrics = host.check_output(f"{FETCH} http://{ADDRESS}:{port}/metrics").splitlines()
     assert "pg_up 1" in metrics
     assert "pg_exporter_last_scrape_error 0" in metrics
     loaded = [
