@@ -141,8 +141,13 @@ class PlaybookRun:
 
     def changed(self, host: str | None = None) -> int:
         """Changed results on `host`, or on every host of the run (a play on SSH hosts counts too)."""
-        by_host = self.stats.get("changed", {})
+        by_host = self.changes_by_host()
         return by_host.get(host, 0) if host is not None else sum(by_host.values())
+
+    def changes_by_host(self) -> dict[str, int]:
+        """The hosts with a change and their numbers of changed results (from the run's stats: a no_log
+        task's result does not say it changed)."""
+        return {host: count for host, count in self.stats.get("changed", {}).items() if count}
 
     def task_results(self, task_name: str) -> list[dict]:
         """event_data.res of every result of the task with this name; `failed` is set from the
