@@ -210,3 +210,21 @@ def test_converge_starts_an_exporter_after_an_unclean_stop(monitoring):
     assert run.status == "successful", run.stdout
     assert "Start the exporters" in run.changed_tasks()
     wait_for("the blue exporter back up", lambda: query('up{pg_instance="blue"} == 1'), timeout=30)
+
+
+def test_alertmanager_moved_and_reconfigured_in_one_converge(monitoring):
+    """Its listen address (a restart) and alertmanager.yml (a reload) changed together: the reload
+    must not call the new address before the restart has moved Alertmanager there."""
+    moved = f"{MONITOR_ADDRESS}:19093"
+    try:
+        run = run_playbook(
+            MONITORING_PLAY,
+            extravars={"monitoring_alertmanager_listen": moved, "monitoring_alertmanager_repeat_interval": "3h"},
+        )
+        assert run.status == "successful", run.stdout
+        status = api(f"http://{moved}", "/api/v2/status")
+        assert "repeat_interval: 3h" in status["config"]["original"]
+    finally:
+        back = run_playbook(MONITORING_PLAY)
+    assert back.status == "successful", back.stdout
+    assert "repeat_interval: 4h" in api(ALERTMANAGER, "/api/v2/status")["config"]["original"]
