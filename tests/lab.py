@@ -70,6 +70,7 @@ LAB_DB_ADDRESS = "127.0.0.1"
 HAPROXY_HOST, HAPROXY_ADDRESS = "lb-1", "127.0.0.31"
 HAPROXY_WRITES, HAPROXY_READS, HAPROXY_HTTP, HAPROXY_REDIS, HAPROXY_STATS = 5000, 5001, 8080, 6389, 8404
 HAPROXY_SOCKET = "/run/haproxy/admin.sock"
+HAPROXY_RUNTIME_API = f"{HAPROXY_ADDRESS}:9999"  # the same API over TCP (haproxy_runtime_api_address)
 
 
 def on_lab_db(port: int, **overrides) -> dict:

@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime as haproxy_runtime
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.runtime import parse_servers_state
 from tests.lab import (
     BLUE,
@@ -29,6 +30,7 @@ from tests.lab import (
     HAPROXY_HOST,
     HAPROXY_HTTP,
     HAPROXY_READS,
+    HAPROXY_RUNTIME_API,
     HAPROXY_SOCKET,
     HAPROXY_STATS,
     HAPROXY_WRITES,
@@ -239,6 +241,23 @@ def test_invalid_config_is_refused_and_the_running_one_stays(haproxy):
     assert "no-such-keyword" in result.get("stderr", "") + result["msg"]
     assert CONFIG.read_bytes() == before
     assert haproxy_pid() == pid
+
+
+def test_a_bad_runtime_api_address_is_refused_before_anything_changes(haproxy):
+    before, pid = CONFIG.read_bytes(), haproxy_pid()
+    run = run_playbook(HAPROXY_PLAY, extravars={"haproxy_runtime_api_address": "127.0.0.31:9999 level admin\nstats socket /tmp/x"})
+    assert run.status == "failed"
+    [checked] = run.task_results("Check the platform and the variables")
+    assert "haproxy_runtime_api_address is empty or an IPv4 address or host name with :port" in checked["msg"]
+    assert CONFIG.read_bytes() == before
+    assert haproxy_pid() == pid
+
+
+def test_the_runtime_api_answers_over_tcp_on_lb_1(haproxy):
+    """haproxy_runtime_api_address: the admin-level API on lb-1's address, for a cutover run elsewhere."""
+    assert f"stats socket ipv4@{HAPROXY_RUNTIME_API} level admin\n" in CONFIG.read_text()
+    rows = haproxy_runtime.servers_state(HAPROXY_RUNTIME_API, "pg_write")
+    assert {row["srv_name"] for row in rows} == {"blue", "green"}
 
 
 def test_writes_reach_blue_and_green_waits_in_maintenance(haproxy):

@@ -14,6 +14,7 @@ from tests.lab import (
     BLUE,
     HAPROXY_ADDRESS,
     HAPROXY_REDIS,
+    HAPROXY_RUNTIME_API,
     LAB_PASSWORD,
     REDIS_BLUE_ADDRESS,
     REDIS_GREEN_ADDRESS,
@@ -124,10 +125,14 @@ def redis_on_blue(phase1):
 
 def test_redis_switchover_through_haproxy_loses_no_write(redis_on_blue):
     with RedisWriter(HAPROXY_REDIS, prefix=f"phase1:{time.time_ns()}:", host=HAPROXY_ADDRESS) as writer:
-        switch_redis_to("green")
+        switched = switch_redis_to("green")
         acked_at_switch = len(writer.acked)
         time.sleep(0.5)
     assert role(REDIS_GREEN) == "master" and role(REDIS_BLUE) == "slave"
+    # lb-1 was told over its TCP runtime API: the one run is on the controller, not on lb-1
+    [cutover] = switched.task_results("Redis switchover | hold, catch up, promote, repoint, retire, release")
+    told = [command for command in cutover["commands"] if command.startswith(("set server", "shutdown sessions"))]
+    assert told and all(command.endswith(f"(on {HAPROXY_RUNTIME_API})") for command in told), cutover["commands"]
     # blue is a read-only replica from the promotion on: writes acknowledged since went to green
     assert len(writer.acked) > acked_at_switch > 0, (acked_at_switch, len(writer.acked), writer.errors[:5])
     on_green = redis.Redis(host=REDIS_GREEN, port=REDIS_PORT, password=LAB_PASSWORD)
@@ -142,6 +147,16 @@ def test_redis_switchover_through_haproxy_loses_no_write(redis_on_blue):
     again = switch_redis_to("green")
     assert again.changed("localhost") == 0, again.changed_tasks()
     on_green.delete(*writer.acked)
+
+
+def test_redis_switchover_refuses_an_haproxy_it_cannot_reach(phase1):
+    """lb-1 is another host (SSH): without its TCP runtime API the one run, on the controller, could
+    only open a unix socket path there - the play stops naming the host before anything changes."""
+    run = run_playbook("redis_switchover.yml", extravars={"redis_switchover_to": "green", "haproxy_runtime_api_address": ""})
+    assert run.status == "failed"
+    assert "HAProxy host lb-1 is reached over ssh and has no haproxy_runtime_api_address" in run.stdout
+    assert "Nothing was changed." in run.stdout
+    assert role(REDIS_BLUE) == "master" and role(REDIS_GREEN) == "slave"
 
 
 def test_redis_switchover_refuses_an_unknown_side(phase1):
