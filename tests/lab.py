@@ -62,6 +62,15 @@ PROMETHEUS_URL = f"http://{MONITOR_ADDRESS}:9090"
 ALERTMANAGER_URL = f"http://{MONITOR_ADDRESS}:9093"
 
 
+# RabbitMQ's three nodes, each on a host of its own (inventories/lab hosts.yml: mq-1..3) reached over
+# SSH, every listener on its host's address: AMQP :5672, AMQPS :5671, management :15672, Prometheus
+# :15692, the Erlang distribution :25672. Node names are long names with the address; mq-1 is
+# Debian's node (the cluster's first), mq-2 and mq-3 instances (init scripts of their own).
+RABBITMQ_HOSTS = {"mq-1": "127.0.0.51", "mq-2": "127.0.0.52", "mq-3": "127.0.0.53"}
+RABBITMQ_NODES = {"rabbit@127.0.0.51": "127.0.0.51", "rabbit2@127.0.0.52": "127.0.0.52", "rabbit3@127.0.0.53": "127.0.0.53"}
+RABBITMQ_FIRST_NODE, RABBITMQ_ADDRESS = "rabbit@127.0.0.51", "127.0.0.51"
+RABBITMQ_API = f"http://{RABBITMQ_ADDRESS}:15672"
+
 # lab-db's own address: the PgBouncers (:6432, :6433) and the sample app (:18081, :18082) listen there
 LAB_DB_ADDRESS = "127.0.0.1"
 

@@ -13,7 +13,7 @@
 #      fixture checks it is recorded as succeeded).
 #    A test file not listed below runs in main. Each lane's lines are prefixed with its name.
 #    The side lane is the shorter: once its tests are done it runs the molecule scenarios of the
-#    roles on instances of their own (or, for rabbitmq, the broker main does not use).
+#    roles on instances of their own.
 # 3. Last, alone: the monitoring scenario (it converges the lab's own Prometheus and Alertmanager,
 #    which main's alert tests read).
 # Every part always runs; the exit status is the first failure's. `pytest tests/integration` still

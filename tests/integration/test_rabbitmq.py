@@ -1,7 +1,7 @@
 """roles/rabbitmq and zerodowntime.migration.rabbitmq_queue against the RabbitMQ 3.10 the role
-installs on this machine: Debian's node rabbit@localhost (AMQP 127.0.0.1:5672, management API
-127.0.0.1:15672, Prometheus :15692), the first of the lab's three-node cluster (the cluster and TLS
-are tested in test_rabbitmq_cluster.py).
+installs on the lab's RabbitMQ hosts: mq-1's node rabbit@127.0.0.51 (Debian's; AMQP 127.0.0.51:5672,
+management API 127.0.0.51:15672, Prometheus :15692), the first of the lab's three-node cluster (the
+cluster and TLS are tested in test_rabbitmq_cluster.py).
 
 The module tests declare queues of their own (named `zdm_t_...` in vhost /) and delete them
 afterwards, so they do not touch the seed's queues or other people's.
@@ -21,12 +21,12 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.lab import LAB_PASSWORD, ROOT, run_module, run_playbook
+from tests.lab import LAB_PASSWORD, RABBITMQ_ADDRESS, RABBITMQ_API, RABBITMQ_HOSTS, ROOT, run_module, run_playbook
 
 MODULE = "zerodowntime.migration.rabbitmq_queue"
-API = "http://127.0.0.1:15672"
+API = RABBITMQ_API
 ADMIN = ("admin", LAB_PASSWORD)
-LOGIN = {"login_host": "127.0.0.1", "login_port": 15672, "login_user": "admin", "login_password": LAB_PASSWORD}
+LOGIN = {"login_host": RABBITMQ_ADDRESS, "login_port": 15672, "login_user": "admin", "login_password": LAB_PASSWORD}
 ROLE_PLAY = [
     {
         "name": "Provision RabbitMQ",
@@ -43,18 +43,18 @@ def inventory_flags() -> str | None:
     if "rabbitmq_servers" in (ROOT / "inventories" / "lab" / "hosts.yml").read_text():
         return None
     extra = Path(tempfile.gettempdir()) / "zdm-rabbitmq-servers.yml"
-    extra.write_text("rabbitmq_servers:\n  hosts:\n    lab-db:\n")
+    extra.write_text("rabbitmq_servers:\n  hosts:\n    mq-1:\n")
     return f"-i {extra}"
 
 
 def api(method: str, path: str, body=None, auth=ADMIN, timeout: float = 10):
     """(status, decoded JSON) of one management API call."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(API + path, method=method, data=data)  # noqa: S310 (fixed http://127.0.0.1 URL)
+    request = urllib.request.Request(API + path, method=method, data=data)  # noqa: S310 (fixed http:// URL of the lab)
     request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (fixed http://127.0.0.1 URL)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (fixed http:// URL of the lab)
             raw = response.read()
             return response.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
@@ -117,7 +117,7 @@ def scratch(converged):
 # The role -------------------------------------------------------------------------------------
 def test_second_converge_changes_nothing(converged):
     _first, second = converged
-    for host in ("lab-db", "lab-rabbit2", "lab-rabbit3"):
+    for host in RABBITMQ_HOSTS:
         assert second.changed(host) == 0, (host, second.changed_tasks())
 
 
@@ -127,16 +127,20 @@ def test_no_password_in_the_output(converged):
 
 
 def test_listeners_are_on_loopback_only(converged):
-    """Each node on its own loopback address (AMQP, AMQPS, management, Prometheus); the Erlang
-    distribution of all three on 127.0.0.1, one port each."""
+    """Each node on its own host's address, every listener on its standard port: AMQP, AMQPS,
+    management, Prometheus; nothing left on 127.0.0.1 (the layout before the hosts of their own).
+    The Erlang distribution on the node's address too, one port each (RabbitMQ checks the port on
+    every address of the machine). epmd: the machine's one, on the three addresses and loopback."""
     listening = subprocess.run(["ss", "-Hltn"], check=True, capture_output=True, text=True).stdout.split("\n")
-    nodes = {"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-    for port, expected in ((5672, nodes), (5671, nodes), (15672, nodes), (15692, nodes), (25672, {"127.0.0.1"})):
+    nodes = set(RABBITMQ_HOSTS.values())
+    for port in (5672, 5671, 15672, 15692):
         addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening if line and line.split()[3].endswith(f":{port}")}
-        assert addresses == expected, (port, addresses)
-    for port in (25673, 25674):
+        assert addresses == nodes, (port, addresses)
+    for port, address in zip((25672, 25673, 25674), sorted(nodes), strict=True):
         addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening if line and line.split()[3].endswith(f":{port}")}
-        assert addresses == {"127.0.0.1"}, (port, addresses)
+        assert addresses == {address}, (port, addresses)
+    epmd = {line.split()[3].rsplit(":", 1)[0] for line in listening if line and line.split()[3].endswith(":4369")}
+    assert epmd - {"[::1]"} == nodes | {"127.0.0.1"}, epmd
 
 
 def test_management_api_is_healthy(converged):
@@ -146,7 +150,7 @@ def test_management_api_is_healthy(converged):
 
 
 def test_prometheus_endpoint_answers(converged):
-    with urllib.request.urlopen("http://127.0.0.1:15692/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"http://{RABBITMQ_ADDRESS}:15692/metrics", timeout=10) as response:
         assert b"rabbitmq_queue_messages" in response.read()
 
 
@@ -157,7 +161,7 @@ def test_guest_may_log_in_from_localhost_only(converged):
     ).stdout
     assert '<<"guest">>' in loopback
     status = api("GET", "/api/whoami", auth=("guest", "guest"))[0]
-    assert status == 200  # from 127.0.0.1 it is allowed
+    assert status == 200  # from this machine (a loopback address) it is allowed
 
 
 def test_admin_and_application_users(converged):
@@ -369,7 +373,7 @@ def test_wrong_password_is_explained_without_it(scratch):
 def test_unreachable_api_names_host_port_and_timeout(converged):
     result = run_module(MODULE, dict(LOGIN, name="zdm_t_unreachable", login_port=1, timeout=3))[1]
     assert result["failed"]
-    assert "127.0.0.1:1" in result["msg"] and "3.0 s timeout" in result["msg"], result["msg"]
+    assert f"{RABBITMQ_ADDRESS}:1" in result["msg"] and "3.0 s timeout" in result["msg"], result["msg"]
 
 
 def test_role_check_mode_changes_nothing(converged):
@@ -407,5 +411,5 @@ def test_role_refuses_a_queue_name_with_a_slash(converged):
     assert len(results) == 3, results  # each of the cluster's nodes refuses it
     for result in results:
         assert result["failed"] and "queue names must not contain '/'" in result["msg"], result
-    for host in ("lab-db", "lab-rabbit2", "lab-rabbit3"):
+    for host in RABBITMQ_HOSTS:
         assert run.changed(host) == 0, host

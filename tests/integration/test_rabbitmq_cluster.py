@@ -1,9 +1,9 @@
-"""The lab's RabbitMQ cluster as the seed runs it: three nodes (rabbit@localhost on 127.0.0.1,
-rabbit2@localhost on 127.0.0.2, rabbit3@localhost on 127.0.0.3, inventories/lab/hosts.yml), the
+"""The lab's RabbitMQ cluster as the seed runs it: three nodes on hosts of their own (mq-1's
+rabbit@127.0.0.51, mq-2's rabbit2@127.0.0.52, mq-3's rabbit3@127.0.0.53, inventories/lab/hosts.yml), the
 seed's vcenter_sync a quorum queue on all three, and AMQPS listeners with certificates of the lab CA.
 
-The failover tests stop only the nodes the role added (rabbit2, rabbit3) and start them again,
-whatever happens; Debian's node rabbit@localhost keeps running. Messages go through pika with
+The failover tests stop only the nodes the role added as instances (rabbit2, rabbit3) and start them
+again, whatever happens; Debian's node rabbit@127.0.0.51 keeps running. Messages go through pika with
 publisher confirms: a message counts as sent only once the cluster confirmed it.
 """
 
@@ -24,19 +24,33 @@ from pathlib import Path
 import pika
 import pytest
 
-from tests.lab import LAB_PASSWORD, ROOT, free_port, run_playbook, wait_for, write_wrong_ca
+from tests.lab import (
+    LAB_PASSWORD,
+    RABBITMQ_ADDRESS,
+    RABBITMQ_FIRST_NODE,
+    RABBITMQ_HOSTS,
+    RABBITMQ_NODES,
+    ROOT,
+    free_port,
+    run_playbook,
+    wait_for,
+    write_wrong_ca,
+)
 
 ROLE_PLAY = [
     {"name": "Provision RabbitMQ", "hosts": "rabbitmq_servers", "become": True, "roles": [{"role": "zerodowntime.migration.rabbitmq"}]}
 ]
-NODES = {"rabbit@localhost": "127.0.0.1", "rabbit2@localhost": "127.0.0.2", "rabbit3@localhost": "127.0.0.3"}
-ADDED = {"rabbit2@localhost": "rabbitmq-server-rabbit2", "rabbit3@localhost": "rabbitmq-server-rabbit3"}  # nodes a test may stop
+NODES = RABBITMQ_NODES
+RABBIT2, RABBIT3 = "rabbit2@127.0.0.52", "rabbit3@127.0.0.53"
+ADDED = {RABBIT2: "rabbitmq-server-rabbit2", RABBIT3: "rabbitmq-server-rabbit3"}  # nodes a test may stop
+# a throwaway fourth node on 127.0.0.1, an address the machine's one epmd listens on (loopback)
+RABBIT4 = "rabbit4@127.0.0.1"
 LAB_CA = Path("/var/lib/zerodowntime/lab-ca/ca.crt")
 CREDENTIALS = pika.PlainCredentials("admin", LAB_PASSWORD)
 MESSAGES = 200
 
 
-def management(path: str, address: str = "127.0.0.1"):
+def management(path: str, address: str = RABBITMQ_ADDRESS):
     """GET from a node's management API as the admin user (the data is the cluster's)."""
     request = urllib.request.Request(f"http://{address}:15672/api{path}")
     request.add_header("Authorization", "Basic " + base64.b64encode(f"admin:{LAB_PASSWORD}".encode()).decode())
@@ -44,8 +58,9 @@ def management(path: str, address: str = "127.0.0.1"):
         return json.loads(response.read())
 
 
-def ctl(*argv: str, node: str = "rabbit@localhost") -> str:
-    return subprocess.run(["rabbitmqctl", "-n", node, "-q", *argv], check=True, capture_output=True, text=True, timeout=120).stdout
+def ctl(*argv: str, node: str = RABBITMQ_FIRST_NODE) -> str:
+    argv = ["rabbitmqctl", "--longnames", "-n", node, "-q", *argv]
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120).stdout
 
 
 def running_nodes() -> set[str]:
@@ -116,10 +131,8 @@ def all_nodes_running_after(converged):
 # The cluster --------------------------------------------------------------------------------
 def test_the_cluster_has_three_running_nodes(converged):
     assert running_nodes() == set(NODES)
-    status = subprocess.run(
-        ["rabbitmqctl", "-q", "cluster_status", "--formatter", "json"], check=True, capture_output=True, text=True
-    ).stdout
-    assert '"disk_nodes":["rabbit2@localhost","rabbit3@localhost","rabbit@localhost"]' in status.replace(" ", ""), status
+    status = json.loads(ctl("cluster_status", "--formatter", "json"))
+    assert sorted(status["disk_nodes"]) == sorted(NODES), status
 
 
 def test_each_node_serves_its_own_address(converged):
@@ -139,7 +152,7 @@ def test_a_second_converge_joins_nothing(converged):
     assert run.status == "successful", run.stdout
     joins = run.task_results("Join the cluster (stop_app, reset, join_cluster, start_app)")
     assert all(result.get("skipped") for result in joins), joins
-    for host in ("lab-db", "lab-rabbit2", "lab-rabbit3"):
+    for host in RABBITMQ_HOSTS:
         assert run.changed(host) == 0, (host, run.changed_tasks())
 
 
@@ -149,18 +162,18 @@ def test_vcenter_sync_survives_a_follower_stopped(all_nodes_running_after):
     messages is lost, and rabbit3 comes back as a member."""
     assert management("/queues/%2F/vcenter_sync")["messages"] == 0, "vcenter_sync holds messages of someone else; empty it first"
     ids = [f"zdm_t_{number}_{uuid.uuid4().hex}" for number in range(MESSAGES)]
-    connection = connect("127.0.0.1")
+    connection = connect(NODES[RABBITMQ_FIRST_NODE])
     try:
         channel = connection.channel()
         channel.confirm_delivery()
         publish(channel, "vcenter_sync", ids[: MESSAGES // 2])
-        service("rabbit3@localhost", "stop")
-        assert "rabbit3@localhost" not in running_nodes()
+        service(RABBIT3, "stop")
+        assert RABBIT3 not in running_nodes()
         publish(channel, "vcenter_sync", ids[MESSAGES // 2 :])
     finally:
         connection.close()
-    assert sorted(drain("127.0.0.2", "vcenter_sync")) == sorted(ids)
-    service("rabbit3@localhost", "start")
+    assert sorted(drain(NODES[RABBIT2], "vcenter_sync")) == sorted(ids)
+    service(RABBIT3, "start")
     wait_for("rabbit3 back in vcenter_sync", lambda: online_members("vcenter_sync") == set(NODES), timeout=120)
 
 
@@ -169,7 +182,7 @@ def test_a_quorum_queue_survives_its_leader_stopped(all_nodes_running_after):
     through: another member is elected, publishing and consuming go on, nothing confirmed is lost."""
     name = "zdm_t_quorum_failover"
     ids = [f"zdm_t_{number}_{uuid.uuid4().hex}" for number in range(MESSAGES)]
-    connection = connect("127.0.0.2")
+    connection = connect(NODES[RABBIT2])
     try:
         channel = connection.channel()
         channel.queue_delete(name)
@@ -179,10 +192,10 @@ def test_a_quorum_queue_survives_its_leader_stopped(all_nodes_running_after):
     finally:
         connection.close()
     data = management(f"/queues/%2F/{name}")
-    assert data["leader"] == "rabbit2@localhost" and sorted(data["members"]) == sorted(NODES), data
+    assert data["leader"] == RABBIT2 and sorted(data["members"]) == sorted(NODES), data
     try:
-        service("rabbit2@localhost", "stop")
-        connection = connect("127.0.0.1")
+        service(RABBIT2, "stop")
+        connection = connect(NODES[RABBITMQ_FIRST_NODE])
         try:
             channel = connection.channel()
             channel.confirm_delivery()
@@ -190,12 +203,12 @@ def test_a_quorum_queue_survives_its_leader_stopped(all_nodes_running_after):
         finally:
             connection.close()
         leader = management(f"/queues/%2F/{name}")["leader"]
-        assert leader in {"rabbit@localhost", "rabbit3@localhost"}, leader
-        assert sorted(drain("127.0.0.3", name)) == sorted(ids)
-        service("rabbit2@localhost", "start")
+        assert leader in {RABBITMQ_FIRST_NODE, RABBIT3}, leader
+        assert sorted(drain(NODES[RABBIT3], name)) == sorted(ids)
+        service(RABBIT2, "start")
         wait_for("rabbit2 back in the queue", lambda: online_members(name) == set(NODES), timeout=120)
     finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_queue", name], check=False, capture_output=True)
+        subprocess.run(["rabbitmqctl", "--longnames", "-q", "delete_queue", name], check=False, capture_output=True)
 
 
 def test_a_node_killed_outright_starts_again_through_its_init_script(all_nodes_running_after):
@@ -206,26 +219,27 @@ def test_a_node_killed_outright_starts_again_through_its_init_script(all_nodes_r
     os.kill(pid, signal.SIGKILL)
     wait_for("rabbit3's VM gone", lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
     assert pid_file.exists()  # what the next start has to cope with
-    service("rabbit3@localhost", "start")
+    service(RABBIT3, "start")
     wait_for("rabbit3 running again", lambda: running_nodes() == set(NODES), timeout=120)
     assert int(pid_file.read_text().strip()) != pid
 
 
 @pytest.fixture()
 def fourth_node(converged, tmp_path):
-    """A throwaway fourth node (instance rabbit4 on 127.0.0.4) made by the role: the inventory
-    source that adds it, and everything of it removed afterwards."""
+    """A throwaway fourth node (instance rabbit4 on 127.0.0.1, reached with a local connection) made
+    by the role: the inventory source that adds it, and everything of it removed afterwards."""
     inventory = tmp_path / "rabbit4.yml"
     inventory.write_text(
-        "rabbitmq_servers:\n  hosts:\n    zdm-t-rabbit4:\n      rabbitmq_instance: rabbit4\n      rabbitmq_address: 127.0.0.4\n"
-        f"      rabbitmq_dist_port: {free_port()}\n      rabbitmq_tls_enabled: false\n      rabbitmq_prometheus_enabled: false\n"
+        "rabbitmq_servers:\n  hosts:\n    zdm-t-rabbit4:\n      ansible_connection: local\n      ansible_host: 127.0.0.1\n"
+        f"      rabbitmq_instance: rabbit4\n      rabbitmq_dist_port: {free_port()}\n"
+        "      rabbitmq_tls_enabled: false\n      rabbitmq_prometheus_enabled: false\n"
     )
     yield f"-i {ROOT / 'inventories' / 'lab'} -i {inventory} --limit zdm-t-rabbit4"
-    subprocess.run(["rabbitmqctl", "-n", "rabbit4@localhost", "-q", "stop_app"], check=False, capture_output=True, timeout=120)
-    subprocess.run(["rabbitmqctl", "-n", "rabbit4@localhost", "-q", "reset"], check=False, capture_output=True, timeout=120)
+    subprocess.run(["rabbitmqctl", "--longnames", "-n", RABBIT4, "-q", "stop_app"], check=False, capture_output=True, timeout=120)
+    subprocess.run(["rabbitmqctl", "--longnames", "-n", RABBIT4, "-q", "reset"], check=False, capture_output=True, timeout=120)
     # the init script takes a node whose app is stopped for a stopped node: stop the Erlang VM itself
-    subprocess.run(["rabbitmqctl", "-n", "rabbit4@localhost", "-q", "stop"], check=False, capture_output=True, timeout=300)
-    subprocess.run(["rabbitmqctl", "-q", "forget_cluster_node", "rabbit4@localhost"], check=False, capture_output=True, timeout=120)
+    subprocess.run(["rabbitmqctl", "--longnames", "-n", RABBIT4, "-q", "stop"], check=False, capture_output=True, timeout=300)
+    subprocess.run(["rabbitmqctl", "--longnames", "-q", "forget_cluster_node", RABBIT4], check=False, capture_output=True, timeout=120)
     for path in ("/etc/rabbitmq/rabbit4", "/var/lib/rabbitmq/rabbit4", "/var/log/rabbitmq/rabbit4", "/run/rabbitmq-rabbit4"):
         shutil.rmtree(path, ignore_errors=True)
     Path("/etc/init.d/rabbitmq-server-rabbit4").unlink(missing_ok=True)
@@ -237,21 +251,21 @@ def test_a_node_with_data_of_its_own_is_not_reset(fourth_node):
     naming what it holds and the fix, and keeps it; with rabbitmq_cluster_force_reset it joins."""
     alone = run_playbook(ROLE_PLAY, cmdline=fourth_node)  # its own cluster: it declares the users and queues
     assert alone.status == "successful", alone.stdout
-    assert "rabbit4@localhost" not in running_nodes()
+    assert RABBIT4 not in running_nodes()
 
-    refused = run_playbook(ROLE_PLAY, cmdline=fourth_node, extravars={"rabbitmq_cluster_join": "rabbit@localhost"})
+    refused = run_playbook(ROLE_PLAY, cmdline=fourth_node, extravars={"rabbitmq_cluster_join": RABBITMQ_FIRST_NODE})
     assert refused.status == "failed"
     (result,) = refused.task_results("Refuse to reset a node that holds data of its own")
     assert "users admin, novacron" in result["msg"] and "queues " in result["msg"], result["msg"]
     assert "rabbitmq_cluster_force_reset: true" in result["msg"], result["msg"]
-    assert "vcenter_sync" in ctl("list_queues", "name", node="rabbit4@localhost")
-    assert "rabbit4@localhost" not in running_nodes()
+    assert "vcenter_sync" in ctl("list_queues", "name", node=RABBIT4)
+    assert RABBIT4 not in running_nodes()
 
     forced = run_playbook(
-        ROLE_PLAY, cmdline=fourth_node, extravars={"rabbitmq_cluster_join": "rabbit@localhost", "rabbitmq_cluster_force_reset": True}
+        ROLE_PLAY, cmdline=fourth_node, extravars={"rabbitmq_cluster_join": RABBITMQ_FIRST_NODE, "rabbitmq_cluster_force_reset": True}
     )
     assert forced.status == "successful", forced.stdout
-    assert running_nodes() == {*NODES, "rabbit4@localhost"}
+    assert running_nodes() == {*NODES, RABBIT4}
 
 
 # TLS ----------------------------------------------------------------------------------------
@@ -269,7 +283,7 @@ def wrong_ca(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("address", list(NODES.values()))
 def test_a_client_trusting_the_lab_ca_speaks_amqp_over_tls(converged, address):
-    connection = connect(address, port=5671, ssl_options=pika.SSLOptions(tls_context(LAB_CA), server_hostname="localhost"))
+    connection = connect(address, port=5671, ssl_options=pika.SSLOptions(tls_context(LAB_CA), server_hostname=address))
     try:
         channel = connection.channel()
         declared = channel.queue_declare("vcenter_sync", passive=True)
@@ -287,14 +301,14 @@ def test_the_certificate_names_the_node_address(converged, address):
 @pytest.mark.parametrize("address", list(NODES.values()))
 def test_a_client_with_another_ca_is_refused(converged, wrong_ca, address):
     with socket.create_connection((address, 5671), timeout=10) as raw, pytest.raises(ssl.SSLCertVerificationError):
-        tls_context(wrong_ca).wrap_socket(raw, server_hostname="localhost")
+        tls_context(wrong_ca).wrap_socket(raw, server_hostname=address)
     # pika gives up after its connection attempts and raises the handshake's error itself
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
-        connect(address, port=5671, ssl_options=pika.SSLOptions(tls_context(wrong_ca), server_hostname="localhost"))
+        connect(address, port=5671, ssl_options=pika.SSLOptions(tls_context(wrong_ca), server_hostname=address))
 
 
 def test_the_lab_ca_is_the_shared_one(converged):
     """Made once at the agreed place; the role installs that very certificate on each node."""
     assert LAB_CA.with_name("ca.key").stat().st_mode & 0o077 == 0
-    for conf_dir in ("/etc/rabbitmq", "/etc/rabbitmq/rabbit2", "/etc/rabbitmq/rabbit3"):
+    for conf_dir in ("/etc/rabbitmq", "/etc/rabbitmq/rabbit2", "/etc/rabbitmq/rabbit3"):  # mq-1 (Debian's), mq-2, mq-3
         assert (Path(conf_dir) / "tls" / "ca.crt").read_bytes() == LAB_CA.read_bytes()

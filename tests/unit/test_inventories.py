@@ -36,15 +36,13 @@ LAB_ONLY_VARS = {
     "postgresql_ssl_per_instance": "instances sharing one machine need a certificate file each",
     "postgresql_ssl_extra_names": "names of the certificates the lab CA issues; production's carry them already",
     "redis_tls_subject_alt_names": "names of the certificates the lab CA issues; production's carry them already",
+    "rabbitmq_epmd_addresses": "three RabbitMQ hosts share the lab machine's one epmd; a production host's serves its own node",
     "sqlite_app_db_sslmode": "the lab's application cannot verify the lab CA; production verifies (verify-full)",
 }
 
 # Group variables of production alone.
 PRODUCTION_ONLY_VARS = {
-    "rabbitmq_nodename": "lab nodes are NAME@localhost (the role's default) on one machine",
-    "rabbitmq_dist_address": "lab nodes share one epmd on 127.0.0.1 (the role's default)",
     "rabbitmq_tls_ca_dir": "the lab uses the role's default, the lab CA; production names its internal CA",
-    "rabbitmq_tls_cert_names": "lab certificates name localhost and the address (the role's default)",
     "mariadb_innodb_buffer_pool_size": "a size the lab leaves at the role's default",
 }
 
@@ -52,9 +50,8 @@ PRODUCTION_ONLY_VARS = {
 LAB_ONLY_HOST_VARS = {
     "pgbouncer_instance": "a second PgBouncer on the lab machine",
     "pgbouncer_listen_port": "a second PgBouncer on the lab machine, on :6433",
-    "rabbitmq_instance": "three RabbitMQ nodes on the lab machine",
-    "rabbitmq_address": "three RabbitMQ nodes on the lab machine (production: group_vars, the host's address)",
-    "rabbitmq_dist_port": "three RabbitMQ nodes on the lab machine share one epmd",
+    "rabbitmq_instance": "three RabbitMQ hosts on the lab machine: files of their own and alive parts apart in the one epmd",
+    "rabbitmq_dist_port": "three RabbitMQ hosts on the lab machine: RabbitMQ checks its distribution port on every address",
 }
 
 # Service groups whose number of hosts differs (a size, not a kind).

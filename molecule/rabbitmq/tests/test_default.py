@@ -1,23 +1,28 @@
-"""testinfra checks of roles/rabbitmq after molecule's converge (vhost molecule)."""
+"""testinfra checks of roles/rabbitmq after molecule's converge (instance molecule, vhost molecule)."""
 
 import json
 
+NODE = "molecule@127.0.0.1"
+CONF_DIR = "/etc/rabbitmq/molecule"
+
 
 def ctl(host, *args):
-    return json.loads(host.check_output("rabbitmqctl -q " + " ".join(args) + " --formatter json"))
+    return json.loads(host.check_output(f"rabbitmqctl --longnames -n {NODE} -q " + " ".join(args) + " --formatter json"))
 
 
 def test_listeners_on_loopback(host):
-    for port in (5672, 15672, 15692):
+    for port in (5682, 15682, 15702, 25682):
         assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
         assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
 
 
 def test_configuration(host):
-    conf = host.file("/etc/rabbitmq/rabbitmq.conf")
+    conf = host.file(f"{CONF_DIR}/rabbitmq.conf")
     assert "loopback_users.guest = true" in conf.content_string
     assert "management.tcp.ip = 127.0.0.1" in conf.content_string
-    assert "rabbitmq_management" in host.file("/etc/rabbitmq/enabled_plugins").content_string
+    assert "rabbitmq_management" in host.file(f"{CONF_DIR}/enabled_plugins").content_string
+    env = host.file(f"{CONF_DIR}/rabbitmq-env.conf").content_string
+    assert f"NODENAME={NODE}" in env and "USE_LONGNAME=true" in env
 
 
 def test_users_vhost_permissions(host):
