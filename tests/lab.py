@@ -25,6 +25,7 @@ from pathlib import Path
 
 import ansible_runner
 import psycopg
+import pytest
 import redis
 import yaml
 from cryptography import x509
@@ -459,6 +460,32 @@ def scratch_database(endpoint: dict, name: str):
         yield recreate_database(endpoint, name)
     finally:
         drop_database(endpoint, name)
+
+
+# Lab only, for the tests that use it: PostgreSQL 15's logical replication launcher starts at most
+# one apply worker per wal_retrieve_retry_interval (5 s by default) on an instance, so tests that
+# create, re-enable or switch subscriptions back to back mostly waited for the launcher, not for
+# the code under test. The modules do the same; only the instances start their workers sooner.
+# Not for tests that prove what a failed worker's 5 s restart looks like (test_pg_apply_errors,
+# the post-cutover watch's stopped reverse replication).
+WORKER_START_INTERVAL = "100ms"
+
+
+@pytest.fixture(scope="module")
+def quick_worker_starts(lab):  # pylint: disable=redefined-outer-name,unused-argument
+    """wal_retrieve_retry_interval = WORKER_START_INTERVAL on blue and green for a test module;
+    reset on each afterwards whatever failed (ALTER SYSTEM RESET: the server's default again)."""
+    try:
+        for side in (BLUE, GREEN):
+            with connect(side, login_db="postgres") as conn:
+                conn.execute(f"ALTER SYSTEM SET wal_retrieve_retry_interval = '{WORKER_START_INTERVAL}'")
+                conn.execute("SELECT pg_reload_conf()")
+        yield
+    finally:
+        for side in (BLUE, GREEN):
+            with connect(side, login_db="postgres") as conn:
+                conn.execute("ALTER SYSTEM RESET wal_retrieve_retry_interval")
+                conn.execute("SELECT pg_reload_conf()")
 
 
 def wait_for(what: str, probe, timeout: float = 60, interval: float = 1):

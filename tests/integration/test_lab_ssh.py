@@ -25,9 +25,15 @@ from tests.integration.test_pg_switchover_guardian import (  # pylint: disable=u
     guardian_log,
     interrupt,
     pair,  # pylint: disable=unused-import # noqa: F401 - a fixture
-    quick_worker_starts,  # pylint: disable=unused-import # noqa: F401 - the fixture `pair` builds on
 )
-from tests.lab import BLUE, LAB_SSH_INVENTORY, connect, run_module, run_playbook
+from tests.lab import (
+    BLUE,
+    LAB_SSH_INVENTORY,
+    connect,
+    quick_worker_starts,  # pylint: disable=unused-import # noqa: F401 - the fixture `pair` builds on
+    run_module,
+    run_playbook,
+)
 
 INVENTORY = yaml.safe_load((Path(LAB_SSH_INVENTORY) / "hosts.yml").read_text())
 SETTINGS = yaml.safe_load((Path(LAB_SSH_INVENTORY) / "group_vars" / "all.yml").read_text())

@@ -22,12 +22,16 @@ from tests.lab import (
     connect,
     drop_database,
     drop_replication,
+    quick_worker_starts,  # pylint: disable=unused-import # noqa: F401 - pytestmark's fixture
     recreate_database,
     run_module,
     throwaway_pgbouncer,
     wait_for,
     writable_again,
 )
+
+# subscriptions are created, re-enabled and switched back to back here: their workers start within 100 ms
+pytestmark = pytest.mark.usefixtures("quick_worker_starts")
 
 DB = "zdm_switch"
 MODULE = "zerodowntime.migration.pg_switchover"

@@ -42,12 +42,10 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     subscriptions,
 )
 from tests.lab import (
-    BLUE,
-    GREEN,
     PG_SERVERS,
     ROOT,
-    connect,
     kill_tree,
+    quick_worker_starts,  # pylint: disable=unused-import # noqa: F401 - the fixture `pair` builds on
     run_module,
     run_modules,
     ssh_session_of,
@@ -60,28 +58,6 @@ TIMEOUT = 4.0  # the write pause's bound in these tests
 HOLD = 2.5  # how long the failpoint holds the pause after the chosen step
 MARGIN = 1.0
 SIDES = {"blue_to_green": ("blue", "green"), "green_to_blue": ("green", "blue")}  # (source, target)
-
-
-# Lab only, for these tests: PostgreSQL 15's logical replication launcher starts at most one apply
-# worker per wal_retrieve_retry_interval (5 s by default) on an instance, so back-to-back switchovers
-# (each undo re-enables a subscription, each run creates one) mostly waited for the launcher, not
-# for the module. The module does the same; only the instances start its workers sooner.
-WORKER_START_INTERVAL = "100ms"
-
-
-@pytest.fixture()
-def quick_worker_starts(lab):
-    for side in (BLUE, GREEN):
-        with connect(side, login_db="postgres") as conn:
-            conn.execute(f"ALTER SYSTEM SET wal_retrieve_retry_interval = '{WORKER_START_INTERVAL}'")
-            conn.execute("SELECT pg_reload_conf()")
-    try:
-        yield
-    finally:
-        for side in (BLUE, GREEN):
-            with connect(side, login_db="postgres") as conn:
-                conn.execute("ALTER SYSTEM RESET wal_retrieve_retry_interval")
-                conn.execute("SELECT pg_reload_conf()")
 
 
 @pytest.fixture()

@@ -350,11 +350,18 @@ def test_config_file_must_hold_the_entry(pool_restored, tmp_path):
 # --- a second instance (pgbouncer_instance) ---------------------------------------------------
 
 
-@pytest.fixture()
-def second_restored(pgbouncer):
-    """lab-pooler2 converged; afterwards its pool resumed and pointing at blue again."""
+@pytest.fixture(scope="module")
+def second_converged(pgbouncer):
+    """lab-pooler2 converged, once for its tests: each leaves its files as the converge wrote them
+    (a restart, or a repoint its test converges back)."""
     run = run_playbook(SECOND_PLAY)
     assert run.status == "successful", run.stdout
+    return run
+
+
+@pytest.fixture()
+def second_restored(second_converged):
+    """lab-pooler2 converged; afterwards its pool resumed and pointing at blue again."""
     yield
     with AdminConsole(dict(SECOND_ADMIN, login_db="pgbouncer", connect_timeout=5)) as console:
         resume(console, POOL)

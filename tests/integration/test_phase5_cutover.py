@@ -37,6 +37,8 @@ from tests.lab import wait_for as lab_wait_for
 
 APPROVED = {"cutover_approved": True}
 LAB_WATCH_GATES = yaml.safe_load((ROOT / "inventories/lab/group_vars/all.yml").read_text())["migration_watch_gates"]
+# for the tests that assert nothing about the watch: phase 5 skips its pre-check, blue's baseline and the watch (~12 s)
+NO_WATCH = {"migration_watch_seconds": 0}
 PROMPT = r"Type yes to proceed"
 REPORT_DIR = Path("/var/tmp/zerodowntime/reports")
 
@@ -98,7 +100,7 @@ class Workload:
 
 
 def test_without_approval_nothing_changes(on_blue):
-    run = run_playbook("phase5_cutover.yml", answers={PROMPT: "no"})
+    run = run_playbook("phase5_cutover.yml", answers={PROMPT: "no"}, extravars=NO_WATCH)
     assert run.status == "failed"
     [gate] = run.task_results("Stop unless approved")
     assert gate["failed"] and "cutover_approved=true" in gate["msg"]
@@ -107,7 +109,7 @@ def test_without_approval_nothing_changes(on_blue):
 
 
 def test_awx_approval_node_replaces_the_prompt(on_blue):
-    run = run_playbook("phase5_cutover.yml", extravars={"awx_job_id": 42})
+    run = run_playbook("phase5_cutover.yml", extravars=dict(NO_WATCH, awx_job_id=42))
     assert run.status == "successful", run.stdout
     assert not run.task_results("Ask for approval")
     assert serving() == "green"
@@ -239,7 +241,7 @@ def test_a_stopped_reverse_replication_is_rolled_back_by_the_watch_and_nothing_i
 
 
 def test_rollback_refuses_when_blue_cannot_get_greens_writes(on_blue):
-    cutover = run_playbook("phase5_cutover.yml", extravars=APPROVED)
+    cutover = run_playbook("phase5_cutover.yml", extravars=dict(APPROVED, **NO_WATCH))
     assert cutover.status == "successful", cutover.stdout
     with connect(BLUE) as conn:
         conn.execute("SET default_transaction_read_only = off")  # blue is frozen since the cutover
@@ -255,7 +257,7 @@ def test_rollback_refuses_when_blue_cannot_get_greens_writes(on_blue):
 
 
 def test_phase6_verifies_green_after_the_cutover(on_blue):
-    cutover = run_playbook("phase5_cutover.yml", extravars=APPROVED)
+    cutover = run_playbook("phase5_cutover.yml", extravars=dict(APPROVED, **NO_WATCH))
     assert cutover.status == "successful", cutover.stdout
     verify = run_playbook("phase6_verify.yml")
     assert verify.status == "successful", verify.stdout
@@ -288,6 +290,7 @@ def test_rollback_repairs_what_a_dead_cutover_left(on_blue, tmp_path):
     before = json.loads(journal_file.read_text()).get("run_id") if journal_file.exists() else None
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ZERODOWNTIME_SWITCHOVER_HOLD="freeze_source:30")
     command = [str(ROOT / ".venv/bin/ansible-playbook"), str(ROOT / "playbooks/phase5_cutover.yml"), "-e", "cutover_approved=true"]
+    command += ["-e", "migration_watch_seconds=0"]  # killed before the watch: its baseline only costs time
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
     try:
         record = wait_for(

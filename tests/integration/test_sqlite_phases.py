@@ -24,6 +24,8 @@ HOST = "localhost"  # sqlite_app_servers in inventories/lab
 UP_TO_VALIDATION = ["sqlite_preparation", "sqlite_schema_sync", "sqlite_initial_data_sync", "sqlite_validation"]
 COPY = "Copy the tables in batches, then replay the changes captured meanwhile"
 FAIL = "Fail naming the stage, the error and what was rolled back"
+# for the tests past the switch that assert nothing about the watch (the test_*_watch_* ones do): no baseline, no watch (~7 s a run)
+NO_WATCH = {"sqlite_watch_seconds": 0}
 sample = vminer_sample()
 
 
@@ -156,7 +158,7 @@ def test_every_stage_then_the_rollback_playbook_with_the_application_writing_los
     app = SqliteApplication(config, tmp_path, rate=50)
     try:
         time.sleep(1.0)
-        run = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_stop_after="cleanup"))
+        run = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], **NO_WATCH, sqlite_stop_after="cleanup"))
         assert run.status == "successful", run.stdout[-3000:]
         recorded = stages(lab["target"])
         assert [phase for phase, row in recorded.items() if row["status"] == "succeeded"][-4:] == [
@@ -184,7 +186,8 @@ def test_every_stage_then_the_rollback_playbook_with_the_application_writing_los
 def test_a_failed_post_cutover_validation_rolls_back_and_the_next_run_cuts_over_again(lab, tmp_path):
     config = tmp_path / "vminer.json"
     config.write_text(json.dumps({"engine": "sqlite", "path": str(lab["path"])}))
-    failing = dict(lab["vars"], sqlite_stop_after="cleanup", sqlite_app_verify_command=["false"])  # the application's check fails
+    # the application's check fails
+    failing = dict(lab["vars"], **NO_WATCH, sqlite_stop_after="cleanup", sqlite_app_verify_command=["false"])
     run = run_playbook(PLAYBOOK, extravars=failing)
     assert run.status == "failed"
     assert "sqlite_post_cutover_validation failed" in failure(run) and "switched back to the SQLite file" in failure(run)
@@ -195,7 +198,7 @@ def test_a_failed_post_cutover_validation_rolls_back_and_the_next_run_cuts_over_
     with sqlite3.connect(lab["path"]) as conn:
         conn.execute("UPDATE vcenters SET version = version WHERE id = 1")  # the file takes writes again
     conn.close()
-    again = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], sqlite_stop_after="cleanup"))
+    again = run_playbook(PLAYBOOK, extravars=dict(lab["vars"], **NO_WATCH, sqlite_stop_after="cleanup"))
     assert again.status == "successful", again.stdout[-3000:]
     assert json.loads(config.read_text())["engine"] == "postgresql"
     assert stages(lab["target"])["sqlite_cleanup"]["status"] == "succeeded"
