@@ -26,7 +26,7 @@ from tests.integration.test_pg_switchover_guardian import (  # pylint: disable=u
     interrupt,
     pair,  # pylint: disable=unused-import # noqa: F401 - a fixture
 )
-from tests.lab import (
+from tests.lab import (  # pylint: disable=unused-import
     BLUE,
     LAB_SSH_INVENTORY,
     connect,

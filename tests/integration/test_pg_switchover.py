@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import STEPS
-from tests.lab import (
+from tests.lab import (  # pylint: disable=unused-import
     BLUE,
     GREEN,
     LAB_PASSWORD,

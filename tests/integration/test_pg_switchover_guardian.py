@@ -41,7 +41,7 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     rows_missing,
     subscriptions,
 )
-from tests.lab import (
+from tests.lab import (  # pylint: disable=unused-import
     PG_SERVERS,
     ROOT,
     kill_tree,
