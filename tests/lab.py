@@ -68,8 +68,11 @@ ALERTMANAGER_URL = f"http://{MONITOR_ADDRESS}:9093"
 # :15692, the Erlang distribution :25672. Node names are long names with the address; mq-1 is
 # Debian's node (the cluster's first), mq-2 and mq-3 instances (init scripts of their own).
 RABBITMQ_HOSTS = {"mq-1": "127.0.0.51", "mq-2": "127.0.0.52", "mq-3": "127.0.0.53"}
-RABBITMQ_NODES = {"rabbit@127.0.0.51": "127.0.0.51", "rabbit2@127.0.0.52": "127.0.0.52", "rabbit3@127.0.0.53": "127.0.0.53"}
-RABBITMQ_FIRST_NODE, RABBITMQ_ADDRESS = "rabbit@127.0.0.51", "127.0.0.51"
+# node name -> address; the alive parts are Debian's node's and the instances' (rabbit2, rabbit3)
+RABBITMQ_NODES = {
+    f"{alive}@{address}": address for alive, address in zip(("rabbit", "rabbit2", "rabbit3"), RABBITMQ_HOSTS.values(), strict=True)
+}
+RABBITMQ_FIRST_NODE, RABBITMQ_ADDRESS = next(iter(RABBITMQ_NODES.items()))
 RABBITMQ_API = f"http://{RABBITMQ_ADDRESS}:15672"
 
 # lab-db's own address: the PgBouncers (:6432, :6433) and the sample app (:18081, :18082) listen there

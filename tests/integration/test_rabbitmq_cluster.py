@@ -41,7 +41,7 @@ ROLE_PLAY = [
     {"name": "Provision RabbitMQ", "hosts": "rabbitmq_servers", "become": True, "roles": [{"role": "zerodowntime.migration.rabbitmq"}]}
 ]
 NODES = RABBITMQ_NODES
-RABBIT2, RABBIT3 = "rabbit2@127.0.0.52", "rabbit3@127.0.0.53"
+RABBIT2, RABBIT3 = list(NODES)[1:]
 ADDED = {RABBIT2: "rabbitmq-server-rabbit2", RABBIT3: "rabbitmq-server-rabbit3"}  # nodes a test may stop
 # a throwaway fourth node on 127.0.0.1, an address the machine's one epmd listens on (loopback)
 RABBIT4 = "rabbit4@127.0.0.1"
