@@ -82,11 +82,12 @@ target_dbname:
 )
 
 POOLERS_DESCRIPTION = [
-    "Every PgBouncer in front of the databases - its admin console, the pool the clients use, and the pgbouncer.ini "
-    "the module rewrites (run the module on the PgBouncer host; each C(config_file) is read there).",
-    "Every PgBouncer of one run must therefore run on the host the module runs on. PgBouncers on hosts of their own "
-    "cannot be repointed by one run yet - one whose C(config_file) is elsewhere still points at the source after its "
-    "C(RELOAD), which fails the run inside the pause and undoes it (every pool resumes on the source).",
+    "Every PgBouncer in front of the databases - its admin console, the pool the clients use, and (without O(haproxy)) "
+    "the pgbouncer.ini the module rewrites (run the module on the PgBouncer host; each C(config_file) is read there).",
+    "Without O(haproxy) every PgBouncer of one run must therefore run on the host the module runs on - one whose "
+    "C(config_file) is elsewhere still points at the source after its C(RELOAD), which fails the run inside the pause "
+    "and undoes it (every pool resumes on the source). PgBouncers on hosts of their own point at HAProxy's write "
+    "frontend, and the run switches HAProxy (O(haproxy)) instead of repointing them.",
     "All are paused, repointed and resumed concurrently; when one fails or cannot be reached, every pool resumes on "
     "the source. One that cannot be reached before the pause stops the module before anything changes.",
     "The journal and the run lock are named after the first pooler's C(database).",

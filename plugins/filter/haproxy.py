@@ -22,16 +22,13 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.runtime import RUNNING, HAProxyError, parse_servers_state
-
-# src/server.h (HAProxy 2.6): enum srv_admin
-SRV_ADMF_FMAINT = 0x01
-SRV_ADMF_IMAINT = 0x02
-SRV_ADMF_FDRAIN = 0x08
-SRV_ADMF_IDRAIN = 0x10
-SRV_ADMF_RMAINT = 0x20
-SRV_ADMF_MAINT = SRV_ADMF_FMAINT | SRV_ADMF_IMAINT | SRV_ADMF_RMAINT
-SRV_ADMF_DRAIN = SRV_ADMF_FDRAIN | SRV_ADMF_IDRAIN
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.runtime import (
+    RUNNING,
+    SRV_ADMF_DRAIN,
+    SRV_ADMF_MAINT,
+    HAProxyError,
+    parse_servers_state,
+)
 
 
 def haproxy_servers_state(text):

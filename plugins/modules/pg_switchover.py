@@ -24,7 +24,7 @@ description:
     O(sequence_margin)), disable the forward subscription, create the reverse slot on the target and
     the reverse subscription on the source (C(copy_data false)) so every write made on the target
     reaches the source, unfreeze the target if an earlier switchover froze it, repoint the pool to
-    the target and C(RESUME).
+    the target (with O(haproxy), make the target HAProxy's write server instead) and C(RESUME).
   - B(On any error or when the deadline passes), every step done is undone, newest first - the
     reverse objects dropped, the forward subscription enabled, the source unfrozen, the pool pointed
     back at the source and resumed - and the module fails naming the step (RV(ignore:failed_step)) and
@@ -138,6 +138,41 @@ options:
         it holds no password. The next run reads it first and repairs what a dead run left.
     type: path
     default: /var/lib/zerodowntime/switchover
+  haproxy:
+    description:
+      - Every HAProxy whose write backend (balance first, one server taking connections) sends the pools - and
+        HAProxy's own clients - to the source. With it the pools are not repointed - they point at HAProxy's write
+        frontend and stay there, so the PgBouncers may run on hosts of their own (no C(config_file) is read).
+      - Inside the pause, in place of repointing the pools (step C(switch_haproxy)) - the target's server C(state ready)
+        and C(health up), the source's C(state maint) and its sessions shut down, then C(show servers state) must show
+        the target alone taking new connections. C(PAUSE) has closed the pools' server connections, so C(RESUME) opens
+        new ones, through HAProxy, to the target.
+      - The undo (also the guardian's, and a repair from the journal) makes the source the write server again and puts
+        the target back in maintenance if it was there before.
+      - Each backend's servers are recognised by address and port (those of O(source) and O(target)); a pool that
+        points at the source or the target itself is refused. Writes count as switched when every HAProxy sends them
+        to the target.
+      - This only changes HAProxy at runtime - haproxy.cfg still names the old primary until it is written
+        (C(roles/haproxy) C(tasks_from=set_primary), phase 5). A reload in between sends writes back to the old,
+        frozen side - errors for clients, no lost write.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      socket:
+        description:
+          - HAProxy's runtime API at level admin, reachable from the host that runs the module - C(host:port) of a
+            C(stats socket ipv4@...) (C(haproxy_runtime_api_address)), or a unix socket path on that host.
+        type: str
+        required: true
+      backend:
+        description: The backend of PostgreSQL writes (C(haproxy_pg_write_backend)).
+        type: str
+        default: pg_write
+      timeout:
+        description: Seconds each runtime API command may take.
+        type: float
+        default: 2.0
   guardian_margin:
     description:
       - Seconds past the pause's deadline (O(timeout)) after which the guardian undoes a run that neither
@@ -187,6 +222,20 @@ EXAMPLES = r"""
         config_file: /etc/pgbouncer/pgbouncer2/pgbouncer.ini
     timeout: 2
   register: switchover
+
+- name: The same behind HAProxy - the pools (on hosts of their own) point at its write frontend and stay there
+  zerodowntime.migration.pg_switchover:
+    source: "{{ blue_login }}"
+    target: "{{ green_login }}"
+    subscription: novacron_blue_to_green
+    reverse_publication: novacron_green_to_blue
+    reverse_subscription: novacron_green_to_blue
+    reverse_publisher: "{{ green_replication_login }}"
+    pgbouncers: "{{ pool_hosts_consoles }}"  # pool-1 and pool-2, each pool at lb-1:5000
+    haproxy:
+      - socket: 127.0.0.31:9999  # lb-1's haproxy_runtime_api_address
+        backend: pg_write
+    timeout: 2
 
 - name: Show the write pause
   ansible.builtin.debug:
@@ -245,7 +294,9 @@ undone:
   type: list
   elements: dict
 serving:
-  description: Host, port and database the pool points at when the module ends.
+  description:
+    - Host, port and database the pool points at when the module ends - with O(haproxy), those of the side HAProxy
+      sends writes to.
   returned: always
   type: dict
 lag_before_pause:
@@ -278,7 +329,7 @@ journal:
   returned: always
   type: str
 queries:
-  description: Statements and console commands run (passwords masked).
+  description: Statements, console commands and HAProxy runtime API commands run (passwords masked).
   returned: always
   type: list
   elements: str
@@ -287,6 +338,7 @@ queries:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.proxy import argument_spec as haproxy_argument_spec
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import ADMIN_CONNECTION_ARGUMENT_SPEC, AdminConsole
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import CONNECTION_ARGUMENT_SPEC
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.journal import DEFAULT_DIRECTORY
@@ -330,6 +382,7 @@ def main():
             state=dict(type="str", choices=["switched", "repaired"], default="switched"),
             journal_dir=dict(type="path", default=DEFAULT_DIRECTORY),
             guardian_margin=dict(type="float", default=1.0),
+            haproxy=haproxy_argument_spec("pg_write"),
         ),
         mutually_exclusive=[("pgbouncers", "pgbouncer")],
         required_one_of=[("pgbouncers", "pgbouncer")],

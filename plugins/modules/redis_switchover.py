@@ -276,6 +276,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.runner import run_module
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.proxy import argument_spec as haproxy_argument_spec
 from ansible_collections.zerodowntime.migration.plugins.module_utils.redis import cutover
 from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.client import (
     CONNECTION_OPTIONS,
@@ -298,16 +299,7 @@ def main():
             demote_source=dict(type="bool", default=True),
             persist=dict(type="bool", default=True),
             pause_ms=dict(type="int", default=5000),
-            haproxy=dict(
-                type="list",
-                elements="dict",
-                default=[],
-                options=dict(
-                    socket=dict(type="str", required=True),
-                    backend=dict(type="str", default="redis_write"),
-                    timeout=dict(type="float", default=2.0),
-                ),
-            ),
+            haproxy=haproxy_argument_spec("redis_write"),
         ),
         supports_check_mode=True,
     )

@@ -13,7 +13,7 @@ import time
 import psycopg
 import pytest
 
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import STEPS
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import POOLER_STEPS
 from tests.lab import (  # pylint: disable=unused-import
     BLUE,
     GREEN,
@@ -392,7 +392,7 @@ def test_check_mode_reports_the_steps_and_changes_nothing(lab_pair):
     assert result["changed"] is True
     assert result["switched"] is False and result["would_switch"] is True
     green_frozen = readonly(lab_pair["green"]) == "on"
-    assert [step["step"] for step in result["steps"]] == [name for name in STEPS if green_frozen or name != "unfreeze_target"]
+    assert [step["step"] for step in result["steps"]] == [name for name in POOLER_STEPS if green_frozen or name != "unfreeze_target"]
     assert result["steps"][0] == {"step": "pause_pgbouncer", "undo": "resume_pgbouncer", "ms": None, "ok": None}
     pools = [result["diff"][when]["pgbouncer_pool"] for when in ("before", "after")]
     assert [(pool["host"], pool["port"]) for pool in pools] == [ON_BLUE, ON_GREEN], pools

@@ -27,7 +27,8 @@ import yaml
 from psycopg.rows import dict_row
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.failpoint import HOLD_VARIABLE, MARK_VARIABLE
-from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import STEPS
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
+from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.switchover import HAPROXY_STEPS, POOLER_STEPS, STEPS
 from tests.integration.test_pg_switchover import (  # pylint: disable=unused-import
     CLIENT,
     DB,
@@ -42,6 +43,10 @@ from tests.integration.test_pg_switchover import (  # pylint: disable=unused-imp
     subscriptions,
 )
 from tests.lab import (  # pylint: disable=unused-import
+    HAPROXY_ADDRESS,
+    HAPROXY_RUNTIME_API,
+    HAPROXY_WRITES,
+    LAB_PASSWORD,
     PG_SERVERS,
     ROOT,
     kill_tree,
@@ -68,10 +73,40 @@ def pair(quick_worker_starts, lab_pair):  # noqa: F811 # pylint: disable=redefin
         yield dict(lab_pair, bouncers=[lab_pair["bouncer"], second], journal_dir=journal_dir)
 
 
+@pytest.fixture()
+def haproxy_pair(quick_worker_starts, lab_pair):  # noqa: F811 # pylint: disable=redefined-outer-name,unused-argument
+    """lab_pair with two PgBouncers whose pool points at the lab HAProxy's write frontend (lb-1:5000,
+    blue its write server), a journal directory of the test's own, and the `haproxy` option: the
+    switchover switches HAProxy instead of repointing the pools. Afterwards HAProxy sends writes to
+    blue again, green in maintenance, as the lab's haproxy.cfg has them."""
+    through = dict(lab_pair["blue"], login_host=HAPROXY_ADDRESS, login_port=HAPROXY_WRITES)
+    assert write_backend() == {"blue": "up", "green": "maint"}, "the lab's HAProxy does not send writes to blue alone"
+    try:
+        with ExitStack() as stack:
+            bouncers = [stack.enter_context(throwaway_pgbouncer({DB: through})), stack.enter_context(throwaway_pgbouncer({DB: through}))]
+            journal_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="zdm-journal-"))
+            yield dict(lab_pair, bouncers=bouncers, journal_dir=journal_dir, haproxy=[{"socket": HAPROXY_RUNTIME_API}])
+    finally:
+        for command in ("set server pg_write/blue state ready", "set server pg_write/green state maint"):
+            runtime.command(HAPROXY_RUNTIME_API, command)
+
+
+def write_backend() -> dict:
+    """How the lab HAProxy's write backend holds blue and green: "maint" (in maintenance), "up" (running
+    and ready), or the operational and admin states HAProxy shows."""
+    shown = {}
+    for row in runtime.servers_state(HAPROXY_RUNTIME_API, "pg_write"):
+        op, admin = row["srv_op_state"], row["srv_admin_state"]
+        shown[row["srv_name"]] = "maint" if admin & 0x01 else ("up" if op == 2 and not admin & 0x08 else f"op {op} admin {admin}")
+    return shown
+
+
 def module_args(pair: dict, direction: str, **overrides) -> dict:
     arguments = args(pair, direction, timeout=TIMEOUT, journal_dir=pair["journal_dir"], guardian_margin=MARGIN)
     arguments.pop("pgbouncer")
     arguments["pgbouncers"] = [dict(bouncer["admin"], database=DB, config_file=bouncer["config_file"]) for bouncer in pair["bouncers"]]
+    if pair.get("haproxy"):
+        arguments["haproxy"] = pair["haproxy"]
     arguments.update(overrides)
     return arguments
 
@@ -248,7 +283,7 @@ def lock_free(pair: dict) -> bool:
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGKILL"])
 def test_the_module_killed_at_each_step_is_undone_by_its_guardian(pair, how, tmp_path):
     directions = ["blue_to_green", "green_to_blue"]
-    plan = [(directions[number % 2], step) for number, step in enumerate(STEPS)]
+    plan = [(directions[number % 2], step) for number, step in enumerate(POOLER_STEPS)]
     with ExitStack() as stack:
         writers = [stack.enter_context(Writers(bouncer["port"], count=2, first=10 * n)) for n, bouncer in enumerate(pair["bouncers"])]
         series = HeldSeries(pair, plan, tmp_path)
@@ -425,3 +460,109 @@ def test_twenty_switchovers_under_load_through_two_poolers_lose_nothing(pair):
         assert writer.errors == []
         assert rows_missing(pair["blue"], writer.committed) == set()
         assert rows_missing(pair["green"], writer.committed) == set()
+
+
+# --- behind HAProxy: the pools stay on its write frontend, the switchover switches its write backend ---------------
+def pool_endpoints(pair: dict) -> list[tuple[str, int]]:
+    """(host, port) each PgBouncer of the pair sends the pool to."""
+    endpoints = []
+    for bouncer in pair["bouncers"]:
+        admin = bouncer["admin"]
+        options = {
+            "host": admin["login_host"],
+            "port": admin["login_port"],
+            "user": admin["login_user"],
+            "password": admin["login_password"],
+        }
+        with psycopg.connect(dbname="pgbouncer", autocommit=True, cursor_factory=psycopg.ClientCursor, **options) as console:
+            endpoints += [(row[1], int(row[2])) for row in console.execute("SHOW DATABASES").fetchall() if row[0] == DB]
+    return endpoints
+
+
+def test_behind_haproxy_writes_move_to_green_and_back_losing_nothing(haproxy_pair):
+    pair = haproxy_pair
+    on_haproxy = [(HAPROXY_ADDRESS, HAPROXY_WRITES)] * 2
+    with ExitStack() as stack:
+        writers = [stack.enter_context(Writers(bouncer["port"], count=2, first=70 + 10 * n)) for n, bouncer in enumerate(pair["bouncers"])]
+        run, result = run_module(MODULE, module_args(pair, "blue_to_green"), diff=True)
+        assert not result["failed"], result["msg"]
+        assert [step["step"] for step in result["steps"]] == [name for name in HAPROXY_STEPS if name != "unfreeze_target"]
+        assert result["switched"] is True and result["write_pause_ms"] < 1000, result["steps"]
+        assert write_backend() == {"blue": "maint", "green": "up"}
+        assert [write_through(bouncer) for bouncer in pair["bouncers"]] == ["green", "green"]
+        assert pool_endpoints(pair) == on_haproxy  # the pools were not repointed
+        told = [query for query in result["queries"] if query.startswith(("set server", "shutdown sessions"))]
+        assert told == [
+            f"set server pg_write/green state ready (on {HAPROXY_RUNTIME_API})",
+            f"set server pg_write/green health up (on {HAPROXY_RUNTIME_API})",
+            f"set server pg_write/blue state maint (on {HAPROXY_RUNTIME_API})",
+            f"shutdown sessions server pg_write/blue (on {HAPROXY_RUNTIME_API})",
+        ]
+        shown = {when: result["diff"][when]["haproxy_write_server"] for when in ("before", "after")}
+        assert shown == {"before": {f"{HAPROXY_RUNTIME_API} pg_write": "blue"}, "after": {f"{HAPROXY_RUNTIME_API} pg_write": "green"}}
+        assert result["serving"]["host"] == pair["green"]["login_host"]
+        assert LAB_PASSWORD not in run.stdout
+        # again: nothing to do; then the way back, through HAProxy too
+        again, back = run_modules(MODULE, [module_args(pair, "blue_to_green"), module_args(pair, "green_to_blue")])[1]
+        assert not again["failed"] and again["changed"] is False and again["switched"] is True, again.get("msg")
+        assert not back["failed"], back["msg"]
+        assert back["switched"] is True and "unfreeze_target" in [step["step"] for step in back["steps"]]
+        time.sleep(0.5)  # writes on blue after the way back
+    assert write_backend() == {"blue": "up", "green": "maint"}  # green was in maintenance before it took writes
+    assert [write_through(bouncer) for bouncer in pair["bouncers"]] == ["blue", "blue"]
+    assert pool_endpoints(pair) == on_haproxy
+    for writer in writers:
+        assert writer.errors == [], writer.errors[:3]
+        assert len(writer.committed) > 50
+        assert rows_missing(pair["blue"], writer.committed) == set()
+        assert rows_missing(pair["green"], writer.committed) == set()
+
+
+@pytest.mark.parametrize(("step", "finished"), [("switch_haproxy", False), ("resume_pgbouncer", True)])
+def test_behind_haproxy_the_module_killed_after_switching_is_undone_or_finished_by_its_guardian(haproxy_pair, tmp_path, step, finished):
+    """SIGKILL once HAProxy sends writes to green: inside the pause the guardian makes blue the write
+    server again; once the pools resumed on green (committing) it finishes the switch instead."""
+    outcome = interrupt(haproxy_pair, "blue_to_green", step, "SIGKILL", tmp_path)
+    record, side = outcome["journal"], "green" if finished else "blue"
+    assert outcome["flowing_after"] < TIMEOUT + MARGIN, record
+    assert outcome["servers"] == [side, side], record
+    assert write_backend() == ({"blue": "maint", "green": "up"} if finished else {"blue": "up", "green": "maint"})
+    if finished:
+        assert record["state"] == "committed" and record["finished_by"] == "guardian", record
+    else:
+        assert record["state"] == "undone" and record["undo_by"] == "guardian", record
+        assert {"step": "switch_haproxy_to_source", "ok": True} in [
+            {key: entry[key] for key in ("step", "ok")} for entry in record["undone"]
+        ]
+        assert readonly(haproxy_pair["blue"]) == "off"
+    assert record["facts"]["haproxy"][0]["target_server"] == "green"
+    # the next run completes the switch (or finds it done)
+    result = run_module(MODULE, module_args(haproxy_pair, "blue_to_green"))[1]
+    assert not result["failed"], result["msg"]
+    assert result["switched"] is True and write_backend() == {"blue": "maint", "green": "up"}
+    assert [write_through(bouncer) for bouncer in haproxy_pair["bouncers"]] == ["green", "green"]
+
+
+def test_behind_haproxy_bad_input_is_refused_before_anything_changes(haproxy_pair):
+    pair = haproxy_pair
+    direct = [dict(pair["bouncer"]["admin"], database=DB)]  # lab_pair's PgBouncer: its pool points at blue itself
+    cases = [
+        module_args(pair, "blue_to_green", pgbouncers=direct),
+        module_args(pair, "blue_to_green", haproxy=[{"socket": f"{HAPROXY_ADDRESS}:1", "timeout": 1}]),
+        module_args(pair, "blue_to_green", haproxy=[{"socket": HAPROXY_RUNTIME_API, "backend": "no_such_backend"}]),
+    ]
+    refused = run_modules(MODULE, cases)[1]
+    assert all(result["failed"] for result in refused), refused
+    pool, unreachable, backend = (result["msg"] for result in refused)
+    assert f"sends pool '{DB}' to {pair['blue']['login_host']}:5432/{DB}" in pool and "haproxy_pg_write_bind" in pool, pool
+    assert f"cannot reach HAProxy's runtime API at {HAPROXY_ADDRESS}:1" in unreachable and "nothing was changed" in unreachable, unreachable
+    assert "no_such_backend" in backend and "nothing was changed" in backend, backend
+    assert not any(query.startswith("PAUSE") for result in refused for query in result.get("queries") or [])
+    # check mode: the steps a run would take, and what HAProxy would be told to do; nothing changes
+    check = run_module(MODULE, module_args(pair, "blue_to_green"), check=True, diff=True)[1]
+    assert not check["failed"], check["msg"]
+    assert [step["step"] for step in check["steps"]] == [name for name in HAPROXY_STEPS if name != "unfreeze_target"]
+    assert check["diff"]["after"]["haproxy_write_server"] == {f"{HAPROXY_RUNTIME_API} pg_write": "green"}
+    assert write_backend() == {"blue": "up", "green": "maint"}
+    assert [write_through(bouncer) for bouncer in pair["bouncers"]] == ["blue", "blue"]
+    assert readonly(pair["blue"]) == "off" and subscriptions(pair["green"]) == {FORWARD: True}

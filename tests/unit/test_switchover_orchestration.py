@@ -85,25 +85,40 @@ class Recorded(sw.Switchover):
         return run
 
 
-def make(tmp_path, timeout=5.0, **kwargs) -> Recorded:
+def make(tmp_path, timeout=5.0, haproxy=False, **kwargs) -> Recorded:
+    """A run that repoints its pool, or (`haproxy`) switches one HAProxy's write backend."""
     journal = Journal(str(tmp_path), "app")
     journal.acquire()
     journal.write({"state": "preparing", "run_id": "test"})
     poolers = [sw.Pooler(0, {"database": "app", "config_file": "/dev/null"}, FakeConsole())]
-    return Recorded(FakeClient(), FakeClient(), poolers, dict(PARAMS, timeout=timeout), journal=journal, **kwargs)
+    run = Recorded(FakeClient(), FakeClient(), poolers, dict(PARAMS, timeout=timeout), journal=journal, **kwargs)
+    if haproxy:
+        run.proxies = [sw.Proxy("127.0.0.31:9999", "pg_write", "blue", "green", 2.0, True)]
+    return run
+
+
+def steps_of(run: Recorded) -> list[str]:
+    return list(sw.HAPROXY_STEPS if run.proxies else sw.POOLER_STEPS)
+
+
+@pytest.fixture(params=["pgbouncer", "haproxy"])
+def mode(request) -> dict:
+    """Both ways a run moves writes: repointing the pools, or switching HAProxy."""
+    return {"haproxy": request.param == "haproxy"}
 
 
 def undo_calls(run: Recorded) -> list[str]:
     return [call.removeprefix("undo:") for call in run.calls if call.startswith("undo:")]
 
 
-def test_a_clean_run_does_every_step_in_order_and_commits(tmp_path):
-    run = make(tmp_path)
+def test_a_clean_run_does_every_step_in_order_and_commits(tmp_path, mode):
+    run = make(tmp_path, **mode)
     run.switch()
-    assert run.calls == list(sw.STEPS)
+    assert run.calls == steps_of(run)
+    assert ("switch_haproxy" in run.calls) is mode["haproxy"] and ("repoint_pgbouncer" in run.calls) is not mode["haproxy"]
     record = run.journal.read()
-    assert record["state"] == "committed" and record["done"] == list(sw.STEPS[:-1])
-    assert [entry["step"] for entry in run.steps] == list(sw.STEPS) and all(entry["ok"] for entry in run.steps)
+    assert record["state"] == "committed" and record["done"] == steps_of(run)[:-1]
+    assert [entry["step"] for entry in run.steps] == steps_of(run) and all(entry["ok"] for entry in run.steps)
 
 
 def test_unfreeze_target_is_skipped_when_the_target_was_writable(tmp_path):
@@ -115,10 +130,12 @@ def test_unfreeze_target_is_skipped_when_the_target_was_writable(tmp_path):
 
 @pytest.mark.parametrize("failing", [name for name in sw.STEPS if name != sw.STEPS[-1]])
 def test_a_failed_step_undoes_every_begun_step_newest_first_and_resumes_the_pools_last(tmp_path, failing):
-    run = make(tmp_path, fail_at=failing)
+    # the step that moves writes fails in the mode that runs it
+    run = make(tmp_path, fail_at=failing, haproxy=failing == "switch_haproxy")
     with pytest.raises(PgError, match=f"{failing} failed"):
         run.switch()
-    begun = list(sw.STEPS[: sw.STEPS.index(failing) + 1])
+    steps = steps_of(run)
+    begun = steps[: steps.index(failing) + 1]
     expected = ["resume_pgbouncer_on_source" if name == "pause_pgbouncer" else UNDO_OF[name] for name in reversed(begun) if UNDO_OF[name]]
     assert undo_calls(run) == expected
     assert undo_calls(run)[-1] == "resume_pgbouncer_on_source"  # clients come back only once blue takes writes
@@ -164,7 +181,8 @@ def test_the_commit_point_refuses_a_run_the_guardian_took_over(tmp_path):
 
 def test_replaying_a_committing_run_finishes_it(tmp_path):
     run = make(tmp_path)
-    outcome = run.recover({"state": "committing", "run_id": "old", "done": list(sw.STEPS[:-1])}, "module", "left pending", every_step=False)
+    done = list(sw.POOLER_STEPS[:-1])
+    outcome = run.recover({"state": "committing", "run_id": "old", "done": done}, "module", "left pending", every_step=False)
     assert outcome["action"] == "finished" and run.calls == ["undo:finish_commit"]
     assert run.journal.read()["state"] == "committed"
 

@@ -16,8 +16,16 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.common.erro
 
 # srv_op_state in `show servers state`: 2 is SRV_ST_RUNNING (0 stopped, 1 starting, 3 stopping).
 RUNNING = 2
-# srv_admin_state bits: SRV_ADMF_FDRAIN (drained from the runtime API) and the maintenance bits.
-FORCED_DRAIN = 0x08
+# srv_admin_state bits (src/server.h, HAProxy 2.6: enum srv_admin): maintenance forced from the
+# runtime API, inherited from a tracked server, after a DNS failure; drain forced or inherited.
+SRV_ADMF_FMAINT = 0x01
+SRV_ADMF_IMAINT = 0x02
+SRV_ADMF_FDRAIN = 0x08
+SRV_ADMF_IDRAIN = 0x10
+SRV_ADMF_RMAINT = 0x20
+SRV_ADMF_MAINT = SRV_ADMF_FMAINT | SRV_ADMF_IMAINT | SRV_ADMF_RMAINT
+SRV_ADMF_DRAIN = SRV_ADMF_FDRAIN | SRV_ADMF_IDRAIN
+FORCED_DRAIN = SRV_ADMF_FDRAIN
 HEALTH_STATES = ("up", "down")
 ADMIN_STATES = ("ready", "drain", "maint")
 
@@ -101,15 +109,15 @@ def servers_state(address: str, backend: str, timeout: float = 2.0) -> list[dict
     return rows
 
 
-def server_named_by_address(rows: list[dict], host: str, port: int, address: str, backend: str) -> str:
-    """The name of the backend's server at host:port."""
+def server_named_by_address(rows: list[dict], host: str, port: int, address: str, backend: str, servers_option: str) -> str:
+    """The name of the backend's server at host:port (`servers_option`: where they are configured, for the error)."""
     for row in rows:
         if row.get("srv_addr") == host and row.get("srv_port") == port:
             return row["srv_name"]
     known = ", ".join(f"{row.get('srv_name')}={row.get('srv_addr')}:{row.get('srv_port')}" for row in rows)
     raise HAProxyError(
         f"HAProxy at {address}: backend {backend} has no server at {host}:{port} (it has {known}): "
-        f"give the address HAProxy uses for that server (haproxy_redis_servers)"
+        f"give the address HAProxy uses for that server ({servers_option})"
     )
 
 
@@ -139,3 +147,8 @@ def running(rows: list[dict]) -> set[str]:
 def drained(rows: list[dict]) -> set[str]:
     """The servers drained from the runtime API (`set server ... state drain`): no new connections."""
     return {row["srv_name"] for row in rows if isinstance(row.get("srv_admin_state"), int) and row["srv_admin_state"] & FORCED_DRAIN}
+
+
+def in_maintenance(rows: list[dict]) -> set[str]:
+    """The servers in maintenance (forced, inherited, or after a DNS failure): they take nothing."""
+    return {row["srv_name"] for row in rows if isinstance(row.get("srv_admin_state"), int) and row["srv_admin_state"] & SRV_ADMF_MAINT}

@@ -14,10 +14,18 @@ The pause (bounded by `timeout`, each statement by statement_timeout), STEPS in 
 
   pause_pgbouncer -> freeze_source -> drain_source_writers -> wait_for_catch_up ->
   sync_sequences -> disable_forward_subscription -> create_reverse_slot ->
-  create_reverse_subscription -> unfreeze_target -> repoint_pgbouncer -> resume_pgbouncer
+  create_reverse_subscription -> unfreeze_target -> repoint_pgbouncer | switch_haproxy ->
+  resume_pgbouncer
 
 Every pooler is paused, repointed and resumed concurrently; one that fails or cannot be reached
 undoes the switchover for all of them.
+
+Writes move one of two ways. Without `haproxy`, every pool points at the source itself and is
+repointed (its pgbouncer.ini rewritten, so every pooler must run on the module's host). With
+`haproxy`, every pool points at HAProxy's write frontend and stays there: the step
+switch_haproxy makes the target the write backend's one server (through the runtime API, so the
+poolers may run anywhere). PAUSE has closed the pools' server connections, so RESUME opens new
+ones, through HAProxy, to the target; HAProxy's own clients move inside the same pause.
 
 The reverse slot is created after the target has applied the source's last write and before
 any client reaches the target, so it holds exactly the writes made on the target from then on:
@@ -56,6 +64,8 @@ from dataclasses import dataclass, field
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.failpoint import hold
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.proxy import Proxy, locate
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.runtime import HAProxyError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer import console as pgbouncer
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import guardian as pg_guardian
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres import readonly as pg_readonly
@@ -125,13 +135,18 @@ PAUSE_STEPS = (
     Step("create_reverse_subscription", "drop_reverse_subscription"),
     Step("unfreeze_target", "freeze_target"),
     Step("repoint_pgbouncer", "repoint_pgbouncer_to_source"),
+    Step("switch_haproxy", "switch_haproxy_to_source"),
     Step("resume_pgbouncer", None),  # the point of no return: clients reach the target
 )
 STEPS = tuple(step.name for step in PAUSE_STEPS)
+# A run moves writes one way, never both: it repoints the pools, or (`haproxy`) switches HAProxy.
+POOLER_STEPS = tuple(name for name in STEPS if name != "switch_haproxy")
+HAPROXY_STEPS = tuple(name for name in STEPS if name != "repoint_pgbouncer")
 ALL_STEPS = (PREPARE_STEP, *PAUSE_STEPS)
 POLL_INTERVAL = 0.002  # the catch-up wait polls the source's slot this often (seconds)
 UNDO_STATEMENT_TIMEOUT_MS = 15000
 CLEANUP_TIMEOUT = 15.0
+HAPROXY_UNDO_TIMEOUT = 5.0  # seconds an undo (or a finish) waits for HAProxy to show the write server it set
 GUARDIAN_CONNECT_TIMEOUT = 5
 
 
@@ -254,6 +269,9 @@ class Switchover:
         self.failed_step: str | None = None
         self.facts = Facts()
         self.guardian: pg_guardian.Guardian | None = None
+        self.proxies: list[Proxy] = []  # with `haproxy`: its write backends (locate_proxies)
+        self.haproxy_commands: list[str] = []  # the runtime API commands sent, for the result's queries
+        self.haproxy_before: dict = {}  # {HAProxy: the server it sent writes to before the run}
 
     # --- the journal -----------------------------------------------------------------------------
     def record(self, durable: bool = False, **changes) -> None:
@@ -271,10 +289,13 @@ class Switchover:
         self.facts = Facts.from_journal(saved)
         for pooler, kept in zip(self.poolers, saved.get("poolers") or [], strict=False):
             pooler.before, pooler.after = kept.get("before"), kept.get("after")
+        # the run's own HAProxies, whatever this run's options say: they are what its undo must put back
+        self.proxies = [Proxy(**kept) for kept in saved.get("haproxy") or []]
 
     def saved_facts(self) -> dict:
         facts = self.facts.journaled()
         facts["poolers"] = [dict(pooler.public(), before=pooler.before, after=pooler.after) for pooler in self.poolers]
+        facts["haproxy"] = [dict(proxy.journaled(), timeout=proxy.timeout) for proxy in self.proxies]
         return facts
 
     # --- where things stand ----------------------------------------------------------------------
@@ -287,29 +308,29 @@ class Switchover:
             "dbname": bouncer.get("target_dbname") or target["login_db"],
         }
 
+    def writes_go(self) -> str:
+        """Who sends the application's writes, for the errors."""
+        return "HAProxy sends writes" if self.proxies else f"PgBouncer sends pool '{self.poolers[0].pool}'"
+
+    def serving(self, switched: bool) -> dict:
+        """Where writes go: the pool's endpoint, or with `haproxy` the side HAProxy sends them to."""
+        if not self.proxies:
+            return self.target_endpoint(self.poolers[0]) if switched else self.facts.pool_before
+        side = self.params["target" if switched else "source"]
+        return {"host": side["login_host"], "port": int(side["login_port"]), "dbname": side["login_db"]}
+
     def status(self) -> str:
-        """`switched` when every pool points at the target and the reverse subscription exists;
-        `pending` when none does and the forward subscription is enabled."""
-        on_target = []
-        for pooler in self.poolers:
-            live = pooler.endpoint()
-            pooler.before = {key: live[key] for key in ("host", "port", "dbname")}
-            pooler.after = self.target_endpoint(pooler)
-            on_target.append(pooler.before == pooler.after)
-        self.facts.pool_before = self.poolers[0].before
-        if any(on_target) and not all(on_target):
-            shown = "; ".join(f"{pooler.label} sends '{pooler.pool}' to {describe(pooler.before)}" for pooler in self.poolers)
-            raise PgError(
-                f"the PgBouncers disagree: {shown}. A switchover was left half done without a journal. Point every pool "
-                f"at the side that holds the latest writes (zerodowntime.migration.pgbouncer_pool), then run again"
-            )
+        """`switched` when every pool points at the target (with `haproxy`: every HAProxy sends writes
+        to it) and the reverse subscription exists; `pending` when none does and the forward
+        subscription is enabled."""
+        on_target = self.haproxy_on_target() if self.proxies else self.pools_on_target()
         forward = self.forward.row()
         reverse = self.reverse.exists()
         if all(on_target) and reverse:
             return "switched"
         if all(on_target):
             raise PgError(
-                f"PgBouncer already sends pool '{self.poolers[0].pool}' to the target {self.target.endpoint}, but the source "
+                f"{self.writes_go()} to the target {self.target.endpoint} already, but the source "
                 f"{self.source.endpoint} has no reverse subscription '{self.reverse_name}': writes made on the target "
                 f"do not reach the source. Create the reverse replication, or roll back (playbooks/rollback.yml)"
             )
@@ -325,14 +346,63 @@ class Switchover:
             )
         if reverse:
             raise PgError(
-                f"the source {self.source.endpoint} already has a subscription '{self.reverse_name}' while PgBouncer still "
-                f"sends pool '{self.poolers[0].pool}' to {describe(self.poolers[0].before)}: a leftover of an earlier "
+                f"the source {self.source.endpoint} already has a subscription '{self.reverse_name}' while {self.writes_go()} "
+                f"to {describe(self.serving(False))}: a leftover of an earlier "
                 f"switchover? If no client wrote to the target since, drop it on the source (ALTER SUBSCRIPTION "
                 f"{self.reverse_name} DISABLE; ALTER SUBSCRIPTION {self.reverse_name} SET (slot_name = NONE); DROP SUBSCRIPTION "
                 f"{self.reverse_name}) and its slot on the target (SELECT pg_drop_replication_slot('{self.reverse_name}')), or "
                 f"choose another reverse_subscription"
             )
         return "pending"
+
+    def pools_on_target(self) -> list[bool]:
+        """For each pool, whether it points at the target (they must agree)."""
+        on_target = []
+        for pooler in self.poolers:
+            live = pooler.endpoint()
+            pooler.before = {key: live[key] for key in ("host", "port", "dbname")}
+            pooler.after = self.target_endpoint(pooler)
+            on_target.append(pooler.before == pooler.after)
+        self.facts.pool_before = self.poolers[0].before
+        if any(on_target) and not all(on_target):
+            shown = "; ".join(f"{pooler.label} sends '{pooler.pool}' to {describe(pooler.before)}" for pooler in self.poolers)
+            raise PgError(
+                f"the PgBouncers disagree: {shown}. A switchover was left half done without a journal. Point every pool "
+                f"at the side that holds the latest writes (zerodowntime.migration.pgbouncer_pool), then run again"
+            )
+        return on_target
+
+    def haproxy_on_target(self) -> list[bool]:
+        """For each HAProxy, whether it sends writes to the target (they must agree). The pools stay
+        where they are: they must point at HAProxy, not at either side itself."""
+        sides = {host_port(client): client for client in (self.source, self.target)}
+        for pooler in self.poolers:
+            live = pooler.endpoint()
+            pooler.before = pooler.after = {key: live[key] for key in ("host", "port", "dbname")}
+            direct = sides.get((live["host"], live["port"]))
+            if direct is not None:
+                raise PgError(
+                    f"{pooler.label} sends pool '{pooler.pool}' to {describe(live)}, {direct.endpoint} itself, not through HAProxy: "
+                    f"with haproxy, every pool must point at HAProxy's write frontend (pgbouncer_databases: the host and "
+                    f"port of haproxy_pg_write_bind). Point it there, or leave haproxy out to repoint the pools; nothing was changed"
+                )
+        self.facts.pool_before = self.poolers[0].before
+        self.haproxy_before = {proxy.describe(): proxy.write_server() for proxy in self.proxies}
+        nowhere = [name for name, server in self.haproxy_before.items() if server is None]
+        if nowhere:
+            raise PgError(
+                f"HAProxy {', '.join(nowhere)} sends new connections neither to the source's server nor to the target's "
+                f"(both in maintenance, drained or down): make the side that holds the latest writes its write server "
+                f"(roles/haproxy tasks_from: set_primary), then run again; nothing was changed"
+            )
+        on_target = [self.haproxy_before[proxy.describe()] == proxy.target_server for proxy in self.proxies]
+        if any(on_target) and not all(on_target):
+            shown = "; ".join(f"{name} sends writes to {server}" for name, server in self.haproxy_before.items())
+            raise PgError(
+                f"the HAProxies disagree: {shown}. A switchover was left half done without a journal. Make the side that "
+                f"holds the latest writes the write server of every one (roles/haproxy tasks_from: set_primary), then run again"
+            )
+        return on_target
 
     def check_ready(self) -> None:
         """Everything the pause relies on, read before pausing: fail here, not in the pause."""
@@ -529,7 +599,10 @@ class Switchover:
     def planned_steps(self) -> list[Step]:
         """The pause's steps for this run (the target's freeze is undone only if it had one);
         check mode reports this same list."""
-        return [step for step in PAUSE_STEPS if step.name != "unfreeze_target" or self.facts.target_readonly["readonly"]]
+        skipped = {"repoint_pgbouncer"} if self.proxies else {"switch_haproxy"}
+        if not self.facts.target_readonly["readonly"]:
+            skipped.add("unfreeze_target")
+        return [step for step in PAUSE_STEPS if step.name not in skipped]
 
     def run_steps(self) -> None:
         for step in self.planned_steps():
@@ -644,6 +717,22 @@ class Switchover:
 
         each_pooler(self.poolers, repoint, "repointing the pool")
 
+    def switch_haproxy(self, entry: dict) -> None:
+        self.send_writes(True, self.deadline)
+        entry["commands"] = len(self.haproxy_commands)
+
+    def send_writes(self, to_target: bool, deadline: Deadline) -> None:
+        """Every HAProxy's write backend to the target (or back to the source), each confirmed; every
+        one is tried, then one PgError names those that failed."""
+        failed = []
+        for proxy in self.proxies:
+            try:
+                proxy.send_writes(to_target, self.haproxy_commands, deadline)
+            except HAProxyError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise PgError(f"switching HAProxy's write server failed on {len(failed)} of {len(self.proxies)}: " + "; ".join(failed))
+
     def resume_pgbouncer(self, entry: dict) -> None:
         """Every pool resumes on the target. One that fails is not undone (the others' clients
         may already write to the target): it is named, and resumes pointing at the target."""
@@ -679,6 +768,9 @@ class Switchover:
             pg_readonly.unfreeze(self.target, "instance", previous=self.facts.target_readonly["value"])
 
     def repoint_pgbouncer_to_source(self) -> None:
+        if self.proxies:  # the pools point at HAProxy and were never repointed (an undo of every step comes here)
+            return
+
         def repoint(pooler: Pooler):
             before = pooler.before
             return pgbouncer.repoint(
@@ -686,6 +778,9 @@ class Switchover:
             )
 
         each_pooler(self.poolers, repoint, "repointing the pool back")
+
+    def switch_haproxy_to_source(self) -> None:
+        self.send_writes(False, Deadline(HAPROXY_UNDO_TIMEOUT))
 
     def restore_forward_synchronous_commit(self) -> None:
         row = self.forward.row()
@@ -808,11 +903,14 @@ class Switchover:
 
     # --- a run that ended without committing or undoing ------------------------------------------------
     def finish_commit(self) -> None:
-        """A run that reached `committing`: every pool to the target, resumed."""
+        """A run that reached `committing`: writes to the target (every HAProxy, or every pool), every pool resumed."""
+        if self.proxies:
+            self.send_writes(True, Deadline(HAPROXY_UNDO_TIMEOUT))
 
         def finish(pooler: Pooler):
             wanted = pooler.after
-            pgbouncer.repoint(pooler.undo_console(), pooler.pool, pooler.config_file, wanted["host"], wanted["port"], wanted["dbname"])
+            if not self.proxies:
+                pgbouncer.repoint(pooler.undo_console(), pooler.pool, pooler.config_file, wanted["host"], wanted["port"], wanted["dbname"])
             return pgbouncer.resume(pooler.undo_console(), pooler.pool)
 
         each_pooler(self.poolers, finish, "finishing the switchover")
@@ -825,7 +923,7 @@ class Switchover:
         if record.get("state") == "committing":
             self.finish_commit()
             self.record(durable=True, state="committed", finished_by=by, reason=reason, committed_at=time.time())
-            return {"action": "finished", "by": by, "reason": reason, "run_id": record.get("run_id")}
+            return {"action": "finished", "by": by, "reason": reason, "run_id": record.get("run_id"), **self.haproxy_told()}
         begun = [step.name for step in ALL_STEPS] if every_step else record.get("done") or []
         self.undo(begun)
         failed = [entry for entry in self.undone if not entry["ok"]]
@@ -837,7 +935,11 @@ class Switchover:
             undone=self.undone,
             undone_at=time.time(),
         )
-        return {"action": "undone", "by": by, "reason": reason, "run_id": record.get("run_id"), "undone": self.undone}
+        outcome = {"action": "undone", "by": by, "reason": reason, "run_id": record.get("run_id"), "undone": self.undone}
+        return {**outcome, **self.haproxy_told()}
+
+    def haproxy_told(self) -> dict:
+        return {"haproxy_commands": self.haproxy_commands} if self.haproxy_commands else {}
 
 
 class TakenOver(PgError):
@@ -932,8 +1034,24 @@ def open_connections(params: dict) -> dict:
     return opened
 
 
-def view(status: str, pool: dict, forward: str, reverse: str) -> dict:
-    return {"status": status, "pgbouncer_pool": pool, "forward_subscription": forward, "reverse_subscription": reverse}
+def view(status: str, pool: dict, forward: str, reverse: str, haproxy: dict | None = None) -> dict:
+    shown = {"status": status, "pgbouncer_pool": pool, "forward_subscription": forward, "reverse_subscription": reverse}
+    if haproxy:
+        shown["haproxy_write_server"] = haproxy
+    return shown
+
+
+def host_port(client: Client) -> tuple[str, int]:
+    """The host and port a client connects to, as HAProxy's servers and PgBouncer's pools name them."""
+    return client.params.get("login_host"), int(client.params.get("login_port") or 5432)
+
+
+def locate_proxies(params: dict, source: Client, target: Client) -> list[Proxy]:
+    """The HAProxies of `haproxy`, each with the source's and the target's server in its backend."""
+    try:
+        return locate(params.get("haproxy") or [], host_port(source), host_port(target), "haproxy_pg_servers")
+    except HAProxyError as exc:
+        raise PgError(f"{exc}; nothing was changed") from None
 
 
 def previous_run(record: dict | None) -> dict | None:
@@ -976,15 +1094,15 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
             "changed": bool(repaired) and not check_mode,
             "repaired": repaired,
             "previous_run": previous_run(last),
-            "queries": audit(source, target, poolers),
+            "queries": audit(source, target, poolers, (repaired or {}).get("haproxy_commands", [])),
             "warnings": warnings,
             "journal": journal.path,
         }
     run = Switchover(source, target, poolers, params, None if check_mode else journal, log)
+    run.proxies = locate_proxies(params, source, target)
     status = run.status()
-    wanted = run.target_endpoint(poolers[0])
-    before_pool = run.facts.pool_before
-    before = view(status, before_pool, run.forward.name, "absent")
+    wanted, before_serving = run.serving(True), run.serving(status == "switched")
+    before = view(status, run.facts.pool_before, run.forward.name, "absent", run.haproxy_before)
     result = {
         "changed": bool(repaired) and not check_mode,
         "switched": status == "switched",
@@ -1003,7 +1121,13 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
         result.update(queries=audit(source, target, poolers), warnings=run.warnings)
         return result
     run.check_ready()
-    after = view("switched", wanted, "absent" if params["drop_forward_subscription"] else "disabled", run.reverse_name)
+    after = view(
+        "switched",
+        run.facts.pool_before if run.proxies else wanted,
+        "absent" if params["drop_forward_subscription"] else "disabled",
+        run.reverse_name,
+        {proxy.describe(): proxy.target_server for proxy in run.proxies},
+    )
     result.update(changed=True, diff={"before": before, "after": after}, serving=wanted)
     run_id = uuid.uuid4().hex
     if not check_mode:
@@ -1044,7 +1168,7 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
             undone=run.undone,
             write_pause_ms=run.facts.write_pause_ms,
             write_pause_started_at=run.facts.write_pause_started_at,
-            serving=before_pool,
+            serving=before_serving,
             journal=journal.path,
         )
         exc.args = (f"switchover aborted at step {failed}: {exc}; undone: {', '.join(u['step'] for u in run.undone) or 'nothing'}",)
@@ -1059,7 +1183,7 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
             run.warnings.append(f"after the switchover: {exc}")
         result["steps"] = run.steps
     result.update(
-        queries=audit(source, target, poolers),
+        queries=audit(source, target, poolers, run.haproxy_commands),
         write_pause_ms=run.facts.write_pause_ms,
         write_pause_started_at=run.facts.write_pause_started_at,
         lag_before_pause=run.facts.lag_before_pause,
@@ -1072,8 +1196,8 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
     return result
 
 
-def audit(source: Client, target: Client, poolers: list[Pooler]) -> list[str]:
-    return source.queries + target.queries + [query for pooler in poolers for query in pooler.console.queries]
+def audit(source: Client, target: Client, poolers: list[Pooler], haproxy_commands: list[str] = ()) -> list[str]:
+    return source.queries + target.queries + [query for pooler in poolers for query in pooler.console.queries] + list(haproxy_commands)
 
 
 def guardian_config(params: dict, poolers: list[Pooler], run_id: str) -> dict:

@@ -23,12 +23,12 @@ it stays the primary, the source becomes its replica, and the error says so.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.deadline import Deadline, poll
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.failpoint import hold as failpoint
 from ansible_collections.zerodowntime.migration.plugins.module_utils.common.signals import signals_interrupt
 from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy import runtime
+from ansible_collections.zerodowntime.migration.plugins.module_utils.haproxy.proxy import Proxy, locate
 from ansible_collections.zerodowntime.migration.plugins.module_utils.redis.client import (
     MAX_PAUSE_MS,
     RedisModuleError,
@@ -62,61 +62,10 @@ HOLD_RESERVE_MS = 500
 SETTLE_SECONDS = 0.5
 
 
-@dataclass
-class Proxy:
-    """One HAProxy in front of the Redis servers, and which of its servers are source and target."""
-
-    address: str
-    backend: str
-    source_server: str
-    target_server: str
-    timeout: float
-
-    def rows(self) -> list[dict]:
-        return runtime.servers_state(self.address, self.backend, self.timeout)
-
-    def routes_to_target(self, settled: bool = False) -> bool:
-        """New connections go to the target only: it runs and is not drained, the source is drained or
-        down. `settled`: the source is down and no longer drained (the state a cutover leaves)."""
-        rows = self.rows()
-        up, drained = runtime.running(rows), runtime.drained(rows)
-        if settled:
-            return self.target_server in up and not drained & {self.target_server, self.source_server} and self.source_server not in up
-        source_closed = self.source_server in drained or self.source_server not in up
-        return self.target_server in up and self.target_server not in drained and source_closed
-
-    def describe(self) -> str:
-        return f"{self.address} {self.backend}"
-
-    def tell(self, result: dict, server: str, what: str) -> None:
-        """`what`: health up/down, state ready/drain, or shutdown; recorded in result["commands"]."""
-        kind, value = [*what.split(" ", 1), ""][:2]
-        if kind == "health":
-            runtime.set_health(self.address, self.backend, server, value, self.timeout)
-        elif kind == "state":
-            runtime.set_state(self.address, self.backend, server, value, self.timeout)
-        else:
-            runtime.shutdown_sessions(self.address, self.backend, server, self.timeout)
-        result["commands"].append(self.command_text(server, what))
-
-    def command_text(self, server: str, what: str) -> str:
-        if what == "shutdown":
-            return f"shutdown sessions server {self.backend}/{server} (on {self.address})"
-        return f"set server {self.backend}/{server} {what} (on {self.address})"
-
-
 def locate_proxies(params: dict) -> list[Proxy]:
     """Every HAProxy answers and has both servers (before anything changes)."""
-    proxies = []
-    for entry in params.get("haproxy") or []:
-        address, backend, timeout = entry["socket"], entry["backend"], entry["timeout"]
-        rows = runtime.servers_state(address, backend, timeout)
-        source, target = (
-            runtime.server_named_by_address(rows, side["host"], side["port"], address, backend)
-            for side in (params["source"], params["target"])
-        )
-        proxies.append(Proxy(address, backend, source, target, timeout))
-    return proxies
+    sides = [(params[side]["host"], params[side]["port"]) for side in ("source", "target")]
+    return locate(params.get("haproxy") or [], *sides, "haproxy_redis_servers")
 
 
 def check_cutover_params(params: dict) -> None:
@@ -161,7 +110,7 @@ def switched(params: dict, source, target, check_mode: bool) -> dict:
             else:
                 for p in stale:
                     for server, what in settle_plan(p):
-                        p.tell(result, server, what)
+                        p.tell(result["commands"], server, what)
                 confirm(stale, Deadline(max(p.timeout for p in stale)), settled=True)
         return finish(before)
 
@@ -209,9 +158,9 @@ def repoint(proxies: list[Proxy], result: dict) -> None:
     """New connections to the target; the source's sessions stay (held) until it is retired."""
     for p in proxies:
         if p.target_server in runtime.drained(p.rows()):  # left drained by a run that died: a primary must take connections
-            p.tell(result, p.target_server, "state ready")
-        p.tell(result, p.target_server, "health up")
-        p.tell(result, p.source_server, "state drain")
+            p.tell(result["commands"], p.target_server, "state ready")
+        p.tell(result["commands"], p.target_server, "health up")
+        p.tell(result["commands"], p.source_server, "state drain")
 
 
 def confirm(proxies: list[Proxy], deadline: Deadline, settled: bool = False) -> None:
@@ -271,7 +220,7 @@ def undrain(proxies: list[Proxy], result: dict) -> None:
                 f"drained there; check its health check (role:master), then `set server {p.backend}/{p.source_server} state ready`"
             )
             continue
-        p.tell(result, p.source_server, "state ready")
+        p.tell(result["commands"], p.source_server, "state ready")
 
 
 def run_cutover(params: dict, source, target, proxies: list[Proxy], result: dict) -> None:
@@ -316,8 +265,8 @@ def run_cutover(params: dict, source, target, proxies: list[Proxy], result: dict
             result["commands"].append(", ".join(commands) + src_at)
             begin("retire_source")
             for p in proxies:
-                p.tell(result, p.source_server, "health down")
-                p.tell(result, p.source_server, "shutdown")
+                p.tell(result["commands"], p.source_server, "health down")
+                p.tell(result["commands"], p.source_server, "shutdown")
             if hold.passed:  # the switch holds; clients only saw errors meanwhile
                 result["warnings"].append(
                     f"the cutover took longer than pause_ms ({params['pause_ms']} ms): the hold ended before the clients moved, "
@@ -377,7 +326,7 @@ def undo(params: dict, source, target, proxies: list[Proxy], done: list[str], ta
                 demote_and_retire(source, src, tgt)
             for p in proxies:
                 for server, what in settle_plan(p):
-                    p.tell(result, server, what)
+                    p.tell(result["commands"], server, what)
             return True
         if "demote_source" in done:
             call(source, src, "REPLICAOF", "NO", "ONE")
@@ -385,9 +334,9 @@ def undo(params: dict, source, target, proxies: list[Proxy], done: list[str], ta
             make_replica(target, tgt, src)
         if "repoint_haproxy" in done:
             for p in proxies:
-                p.tell(result, p.source_server, "state ready")
-                p.tell(result, p.source_server, "health up")
-                p.tell(result, p.target_server, "health down")
+                p.tell(result["commands"], p.source_server, "state ready")
+                p.tell(result["commands"], p.source_server, "health up")
+                p.tell(result["commands"], p.target_server, "health down")
         return False
     finally:
         if "hold_writes" in done:
