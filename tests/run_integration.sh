@@ -20,6 +20,11 @@
 # runs the whole suite in one process (slower, nothing else needed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Everything is also kept in a log, so the failures of every part can be named again at the end:
+# CI shows the end of the output, which the last part fills.
+log=$(mktemp /tmp/zdm-integration.XXXXXX.log)
+exec > >(tee -a "$log") 2>&1
+tee_pid=$!
 
 first=(test_collection.py test_lab_ssh.py test_phase1_infra.py test_lab_state.py test_monitoring.py test_tls.py)
 side=(test_role_mariadb.py test_table_copy_mariadb.py test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py test_sqlite_readonly.py
@@ -81,4 +86,10 @@ echo "integration part 3 (molecule monitoring, alone) took $((SECONDS - started)
 for part_status in "$main_status" "$side_status" "$monitoring_status"; do
     if [[ $status -eq 0 && $part_status -ne 0 ]]; then status=$part_status; fi
 done
+if [[ $status -ne 0 ]]; then
+    echo "integration failed (exit $status); what failed, in every part (the full output: $log):"
+    grep -aE '^(\[(main|side)\] )?(FAILED|ERROR) |: exit [1-9]' "$log" || echo "no test failed: a part itself failed (see its output above)"
+fi
+exec >&- 2>&-  # tee ends with the output: wait for it, so the last lines come before make's
+wait "$tee_pid"
 exit "$status"
