@@ -53,11 +53,11 @@ class Proxy:
         source_closed = self.source_server in drained or self.source_server not in up
         return self.target_server in up and self.target_server not in drained and source_closed
 
-    def write_server(self, rows: list[dict] | None = None) -> str | None:
+    def write_server(self) -> str | None:
         """Which of the two a backend of one primary (balance first) sends new connections to: the
         source while it runs and is neither in maintenance nor drained, else the target on the same
         terms; None when neither takes them (writes would go nowhere)."""
-        rows = self.rows() if rows is None else rows
+        rows = self.rows()
         up, closed = runtime.running(rows), runtime.in_maintenance(rows) | runtime.drained(rows)
         taking = [server for server in (self.source_server, self.target_server) if server in up and server not in closed]
         return taking[0] if taking else None
