@@ -161,3 +161,43 @@ def test_phase_state_tells_only_a_recorded_change(lab):
         assert rolled_back.status == "successful", rolled_back.stdout
         assert [request["body"]["event"]["event"] for request in taken] == ["started", "rolled_back"]
         assert taken[1]["body"]["event"]["details"] == {"rolled_back": True}
+
+
+def test_phase_state_rerun_of_a_succeeded_phase_keeps_its_figures(lab):
+    """A phase re-run after it succeeded records nothing: the row keeps the figures of the run that
+    did the work (phase 2's initial copy seconds, phase 5's write pause), and nobody is told."""
+    db = "zdm_notify_rerun"
+    with scratch_database(BLUE, db), receiver() as (url, taken):
+        extravars = {
+            "migration_state_db": {k: v for k, v in dict(BLUE, login_db=db).items() if k != "login_password"},
+            "migration_password": LAB_PASSWORD,
+            "migration_phases": ["phase1_infra"],
+            "migration_name": "zdm-notify-rerun",
+            "migration_notify_webhooks": [{"name": "oncall", "url": url}],
+        }
+
+        def run(seconds: float):
+            tasks = [
+                {
+                    "ansible.builtin.include_role": {"name": "zerodowntime.migration.migration", "tasks_from": "phase_state"},
+                    "vars": {"phase_name": "phase1_infra", "phase_event": event, "phase_details": details},
+                }
+                for event, details in (("started", {}), ("succeeded", {"initial_copy_seconds": seconds}))
+            ]
+            return run_playbook([{"name": "a phase run", "hosts": "lab-db", "gather_facts": False, "tasks": tasks}], extravars=extravars)
+
+        first = run(12.5)
+        assert first.status == "successful", first.stdout
+        assert [task for task in first.changed_tasks() if task.startswith("Record")] == [
+            "Record phase1_infra started",
+            "Record phase1_infra succeeded",
+        ]
+        again = run(0.0)
+        assert again.status == "successful", again.stdout
+        assert again.changed("lab-db") == 0, again.changed_tasks()
+        record = run_module(
+            "zerodowntime.migration.migration_state", dict(BLUE, login_db=db, phases=["phase1_infra"], phase="phase1_infra", state="query")
+        )[1]
+        assert record["phase"]["status"] == "succeeded"
+        assert record["phase"]["details"]["initial_copy_seconds"] == 12.5
+        assert [request["body"]["event"]["event"] for request in taken] == ["started", "succeeded"]
