@@ -776,7 +776,8 @@ LAB_RESETS = {
 
 def lab_findings() -> list[tuple[str, str]]:
     """What keeps the lab from the state the suite starts from - blue serving the application
-    (writable, every PgBouncer and HAProxy's write frontend on blue, no pool paused) and Redis blue
+    (writable, HAProxy's write frontend on blue, every PgBouncer's pool on that frontend and not
+    paused) and Redis blue
     the master - as (what resets it: a LAB_RESETS key, what was found). A machine without the
     novacron database yet (fresh, or before the sample data) has no PostgreSQL findings."""
     found = []
@@ -813,8 +814,9 @@ def lab_findings() -> list[tuple[str, str]]:
 
 
 def pooler_findings() -> list[tuple[str, str]]:
-    """Every lab PgBouncer whose novacron pool is not on blue or is paused (read from its console,
-    which answers while a pool is paused)."""
+    """Every lab PgBouncer whose novacron pool does not point at HAProxy's write frontend (its home:
+    a cutover switches HAProxy, not the pools) or is paused (read from its console, which answers
+    while a pool is paused)."""
     found = []
     for console in POOLER_CONSOLES:
         params = {"host": "127.0.0.1", "port": console, "user": "pgbouncer_admin", "password": LAB_PASSWORD, "dbname": "pgbouncer"}
@@ -825,9 +827,10 @@ def pooler_findings() -> list[tuple[str, str]]:
                 pool = dict(zip(columns, row, strict=True))
                 if pool["name"] != "novacron":
                     continue
-                if (pool["host"], int(pool["port"])) != (BLUE["login_host"], BLUE["login_port"]):
-                    pooled = f"{pool['host']}:{pool['port']}"
-                    found.append(("postgresql", f"PgBouncer :{console} sends novacron to {pooled}, not blue {where(BLUE)}"))
+                if (pool["host"], int(pool["port"])) != (HAPROXY_ADDRESS, HAPROXY_WRITES):
+                    pooled, frontend = f"{pool['host']}:{pool['port']}", f"{HAPROXY_ADDRESS}:{HAPROXY_WRITES}"
+                    told = f"PgBouncer :{console} sends novacron to {pooled}, not HAProxy's write frontend {frontend}"
+                    found.append(("postgresql", told))
                 if int(pool.get("paused") or 0):
                     found.append(("postgresql", f"PgBouncer :{console} holds novacron paused"))
     return found

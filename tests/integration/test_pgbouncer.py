@@ -1,10 +1,11 @@
 """roles/pgbouncer and zerodowntime.migration.pgbouncer_pool against a real PgBouncer 1.18 on
-this machine (127.0.0.1:6432, pool `novacron` -> blue 127.0.0.11:5432), and the lab's second
+this machine (127.0.0.1:6432, pool `novacron` -> HAProxy's write frontend 127.0.0.31:5000, blue its
+write server until a cutover), and the lab's second
 PgBouncer (inventory host lab-pooler2: instance `pgbouncer2` on 127.0.0.1:6433). Blue and green
 share port 5432: where the pool goes is its host and port, and the server a client reached is
 told by its address (server_reached).
 
-Every test leaves the pool resumed and pointing at blue (the `pool_restored` fixture), so a
+Every test leaves the pool resumed and pointing at HAProxy (the `pool_restored` fixture), so a
 failure does not leak into the next test or into other people's runs.
 """
 
@@ -24,7 +25,18 @@ import pytest
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.console import AdminConsole, repoint, resume
 from ansible_collections.zerodowntime.migration.plugins.module_utils.pgbouncer.scram import parse_auth_file, scram_verifier_matches
-from tests.lab import BLUE, BLUE_ADDRESS, GREEN, GREEN_ADDRESS, LAB_PASSWORD, PG_PORT, run_module, run_playbook, server_reached, where
+from tests.lab import (
+    GREEN,
+    GREEN_ADDRESS,
+    HAPROXY_ADDRESS,
+    HAPROXY_WRITES,
+    LAB_PASSWORD,
+    PG_PORT,
+    run_module,
+    run_playbook,
+    server_reached,
+    where,
+)
 
 MODULE = "zerodowntime.migration.pgbouncer_pool"
 CONFIG = Path("/etc/pgbouncer/pgbouncer.ini")
@@ -45,10 +57,12 @@ SECOND = "lab-pooler2"
 SECOND_PLAY = [dict(ROLE_PLAY[0], hosts=SECOND)]
 SECOND_DIR = Path("/etc/pgbouncer/pgbouncer2")
 SECOND_ADMIN = dict(ADMIN, login_port=6433)
-# where the pool points: blue and green differ by address only
-ON_BLUE, ON_GREEN = (BLUE_ADDRESS, PG_PORT), (GREEN_ADDRESS, PG_PORT)
+# where the pool points: home is HAProxy's write frontend (inventories/lab pgbouncer_databases: a
+# cutover switches HAProxy, not the pool); a repoint by hand sends it to green itself
+HOME, ON_GREEN = (HAPROXY_ADDRESS, HAPROXY_WRITES), (GREEN_ADDRESS, PG_PORT)
 TO_GREEN = {"host": GREEN_ADDRESS, "port": PG_PORT}
-TO_BLUE = {"host": BLUE_ADDRESS, "port": PG_PORT}
+TO_HOME = {"host": HAPROXY_ADDRESS, "port": HAPROXY_WRITES}
+HOME_TEXT = f"{HAPROXY_ADDRESS}:{HAPROXY_WRITES}"
 
 
 def app_connect(**overrides) -> psycopg.Connection:
@@ -70,10 +84,10 @@ def pool_target() -> tuple[str, int]:
 
 
 def restore_pool() -> None:
-    """Resumed, and pointing at blue (in the file and in PgBouncer)."""
+    """Resumed, and pointing at HAProxy (in the file and in PgBouncer)."""
     with AdminConsole(CONSOLE) as console:
         resume(console, POOL)
-        repoint(console, POOL, str(CONFIG), **TO_BLUE, dbname=POOL)
+        repoint(console, POOL, str(CONFIG), **TO_HOME, dbname=POOL)
 
 
 def digest(path: Path) -> str:
@@ -114,7 +128,7 @@ def test_pgbouncer_answers_with_transaction_pooling_and_scram(pgbouncer):
     assert config["auth_type"] == "scram-sha-256"
     assert config["admin_users"] == "pgbouncer_admin"
     assert config["ignore_startup_parameters"] == "extra_float_digits"
-    assert (row["host"], row["port"], row["database"]) == (*ON_BLUE, POOL)
+    assert (row["host"], row["port"], row["database"]) == (*HOME, POOL)
 
 
 def test_auth_file_is_private_and_holds_a_scram_verifier_for_the_admin(pgbouncer):
@@ -192,13 +206,13 @@ def test_check_mode_changes_nothing(pool_restored):
     moved = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN), check=True)[1]
     assert moved["changed"] is True and (moved["host"], moved["port"]) == ON_GREEN
     assert moved["queries"] == ["RELOAD"]
-    assert pool_target() == ON_BLUE
+    assert pool_target() == HOME
     assert digest(CONFIG) == before
 
 
 def test_diff_shows_host_port_and_paused(pool_restored):
     result = run_module(MODULE, dict(ADMIN, database=POOL, state="paused", **TO_GREEN), check=True, diff=True)[1]
-    assert result["diff"]["before"] == dict(TO_BLUE, dbname=POOL, paused=False)
+    assert result["diff"]["before"] == dict(TO_HOME, dbname=POOL, paused=False)
     assert result["diff"]["after"] == dict(TO_GREEN, dbname=POOL, paused=True)
     # returned like every module's diff, --diff or not (Ansible shows it only with --diff)
     assert run_module(MODULE, dict(ADMIN, database=POOL), check=True)[1]["diff"]["before"] == result["diff"]["before"]
@@ -242,13 +256,13 @@ def test_role_refuses_to_undo_a_cutover_unless_allowed(pool_restored):
     refused = run_playbook(ROLE_PLAY)
     assert refused.status == "failed"
     [result] = refused.task_results("Refuse to undo a repoint made since the last converge")
-    assert f"{POOL} goes to {where(GREEN)}/{POOL}, the inventory says {where(BLUE)}/{POOL}" in result["msg"]
+    assert f"{POOL} goes to {where(GREEN)}/{POOL}, the inventory says {HOME_TEXT}/{POOL}" in result["msg"]
     assert "pgbouncer_allow_repoint" in result["msg"]
     assert CONFIG.read_bytes() == moved and pool_target() == ON_GREEN
 
     allowed = run_playbook(ROLE_PLAY, extravars={"pgbouncer_allow_repoint": True})
     assert allowed.status == "successful", allowed.stdout
-    assert pool_target() == ON_BLUE
+    assert pool_target() == HOME
 
 
 def test_repoint_to_green_and_back(pool_restored):
@@ -267,7 +281,7 @@ def test_repoint_to_green_and_back(pool_restored):
         ]
         assert changed_lines == [
             (
-                f"{POOL} = host={BLUE_ADDRESS} port={PG_PORT} dbname={POOL} pool_size=20\n".encode(),
+                f"{POOL} = host={HAPROXY_ADDRESS} port={HAPROXY_WRITES} dbname={POOL} pool_size=20\n".encode(),
                 f"{POOL} = host={GREEN_ADDRESS} port={PG_PORT} dbname={POOL} pool_size=20\n".encode(),
             )
         ]
@@ -281,8 +295,8 @@ def test_repoint_to_green_and_back(pool_restored):
         again = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN))[1]
         assert again["changed"] is False and again["queries"] == []
 
-        back = run_module(MODULE, dict(ADMIN, database=POOL, **TO_BLUE))[1]
-        assert back["changed"] is True and (back["host"], back["port"]) == ON_BLUE
+        back = run_module(MODULE, dict(ADMIN, database=POOL, **TO_HOME))[1]
+        assert back["changed"] is True and (back["host"], back["port"]) == HOME
         assert CONFIG.read_bytes() == original  # byte-identical again
         with app_connect() as conn:
             assert server_reached(conn) == "blue"
@@ -344,7 +358,7 @@ def test_config_file_must_hold_the_entry(pool_restored, tmp_path):
     result = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN, config_file=str(other)))[1]
     assert result["failed"] is True
     assert f"{other} has no [databases] entry for '{POOL}'" in result["msg"]
-    assert pool_target() == ON_BLUE
+    assert pool_target() == HOME
 
 
 # --- a second instance (pgbouncer_instance) ---------------------------------------------------
@@ -361,11 +375,11 @@ def second_converged(pgbouncer):
 
 @pytest.fixture()
 def second_restored(second_converged):
-    """lab-pooler2 converged; afterwards its pool resumed and pointing at blue again."""
+    """lab-pooler2 converged; afterwards its pool resumed and pointing at HAProxy again."""
     yield
     with AdminConsole(dict(SECOND_ADMIN, login_db="pgbouncer", connect_timeout=5)) as console:
         resume(console, POOL)
-        repoint(console, POOL, str(SECOND_DIR / "pgbouncer.ini"), **TO_BLUE, dbname=POOL)
+        repoint(console, POOL, str(SECOND_DIR / "pgbouncer.ini"), **TO_HOME, dbname=POOL)
 
 
 def test_second_instance_runs_from_its_own_files(second_restored):
@@ -411,7 +425,7 @@ def test_second_instance_refuses_to_undo_its_own_repoint(second_restored):
     assert refused.status == "failed"
     [result] = refused.task_results("Refuse to undo a repoint made since the last converge")
     assert "/etc/pgbouncer/pgbouncer2/pgbouncer.ini" in result["msg"]
-    assert f"{POOL} goes to {where(GREEN)}/{POOL}, the inventory says {where(BLUE)}/{POOL}" in result["msg"]
+    assert f"{POOL} goes to {where(GREEN)}/{POOL}, the inventory says {HOME_TEXT}/{POOL}" in result["msg"]
     first = run_playbook(ROLE_PLAY)
     assert first.status == "successful", first.stdout
     allowed = run_playbook(SECOND_PLAY, extravars={"pgbouncer_allow_repoint": True})
