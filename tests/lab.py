@@ -75,8 +75,14 @@ RABBITMQ_NODES = {
 RABBITMQ_FIRST_NODE, RABBITMQ_ADDRESS = next(iter(RABBITMQ_NODES.items()))
 RABBITMQ_API = f"http://{RABBITMQ_ADDRESS}:15672"
 
-# lab-db's own address: the PgBouncers (:6432, :6433) and the sample app (:18081, :18082) listen there
+# lab-db's own address: the sample app (:18081, :18082) and the tests' throwaway PgBouncers listen there
 LAB_DB_ADDRESS = "127.0.0.1"
+
+# The application's PgBouncers, each on a host of its own reached over SSH, both on :6432
+# (inventories/lab: pgbouncer_servers, migration_pgbouncers); pool-2 is instance pgbouncer2.
+POOLER_HOSTS = {"pool-1": "127.0.0.61", "pool-2": "127.0.0.62"}
+POOLER_PORT = 6432
+POOL_1, POOL_2 = POOLER_HOSTS.values()
 
 # HAProxy on a host of its own (inventories/lab hosts.yml: lb-1) reached over SSH: its frontends listen
 # on its address (writes, reads, HTTP, Redis, statistics); its admin socket is on this machine.
@@ -87,8 +93,13 @@ HAPROXY_RUNTIME_API = f"{HAPROXY_ADDRESS}:9999"  # the same API over TCP (haprox
 
 
 def on_lab_db(port: int, **overrides) -> dict:
-    """BLUE's login through a service of lab-db on `port` (a PgBouncer)."""
+    """BLUE's login through a service of lab-db on `port` (a test's own PgBouncer)."""
     return dict(BLUE, login_host=LAB_DB_ADDRESS, login_port=port, **overrides)
+
+
+def through_pooler(address: str = POOL_1, **overrides) -> dict:
+    """BLUE's login through the lab PgBouncer at `address` (POOLER_HOSTS)."""
+    return dict(BLUE, login_host=address, login_port=POOLER_PORT, **overrides)
 
 
 def through_haproxy(port: int, **overrides) -> dict:
@@ -767,7 +778,6 @@ class RedisWriter:
 
 
 # The state every integration test starts from, and what brings the lab back to it.
-POOLER_CONSOLES = (6432, 6433)  # inventories/lab: migration_pgbouncers
 LAB_RESETS = {
     "postgresql": ("rollback.yml", {}),
     "redis": ("redis_switchover.yml", {"redis_switchover_to": "blue"}),
@@ -818,8 +828,8 @@ def pooler_findings() -> list[tuple[str, str]]:
     a cutover switches HAProxy, not the pools) or is paused (read from its console, which answers
     while a pool is paused)."""
     found = []
-    for console in POOLER_CONSOLES:
-        params = {"host": "127.0.0.1", "port": console, "user": "pgbouncer_admin", "password": LAB_PASSWORD, "dbname": "pgbouncer"}
+    for console in POOLER_HOSTS.values():
+        params = {"host": console, "port": POOLER_PORT, "user": "pgbouncer_admin", "password": LAB_PASSWORD, "dbname": "pgbouncer"}
         with psycopg.connect(**params, connect_timeout=5, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
             cursor = conn.execute("SHOW DATABASES")
             columns = [column.name for column in cursor.description]
@@ -829,10 +839,10 @@ def pooler_findings() -> list[tuple[str, str]]:
                     continue
                 if (pool["host"], int(pool["port"])) != (HAPROXY_ADDRESS, HAPROXY_WRITES):
                     pooled, frontend = f"{pool['host']}:{pool['port']}", f"{HAPROXY_ADDRESS}:{HAPROXY_WRITES}"
-                    told = f"PgBouncer :{console} sends novacron to {pooled}, not HAProxy's write frontend {frontend}"
+                    told = f"PgBouncer {console}:{POOLER_PORT} sends novacron to {pooled}, not HAProxy's write frontend {frontend}"
                     found.append(("postgresql", told))
                 if int(pool.get("paused") or 0):
-                    found.append(("postgresql", f"PgBouncer :{console} holds novacron paused"))
+                    found.append(("postgresql", f"PgBouncer {console}:{POOLER_PORT} holds novacron paused"))
     return found
 
 

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab's write workload, and the check that blue and green hold the same rows.
 
-  workload.py run --through 127.0.0.1:6432 [--through 127.0.0.1:6433] [--clients 2] --stop-file FILE
+  workload.py run --through 127.0.0.61:6432 [--through 127.0.0.62:6432] [--clients 2] --stop-file FILE
                   [--max-seconds 600]
       inserts, updates and deletes (through PgBouncer, or on a server directly) until the stop
       file appears; prints a JSON summary: counts, errors, the slowest transaction, and how many
@@ -267,7 +267,7 @@ def verify(args) -> tuple[bool, dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "verify"])
-    parser.add_argument("--through", type=endpoint, action="append", help="run: HOST:PORT, once per pooler (default 127.0.0.1:6432)")
+    parser.add_argument("--through", type=endpoint, action="append", help="run: HOST:PORT, once per pooler (default the lab's pool-1)")
     parser.add_argument("--clients", type=int, help="run: concurrent clients, spread over the endpoints (default one per endpoint)")
     parser.add_argument("--blue", type=endpoint, default="127.0.0.11:5432", help="blue's HOST:PORT (run: committed writes looked up)")
     parser.add_argument("--green", type=endpoint, default="127.0.0.12:5432", help="green's HOST:PORT")
@@ -283,7 +283,7 @@ def main() -> int:
     parser.add_argument("--tables", default="tenants,users,compute_nodes,vms,vm_metrics,audit_log")
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
-    args.through = args.through or ["127.0.0.1:6432"]
+    args.through = args.through or ["127.0.0.61:6432"]
     if args.command == "run" and not args.stop_file:
         parser.error("run needs --stop-file")
     if args.command == "run":

@@ -123,18 +123,23 @@ def test_bad_input_is_named_and_nothing_is_sent(given, message):
     assert message in result["msg"]
 
 
+def phase_state_vars(db: str, migration: str, webhook_url: str) -> dict:
+    """The role's phase_state on scratch database `db` of blue, telling one webhook."""
+    return {
+        "migration_state_db": {k: v for k, v in dict(BLUE, login_db=db).items() if k != "login_password"},
+        "migration_password": LAB_PASSWORD,
+        "migration_phases": ["phase1_infra"],
+        "migration_name": migration,
+        "migration_notify_webhooks": [{"name": "oncall", "url": webhook_url}],
+    }
+
+
 def test_phase_state_tells_only_a_recorded_change(lab):
     """The role's phase_state notifies when migration_state changed something: starting a phase
     tells the watchers, starting it again while it runs (nothing recorded) tells nobody."""
     db = "zdm_notify_test"
     with scratch_database(BLUE, db), receiver() as (url, taken):
-        extravars = {
-            "migration_state_db": {k: v for k, v in dict(BLUE, login_db=db).items() if k != "login_password"},
-            "migration_password": LAB_PASSWORD,
-            "migration_phases": ["phase1_infra"],
-            "migration_name": "zdm-notify-role",
-            "migration_notify_webhooks": [{"name": "oncall", "url": url}],
-        }
+        extravars = phase_state_vars(db, "zdm-notify-role", url)
         play = [
             {
                 "name": "phase_state under test",
@@ -168,13 +173,7 @@ def test_phase_state_rerun_of_a_succeeded_phase_keeps_its_figures(lab):
     did the work (phase 2's initial copy seconds, phase 5's write pause), and nobody is told."""
     db = "zdm_notify_rerun"
     with scratch_database(BLUE, db), receiver() as (url, taken):
-        extravars = {
-            "migration_state_db": {k: v for k, v in dict(BLUE, login_db=db).items() if k != "login_password"},
-            "migration_password": LAB_PASSWORD,
-            "migration_phases": ["phase1_infra"],
-            "migration_name": "zdm-notify-rerun",
-            "migration_notify_webhooks": [{"name": "oncall", "url": url}],
-        }
+        extravars = phase_state_vars(db, "zdm-notify-rerun", url)
 
         def run(seconds: float):
             tasks = [

@@ -13,11 +13,13 @@ from tests.lab import (
     GREEN_ADDRESS,
     LAB_PASSWORD,
     PG_PORT,
+    POOL_1,
+    POOLER_PORT,
     SERVER_ADDRESS,
     connect,
-    on_lab_db,
     run_module,
     scratch_database,
+    through_pooler,
     where,
 )
 
@@ -68,12 +70,12 @@ def test_reports_the_server_reached_and_changes_nothing(lab):
 
 def test_through_pgbouncer_it_reports_the_server_behind_the_pool(lab):
     with psycopg.connect(
-        host="127.0.0.1", port=6432, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
+        host=POOL_1, port=POOLER_PORT, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
     ) as conn:
         serving = conn.execute(SERVER_ADDRESS).fetchone()[0]  # blue's address, or green's after a cutover
-    result = run_module(MODULE, on_lab_db(6432, expect={"address": serving}))[1]
+    result = run_module(MODULE, through_pooler(expect={"address": serving}))[1]
     assert result["failed"] is False, result.get("msg")
-    assert result["endpoint"] == "127.0.0.1:6432" and result["server"]["address"] == serving and result["changed"] is False
+    assert result["endpoint"] == f"{POOL_1}:{POOLER_PORT}" and result["server"]["address"] == serving and result["changed"] is False
 
 
 def test_an_unexpected_server_fails_naming_what_it_found_and_writes_nothing(scratch):

@@ -1,7 +1,7 @@
 """roles/pgbouncer and zerodowntime.migration.pgbouncer_pool against a real PgBouncer 1.18 on
-this machine (127.0.0.1:6432, pool `novacron` -> HAProxy's write frontend 127.0.0.31:5000, blue its
-write server until a cutover), and the lab's second
-PgBouncer (inventory host lab-pooler2: instance `pgbouncer2` on 127.0.0.1:6433). Blue and green
+the lab host pool-1 (127.0.0.61:6432, reached over SSH; pool `novacron` -> HAProxy's write frontend
+127.0.0.31:5000, blue its write server until a cutover), and the lab's second PgBouncer (host
+pool-2: instance `pgbouncer2` on 127.0.0.62:6432, beside pool-1's on this machine). Blue and green
 share port 5432: where the pool goes is its host and port, and the server a client reached is
 told by its address (server_reached).
 
@@ -32,6 +32,9 @@ from tests.lab import (
     HAPROXY_WRITES,
     LAB_PASSWORD,
     PG_PORT,
+    POOL_1,
+    POOL_2,
+    POOLER_PORT,
     run_module,
     run_playbook,
     server_reached,
@@ -41,22 +44,23 @@ from tests.lab import (
 MODULE = "zerodowntime.migration.pgbouncer_pool"
 CONFIG = Path("/etc/pgbouncer/pgbouncer.ini")
 AUTH_FILE = Path("/etc/pgbouncer/userlist.txt")
-ADMIN = {"login_host": "127.0.0.1", "login_port": 6432, "login_user": "pgbouncer_admin", "login_password": LAB_PASSWORD}
+ADMIN = {"login_host": POOL_1, "login_port": POOLER_PORT, "login_user": "pgbouncer_admin", "login_password": LAB_PASSWORD}
 CONSOLE = dict(ADMIN, login_db="pgbouncer", connect_timeout=5)
 POOL = "novacron"
-# Debian's instance (lab-db); the second PgBouncer of the group is converged by its own play.
+# Debian's instance (pool-1); the second PgBouncer of the group is converged by its own play.
+FIRST = "pool-1"
 ROLE_PLAY = [
     {
         "name": "Provision PgBouncer",
-        "hosts": "lab-db",
+        "hosts": FIRST,
         "become": True,
         "roles": [{"role": "zerodowntime.migration.pgbouncer"}],
     }
 ]
-SECOND = "lab-pooler2"
+SECOND = "pool-2"
 SECOND_PLAY = [dict(ROLE_PLAY[0], hosts=SECOND)]
 SECOND_DIR = Path("/etc/pgbouncer/pgbouncer2")
-SECOND_ADMIN = dict(ADMIN, login_port=6433)
+SECOND_ADMIN = dict(ADMIN, login_host=POOL_2)
 # where the pool points: home is HAProxy's write frontend (inventories/lab pgbouncer_databases: a
 # cutover switches HAProxy, not the pool); a repoint by hand sends it to green itself
 HOME, ON_GREEN = (HAPROXY_ADDRESS, HAPROXY_WRITES), (GREEN_ADDRESS, PG_PORT)
@@ -67,9 +71,14 @@ HOME_TEXT = f"{HAPROXY_ADDRESS}:{HAPROXY_WRITES}"
 
 def app_connect(**overrides) -> psycopg.Connection:
     """A client of the pool, through PgBouncer, as the application role."""
-    params = dict(host="127.0.0.1", port=6432, user="novacron", password=LAB_PASSWORD, dbname=POOL, connect_timeout=10, autocommit=True)
+    params = dict(host=POOL_1, port=POOLER_PORT, user="novacron", password=LAB_PASSWORD, dbname=POOL, connect_timeout=10, autocommit=True)
     params.update(overrides)
     return psycopg.connect(**params)
+
+
+def pool_module(args: dict, host: str = FIRST, **options) -> tuple:
+    """pgbouncer_pool run on a PgBouncer's own host (its config_file is there), over SSH."""
+    return run_module(MODULE, args, host=host, **options)
 
 
 def pool_row() -> dict:
@@ -123,8 +132,8 @@ def test_pgbouncer_answers_with_transaction_pooling_and_scram(pgbouncer):
         config = {row["key"]: row["value"] for row in console.show("CONFIG")}
         row = console.require_database(POOL)
     assert config["pool_mode"] == "transaction"
-    assert config["listen_addr"] == "127.0.0.1"
-    assert config["listen_port"] == "6432"
+    assert config["listen_addr"] == POOL_1
+    assert config["listen_port"] == str(POOLER_PORT)
     assert config["auth_type"] == "scram-sha-256"
     assert config["admin_users"] == "pgbouncer_admin"
     assert config["ignore_startup_parameters"] == "extra_float_digits"
@@ -152,7 +161,7 @@ def test_a_client_reads_novacron_through_pgbouncer(pgbouncer):
 
 
 def test_pause_makes_clients_wait_until_resume(pool_restored):
-    run, paused = run_module(MODULE, dict(ADMIN, database=POOL, state="paused", timeout=5))
+    run, paused = pool_module(dict(ADMIN, database=POOL, state="paused", timeout=5))
     assert run.status == "successful", run.stdout
     assert paused["changed"] is True
     assert paused["paused"] is True
@@ -177,7 +186,7 @@ def test_pause_makes_clients_wait_until_resume(pool_restored):
     assert waiter.is_alive(), outcome  # blocked, not failed
     with AdminConsole(CONSOLE) as console:
         assert console.pools(POOL)["cl_waiting"] >= 1
-    resumed = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed"))[1]
+    resumed = pool_module(dict(ADMIN, database=POOL, state="resumed"))[1]
     waiter.join(timeout=30)
     assert resumed["changed"] is True and resumed["paused"] is False
     assert "error" not in outcome, outcome
@@ -186,12 +195,12 @@ def test_pause_makes_clients_wait_until_resume(pool_restored):
 
 
 def test_pause_and_resume_are_idempotent(pool_restored):
-    first = run_module(MODULE, dict(ADMIN, database=POOL, state="paused"))[1]
-    second = run_module(MODULE, dict(ADMIN, database=POOL, state="paused"))[1]
+    first = pool_module(dict(ADMIN, database=POOL, state="paused"))[1]
+    second = pool_module(dict(ADMIN, database=POOL, state="paused"))[1]
     assert (first["changed"], second["changed"]) == (True, False)
     assert second["queries"] == [] and second["pause_ms"] is None and second["paused"] is True
-    third = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed"))[1]
-    fourth = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed"))[1]
+    third = pool_module(dict(ADMIN, database=POOL, state="resumed"))[1]
+    fourth = pool_module(dict(ADMIN, database=POOL, state="resumed"))[1]
     assert (third["changed"], fourth["changed"]) == (True, False)
     assert third["queries"] == [f"RESUME {POOL}"] and fourth["queries"] == []
     assert pool_row()["paused"] == 0
@@ -199,11 +208,11 @@ def test_pause_and_resume_are_idempotent(pool_restored):
 
 def test_check_mode_changes_nothing(pool_restored):
     before = digest(CONFIG)
-    paused = run_module(MODULE, dict(ADMIN, database=POOL, state="paused"), check=True)[1]
+    paused = pool_module(dict(ADMIN, database=POOL, state="paused"), check=True)[1]
     assert paused["changed"] is True and paused["paused"] is True
     assert paused["queries"] == [f"PAUSE {POOL}"]
     assert pool_row()["paused"] == 0
-    moved = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN), check=True)[1]
+    moved = pool_module(dict(ADMIN, database=POOL, **TO_GREEN), check=True)[1]
     assert moved["changed"] is True and (moved["host"], moved["port"]) == ON_GREEN
     assert moved["queries"] == ["RELOAD"]
     assert pool_target() == HOME
@@ -211,11 +220,11 @@ def test_check_mode_changes_nothing(pool_restored):
 
 
 def test_diff_shows_host_port_and_paused(pool_restored):
-    result = run_module(MODULE, dict(ADMIN, database=POOL, state="paused", **TO_GREEN), check=True, diff=True)[1]
+    result = pool_module(dict(ADMIN, database=POOL, state="paused", **TO_GREEN), check=True, diff=True)[1]
     assert result["diff"]["before"] == dict(TO_HOME, dbname=POOL, paused=False)
     assert result["diff"]["after"] == dict(TO_GREEN, dbname=POOL, paused=True)
     # returned like every module's diff, --diff or not (Ansible shows it only with --diff)
-    assert run_module(MODULE, dict(ADMIN, database=POOL), check=True)[1]["diff"]["before"] == result["diff"]["before"]
+    assert pool_module(dict(ADMIN, database=POOL), check=True)[1]["diff"]["before"] == result["diff"]["before"]
 
 
 def test_pause_held_by_an_open_transaction_is_aborted_and_the_pool_serves(pool_restored):
@@ -223,7 +232,7 @@ def test_pause_held_by_an_open_transaction_is_aborted_and_the_pool_serves(pool_r
     try:
         holder.execute("SELECT 1")  # BEGIN; SELECT 1; and no COMMIT: keeps a server connection active
         started = time.monotonic()
-        result = run_module(MODULE, dict(ADMIN, database=POOL, state="paused", timeout=1.5))[1]
+        result = pool_module(dict(ADMIN, database=POOL, state="paused", timeout=1.5))[1]
         assert result["failed"] is True
         assert f"PAUSE {POOL} did not finish within 1.5 s" in result["msg"]
         assert f"pool '{POOL}' is serving again" in result["msg"]
@@ -251,7 +260,7 @@ def test_pause_held_by_an_open_transaction_is_aborted_and_the_pool_serves(pool_r
 def test_role_refuses_to_undo_a_cutover_unless_allowed(pool_restored):
     """After a repoint (what a cutover does), converging the role must not send the application
     back to the old primary: it fails, naming the pool and both targets, and changes nothing."""
-    run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN))
+    pool_module(dict(ADMIN, database=POOL, **TO_GREEN))
     moved = CONFIG.read_bytes()
     refused = run_playbook(ROLE_PLAY)
     assert refused.status == "failed"
@@ -267,7 +276,7 @@ def test_role_refuses_to_undo_a_cutover_unless_allowed(pool_restored):
 
 def test_repoint_to_green_and_back(pool_restored):
     original = CONFIG.read_bytes()
-    run, moved = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN, backup=True))
+    run, moved = pool_module(dict(ADMIN, database=POOL, **TO_GREEN, backup=True))
     assert run.status == "successful", run.stdout
     try:
         assert moved["changed"] is True
@@ -292,10 +301,10 @@ def test_repoint_to_green_and_back(pool_restored):
         with app_connect() as conn:
             assert server_reached(conn) == "green"  # a new server connection goes to green
 
-        again = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN))[1]
+        again = pool_module(dict(ADMIN, database=POOL, **TO_GREEN))[1]
         assert again["changed"] is False and again["queries"] == []
 
-        back = run_module(MODULE, dict(ADMIN, database=POOL, **TO_HOME))[1]
+        back = pool_module(dict(ADMIN, database=POOL, **TO_HOME))[1]
         assert back["changed"] is True and (back["host"], back["port"]) == HOME
         assert CONFIG.read_bytes() == original  # byte-identical again
         with app_connect() as conn:
@@ -306,8 +315,8 @@ def test_repoint_to_green_and_back(pool_restored):
 
 
 def test_repoint_then_resume_in_one_call(pool_restored):
-    run_module(MODULE, dict(ADMIN, database=POOL, state="paused"))
-    result = run_module(MODULE, dict(ADMIN, database=POOL, state="resumed", **TO_GREEN))[1]
+    pool_module(dict(ADMIN, database=POOL, state="paused"))
+    result = pool_module(dict(ADMIN, database=POOL, state="resumed", **TO_GREEN))[1]
     assert result["changed"] is True
     assert result["queries"] == ["RELOAD", f"RESUME {POOL}"]
     assert (result["host"], result["port"], result["paused"]) == (*ON_GREEN, False)
@@ -317,21 +326,21 @@ def test_repoint_then_resume_in_one_call(pool_restored):
 
 
 def test_wrong_admin_password_names_the_user_not_the_password(pgbouncer):
-    run, result = run_module(MODULE, dict(ADMIN, login_password="Wrong-Secret-7", database=POOL, state="paused"))
+    run, result = pool_module(dict(ADMIN, login_password="Wrong-Secret-7", database=POOL, state="paused"))
     assert result["failed"] is True
-    assert "authentication failed for user 'pgbouncer_admin' on PgBouncer's admin console at 127.0.0.1:6432" in result["msg"]
+    assert f"authentication failed for user 'pgbouncer_admin' on PgBouncer's admin console at {POOL_1}:{POOLER_PORT}" in result["msg"]
     assert "Wrong-Secret-7" not in run.stdout and "Wrong-Secret-7" not in str(result)
     assert pool_row()["paused"] == 0
 
 
 def test_a_user_outside_admin_users_is_told_so(pgbouncer):
-    result = run_module(MODULE, dict(ADMIN, login_user="novacron", database=POOL, state="paused"))[1]
+    result = pool_module(dict(ADMIN, login_user="novacron", database=POOL, state="paused"))[1]
     assert result["failed"] is True
-    assert "user 'novacron' may not use PgBouncer's admin console at 127.0.0.1:6432: add it to admin_users" in result["msg"]
+    assert f"user 'novacron' may not use PgBouncer's admin console at {POOL_1}:{POOLER_PORT}: add it to admin_users" in result["msg"]
 
 
 def test_hostile_pool_name_is_refused(pgbouncer):
-    result = run_module(MODULE, dict(ADMIN, database='a"; SHUTDOWN; --', state="paused"))[1]
+    result = pool_module(dict(ADMIN, database='a"; SHUTDOWN; --', state="paused"))[1]
     assert result["failed"] is True
     assert "pool name 'a\"; SHUTDOWN; --' is not allowed" in result["msg"]
     assert "cannot be parameterised" in result["msg"]
@@ -339,15 +348,15 @@ def test_hostile_pool_name_is_refused(pgbouncer):
 
 
 def test_unknown_pool_is_named(pgbouncer):
-    result = run_module(MODULE, dict(ADMIN, database="no_such_pool", state="paused"))[1]
+    result = pool_module(dict(ADMIN, database="no_such_pool", state="paused"))[1]
     assert result["failed"] is True
     assert "has no pool 'no_such_pool' (SHOW DATABASES lists: novacron)" in result["msg"]
 
 
 def test_unreachable_console_names_host_and_port(pgbouncer):
-    result = run_module(MODULE, dict(ADMIN, login_port=1, database=POOL, state="resumed"))[1]
+    result = pool_module(dict(ADMIN, login_port=1, database=POOL, state="resumed"))[1]
     assert result["failed"] is True
-    assert "cannot reach PgBouncer's admin console at 127.0.0.1:1" in result["msg"]
+    assert f"cannot reach PgBouncer's admin console at {POOL_1}:1" in result["msg"]
     assert "listen_port" in result["msg"]
 
 
@@ -355,7 +364,7 @@ def test_config_file_must_hold_the_entry(pool_restored, tmp_path):
     other = tmp_path / "pgbouncer.ini"
     other.write_text("[databases]\nsomething_else = host=x\n")
     os.chmod(other, 0o600)
-    result = run_module(MODULE, dict(ADMIN, database=POOL, **TO_GREEN, config_file=str(other)))[1]
+    result = pool_module(dict(ADMIN, database=POOL, **TO_GREEN, config_file=str(other)))[1]
     assert result["failed"] is True
     assert f"{other} has no [databases] entry for '{POOL}'" in result["msg"]
     assert pool_target() == HOME
@@ -366,7 +375,7 @@ def test_config_file_must_hold_the_entry(pool_restored, tmp_path):
 
 @pytest.fixture(scope="module")
 def second_converged(pgbouncer):
-    """lab-pooler2 converged, once for its tests: each leaves its files as the converge wrote them
+    """pool-2 converged, once for its tests: each leaves its files as the converge wrote them
     (a restart, or a repoint its test converges back)."""
     run = run_playbook(SECOND_PLAY)
     assert run.status == "successful", run.stdout
@@ -375,7 +384,7 @@ def second_converged(pgbouncer):
 
 @pytest.fixture()
 def second_restored(second_converged):
-    """lab-pooler2 converged; afterwards its pool resumed and pointing at HAProxy again."""
+    """pool-2 converged; afterwards its pool resumed and pointing at HAProxy again."""
     yield
     with AdminConsole(dict(SECOND_ADMIN, login_db="pgbouncer", connect_timeout=5)) as console:
         resume(console, POOL)
@@ -387,7 +396,7 @@ def test_second_instance_runs_from_its_own_files(second_restored):
     assert again.status == "successful", again.stdout
     assert again.changed(SECOND) == 0, again.changed_tasks()
     startup = (SECOND_DIR / "pgbouncer-startup.ini").read_text()
-    assert "listen_port = 6433" in startup
+    assert f"listen_addr = {POOL_2}" in startup and f"listen_port = {POOLER_PORT}" in startup
     assert "pidfile = /var/run/postgresql/pgbouncer2.pid" in startup
     assert "unix_socket_dir = /var/run/postgresql/pgbouncer2" in startup
     ini = (SECOND_DIR / "pgbouncer.ini").read_text()
@@ -398,10 +407,10 @@ def test_second_instance_runs_from_its_own_files(second_restored):
     assert stat.S_IMODE((SECOND_DIR / "userlist.txt").stat().st_mode) == 0o640
     status = subprocess.run(["/etc/init.d/pgbouncer-pgbouncer2", "status"], capture_output=True, text=True, check=False)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert Path("/var/run/postgresql/pgbouncer2/.s.PGSQL.6433").is_socket()
-    with app_connect(port=6433) as conn:
+    assert Path(f"/var/run/postgresql/pgbouncer2/.s.PGSQL.{POOLER_PORT}").is_socket()
+    with app_connect(host=POOL_2) as conn:
         assert server_reached(conn) == "blue"
-    with app_connect() as conn:  # Debian's instance is still there, on its own port
+    with app_connect() as conn:  # Debian's instance is still there, on its own host's address
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
@@ -412,7 +421,7 @@ def test_second_instance_reload_and_restart_through_its_init_script(second_resto
     assert Path("/var/run/postgresql/pgbouncer2.pid").read_text().strip() == pid  # SIGHUP: same process
     assert subprocess.run([script, "restart"], capture_output=True, check=False).returncode == 0
     assert Path("/var/run/postgresql/pgbouncer2.pid").read_text().strip() != pid
-    with app_connect(port=6433) as conn:
+    with app_connect(host=POOL_2) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert pool_row()["paused"] == 0  # Debian's instance untouched
 
@@ -420,7 +429,7 @@ def test_second_instance_reload_and_restart_through_its_init_script(second_resto
 def test_second_instance_refuses_to_undo_its_own_repoint(second_restored):
     """The refusal reads the instance's own pgbouncer.ini: a repoint of the second PgBouncer
     refuses its converge and not Debian's instance's."""
-    run_module(MODULE, dict(SECOND_ADMIN, database=POOL, **TO_GREEN, config_file=str(SECOND_DIR / "pgbouncer.ini")))
+    pool_module(dict(SECOND_ADMIN, database=POOL, **TO_GREEN, config_file=str(SECOND_DIR / "pgbouncer.ini")), host=SECOND)
     refused = run_playbook(SECOND_PLAY)
     assert refused.status == "failed"
     [result] = refused.task_results("Refuse to undo a repoint made since the last converge")
@@ -430,5 +439,5 @@ def test_second_instance_refuses_to_undo_its_own_repoint(second_restored):
     assert first.status == "successful", first.stdout
     allowed = run_playbook(SECOND_PLAY, extravars={"pgbouncer_allow_repoint": True})
     assert allowed.status == "successful", allowed.stdout
-    with app_connect(port=6433) as conn:
+    with app_connect(host=POOL_2) as conn:
         assert server_reached(conn) == "blue"

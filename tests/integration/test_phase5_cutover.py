@@ -1,5 +1,5 @@
 """playbooks/phase5_cutover.yml and playbooks/rollback.yml on the lab's novacron database after
-phase 2, with the demo workload writing through PgBouncer (127.0.0.1:6432). Every test ends
+phase 2, with the demo workload writing through PgBouncer (pool-1 127.0.0.61:6432). Every test ends
 with the lab back on blue (rollback), the state phase 2 leaves."""
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from tests.lab import (
     GREEN_ADDRESS,
     HAPROXY_ADDRESS,
     HAPROXY_WRITES,
-    LAB_DB_ADDRESS,
     LAB_PASSWORD,
+    POOL_1,
+    POOL_2,
+    POOLER_PORT,
     ROOT,
     connect,
     kill_tree,
@@ -52,8 +54,8 @@ def on_blue(validated):
     assert serving() == "blue"
 
 
-def serving(port: int = 6432, address: str = LAB_DB_ADDRESS) -> str:
-    """The server ("blue", "green") a pooler of lab-db (or HAProxy's write frontend: haproxy_writes_serving)
+def serving(address: str = POOL_1, port: int = POOLER_PORT) -> str:
+    """The server ("blue", "green") a lab PgBouncer (or HAProxy's write frontend: haproxy_writes_serving)
     sends the application to."""
     with psycopg.connect(
         host=address, port=port, user="migrator", password=LAB_PASSWORD, dbname="novacron", autocommit=True, prepare_threshold=None
@@ -63,7 +65,7 @@ def serving(port: int = 6432, address: str = LAB_DB_ADDRESS) -> str:
 
 def haproxy_writes_serving() -> str:
     """The server HAProxy's write frontend (lb-1 127.0.0.31:5000) sends the application to."""
-    return serving(HAPROXY_WRITES, HAPROXY_ADDRESS)
+    return serving(HAPROXY_ADDRESS, HAPROXY_WRITES)
 
 
 def readonly(side: dict) -> str:
@@ -77,7 +79,7 @@ class Workload:
     def __init__(self, tmp_path):
         self.stop_file = tmp_path / "stop"
         env = dict(os.environ, PGPASSWORD=LAB_PASSWORD)
-        argv = [sys.executable, str(ROOT / "playbooks/files/workload.py"), "run", "--through", "127.0.0.1:6432"]
+        argv = [sys.executable, str(ROOT / "playbooks/files/workload.py"), "run", "--through", f"{POOL_1}:{POOLER_PORT}"]
         argv += ["--stop-file", str(self.stop_file)]
         self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -126,7 +128,7 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         assert probe["server"]["address"] == GREEN_ADDRESS and probe["row"]["id"] > 0
         assert [(entry["server"], entry["found"]) for entry in probe["visible_on"]] == [(where(BLUE), True)]  # reverse replication
 
-        assert serving(6433) == "green" and haproxy_writes_serving() == "green"  # the second pooler and HAProxy's writes follow
+        assert serving(POOL_2) == "green" and haproxy_writes_serving() == "green"  # the second pooler and HAProxy's writes follow
         # the watch (inventories/lab: 8 s, a sample a second) found green as good as blue's baseline: no false alarm
         [watch] = cutover.task_results("Watch green against the baseline of blue")
         assert watch["healthy"] and len(watch["samples"]) >= 7, watch
@@ -139,7 +141,7 @@ def test_cutover_and_rollback_under_writes_lose_nothing(on_blue, tmp_path):
         rollback = run_playbook("rollback.yml")
         assert rollback.status == "successful", rollback.stdout
         assert serving() == "blue" and readonly(BLUE) == "off" and readonly(GREEN) == "off"
-        assert serving(6433) == "blue" and haproxy_writes_serving() == "blue"
+        assert serving(POOL_2) == "blue" and haproxy_writes_serving() == "blue"
         writes = workload.finish()
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["committed"] > 0
@@ -173,7 +175,7 @@ def test_a_slow_green_is_rolled_back_by_the_watch_and_nothing_is_lost(on_blue, t
     assert "rolled it back" in failure["msg"] and "latency_ratio" in failure["msg"]
     assert cutover.task_results("Switch writes with pg_switchover green to blue")  # the lossless way back
     assert not cutover.task_results("Record the success of phase 5")
-    assert serving() == "blue" and serving(6433) == "blue" and haproxy_writes_serving() == "blue"
+    assert serving() == "blue" and serving(POOL_2) == "blue" and haproxy_writes_serving() == "blue"
     assert readonly(BLUE) == "off"
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
@@ -235,7 +237,7 @@ def test_a_stopped_reverse_replication_is_rolled_back_by_the_watch_and_nothing_i
     assert cutover.status == "failed"
     [failure] = cutover.task_results("Fail, naming the breach")
     assert "reverse_inactive_seconds" in failure["msg"]
-    assert serving() == "blue" and serving(6433) == "blue" and haproxy_writes_serving() == "blue"
+    assert serving() == "blue" and serving(POOL_2) == "blue" and haproxy_writes_serving() == "blue"
     assert writes["errors"] == 0, writes.get("last_error")
     assert writes["lost_on_blue"] == 0 and writes["lost_on_green"] == 0
 
@@ -298,7 +300,10 @@ def test_rollback_repairs_what_a_dead_cutover_left(on_blue, tmp_path):
             300,
             "phase 5 to freeze blue",
         )
+        # pool-1 "rebooted": the guardian first, then the module (it runs there under sshd, not under
+        # ansible-playbook), then the controller's run
         os.kill(record["guardian_pid"], signal.SIGKILL)
+        os.kill(record["pid"], signal.SIGKILL)
         kill_tree(process.pid, spare=record["guardian_pid"])
         process.wait(timeout=30)
     finally:
@@ -314,7 +319,7 @@ def test_rollback_repairs_what_a_dead_cutover_left(on_blue, tmp_path):
     final = json.loads(journal_file.read_text())
     assert final["state"] == "undone" and final["undo_by"] == "next run"
     assert readonly(BLUE) == "off"
-    assert serving() == "blue" and serving(6433) == "blue"  # both pools resumed on blue
+    assert serving() == "blue" and serving(POOL_2) == "blue"  # both pools resumed on blue
 
 
 def reached_file(path: Path, predicate):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import BLUE, GREEN, connect, on_lab_db, run_playbook, server_reached
+from tests.lab import BLUE, GREEN, connect, run_playbook, server_reached, through_pooler
 
 STATE = dict(BLUE, login_db="zerodowntime_state")
 REPORT_DIR = Path("/var/tmp/zerodowntime/reports")
@@ -107,7 +107,7 @@ def test_a_difference_fails_phase4_and_phase5_refuses_to_start(validated):
         cutover = run_playbook("phase5_cutover.yml", extravars={"cutover_approved": True})
         assert cutover.status == "failed"
         assert not cutover.task_results("Switch writes with pg_switchover blue to green")
-        with connect(on_lab_db(6432)) as conn:  # PgBouncer still sends novacron to blue
+        with connect(through_pooler()) as conn:  # PgBouncer (through HAProxy) still sends novacron to blue
             assert server_reached(conn) == "blue"
     finally:
         with connect(GREEN) as conn:

@@ -1,5 +1,5 @@
 """TLS between the lab's hosts (inventories/lab: PostgreSQL blue/green/green_r1 each on its own address
-with a certificate of its own, PgBouncer :6432/:6433,
+with a certificate of its own, PgBouncer on pool-1 127.0.0.61:6432 and pool-2 127.0.0.62:6432,
 Redis TLS listeners of blue 127.0.0.21:6479 and green 127.0.0.22:6479), every certificate issued by the lab's CA (roles/lab_ca).
 
 Clients verify with sslmode=verify-full against the lab's CA; a throwaway CA made here (the
@@ -30,6 +30,8 @@ from tests.lab import (
     HAPROXY_WRITES,
     LAB_PASSWORD,
     PG_PORT,
+    POOLER_HOSTS,
+    POOLER_PORT,
     REDIS_BLUE_ADDRESS,
     REDIS_GREEN_ADDRESS,
     REDIS_PORT,
@@ -37,10 +39,10 @@ from tests.lab import (
     connect,
     drop_database,
     drop_replication,
-    on_lab_db,
     recreate_database,
     run_module,
     through_haproxy,
+    through_pooler,
     wait_for,
     where,
     write_wrong_ca,
@@ -49,7 +51,7 @@ from tests.lab import (
 LAB_CA = "/etc/zerodowntime/tls/ca.crt"  # inventories/lab/group_vars/all.yml lab_ca_certificate
 CA_DIR = Path("/var/lib/zerodowntime/lab-ca")  # roles/lab_ca lab_ca_dir, on the controller (this machine)
 VERIFY_FULL = {"ssl_mode": "verify-full", "ssl_rootcert": LAB_CA}
-POOLERS = (6432, 6433)  # lab-db (Debian's instance) and lab-pooler2 (pgbouncer2)
+POOLERS = tuple(POOLER_HOSTS.values())  # pool-1 (Debian's instance) and pool-2 (pgbouncer2)
 GREEN_R1 = dict(GREEN, login_host=GREEN_R1_ADDRESS)
 REDIS_TLS = {REDIS_BLUE_ADDRESS: "master", REDIS_GREEN_ADDRESS: "slave"}  # blue, green (replica of blue), both on REDIS_TLS_PORT
 DB = "zdm_tls_test"
@@ -81,8 +83,8 @@ def test_lab_ca_signed_the_servers_certificates_for_their_addresses(lab):
         ("postgresql-blue", "postgres", BLUE_ADDRESS),
         ("postgresql-green", "postgres", GREEN_ADDRESS),
         ("postgresql-green_r1", "postgres", GREEN_R1_ADDRESS),
-        ("pgbouncer-pgbouncer", "postgres", "127.0.0.1"),
-        ("pgbouncer-pgbouncer2", "postgres", "127.0.0.1"),
+        ("pgbouncer-pgbouncer", "postgres", POOLER_HOSTS["pool-1"]),
+        ("pgbouncer-pgbouncer2", "postgres", POOLER_HOSTS["pool-2"]),
         ("redis-cache-blue", "redis", REDIS_BLUE_ADDRESS),
         ("redis-cache-green", "redis", REDIS_GREEN_ADDRESS),
     ):
@@ -95,13 +97,14 @@ def test_lab_ca_signed_the_servers_certificates_for_their_addresses(lab):
             # a PostgreSQL instance's certificate names its own address and HAProxy's (lb-1: the frontends
             # pass TLS through: postgresql_ssl_extra_names), not another instance's: it cannot pass for one
             assert sorted(addresses) == sorted([address, HAPROXY_ADDRESS]), (name, addresses)
-        elif name.startswith("redis-"):
-            # a Redis host's certificate names its own address only (redis_tls_subject_alt_names): nothing
-            # reaches a TLS listener through another address (HAProxy :6389 goes to the plain ports)
-            assert addresses == [address], (name, addresses)
-            assert names.get_values_for_type(x509.DNSName) == [name.removeprefix("redis-")], name
         else:
-            assert address in addresses and "localhost" in names.get_values_for_type(x509.DNSName), name
+            # a Redis host's or PgBouncer's certificate names its own address only (redis_ and
+            # pgbouncer_tls_subject_alt_names): nothing reaches a TLS listener through another address
+            # (HAProxy :6389 goes to Redis's plain ports)
+            assert addresses == [address], (name, addresses)
+            poolers = {ip: pooler for pooler, ip in POOLER_HOSTS.items()}
+            host = name.removeprefix("redis-") if name.startswith("redis-") else poolers[address]
+            assert names.get_values_for_type(x509.DNSName) == [host], name
         key = Path(f"/etc/zerodowntime/tls/{name}.key")
         assert key.stat().st_mode & 0o077 == 0 and key.owner() == owner, f"{key} must be private to {owner}"
 
@@ -234,37 +237,37 @@ def test_a_subscription_with_verify_full_replicates_over_tls(databases, wrong_ca
 # --- PgBouncer ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("port", POOLERS)
-def test_pgbouncer_client_tls_verify_full_and_server_tls(lab, port):
-    endpoint = on_lab_db(port)
+@pytest.mark.parametrize("address", POOLERS)
+def test_pgbouncer_client_tls_verify_full_and_server_tls(lab, address):
+    endpoint = through_pooler(address)
     with Client(params(endpoint, **VERIFY_FULL)) as client:
-        assert client.conn.pgconn.ssl_in_use, f"the client's connection to PgBouncer :{port} is not TLS"
+        assert client.conn.pgconn.ssl_in_use, f"the client's connection to PgBouncer {address} is not TLS"
         assert client.conn.info.parameter_status("server_version"), "PgBouncer passes the server's parameters"
         # PgBouncer's own connection to PostgreSQL (server_tls_sslmode verify-full): the backend
         # serving this session sees TLS.
         assert tls_of_session(client)["ssl"] is True
 
 
-@pytest.mark.parametrize("port", POOLERS)
-def test_pgbouncer_refuses_a_wrong_ca(lab, port, wrong_ca):
+@pytest.mark.parametrize("address", POOLERS)
+def test_pgbouncer_refuses_a_wrong_ca(lab, address, wrong_ca):
     with pytest.raises(PgError) as caught:
-        Client(params(on_lab_db(port), ssl_mode="verify-full", ssl_rootcert=wrong_ca))
-    assert f"the TLS certificate of 127.0.0.1:{port} is not signed by the CA in ssl_rootcert {wrong_ca}" in str(caught.value)
+        Client(params(through_pooler(address), ssl_mode="verify-full", ssl_rootcert=wrong_ca))
+    assert f"the TLS certificate of {address}:{POOLER_PORT} is not signed by the CA in ssl_rootcert {wrong_ca}" in str(caught.value)
 
 
-@pytest.mark.parametrize("port", POOLERS)
-def test_pgbouncer_servers_use_tls(lab, port):
+@pytest.mark.parametrize("address", POOLERS)
+def test_pgbouncer_servers_use_tls(lab, address):
     """SHOW SERVERS on the admin console: every server connection to PostgreSQL is TLS."""
-    with Client(params(on_lab_db(port))) as client:
+    with Client(params(through_pooler(address))) as client:
         client.query("SELECT 1")  # makes sure the pool has a server connection
         with psycopg.connect(
-            host="127.0.0.1", port=port, user="pgbouncer_admin", password=LAB_PASSWORD, dbname="pgbouncer", autocommit=True
+            host=address, port=POOLER_PORT, user="pgbouncer_admin", password=LAB_PASSWORD, dbname="pgbouncer", autocommit=True
         ) as admin:
             cur = admin.cursor()
             cur.execute("SHOW SERVERS")
             columns = [c.name for c in cur.description]
             servers = [dict(zip(columns, row, strict=True)) for row in cur.fetchall() if row[columns.index("database")] == "novacron"]
-    assert servers, f"PgBouncer :{port} has no server connection to novacron"
+    assert servers, f"PgBouncer {address} has no server connection to novacron"
     assert all(server["tls"] for server in servers), [(s["addr"], s["port"], s["tls"]) for s in servers]
 
 

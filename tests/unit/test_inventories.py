@@ -36,6 +36,7 @@ LAB_ONLY_VARS = {
     "postgresql_ssl_per_instance": "instances sharing one machine need a certificate file each",
     "postgresql_ssl_extra_names": "names of the certificates the lab CA issues; production's carry them already",
     "redis_tls_subject_alt_names": "names of the certificates the lab CA issues; production's carry them already",
+    "pgbouncer_tls_subject_alt_names": "names of the certificates the lab CA issues; production's carry them already",
     "rabbitmq_epmd_addresses": "three RabbitMQ hosts share the lab machine's one epmd; a production host's serves its own node",
     "sqlite_app_db_sslmode": "the lab's application cannot verify the lab CA; production verifies (verify-full)",
 }
@@ -48,8 +49,7 @@ PRODUCTION_ONLY_VARS = {
 
 # Host variables of the lab alone: services sharing the lab machine told apart by instance and port.
 LAB_ONLY_HOST_VARS = {
-    "pgbouncer_instance": "a second PgBouncer on the lab machine",
-    "pgbouncer_listen_port": "a second PgBouncer on the lab machine, on :6433",
+    "pgbouncer_instance": "two PgBouncer hosts on the lab machine: files, init script and unix socket of their own",
     "rabbitmq_instance": "three RabbitMQ hosts on the lab machine: files of their own and alive parts apart in the one epmd",
     "rabbitmq_dist_port": "three RabbitMQ hosts on the lab machine: RabbitMQ checks its distribution port on every address",
 }
