@@ -191,7 +191,8 @@ EXAMPLES = r"""
     max_latency_ratio: 3
     reverse_slot: novacron_green_to_blue
     pgbouncers:
-      - login_port: 6432
+      - login_host: 127.0.0.61  # the lab's pool-1
+        login_port: 6432
         login_user: pgbouncer_admin
         login_password: "{{ pgbouncer_admin_password }}"
         database: novacron

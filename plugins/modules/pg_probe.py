@@ -168,6 +168,7 @@ EXAMPLES = r"""
 
 - name: A write through PgBouncer lands on green and replicates back to blue
   zerodowntime.migration.pg_probe:
+    login_host: 127.0.0.61  # the lab's pool-1
     login_port: 6432
     expect:
       address: 127.0.0.12
@@ -198,7 +199,7 @@ endpoint:
   description: The endpoint connected through (host:port or the socket).
   returned: success
   type: str
-  sample: 127.0.0.1:6432
+  sample: 127.0.0.61:6432
 server:
   description: The server the session reached through the endpoint.
   returned: success, and on a failed O(expect)

@@ -4,6 +4,7 @@ resets it, or stops saying what it found and which command resets it."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 import tests.lab
@@ -11,11 +12,17 @@ from tests.lab import (
     BLUE,
     HAPROXY_ADDRESS,
     HAPROXY_WRITES,
+    LAB_PASSWORD,
+    POOL_2,
+    POOLER_PORT,
     REDIS_BLUE_ADDRESS,
     REDIS_PORT,
     bring_lab_to_start,
+    connect,
     lab_findings,
     run_playbook_ok,
+    server_reached,
+    through_pooler,
     where,
 )
 
@@ -34,6 +41,21 @@ def test_a_manual_cutover_is_found_and_rolled_back(validated):
 
     assert bring_lab_to_start() == left_on_green
     assert lab_findings() == []
+
+
+def test_a_pool_left_paused_without_a_journal_is_resumed(lab):
+    """A pool paused by hand (or by a run whose journal is gone): the reset cannot read which side
+    takes writes through it, so it reads HAProxy's write frontend, and resumes the pool."""
+    console = {"host": POOL_2, "port": POOLER_PORT, "user": "pgbouncer_admin", "password": LAB_PASSWORD, "dbname": "pgbouncer"}
+    with psycopg.connect(**console, autocommit=True, cursor_factory=psycopg.ClientCursor) as admin:
+        admin.execute("PAUSE novacron")
+    found = lab_findings()
+    assert found == [("postgresql", f"PgBouncer {POOL_2}:{POOLER_PORT} holds novacron paused")]
+
+    assert bring_lab_to_start() == found
+    assert lab_findings() == []
+    with connect(through_pooler(POOL_2, connect_timeout=5)) as conn:
+        assert server_reached(conn) == "blue"
 
 
 def test_redis_left_on_green_is_switched_back(lab):

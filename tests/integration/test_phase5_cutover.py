@@ -31,6 +31,7 @@ from tests.lab import (
     ROOT,
     connect,
     kill_tree,
+    pooler_findings,
     run_playbook,
     server_reached,
     where,
@@ -319,7 +320,8 @@ def test_rollback_repairs_what_a_dead_cutover_left(on_blue, tmp_path):
     final = json.loads(journal_file.read_text())
     assert final["state"] == "undone" and final["undo_by"] == "next run"
     assert readonly(BLUE) == "off"
-    assert serving() == "blue" and serving(POOL_2) == "blue"  # both pools resumed on blue
+    assert pooler_findings() == []  # both pools resumed, at home (read from their consoles: a paused pool would hang a client)
+    assert serving() == "blue" and serving(POOL_2) == "blue"
 
 
 def reached_file(path: Path, predicate):
