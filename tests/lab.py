@@ -823,14 +823,19 @@ def lab_findings() -> list[tuple[str, str]]:
     return found
 
 
+def pooler_console(address: str) -> psycopg.Connection:
+    """The admin console of the lab PgBouncer at `address` (it answers while a pool is paused)."""
+    params = {"host": address, "port": POOLER_PORT, "user": "pgbouncer_admin", "password": LAB_PASSWORD, "dbname": "pgbouncer"}
+    return psycopg.connect(**params, connect_timeout=5, autocommit=True, cursor_factory=psycopg.ClientCursor)
+
+
 def pooler_findings() -> list[tuple[str, str]]:
     """Every lab PgBouncer whose novacron pool does not point at HAProxy's write frontend (its home:
     a cutover switches HAProxy, not the pools) or is paused (read from its console, which answers
     while a pool is paused)."""
     found = []
     for console in POOLER_HOSTS.values():
-        params = {"host": console, "port": POOLER_PORT, "user": "pgbouncer_admin", "password": LAB_PASSWORD, "dbname": "pgbouncer"}
-        with psycopg.connect(**params, connect_timeout=5, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        with pooler_console(console) as conn:
             cursor = conn.execute("SHOW DATABASES")
             columns = [column.name for column in cursor.description]
             for row in cursor.fetchall():

@@ -4,7 +4,6 @@ resets it, or stops saying what it found and which command resets it."""
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 import tests.lab
@@ -12,7 +11,6 @@ from tests.lab import (
     BLUE,
     HAPROXY_ADDRESS,
     HAPROXY_WRITES,
-    LAB_PASSWORD,
     POOL_2,
     POOLER_PORT,
     REDIS_BLUE_ADDRESS,
@@ -20,6 +18,7 @@ from tests.lab import (
     bring_lab_to_start,
     connect,
     lab_findings,
+    pooler_console,
     run_playbook_ok,
     server_reached,
     through_pooler,
@@ -46,8 +45,7 @@ def test_a_manual_cutover_is_found_and_rolled_back(validated):
 def test_a_pool_left_paused_without_a_journal_is_resumed(lab):
     """A pool paused by hand (or by a run whose journal is gone): the reset cannot read which side
     takes writes through it, so it reads HAProxy's write frontend, and resumes the pool."""
-    console = {"host": POOL_2, "port": POOLER_PORT, "user": "pgbouncer_admin", "password": LAB_PASSWORD, "dbname": "pgbouncer"}
-    with psycopg.connect(**console, autocommit=True, cursor_factory=psycopg.ClientCursor) as admin:
+    with pooler_console(POOL_2) as admin:
         admin.execute("PAUSE novacron")
     found = lab_findings()
     assert found == [("postgresql", f"PgBouncer {POOL_2}:{POOLER_PORT} holds novacron paused")]
