@@ -362,6 +362,24 @@ def test_a_hung_module_is_undone_at_the_deadline_plus_the_margin(pair, tmp_path)
     assert readonly(pair["blue"]) == "off" and subscriptions(pair["green"]) == {FORWARD: True}
 
 
+def test_a_step_run_late_by_a_stalled_module_is_undone_by_the_module(pair, tmp_path):
+    """The module stalls after its deadline check, before freezing the source; the guardian undoes
+    the run at the deadline + margin; the module wakes and freezes the source. It must see the run
+    taken over and undo its late step, or the source stays read-only for good."""
+    process = start_held_module(MODULE, module_args(pair, "blue_to_green"), f"before freeze_source:{TIMEOUT + MARGIN + 2}", tmp_path)
+    wait_for(reached(pair, began("freeze_source")), 60, "the freeze")
+    servers = [write_through(bouncer) for bouncer in pair["bouncers"]]  # wait for the guardian's undo
+    assert readonly(pair["blue"]) == "off"
+    process.wait(timeout=60)
+    final = journal(pair)
+    assert servers == ["blue", "blue"]
+    assert readonly(pair["blue"]) == "off" and subscriptions(pair["green"]) == {FORWARD: True}
+    assert [write_through(bouncer) for bouncer in pair["bouncers"]] == ["blue", "blue"]
+    assert final["undo_by"] == "guardian" and final["state"] == "undone"
+    late = {entry["step"]: entry["ok"] for entry in final.get("undone_late_by_module", [])}
+    assert late.get("unfreeze_source") is True and late.get("resume_pgbouncer") is True, final
+
+
 def test_killing_the_guardian_alone_does_not_disturb_the_switchover(pair, tmp_path):
     with Writers(pair["bouncers"][0]["port"], count=2, first=30) as writers:
         process = start_held_module(MODULE, module_args(pair, "blue_to_green"), "freeze_source:1", tmp_path)

@@ -3,7 +3,8 @@
 """The test failpoint of the cutovers (PostgreSQL pg_switchover, Redis redis_switchover state=switched).
 
 With HOLD_VARIABLE set to "step:seconds" in the module's environment, the cutover sleeps that long
-after `step`, still inside its pause, so that a signal test lands in the pause. With MARK_VARIABLE
+after `step`, still inside its pause, so that a signal test lands in the pause ("before step" holds
+a PostgreSQL step once journaled, before it runs: a module stalled there). With MARK_VARIABLE
 also set (a file path), that file is created as the hold begins: a test signals as soon as it
 exists instead of guessing when the step ended. Unset (always, in production) they do nothing.
 """

@@ -561,6 +561,7 @@ class Switchover:
         once clients write to the target, nothing is undone)."""
         self.failed_step = name
         self.remaining(name)
+        hold(f"before {name}")  # tests: a module stalled between the deadline's check and the step
         started = time.monotonic()
         entry = {"step": name, "ms": None, "ok": False}
         self.steps.append(entry)
@@ -811,22 +812,33 @@ class Switchover:
 
     def undo_after(self, error: BaseException) -> None:
         """The module's own undo, unless the guardian has taken the run over."""
-        if isinstance(error, TakenOver):
-            self.wait_for_guardian()
+        taken_over = isinstance(error, TakenOver)
+        if not taken_over and self.journal is not None:
+            taken_over = not self.journal.transition(("preparing", "pausing"), state="undoing", undo_by="module", reason=str(error))[0]
+        if taken_over:
+            self.undo_late_steps(self.wait_for_guardian())
             return
-        if self.journal is not None:
-            claimed = self.journal.transition(("preparing", "pausing"), state="undoing", undo_by="module", reason=str(error))[0]
-            if not claimed:
-                self.wait_for_guardian()
-                return
         self.undo(self.done)
         self.record(durable=True, state="undone", undone=self.undone, undone_at=time.time())
 
-    def wait_for_guardian(self) -> None:
+    def wait_for_guardian(self) -> dict:
         """The guardian undoes (or finishes) the run: wait for it, bounded, and report what it did."""
         record = poll(lambda: self.journal.read() or {}, Deadline(pg_guardian.UNDO_BUDGET), None, ready=lambda record: not pending(record))
         self.undone = record.get("undone") or []
         self.warnings.append(f"the guardian took over: {record.get('reason')}; journal state {record.get('state')}")
+        return record
+
+    def undo_late_steps(self, record: dict) -> None:
+        """A module stalled (stopped, swapped out) after its deadline check may have run its step
+        after the guardian's undo: it would leave the source frozen or the pools paused for good.
+        Once the guardian has undone this run, the module undoes what it began once more; every
+        undo is harmless when not needed."""
+        if record.get("state") != "undone" or record.get("pid") != os.getpid():
+            return
+        by_guardian, self.undone = self.undone, []
+        self.undo(self.done)
+        self.record(durable=True, undone_late_by_module=self.undone)
+        self.undone = by_guardian + self.undone
 
     # --- after the pause -------------------------------------------------------------------------
     def drop_forward_subscription(self) -> bool:
