@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import signal
 import stat
 import subprocess
 import threading
@@ -38,6 +39,7 @@ from tests.lab import (
     run_module,
     run_playbook,
     server_reached,
+    wait_for,
     where,
 )
 
@@ -125,6 +127,29 @@ def test_role_converges_again_without_changes(pgbouncer):
     again = run_playbook(ROLE_PLAY)
     assert again.status == "successful", again.stdout
     assert again.changed() == 0, again.changed_tasks()
+
+
+def test_a_stale_pid_file_naming_another_live_process_is_removed_and_pgbouncer_started(pgbouncer):
+    """Without systemd the pid file outlives a machine's reset and may name a process that is not
+    PgBouncer: Debian's init script then says it runs, and PgBouncer refuses to start."""
+    pidfile = Path("/var/run/postgresql/pgbouncer.pid")
+    pid = int(pidfile.read_text())
+    stranger = subprocess.Popen(["sleep", "600"])
+    try:
+        os.kill(pid, signal.SIGKILL)
+        wait_for("PgBouncer to die", lambda: not Path(f"/proc/{pid}").exists(), timeout=10, interval=0.1)
+        pidfile.write_text(f"{stranger.pid}\n")
+        run = run_playbook(ROLE_PLAY)
+    finally:
+        stranger.kill()
+        stranger.wait()
+    assert run.status == "successful", run.stdout
+    assert {"Remove a stale pid file (it names another process)", "Start PgBouncer and start it at boot (init script)"} <= set(
+        run.changed_tasks()
+    )
+    assert int(pidfile.read_text()) != stranger.pid
+    with app_connect() as conn:
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
 
 
 def test_pgbouncer_answers_with_transaction_pooling_and_scram(pgbouncer):
