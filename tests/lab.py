@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from psycopg import sql
 
+from ansible_collections.zerodowntime.migration.plugins.module_utils.common.failpoint import HOLD_VARIABLE, MARK_VARIABLE
+
 ROOT = Path(__file__).resolve().parent.parent
 LAB_PASSWORD = "zerodowntime-lab"  # inventories/lab/group_vars/all.yml
 # Blue, green and green's replica each on its own host and address, all on port 5432 (inventories/lab
@@ -307,18 +309,26 @@ class SqliteApplication:
 
 
 def start_held_module(
-    module: str, arguments: dict, hold: str, workdir: Path, json_output: bool = False, host: str = "lab-db", inventory: str | None = None
+    module: str,
+    arguments: dict,
+    hold: str,
+    workdir: Path,
+    json_output: bool = False,
+    host: str = "lab-db",
+    inventory: str | None = None,
+    mark: Path | None = None,
 ) -> subprocess.Popen:
     """ansible-playbook running one cutover module on a lab host (lab-db of inventories/lab unless
     told) in a process group of its own, its test failpoint holding the run after `hold`
-    ("step:seconds") so a test can signal it. With `json_output`, the module's result is the json
-    callback's output on stdout."""
+    ("step:seconds") so a test can signal it; the failpoint creates `mark` (a path on this machine)
+    as the hold begins. With `json_output`, the module's result is the json callback's output on stdout."""
+    environment = {HOLD_VARIABLE: hold, **({MARK_VARIABLE: str(mark)} if mark else {})}
     play = [
         {
             "name": "module under test",
             "hosts": host,
             "gather_facts": False,
-            "tasks": [{"name": "under test", module: arguments, "environment": {"ZERODOWNTIME_SWITCHOVER_HOLD": hold}}],
+            "tasks": [{"name": "under test", module: arguments, "environment": environment}],
         }
     ]
     playbook = workdir / "held.yml"
@@ -858,10 +868,12 @@ def bring_lab_to_start() -> list[tuple[str, str]]:
     suite's starting state, running the playbook an operator would (LAB_RESETS). Returns what was
     found and repaired; raises naming what is still wrong and the command that resets it."""
     found = lab_findings()
-    for kind in [kind for kind in LAB_RESETS if kind in {kind for kind, _text in found}]:
-        playbook, extravars = LAB_RESETS[kind]
-        run_playbook(playbook, extravars=extravars)
-    left = lab_findings()
+    left = found
+    for kind, (playbook, extravars) in LAB_RESETS.items():
+        if kind in {kind for kind, _text in left}:
+            run_playbook(playbook, extravars=extravars)
+            left = lab_findings()  # a service started again may show what it hid (a pool paused)
+            found = found + [finding for finding in left if finding not in found]
     if left:
         commands = {
             f"ansible-playbook -i inventories/lab playbooks/{LAB_RESETS[kind][0]}"

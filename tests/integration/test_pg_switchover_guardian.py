@@ -347,13 +347,17 @@ def test_sigkill_to_the_whole_controller_is_undone(pair, tmp_path):
 def test_a_hung_module_is_undone_at_the_deadline_plus_the_margin(pair, tmp_path):
     """SIGSTOP: the module lives but does nothing; the guardian acts at the deadline + margin.
     Continued afterwards, the module finds the run taken over and says so."""
-    process = start_held_module(MODULE, module_args(pair, "blue_to_green"), f"freeze_source:{HOLD}", tmp_path)
-    record = wait_for(reached(pair, began("freeze_source")), 60, "the freeze")
+    held = tmp_path / "held"  # created as the hold after the freeze begins: the stop lands there
+    process = start_held_module(MODULE, module_args(pair, "blue_to_green"), f"freeze_source:{HOLD}", tmp_path, mark=held)
+    wait_for(held.exists, 60, "the freeze")
+    record = journal(pair)
     os.kill(record["pid"], signal.SIGSTOP)
     stopped = time.monotonic()
-    servers = [write_through(bouncer) for bouncer in pair["bouncers"]]
-    waited = time.monotonic() - stopped
-    os.kill(record["pid"], signal.SIGCONT)
+    try:
+        servers = [write_through(bouncer) for bouncer in pair["bouncers"]]
+        waited = time.monotonic() - stopped
+    finally:
+        os.kill(record["pid"], signal.SIGCONT)
     process.wait(timeout=60)
     final = journal(pair)
     assert servers == ["blue", "blue"]
@@ -366,12 +370,16 @@ def test_a_step_run_late_by_a_stalled_module_is_undone_by_the_module(pair, tmp_p
     """The module stalls after its deadline check, before freezing the source; the guardian undoes
     the run at the deadline + margin; the module wakes and freezes the source. It must see the run
     taken over and undo its late step, or the source stays read-only for good."""
-    process = start_held_module(MODULE, module_args(pair, "blue_to_green"), f"before freeze_source:{TIMEOUT + MARGIN + 2}", tmp_path)
+    process = start_held_module(
+        MODULE, module_args(pair, "blue_to_green"), f"before freeze_source:{TIMEOUT + MARGIN + 4}", tmp_path, json_output=True
+    )
     wait_for(reached(pair, began("freeze_source")), 60, "the freeze")
     servers = [write_through(bouncer) for bouncer in pair["bouncers"]]  # wait for the guardian's undo
-    assert readonly(pair["blue"]) == "off"
-    process.wait(timeout=60)
+    assert readonly(pair["blue"]) == "off"  # the module still sleeps: the freeze is yet to come
+    result = next(iter(json.loads(process.communicate(timeout=60)[0])["plays"][0]["tasks"][0]["hosts"].values()))
     final = journal(pair)
+    assert result["failed_step"] == "freeze_source" and "guardian took over" in " ".join(result.get("warnings", [])), result
+    assert [step["step"] for step in result["steps"]][-1] == "freeze_source"  # it ran, late
     assert servers == ["blue", "blue"]
     assert readonly(pair["blue"]) == "off" and subscriptions(pair["green"]) == {FORWARD: True}
     assert [write_through(bouncer) for bouncer in pair["bouncers"]] == ["blue", "blue"]
@@ -395,11 +403,10 @@ def test_killing_the_guardian_alone_does_not_disturb_the_switchover(pair, tmp_pa
 def test_leftovers_of_a_run_whose_guardian_died_too_are_repaired_by_the_next_run(pair, tmp_path):
     """The host 'rebooted': guardian and module killed inside the pause. Pools stay paused, blue
     stays frozen, until the next run repairs them and switches."""
-    process = start_held_module(MODULE, module_args(pair, "blue_to_green"), f"disable_forward_subscription:{HOLD}", tmp_path)
-    record = wait_for(
-        reached(pair, lambda r: r.get("guardian_pid") and began("disable_forward_subscription")(r)), 60, "the forward subscription disabled"
-    )
-    time.sleep(0.3)
+    held = tmp_path / "held"  # created as the hold after the step begins: the kill lands there
+    process = start_held_module(MODULE, module_args(pair, "blue_to_green"), f"disable_forward_subscription:{HOLD}", tmp_path, mark=held)
+    wait_for(held.exists, 60, "the forward subscription disabled")
+    record = journal(pair)
     os.kill(record["guardian_pid"], signal.SIGKILL)
     kill_tree(process.pid, spare=record["guardian_pid"])
     process.wait(timeout=30)

@@ -143,8 +143,11 @@ def test_a_stale_pid_file_naming_another_live_process_is_removed_and_pgbouncer_s
     finally:
         stranger.kill()
         stranger.wait()
+        if subprocess.run(["/etc/init.d/pgbouncer", "status"], check=False).returncode != 0:  # pool-1 serves the rest of the suite
+            pidfile.unlink(missing_ok=True)
+            subprocess.run(["/etc/init.d/pgbouncer", "start"], check=False)
     assert run.status == "successful", run.stdout
-    assert {"Remove a stale pid file (it names another process)", "Start PgBouncer and start it at boot (init script)"} <= set(
+    assert {"Remove a stale pid file (it names no process, or another one)", "Start PgBouncer and start it at boot (init script)"} <= set(
         run.changed_tasks()
     )
     assert int(pidfile.read_text()) != stranger.pid

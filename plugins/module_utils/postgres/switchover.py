@@ -617,6 +617,7 @@ class Switchover:
 
     def commit_point(self) -> None:
         """From here on clients may write to the target: a dead run is finished, not undone."""
+        self.failed_step = STEPS[-1]  # a take-over here is reported at the last step, its undo done once
         if self.journal is None:
             return
         claimed, record = self.journal.transition(("pausing",), durable=True, state="committing")
@@ -832,12 +833,17 @@ class Switchover:
         """A module stalled (stopped, swapped out) after its deadline check may have run its step
         after the guardian's undo: it would leave the source frozen or the pools paused for good.
         Once the guardian has undone this run, the module undoes what it began once more; every
-        undo is harmless when not needed."""
-        if record.get("state") != "undone" or record.get("pid") != os.getpid():
+        undo is harmless when not needed. One that fails leaves the run pending: the next run repairs it."""
+        if record.get("state") != "undone" or record.get("undo_by") != "guardian" or record.get("pid") != os.getpid():
             return
         by_guardian, self.undone = self.undone, []
         self.undo(self.done)
-        self.record(durable=True, undone_late_by_module=self.undone)
+        failed = [entry["step"] for entry in self.undone if not entry["ok"]]
+        self.record(durable=True, undone_late_by_module=self.undone, **({"state": "undoing"} if failed else {}))
+        self.warnings.append(
+            f"the module had run a step the guardian's undo had not seen; it undid again: {', '.join(e['step'] for e in self.undone)}"
+            + (f" ({', '.join(failed)} failed: the next run repairs it)" if failed else "")
+        )
         self.undone = by_guardian + self.undone
 
     # --- after the pause -------------------------------------------------------------------------
@@ -1182,6 +1188,7 @@ def run_switchover(source: Client, target: Client, poolers: list[Pooler], params
             write_pause_started_at=run.facts.write_pause_started_at,
             serving=before_serving,
             journal=journal.path,
+            warnings=run.warnings,  # e.g. the guardian took over, what the module undid again
         )
         exc.args = (f"switchover aborted at step {failed}: {exc}; undone: {', '.join(u['step'] for u in run.undone) or 'nothing'}",)
         raise exc from None
