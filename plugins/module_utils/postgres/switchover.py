@@ -559,7 +559,6 @@ class Switchover:
     def step(self, name: str):
         """Time one step; the deadline is checked before and after it (not after the last one:
         once clients write to the target, nothing is undone)."""
-        self.failed_step = name
         self.remaining(name)
         hold(f"before {name}")  # tests: a module stalled between the deadline's check and the step
         started = time.monotonic()
@@ -607,6 +606,7 @@ class Switchover:
 
     def run_steps(self) -> None:
         for step in self.planned_steps():
+            self.failed_step = step.name  # from its journal record on: switch() undoes a failure here
             if step.name == STEPS[-1]:
                 self.commit_point()
             else:
@@ -617,7 +617,6 @@ class Switchover:
 
     def commit_point(self) -> None:
         """From here on clients may write to the target: a dead run is finished, not undone."""
-        self.failed_step = STEPS[-1]  # a take-over here is reported at the last step, its undo done once
         if self.journal is None:
             return
         claimed, record = self.journal.transition(("pausing",), durable=True, state="committing")
@@ -836,15 +835,15 @@ class Switchover:
         undo is harmless when not needed. One that fails leaves the run pending: the next run repairs it."""
         if record.get("state") != "undone" or record.get("undo_by") != "guardian" or record.get("pid") != os.getpid():
             return
-        by_guardian, self.undone = self.undone, []
+        by_guardian = len(self.undone)
         self.undo(self.done)
-        failed = [entry["step"] for entry in self.undone if not entry["ok"]]
-        self.record(durable=True, undone_late_by_module=self.undone, **({"state": "undoing"} if failed else {}))
+        late = self.undone[by_guardian:]
+        failed = [entry["step"] for entry in late if not entry["ok"]]
+        self.record(durable=True, undone_late_by_module=late, **({"state": "undoing"} if failed else {}))
         self.warnings.append(
-            f"the module had run a step the guardian's undo had not seen; it undid again: {', '.join(e['step'] for e in self.undone)}"
+            f"the module had run a step the guardian's undo had not seen; it undid again: {', '.join(entry['step'] for entry in late)}"
             + (f" ({', '.join(failed)} failed: the next run repairs it)" if failed else "")
         )
-        self.undone = by_guardian + self.undone
 
     # --- after the pause -------------------------------------------------------------------------
     def drop_forward_subscription(self) -> bool:
