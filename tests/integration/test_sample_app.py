@@ -159,6 +159,22 @@ def test_instances_answer_with_their_name_and_a_second_converge_changes_nothing(
     assert again.changed() == 0, again.changes()
 
 
+def test_site_with_the_sample_apps_tag_converges_it_alone(sample_app):
+    """README: `ansible-playbook playbooks/site.yml --tags sample_app` provisions it alone. The tag is
+    on each play's role, not on the play: a tagged play gathers no facts under another tag, yet its
+    role's argument check (tagged always) runs and reads them."""
+    run = run_playbook("site.yml", cmdline="--tags sample_app")
+    assert run.status == "successful", run.stdout
+    assert run.changed() == 0, run.changes()
+    roles_that_ran_tasks = {
+        event["event_data"].get("role")
+        for event in run.events
+        if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_skipped")
+        and event["event_data"].get("task_action") not in ("gather_facts", "ansible.builtin.validate_argument_spec")
+    }
+    assert roles_that_ran_tasks == {"sample_app"}, roles_that_ran_tasks
+
+
 def test_a_fault_file_makes_an_instance_misbehave_until_it_is_removed(at_start):
     """green.json error_share 0.2: exactly every 5th request answers 500 (/health stays 200), delay_ms
     slows every request; without the file every answer is 200 again."""
