@@ -196,9 +196,8 @@ def test_lab_instance_serves_the_app_and_the_validation_user(lab):
 
 
 def test_site_converges_mariadb_over_ssh_and_a_second_converge_changes_nothing(lab):
-    """site.yml's MariaDB play alone, on db-mariadb over SSH. --limit: other plays still validate
-    their roles' arguments (tagged always), which needs facts their hosts gather only in their own
-    plays."""
+    """site.yml's MariaDB play alone, on db-mariadb over SSH (--limit: the other plays gather no
+    facts on hosts of their own)."""
     again = run_playbook("site.yml", cmdline="--tags mariadb --limit mariadb_servers")
     assert again.status == "successful", again.stdout
     assert set(again.stats["ok"]) == {HOST}, again.stats  # the role ran on the MariaDB host alone
