@@ -10,7 +10,7 @@ short_description: Save, verify and restore a snapshot of an etcd (Raft) cluster
 description:
   - V(saved) streams the leader's data from the HTTP/JSON API (C(/v3/maintenance/snapshot)) into
     O(path) through a temporary file, verifies it and only then renames it, so the file is complete
-    or absent. An existing O(path) is kept (changed false) unless O(force=true). Without a leader it
+    or absent, mode 0600 (it holds every key). An existing O(path) is kept (changed false) unless O(force=true). Without a leader it
     refuses (a snapshot then could miss acknowledged writes).
   - V(verified) reads the file with C(etcdctl snapshot status) (revision, keys, hash) and returns its
     SHA-256; a damaged file is an error. Changes nothing.

@@ -1,6 +1,6 @@
 """The Raft cluster across hosts: throwaway etcd members zs1, zs2, zs3, each on its own lab SSH
 host (roles/lab_ssh: 127.0.0.2, 127.0.0.3, 127.0.0.4), reached over SSH like the lab's etcd1-3 and
-converged by the real playbooks (cluster.yml, cluster_restore.yml) from a temporary inventory.
+converged by the real playbooks (cluster.yml, cluster_snapshot.yml, cluster_restore.yml) from a temporary inventory.
 raft_bootstrap and raft_snapshot run with `member:` on each member's own host, one host at a time.
 
 The members listen on the hosts' own addresses on one port pair (13379/13380: the same port on
@@ -9,7 +9,9 @@ not touched; the members' init scripts, settings, logs and data go afterwards.""
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,7 +22,6 @@ import yaml
 from tests.lab import LAB_SSH_INVENTORY, etcd_api, etcd_get, etcd_put, run_module, run_playbook
 
 BOOTSTRAP = "zerodowntime.migration.raft_bootstrap"
-SNAPSHOT = "zerodowntime.migration.raft_snapshot"
 TOKEN = "zdm-test-etcd-hosts"
 CLIENT_PORT, PEER_PORT = 13379, 13380
 HOSTS = {"zs1": "127.0.0.2", "zs2": "127.0.0.3", "zs3": "127.0.0.4"}
@@ -199,21 +200,28 @@ def test_member_mode_refuses_a_name_not_in_the_list_and_a_join_before_the_first(
     assert "run for zs1 first" in early["msg"]
 
 
+SAVE = "Save the snapshot from the leader and verify it"  # playbooks/cluster_snapshot.yml
 CHECK = "Check the snapshot and whether it must be restored (check mode, on the first member's host)"
 RESTORE = "Restore into the first member, then add each other one on its host (first member first)"
 
 
 @pytest.fixture(scope="module")
 def restored(bootstrapped, cluster, tmp_path_factory):
-    """A snapshot holding zdm/in-snapshot (saved before zdm/after-snapshot was written), restored
-    across the hosts by cluster_restore.yml, with what the cluster answered right after the
-    restore. The re-run tests start from this restore: each leaves the cluster restored from
-    this snapshot, as a restore across the hosts leaves it (one restore run for the module, not
-    one per test)."""
+    """A snapshot holding zdm/in-snapshot, saved by cluster_snapshot.yml (before zdm/after-snapshot
+    was written), restored across the hosts by cluster_restore.yml, with what the cluster answered
+    right after the restore. The re-run tests start from this restore: each leaves the cluster
+    restored from this snapshot, as a restore across the hosts leaves it (one restore run for the
+    module, not one per test)."""
     path = str(tmp_path_factory.mktemp("snapshot") / "cluster.db")
     put("zs1", "zdm/in-snapshot", "kept")
-    saved = run_module(SNAPSHOT, {"members": cluster["members"], "cluster_token": TOKEN, "path": path}, host="localhost")[1]
-    assert not saved["failed"], saved["msg"]
+    saved = run_playbook("cluster_snapshot.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
+    assert saved.status == "successful", saved.stdout
+    assert saved.changes_by_host() == {"zs1": 1}, saved.changes()  # the file, on the first member's host; no member touched
+    [result] = saved.task_results(SAVE)
+    assert result["source"] in NAMES and result["snapshot"]["revision"] > 0, result
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # it holds every key of the cluster
+    again = run_playbook("cluster_snapshot.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
+    assert again.status == "successful" and again.changed() == 0, again.changes()  # kept: no force
     put("zs2", "zdm/after-snapshot", "gone after the restore")
 
     run = run_playbook("cluster_restore.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})

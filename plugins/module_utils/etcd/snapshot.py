@@ -127,7 +127,10 @@ class Snapshot:
             raise EtcdError(f"the directory of {self.path} does not exist; create {directory} first.")
         partial = self.path + ".partial"
         try:
-            with open(partial, "wb") as out:
+            # 0600 whatever the umask (or a partial file a killed run left): it holds every key of the cluster
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(descriptor, 0o600)
+            with os.fdopen(descriptor, "wb") as out:
                 written = self.cluster.client(source).snapshot(out, timeout=max(self.cluster.deadline.remaining(), 1))
             if written == 0:
                 raise EtcdError(f"{source['name']} sent an empty snapshot")
