@@ -200,6 +200,32 @@ def test_member_mode_refuses_a_name_not_in_the_list_and_a_join_before_the_first(
     assert "run for zs1 first" in early["msg"]
 
 
+def test_the_snapshot_playbook_checks_creates_a_missing_directory_alone_and_needs_every_member(bootstrapped, cluster, tmp_path):
+    def snapshot(path, cmdline=None):
+        extravars = {"cluster_snapshot": str(path)}
+        return run_playbook("cluster_snapshot.yml", inventory=cluster["inventory"], extravars=extravars, cmdline=cmdline)
+
+    shared = tmp_path / "shared"  # a directory there already (/tmp-like) keeps its mode
+    shared.mkdir()
+    shared.chmod(0o1777)
+    run = snapshot(shared / "cluster.db")
+    assert run.status == "successful", run.stdout
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777 and (shared / "cluster.db").is_file()
+
+    missing = tmp_path / "backups" / "etcd"
+    checked = snapshot(missing / "cluster.db", cmdline="--check")
+    assert checked.status == "successful", checked.stdout
+    assert not (tmp_path / "backups").exists()  # check mode made nothing
+    run = snapshot(missing / "cluster.db")
+    assert run.status == "successful", run.stdout
+    assert stat.S_IMODE(missing.stat().st_mode) == 0o700 and (missing / "cluster.db").is_file()
+
+    limited = snapshot(tmp_path / "limited.db", cmdline="--limit zs2")
+    assert limited.status == "failed"
+    assert "needs every host of cluster_nodes (zs1, zs2, zs3); this run has zs2" in limited.stdout
+    assert not (tmp_path / "limited.db").exists()
+
+
 SAVE = "Save the snapshot from the leader and verify it"  # playbooks/cluster_snapshot.yml
 CHECK = "Check the snapshot and whether it must be restored (check mode, on the first member's host)"
 RESTORE = "Restore into the first member, then add each other one on its host (first member first)"

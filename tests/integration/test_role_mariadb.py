@@ -196,8 +196,8 @@ def test_lab_instance_serves_the_app_and_the_validation_user(lab):
 
 
 def test_site_converges_mariadb_over_ssh_and_a_second_converge_changes_nothing(lab):
-    """site.yml's MariaDB play alone, on db-mariadb over SSH (--limit: the other plays gather no
-    facts on hosts of their own)."""
+    """site.yml's MariaDB play alone, on db-mariadb over SSH (--tags; --limit: the other plays, which
+    gather facts under any tag, reach no host of their own)."""
     again = run_playbook("site.yml", cmdline="--tags mariadb --limit mariadb_servers")
     assert again.status == "successful", again.stdout
     assert set(again.stats["ok"]) == {HOST}, again.stats  # the role ran on the MariaDB host alone

@@ -45,8 +45,8 @@ def setting_bytes(conn, name: str) -> int:
 
 
 def converge_postgresql(extravars: dict | None = None, limit: str = "postgresql_servers"):
-    """site.yml's PostgreSQL play alone, over SSH: the role under test, not the whole lab. --limit
-    to the database hosts: the other plays then gather no facts on hosts of their own."""
+    """site.yml's PostgreSQL play alone, over SSH: the role under test, not the whole lab (--tags;
+    --limit: the other plays, which gather facts under any tag, reach no host of their own)."""
     run = run_playbook("site.yml", extravars=extravars, cmdline=f"--tags postgresql --limit {limit}")
     assert run.status == "successful", run.stdout
     return run

@@ -160,9 +160,9 @@ def test_instances_answer_with_their_name_and_a_second_converge_changes_nothing(
 
 
 def test_site_with_the_sample_apps_tag_converges_it_alone(sample_app):
-    """README: `ansible-playbook playbooks/site.yml --tags sample_app` provisions it alone. The tag is
-    on each play's role, not on the play: a tagged play gathers no facts under another tag, yet its
-    role's argument check (tagged always) runs and reads them."""
+    """README: `ansible-playbook playbooks/site.yml --tags sample_app` provisions it alone. The tags are
+    on the plays' roles: a play tagged otherwise gathered no facts under --tags, yet its role's
+    argument check (tagged always) ran and read them, which stopped the run at the first play."""
     run = run_playbook("site.yml", cmdline="--tags sample_app")
     assert run.status == "successful", run.stdout
     assert run.changed() == 0, run.changes()
