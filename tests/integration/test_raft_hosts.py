@@ -200,27 +200,28 @@ def test_member_mode_refuses_a_name_not_in_the_list_and_a_join_before_the_first(
     assert "run for zs1 first" in early["msg"]
 
 
-def test_the_snapshot_playbook_checks_creates_a_missing_directory_alone_and_needs_every_member(bootstrapped, cluster, tmp_path):
-    def snapshot(path, cmdline=None):
-        extravars = {"cluster_snapshot": str(path)}
-        return run_playbook("cluster_snapshot.yml", inventory=cluster["inventory"], extravars=extravars, cmdline=cmdline)
+def save_snapshot(cluster: dict, path, cmdline: str | None = None):
+    """playbooks/cluster_snapshot.yml on the throwaway members, saving to `path`."""
+    return run_playbook("cluster_snapshot.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": str(path)}, cmdline=cmdline)
 
+
+def test_the_snapshot_playbook_checks_creates_a_missing_directory_alone_and_needs_every_member(bootstrapped, cluster, tmp_path):
     shared = tmp_path / "shared"  # a directory there already (/tmp-like) keeps its mode
     shared.mkdir()
     shared.chmod(0o1777)
-    run = snapshot(shared / "cluster.db")
+    run = save_snapshot(cluster, shared / "cluster.db")
     assert run.status == "successful", run.stdout
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777 and (shared / "cluster.db").is_file()
 
     missing = tmp_path / "backups" / "etcd"
-    checked = snapshot(missing / "cluster.db", cmdline="--check")
+    checked = save_snapshot(cluster, missing / "cluster.db", cmdline="--check")
     assert checked.status == "successful", checked.stdout
     assert not (tmp_path / "backups").exists()  # check mode made nothing
-    run = snapshot(missing / "cluster.db")
+    run = save_snapshot(cluster, missing / "cluster.db")
     assert run.status == "successful", run.stdout
     assert stat.S_IMODE(missing.stat().st_mode) == 0o700 and (missing / "cluster.db").is_file()
 
-    limited = snapshot(tmp_path / "limited.db", cmdline="--limit zs2")
+    limited = save_snapshot(cluster, tmp_path / "limited.db", cmdline="--limit zs2")
     assert limited.status == "failed"
     assert "needs every host of cluster_nodes (zs1, zs2, zs3); this run has zs2" in limited.stdout
     assert not (tmp_path / "limited.db").exists()
@@ -240,13 +241,13 @@ def restored(bootstrapped, cluster, tmp_path_factory):
     module, not one per test)."""
     path = str(tmp_path_factory.mktemp("snapshot") / "cluster.db")
     put("zs1", "zdm/in-snapshot", "kept")
-    saved = run_playbook("cluster_snapshot.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
+    saved = save_snapshot(cluster, path)
     assert saved.status == "successful", saved.stdout
     assert saved.changes_by_host() == {"zs1": 1}, saved.changes()  # the file, on the first member's host; no member touched
     [result] = saved.task_results(SAVE)
     assert result["source"] in NAMES and result["snapshot"]["revision"] > 0, result
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # it holds every key of the cluster
-    again = run_playbook("cluster_snapshot.yml", inventory=cluster["inventory"], extravars={"cluster_snapshot": path})
+    again = save_snapshot(cluster, path)
     assert again.status == "successful" and again.changed() == 0, again.changes()  # kept: no force
     put("zs2", "zdm/after-snapshot", "gone after the restore")
 
