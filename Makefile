@@ -21,7 +21,7 @@ ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 demo: venv system-deps
 	ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks ansible-playbook playbooks/demo.yml
 
-# integration runs the molecule scenarios too (tests/run_integration.sh: beside the main lane's tests)
+# integration runs the molecule scenarios too (tests/run_integration.sh: after each lane's tests)
 test: venv system-deps lint sanity unit integration
 	@echo "make test: all suites passed"
 

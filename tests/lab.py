@@ -28,6 +28,7 @@ import psycopg
 import pytest
 import redis
 import yaml
+from ansible.release import __version__ as ANSIBLE_VERSION
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -235,11 +236,76 @@ def run_playbook_ok(playbook: str, **kwargs) -> PlaybookRun:
     return run
 
 
+COLLECTION = "zerodowntime.migration."
+
+
+class ModuleRun:
+    """One run of a collection module on this machine by run_module's direct path: its output, with
+    the names of PlaybookRun's that callers read of a module's run."""
+
+    def __init__(self, done: subprocess.CompletedProcess):
+        self.rc = done.returncode
+        self.stdout = done.stdout + done.stderr
+        # as a play whose task has ignore_errors: the module's failure is in its result, not the run's
+        self.status = "successful"
+
+
+def run_collection_module(module: str, args: dict, check: bool = False, diff: bool = False) -> tuple[ModuleRun, dict]:
+    """Run one of the collection's modules on this machine as Ansible runs it on lab-db (a local
+    connection, the controller's Python): the module's own process, its arguments on stdin with the
+    internal ones Ansible passes (check mode, diff, the module's name, a temporary directory), its
+    result the JSON it prints. ansible-playbook's part (its start, the play, packing the module) is
+    about 1 s of CPU a run, most of a module test's time; test_collection runs every module through
+    ansible-playbook from the installed collection, so the packing is tested there."""
+    name = module.removeprefix(COLLECTION)
+    with tempfile.TemporaryDirectory(prefix="zdm-module-") as tmpdir:
+        internal = {"_ansible_check_mode": check, "_ansible_diff": diff, "_ansible_module_name": module}
+        internal |= {"_ansible_remote_tmp": tmpdir, "_ansible_tmpdir": tmpdir, "_ansible_version": ANSIBLE_VERSION}
+        done = subprocess.run(
+            [sys.executable, "-m", f"ansible_collections.zerodowntime.migration.plugins.modules.{name}"],
+            input=json.dumps({"ANSIBLE_MODULE_ARGS": {**args, **internal}}),
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT / ".ansible" / "collections")),
+            cwd=tmpdir,
+            timeout=900,
+            check=False,
+        )
+    run = ModuleRun(done)
+    try:
+        result = json.loads(done.stdout)
+    except ValueError:  # what Ansible reports of a module that printed no JSON (a crash)
+        result = {
+            "failed": True,
+            "msg": "MODULE FAILURE",
+            "module_stdout": done.stdout,
+            "module_stderr": done.stderr,
+            "rc": done.returncode,
+        }
+    result["failed"] = bool(result.get("failed"))
+    result.setdefault("changed", False)
+    # warnings as the playbook's results give them: their messages (the module prints them as summaries)
+    result["warnings"] = [warning["event"]["msg"] if isinstance(warning, dict) else warning for warning in result.get("warnings", [])]
+    if not result["warnings"]:
+        del result["warnings"]
+    return run, result
+
+
 def run_module(
-    module: str, args: dict, check: bool = False, diff: bool = False, host: str = "lab-db", inventory: str | None = None
-) -> tuple[PlaybookRun, dict]:
+    module: str,
+    args: dict,
+    check: bool = False,
+    diff: bool = False,
+    host: str = "lab-db",
+    inventory: str | None = None,
+    through_ansible: bool = False,
+) -> tuple[PlaybookRun | ModuleRun, dict]:
     """Run one module on a lab host (lab-db of inventories/lab unless told); returns the run and
-    the module's result."""
+    the module's result. The collection's modules on this machine (lab-db, localhost: a local
+    connection) run directly (run_collection_module), unless `through_ansible` (a test of what
+    Ansible's events show); every other through ansible-playbook."""
+    if module.startswith(COLLECTION) and host in ("lab-db", "localhost") and inventory is None and not through_ansible:
+        return run_collection_module(module, args, check=check, diff=diff)
     play = [
         {
             "name": "module under test",

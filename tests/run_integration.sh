@@ -12,8 +12,8 @@
 #      which phase 1 is not run again (ZERODOWNTIME_PHASE1_DONE=1: part 1 ran it; the phase1
 #      fixture checks it is recorded as succeeded).
 #    A test file not listed below runs in main. Each lane's lines are prefixed with its name.
-#    The side lane is the shorter: once its tests are done it runs the molecule scenarios of the
-#    roles on instances of their own.
+#    Once its tests are done, each lane runs molecule scenarios of the roles, on instances of their
+#    own: main postgresql's, side the others (so the two lanes end about together).
 # 3. Last, alone: the monitoring scenario (it converges the lab's own Prometheus and Alertmanager,
 #    which main's alert tests read).
 # Every part always runs; the exit status is the first failure's. `pytest tests/integration` still
@@ -61,18 +61,22 @@ scenarios() {
     done
     return "$status"
 }
-side_lane() {
-    local status=0
-    lane side "$@" || status=$?
-    scenarios postgresql redis rabbitmq cluster_node mariadb 2>&1 | sed -u "s/^/[side] /"
+# a lane's tests, then its molecule scenarios: lane_then_scenarios NAME "SCENARIO..." TEST...
+lane_then_scenarios() {
+    local name=$1 status=0
+    local -a lane_scenarios
+    read -ra lane_scenarios <<<"$2"
+    shift 2
+    lane "$name" "$@" || status=$?
+    scenarios "${lane_scenarios[@]}" 2>&1 | sed -u "s/^/[$name] /"
     local molecule_status=${PIPESTATUS[0]}
     [[ $status -ne 0 ]] || status=$molecule_status
     return "$status"
 }
 started=$SECONDS
-lane main "${main[@]}" &
+lane_then_scenarios main "postgresql" "${main[@]}" &
 main_pid=$!
-side_lane "${side[@]/#/tests/integration/}" &
+lane_then_scenarios side "redis rabbitmq cluster_node mariadb" "${side[@]/#/tests/integration/}" &
 side_pid=$!
 wait "$main_pid"
 main_status=$?

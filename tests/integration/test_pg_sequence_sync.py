@@ -213,7 +213,7 @@ def test_schemas_and_sequences_restrict_what_is_copied(databases):
 
 
 def test_wrong_source_password_names_the_user_and_never_shows_the_password(databases):
-    run, result = run_module(MODULE, args(source=dict(SOURCE, login_password="Wrong-Source-Secret-3")))
+    run, result = run_module(MODULE, args(source=dict(SOURCE, login_password="Wrong-Source-Secret-3")), through_ansible=True)
     assert result["failed"] is True
     assert "cannot connect to the source" in result["msg"]
     assert f"authentication failed for user 'migrator' on {where(BLUE)}" in result["msg"]

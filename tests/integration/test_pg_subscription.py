@@ -103,7 +103,7 @@ def wait_until_equal(table: str, seconds: float = 60) -> None:
 
 
 def test_check_mode_creates_nothing_and_masks_the_password(databases):
-    run, result = run_module(MODULE, args(), check=True, diff=True)
+    run, result = run_module(MODULE, args(), check=True, diff=True, through_ansible=True)
     assert result["failed"] is False, result
     assert result["changed"] is True
     assert result["queries"][0].startswith('CREATE SUBSCRIPTION "zdm_sub" CONNECTION')
@@ -151,7 +151,9 @@ def test_sync_under_writes_replicates_updates_and_deletes_into_partitions(databa
     writer = Writer()
     writer.start()
     try:
-        run, result = run_module(MODULE, args(wait_for_sync=True, timeout=120, poll_interval=0.2, progress=progress), diff=True)
+        run, result = run_module(
+            MODULE, args(wait_for_sync=True, timeout=120, poll_interval=0.2, progress=progress), diff=True, through_ansible=True
+        )
     finally:
         time.sleep(1)  # writes keep going a moment after the copy
         writer.stop.set()
@@ -315,7 +317,7 @@ def subscription_row(name: str):
 
 
 def test_wrong_publisher_password_is_named_and_hidden(databases):
-    run, result = run_module(MODULE, args(name="zdm_sub_badpw", publisher=dict(PUBLISHER, password="Bad-Pass-77")))
+    run, result = run_module(MODULE, args(name="zdm_sub_badpw", publisher=dict(PUBLISHER, password="Bad-Pass-77")), through_ansible=True)
     assert result["failed"] is True
     # the publisher's connection is named, with its fix - not the module's own login
     assert result["msg"].startswith(
@@ -351,7 +353,7 @@ def test_drop_when_the_publisher_refuses_the_password_names_it_and_changes_nothi
     assert created["failed"] is False, created.get("msg")
     before = subscription_row("zdm_sub_refused")
     assert before[1] == "zdm_sub_refused"
-    run, refused = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub_refused", state="absent"))
+    run, refused = run_module(MODULE, dict(SUBSCRIBER, name="zdm_sub_refused", state="absent"), through_ansible=True)
     assert refused["failed"] is True and refused["changed"] is False
     assert refused["msg"].startswith(
         f"cannot drop subscription 'zdm_sub_refused': the publisher at {where(BLUE)} refused authentication for user "

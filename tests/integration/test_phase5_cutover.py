@@ -294,6 +294,8 @@ def test_rollback_repairs_what_a_dead_cutover_left(on_blue, tmp_path):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ZERODOWNTIME_SWITCHOVER_HOLD="freeze_source:30")
     command = [str(ROOT / ".venv/bin/ansible-playbook"), str(ROOT / "playbooks/phase5_cutover.yml"), "-e", "cutover_approved=true"]
     command += ["-e", "migration_watch_seconds=0"]  # killed before the watch: its baseline only costs time
+    # the guardian acts at the pause's deadline: 2 s after the start races this test's kills on a busy machine
+    command += ["-e", "switchover_timeout=20"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
     try:
         record = wait_for(

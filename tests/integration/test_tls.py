@@ -212,7 +212,9 @@ def test_a_subscription_with_verify_full_replicates_over_tls(databases, wrong_ca
         assert green.execute("SELECT count(*) FROM pg_subscription WHERE subname = 'zdm_tls_sub'").fetchone()[0] == 0
 
     run, result = run_module(
-        "zerodowntime.migration.pg_subscription", dict(sub, publisher=publisher(sslmode="verify-full", sslrootcert=LAB_CA))
+        "zerodowntime.migration.pg_subscription",
+        dict(sub, publisher=publisher(sslmode="verify-full", sslrootcert=LAB_CA)),
+        through_ansible=True,
     )
     assert result["failed"] is False, result.get("msg")
     conninfo = result["subscription"]["conninfo"]
