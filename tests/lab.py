@@ -1,5 +1,6 @@
-"""The lab as the tests see it: endpoints, and running playbooks and modules through
-ansible-runner with the checkout's ansible.cfg (assertions look at events, not stdout text)."""
+"""The lab as the tests see it: endpoints, and running playbooks through ansible-runner with the
+checkout's ansible.cfg (assertions look at events, not stdout text), and modules (the collection's
+on this machine directly, see run_collection_module)."""
 
 from __future__ import annotations
 
@@ -256,7 +257,8 @@ def run_collection_module(module: str, args: dict, check: bool = False, diff: bo
     internal ones Ansible passes (check mode, diff, the module's name, a temporary directory), its
     result the JSON it prints. ansible-playbook's part (its start, the play, packing the module) is
     about 1 s of CPU a run, most of a module test's time; test_collection runs every module through
-    ansible-playbook from the installed collection, so the packing is tested there."""
+    ansible-playbook from the installed collection as far as its argument check, so the packing is
+    tested there."""
     name = module.removeprefix(COLLECTION)
     with tempfile.TemporaryDirectory(prefix="zdm-module-") as tmpdir:
         internal = {"_ansible_check_mode": check, "_ansible_diff": diff, "_ansible_module_name": module}
@@ -274,7 +276,7 @@ def run_collection_module(module: str, args: dict, check: bool = False, diff: bo
     run = ModuleRun(done)
     try:
         result = json.loads(done.stdout)
-    except ValueError:  # what Ansible reports of a module that printed no JSON (a crash)
+    except ValueError:  # a module that printed no JSON (a crash): a failure that shows its output
         result = {
             "failed": True,
             "msg": "MODULE FAILURE",

@@ -23,7 +23,7 @@ each database is then checked against the file with table_compare (equal, or the
      right before, sqlite_cutover moves it to PostgreSQL; its write window (freeze -> switch), the
      application's longest held write and longest gap between acknowledged writes, and the
      application's own check that every acknowledged write is there (verify: lost 0, or the run fails).
-Every module runs as a one-task playbook (ansible-runner), as the tests run them; its time is
+Every module runs as a one-task playbook (ansible-runner: run_module through_ansible), as users run them; its time is
 the playbook's wall time (Ansible's start included), as pgloader's is its process's.
 Prints rows, seconds, rows/s and the table_copy/pgloader throughput ratio. Not part of the test suite.
 """
@@ -89,7 +89,7 @@ def ensure_pgloader() -> str:
 def module(name: str, args: dict) -> tuple[float, dict]:
     """Seconds for one module run (a one-task playbook) and its result; fails loudly if it failed."""
     started = time.perf_counter()
-    _run, result = run_module(f"zerodowntime.migration.{name}", args)
+    _run, result = run_module(f"zerodowntime.migration.{name}", args, through_ansible=True)
     elapsed = time.perf_counter() - started
     if result.get("failed"):
         raise SystemExit(f"{name} failed: {result.get('msg')}")

@@ -1,4 +1,4 @@
-"""zerodowntime.migration.migration_state run by Ansible against blue, in a scratch database of its
+"""zerodowntime.migration.migration_state run against blue, in a scratch database of its
 own (zdm_state_test); each test keeps its progress in a table of its own."""
 
 from __future__ import annotations

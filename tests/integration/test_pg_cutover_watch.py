@@ -262,7 +262,7 @@ def test_a_server_refusing_connections_breaches_the_client_wait_gate(watched):
     results = []
     watcher = threading.Thread(target=lambda: results.append(watch_module(watch_args(watched, max_client_wait_ms=500))))
     watcher.start()
-    time.sleep(4)  # ansible-playbook started, the module connected and watching
+    time.sleep(4)  # the module started, connected and watching
     try:
         with connect(dict(watched["server"], login_db="postgres")) as conn:
             conn.execute(f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS false")

@@ -1,4 +1,4 @@
-"""zerodowntime.migration.pg_index run by Ansible against green, in a scratch database of its own
+"""zerodowntime.migration.pg_index run against green, in a scratch database of its own
 (zdm_index_test), so concurrent runs of other tests are not disturbed."""
 
 from __future__ import annotations

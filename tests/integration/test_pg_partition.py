@@ -1,4 +1,4 @@
-"""zerodowntime.migration.pg_partition run by Ansible against green, in a scratch database of its
+"""zerodowntime.migration.pg_partition run against green, in a scratch database of its
 own (other sessions run tests against the same lab)."""
 
 from __future__ import annotations

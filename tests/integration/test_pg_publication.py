@@ -1,4 +1,4 @@
-"""zerodowntime.migration.pg_publication run by Ansible against blue, in a scratch database of its
+"""zerodowntime.migration.pg_publication run against blue, in a scratch database of its
 own (zdm_pub_test) with a role of its own (zdm_pub_test_owner), so concurrent runs of other tests
 are not disturbed."""
 

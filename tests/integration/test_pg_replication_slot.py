@@ -1,4 +1,4 @@
-"""zerodowntime.migration.pg_replication_slot run by Ansible against blue, in a scratch database
+"""zerodowntime.migration.pg_replication_slot run against blue, in a scratch database
 of its own (zdm_slot_test) with slots named zdm_slot_test_*, so concurrent runs of other tests
 are not disturbed."""
 

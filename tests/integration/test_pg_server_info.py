@@ -1,4 +1,4 @@
-"""zerodowntime.migration.pg_server_info run by Ansible against the lab."""
+"""zerodowntime.migration.pg_server_info run against the lab."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""zerodowntime.migration.pg_validate run by Ansible against green, in a scratch database of its
+"""zerodowntime.migration.pg_validate run against green, in a scratch database of its
 own (zdm_validate_test) with a role of its own (zdm_validate_reader, dropped afterwards). Every
 test starts from the same sound schema (tenants, vms, vm_events, a partitioned metrics table, a
 materialized view), damages it in one way, and shows the check that should catch it does."""

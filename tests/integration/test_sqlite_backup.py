@@ -1,4 +1,4 @@
-"""sqlite_backup through Ansible on real SQLite files in a tmp dir (SQLite is a library: no lab, no
+"""sqlite_backup run on real SQLite files in a tmp dir (SQLite is a library: no lab, no
 lock): a verified online backup while the vMiner workload writes (no writer error, the backup one
 snapshot of the source), a kept backup is a second run's changed false, check and diff mode, and the
 bad input - a missing or corrupt source, a dest that is not a backup, a missing directory, the source

@@ -1,4 +1,4 @@
-"""sqlite_capture through Ansible on real SQLite files in a tmp dir (SQLite is a library: no
+"""sqlite_capture run on real SQLite files in a tmp dir (SQLite is a library: no
 lab, no lock): triggers installed and removed while the vMiner workload writes (no writer error),
 exactly one change row per acknowledged write in commit order, idempotence, check and diff mode,
 and the bad input - a missing, foreign, corrupt or locked file, a table without a key, a missing
