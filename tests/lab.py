@@ -430,8 +430,8 @@ def module_pid(playbook_pid: int) -> int:
     return found[0]
 
 
-def kill_tree(pid: int, spare: int | None = None) -> None:
-    """SIGKILL ansible-playbook's process group and every process descended from it: its
+def kill_tree(pid: int, spare: int | None = None, sig: int = signal.SIGKILL) -> None:
+    """SIGKILL (or `sig`) ansible-playbook's process group and every process descended from it: its
     workers run modules in sessions of their own (os.setsid), which the group's kill misses.
     `spare` (pg_switchover's guardian) lives on the PgBouncer host in production, not the controller's."""
     children: dict[int, list[int]] = {}
@@ -445,10 +445,10 @@ def kill_tree(pid: int, spare: int | None = None) -> None:
             continue
         tree.append(current)
         pending.extend(children.get(current, []))
-    os.killpg(pid, signal.SIGKILL)
+    os.killpg(pid, sig)
     for member in tree:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(member, signal.SIGKILL)
+            os.kill(member, sig)
 
 
 def ssh_session_of(pid: int) -> list[int]:

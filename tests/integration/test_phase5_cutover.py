@@ -294,9 +294,11 @@ def test_rollback_repairs_what_a_dead_cutover_left(on_blue, tmp_path):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ZERODOWNTIME_SWITCHOVER_HOLD="freeze_source:30")
     command = [str(ROOT / ".venv/bin/ansible-playbook"), str(ROOT / "playbooks/phase5_cutover.yml"), "-e", "cutover_approved=true"]
     command += ["-e", "migration_watch_seconds=0"]  # killed before the watch: its baseline only costs time
-    # the guardian acts at the pause's deadline: 2 s after the start races this test's kills on a busy machine
+    # the guardian acts at the pause's deadline (its start, switchover_timeout, a 1 s margin): with the
+    # default 2 s it races this test's kills on a busy machine
     command += ["-e", "switchover_timeout=20"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+    record = None
     try:
         record = wait_for(
             reached_file(journal_file, lambda r: r.get("run_id") != before and r.get("guardian_pid") and "freeze_source" in r["done"]),
@@ -304,14 +306,17 @@ def test_rollback_repairs_what_a_dead_cutover_left(on_blue, tmp_path):
             "phase 5 to freeze blue",
         )
         # pool-1 "rebooted": the guardian first, then the module (it runs there under sshd, not under
-        # ansible-playbook), then the controller's run
+        # ansible-playbook), then the controller's run. The controller's run is stopped first: seeing
+        # the module die, its rescue would start rollback.yml's switchover, which repairs the pause
+        # before the test looks.
+        kill_tree(process.pid, spare=record["guardian_pid"], sig=signal.SIGSTOP)
         os.kill(record["guardian_pid"], signal.SIGKILL)
         os.kill(record["pid"], signal.SIGKILL)
         kill_tree(process.pid, spare=record["guardian_pid"])
         process.wait(timeout=30)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        if process.poll() is None:  # stopped and not killed (the test failed half-way): no process left stopped
+            kill_tree(process.pid, spare=record["guardian_pid"] if record else None)
     assert readonly(BLUE) == "on"
     assert json.loads(journal_file.read_text())["state"] == "pausing"
 
