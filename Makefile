@@ -21,8 +21,12 @@ ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 demo: venv system-deps
 	ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks ansible-playbook playbooks/demo.yml
 
-# integration runs the molecule scenarios too (tests/run_integration.sh: after each lane's tests)
-test: venv system-deps lint sanity unit integration
+# integration runs the molecule scenarios too (tests/run_integration.sh: beside its first part, once the lab is converged)
+# lint, sanity and unit two at a time (most of their time is one process: a core would idle), then
+# integration; each line printed whole as it comes
+test: venv system-deps
+	$(MAKE) --no-print-directory -j2 --output-sync=line lint sanity unit
+	$(MAKE) --no-print-directory integration
 	@echo "make test: all suites passed"
 
 # Debian packages the tooling needs; the roles install the services themselves (roles/lab_ssh,
@@ -72,7 +76,8 @@ sanity: venv
 unit: venv
 	pytest tests/unit
 
-# In two parts, the second in two lanes at once on services they do not share (the script says which)
+# In parts: the lab's converge and the tests of every service with the molecule scenarios beside them, then
+# two lanes at once on services they do not share, then molecule monitoring (the script says which)
 integration: venv system-deps
 	tests/run_integration.sh
 

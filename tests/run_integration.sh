@@ -2,9 +2,15 @@
 # `make integration`: tests/integration in parts, so the suite fits CI's time on two cores, with
 # the roles' molecule scenarios (`make molecule` runs them alone).
 #
-# 1. Alone, first: the tests that converge every service of the lab (the lab fixture's site.yml,
-#    phase1_infra.yml with cluster.yml) or check them all at once (monitoring), and the SSH tests
-#    (they cut SSH connections other tests would share).
+# 1. First, without the lanes: the tests that converge every service of the lab (the lab fixture's
+#    site.yml, phase1_infra.yml with cluster.yml) or check them all at once (monitoring), and the
+#    SSH tests (they cut SSH connections other tests would share). test_collection.py runs first,
+#    alone: its lab fixture converges the lab (site.yml: every service's packages except etcd's, which
+#    phase 1's cluster.yml installs; the roles' apt tasks wait for each other's lock). Then, beside
+#    the rest of part 1 (which leaves a core mostly idle: one playbook at a time), the roles'
+#    molecule scenarios run one after another on instances of their own (own ports, instance
+#    names, local connections), their lines prefixed [molecule]; nothing waits for them before
+#    part 2 (they take about half as long as the rest of part 1), only before part 3.
 # 2. Then two lanes at once, on services they do not share:
 #    - side: RabbitMQ, etcd (over SSH), Redis, MariaDB - their roles and modules - and the tests
 #      on instances of their own (SQLite files, a throwaway HAProxy, the PostgreSQL servers of test_pg_replicas, test_pg_cutover_watch and test_role_postgresql_addresses);
@@ -12,8 +18,6 @@
 #      which phase 1 is not run again (ZERODOWNTIME_PHASE1_DONE=1: part 1 ran it; the phase1
 #      fixture checks it is recorded as succeeded).
 #    A test file not listed below runs in main. Each lane's lines are prefixed with its name.
-#    Once its tests are done, each lane runs molecule scenarios of the roles, on instances of their
-#    own: main postgresql's, side the others (so the two lanes end about together).
 # 3. Last, alone: the monitoring scenario (it converges the lab's own Prometheus and Alertmanager,
 #    which main's alert tests read).
 # Every part always runs; the exit status is the first failure's. `pytest tests/integration` still
@@ -37,18 +41,6 @@ for path in tests/integration/test_*.py; do
     [[ " ${first[*]} ${side[*]} " == *" $name "* ]] || main+=("$path")
 done
 
-status=0
-started=$SECONDS
-pytest "${first[@]/#/tests/integration/}" --durations=15 || status=$?
-echo "integration part 1 (alone) took $((SECONDS - started)) s"
-
-# -u: each lane's lines as they come; PYTHONUNBUFFERED so pytest's do not wait in a pipe buffer
-lane() {
-    local name=$1
-    shift
-    ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 PYTHONUNBUFFERED=1 pytest "$@" --durations=15 2>&1 | sed -u "s/^/[$name] /"
-    return "${PIPESTATUS[0]}"
-}
 # molecule scenarios one after another; the status is the first failure's (each runs whatever came before)
 scenarios() {
     local status=0 scenario
@@ -61,38 +53,54 @@ scenarios() {
     done
     return "$status"
 }
-# a lane's tests, then its molecule scenarios: lane_then_scenarios NAME "SCENARIO..." TEST...
-lane_then_scenarios() {
-    local name=$1 status=0
-    local -a lane_scenarios
-    read -ra lane_scenarios <<<"$2"
-    shift 2
-    lane "$name" "$@" || status=$?
-    scenarios "${lane_scenarios[@]}" 2>&1 | sed -u "s/^/[$name] /"
-    local molecule_status=${PIPESTATUS[0]}
-    [[ $status -ne 0 ]] || status=$molecule_status
-    return "$status"
+# -u: each lane's lines as they come; PYTHONUNBUFFERED so pytest's do not wait in a pipe buffer
+prefixed() {
+    local name=$1
+    shift
+    PYTHONUNBUFFERED=1 "$@" 2>&1 | sed -u "s/^/[$name] /"
+    return "${PIPESTATUS[0]}"
 }
+lane() {
+    local name=$1
+    shift
+    ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 prefixed "$name" pytest "$@" --durations=15
+}
+
+status=0
 started=$SECONDS
-lane_then_scenarios main "postgresql" "${main[@]}" &
+rest_of_first=("${first[@]:1}")
+pytest "tests/integration/${first[0]}" --durations=15 || status=$?
+prefixed molecule scenarios postgresql redis rabbitmq cluster_node mariadb &
+molecule_pid=$!
+# unbuffered: its lines whole beside molecule's (the failure summary at the end greps them)
+ZERODOWNTIME_LAB_CONVERGED=1 PYTHONUNBUFFERED=1 pytest "${rest_of_first[@]/#/tests/integration/}" --durations=15 || {
+    rc=$?
+    [[ $status -ne 0 ]] || status=$rc
+}
+echo "integration part 1 (without the lanes) took $((SECONDS - started)) s"
+
+started=$SECONDS
+lane main "${main[@]}" &
 main_pid=$!
-lane_then_scenarios side "redis rabbitmq cluster_node mariadb" "${side[@]/#/tests/integration/}" &
+lane side "${side[@]/#/tests/integration/}" &
 side_pid=$!
 wait "$main_pid"
 main_status=$?
 wait "$side_pid"
 side_status=$?
-echo "integration part 2 (lanes main and side at once) took $((SECONDS - started)) s: main exit $main_status, side exit $side_status"
+wait "$molecule_pid"
+molecule_status=$?
+echo "integration part 2 (lanes main and side at once) took $((SECONDS - started)) s: main exit $main_status, side exit $side_status; molecule exit $molecule_status"
 started=$SECONDS
 scenarios monitoring
 monitoring_status=$?
 echo "integration part 3 (molecule monitoring, alone) took $((SECONDS - started)) s"
-for part_status in "$main_status" "$side_status" "$monitoring_status"; do
+for part_status in "$molecule_status" "$main_status" "$side_status" "$monitoring_status"; do
     if [[ $status -eq 0 && $part_status -ne 0 ]]; then status=$part_status; fi
 done
 if [[ $status -ne 0 ]]; then
     echo "integration failed (exit $status); what failed, in every part (the full output: $log):"
-    grep -aE '^(\[(main|side)\] )?(FAILED|ERROR) |: exit [1-9]' "$log" || echo "no test failed: a part itself failed (see its output above)"
+    grep -aE '^(\[(main|side|molecule)\] )?(FAILED|ERROR) |: exit [1-9]' "$log" || echo "no test failed: a part itself failed (see its output above)"
 fi
 exec >&- 2>&-  # tee ends with the output: wait for it, so the last lines come before make's
 wait "$tee_pid"
