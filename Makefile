@@ -21,9 +21,8 @@ ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 demo: venv system-deps
 	ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks ansible-playbook playbooks/demo.yml
 
-# integration runs the molecule scenarios too (tests/run_integration.sh: beside its first part, once the lab is converged)
-# lint, sanity and unit two at a time (most of their time is one process: a core would idle), then
-# integration; each line printed whole as it comes
+# lint, sanity and unit two at a time (most of their time is one process: a core would idle), each
+# line printed whole as it comes; then integration, with the molecule scenarios (tests/run_integration.sh)
 test: venv system-deps
 	$(MAKE) --no-print-directory -j2 --output-sync=line lint sanity unit
 	$(MAKE) --no-print-directory integration

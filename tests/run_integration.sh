@@ -66,17 +66,15 @@ lane() {
     ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 prefixed "$name" pytest "$@" --durations=15
 }
 
-status=0
 started=$SECONDS
-rest_of_first=("${first[@]:1}")
-pytest "tests/integration/${first[0]}" --durations=15 || status=$?
+pytest "tests/integration/${first[0]}" --durations=15
+converge_status=$?
 prefixed molecule scenarios postgresql redis rabbitmq cluster_node mariadb &
 molecule_pid=$!
 # unbuffered: its lines whole beside molecule's (the failure summary at the end greps them)
-ZERODOWNTIME_LAB_CONVERGED=1 PYTHONUNBUFFERED=1 pytest "${rest_of_first[@]/#/tests/integration/}" --durations=15 || {
-    rc=$?
-    [[ $status -ne 0 ]] || status=$rc
-}
+rest_of_first=("${first[@]:1}")
+ZERODOWNTIME_LAB_CONVERGED=1 PYTHONUNBUFFERED=1 pytest "${rest_of_first[@]/#/tests/integration/}" --durations=15
+first_status=$?
 echo "integration part 1 (without the lanes) took $((SECONDS - started)) s"
 
 started=$SECONDS
@@ -95,7 +93,8 @@ started=$SECONDS
 scenarios monitoring
 monitoring_status=$?
 echo "integration part 3 (molecule monitoring, alone) took $((SECONDS - started)) s"
-for part_status in "$molecule_status" "$main_status" "$side_status" "$monitoring_status"; do
+status=0
+for part_status in "$converge_status" "$first_status" "$molecule_status" "$main_status" "$side_status" "$monitoring_status"; do
     if [[ $status -eq 0 && $part_status -ne 0 ]]; then status=$part_status; fi
 done
 if [[ $status -ne 0 ]]; then
