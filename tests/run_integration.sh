@@ -25,7 +25,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # Everything is also kept in a log, so the failures of every part can be named again at the end:
-# CI shows the end of the output, which the last part fills.
+# CI shows the end of the output, which the last part fills. Beside it, each pytest run's JUnit
+# report (<log>.<part>.xml): every test's duration, to balance the lanes by.
 log=$(mktemp /tmp/zdm-integration.XXXXXX.log)
 exec > >(tee -a "$log") 2>&1
 tee_pid=$!
@@ -63,17 +64,17 @@ prefixed() {
 lane() {
     local name=$1
     shift
-    ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 prefixed "$name" pytest "$@" --durations=15
+    ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 prefixed "$name" pytest "$@" --durations=15 --junitxml="${log%.log}.$name.xml"
 }
 
 started=$SECONDS
-pytest "tests/integration/${first[0]}" --durations=15
+pytest "tests/integration/${first[0]}" --durations=15 --junitxml="${log%.log}.converge.xml"
 converge_status=$?
 prefixed molecule scenarios postgresql redis rabbitmq cluster_node mariadb &
 molecule_pid=$!
 # unbuffered: its lines whole beside molecule's (the failure summary at the end greps them)
 rest_of_first=("${first[@]:1}")
-ZERODOWNTIME_LAB_CONVERGED=1 PYTHONUNBUFFERED=1 pytest "${rest_of_first[@]/#/tests/integration/}" --durations=15
+ZERODOWNTIME_LAB_CONVERGED=1 PYTHONUNBUFFERED=1 pytest "${rest_of_first[@]/#/tests/integration/}" --durations=15 --junitxml="${log%.log}.first.xml"
 first_status=$?
 echo "integration part 1 (without the lanes) took $((SECONDS - started)) s"
 
