@@ -9,6 +9,7 @@ once in PAUSE_STEPS, the undo list derived from it, the journal written ahead of
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -169,6 +170,50 @@ def test_the_module_does_not_undo_a_run_the_guardian_took_over(tmp_path, monkeyp
         run.switch()
     assert undo_calls(run) == []
     assert any("guardian took over" in warning for warning in run.warnings)
+
+
+def guardian_undid(run: Recorded, pid: int) -> dict:
+    """The journal as the guardian leaves a run it undid: its own undo listed."""
+    run.undone = [{"step": "unfreeze_source", "ok": True}, {"step": "resume_pgbouncer", "ok": True}]
+    run.journal.update(state="undone", undo_by="guardian", pid=pid, undone=list(run.undone))
+    return run.journal.read()
+
+
+def test_a_module_stalled_past_the_guardian_undoes_its_late_steps_again(tmp_path):
+    # the module ran freeze_source after the guardian's undo had resumed the pools: the source would stay frozen
+    run = make(tmp_path)
+    run.done = ["pause_pgbouncer", "freeze_source"]
+    run.undo_late_steps(guardian_undid(run, os.getpid()))
+    assert undo_calls(run) == ["unfreeze_source", "resume_pgbouncer_on_source"]
+    record = run.journal.read()
+    assert [entry["step"] for entry in record["undone_late_by_module"]] == ["unfreeze_source", "resume_pgbouncer"]
+    assert record["state"] == "undone" and record["undone"] == run.undone[:2]  # the guardian's own account is kept
+    assert any("undid again: unfreeze_source, resume_pgbouncer" in warning for warning in run.warnings)
+
+
+def test_a_failed_late_undo_leaves_the_run_for_the_next_one(tmp_path):
+    run = make(tmp_path)
+    run.done = ["pause_pgbouncer", "freeze_source"]
+
+    def broken():
+        raise PgError("the source is gone")
+
+    run.unfreeze_source = broken
+    run.undo_late_steps(guardian_undid(run, os.getpid()))
+    assert run.journal.read()["state"] == "undoing"  # pending: the next run repairs it
+    assert any("unfreeze_source failed: the next run repairs it" in warning for warning in run.warnings)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"pid": -1}, {"undo_by": "next run"}, {"state": "committed"}], ids=["other pid", "other undoer", "committed"]
+)
+def test_late_steps_are_left_alone_unless_the_guardian_undid_this_very_run(tmp_path, changes):
+    run = make(tmp_path)
+    run.done = ["pause_pgbouncer", "freeze_source"]
+    record = dict(guardian_undid(run, os.getpid()), **changes)
+    run.undo_late_steps(record)
+    assert undo_calls(run) == [] and run.warnings == []
+    assert "undone_late_by_module" not in run.journal.read()
 
 
 def test_the_commit_point_refuses_a_run_the_guardian_took_over(tmp_path):
