@@ -75,8 +75,8 @@ sanity: venv
 unit: venv
 	pytest tests/unit
 
-# In parts: the lab's converge and the tests of every service with the molecule scenarios beside them, then
-# two lanes at once on services they do not share, then molecule monitoring (the script says which)
+# In parts: the lab's converge and the tests of every service, with beside them the molecule scenarios and then the
+# tests that use no lab service (on into the lanes if need be); then two lanes at once on services they do not share; then molecule monitoring (the script says which)
 integration: venv system-deps
 	tests/run_integration.sh
 

@@ -7,13 +7,16 @@
 #    SSH tests (they cut SSH connections other tests would share). test_collection.py runs first,
 #    alone: its lab fixture converges the lab (site.yml: every service's packages except etcd's, which
 #    phase 1's cluster.yml installs; the roles' apt tasks wait for each other's lock). Then, beside
-#    the rest of part 1 (which leaves a core mostly idle: one playbook at a time), the roles'
-#    molecule scenarios run one after another on instances of their own (own ports, instance
-#    names, local connections), their lines prefixed [molecule]; nothing waits for them before
-#    part 2 (they take about half as long as the rest of part 1), only before part 3.
+#    the rest of part 1 (which leaves a core mostly idle: one playbook at a time), one after
+#    another: the roles' molecule scenarios on instances of their own (own ports, instance names,
+#    local connections), their lines prefixed [molecule], then lane own: the tests that use no
+#    service of the lab (SQLite files, a throwaway HAProxy, the PostgreSQL servers of
+#    test_pg_replicas and test_pg_cutover_watch). Nothing waits for them before part 2 (the two
+#    lanes keep both cores busy: whatever runs beside part 1 is work they do not do; what outlasts
+#    part 1 runs on beside them), only before part 3.
 # 2. Then two lanes at once, on services they do not share:
-#    - side: RabbitMQ, etcd (over SSH), Redis, MariaDB - their roles and modules - and the tests
-#      on instances of their own (SQLite files, a throwaway HAProxy, the PostgreSQL servers of test_pg_replicas, test_pg_cutover_watch and test_role_postgresql_addresses);
+#    - side: RabbitMQ, etcd (over SSH), Redis, MariaDB - their roles and modules - and
+#      test_role_postgresql_addresses (PostgreSQL servers of its own, converged by the role);
 #    - main: everything else (PostgreSQL, PgBouncer, HAProxy, the phases, SQLite sources), in
 #      which phase 1 is not run again (ZERODOWNTIME_PHASE1_DONE=1: part 1 ran it; the phase1
 #      fixture checks it is recorded as succeeded).
@@ -32,14 +35,15 @@ exec > >(tee -a "$log") 2>&1
 tee_pid=$!
 
 first=(test_collection.py test_lab_ssh.py test_phase1_infra.py test_lab_state.py test_monitoring.py test_tls.py)
-side=(test_role_mariadb.py test_table_copy_mariadb.py test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py test_sqlite_readonly.py
-    test_haproxy_shift.py test_pg_replicas.py test_pg_cutover_watch.py test_role_postgresql_addresses.py
+own=(test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py test_sqlite_readonly.py test_haproxy_shift.py
+    test_pg_replicas.py test_pg_cutover_watch.py)
+side=(test_role_mariadb.py test_table_copy_mariadb.py test_role_postgresql_addresses.py
     test_rabbitmq.py test_rabbitmq_cluster.py test_raft_bootstrap.py test_raft_hosts.py test_redis.py)
 
 main=()
 for path in tests/integration/test_*.py; do
     name=$(basename "$path")
-    [[ " ${first[*]} ${side[*]} " == *" $name "* ]] || main+=("$path")
+    [[ " ${first[*]} ${own[*]} ${side[*]} " == *" $name "* ]] || main+=("$path")
 done
 
 # molecule scenarios one after another; the status is the first failure's (each runs whatever came before)
@@ -66,13 +70,23 @@ lane() {
     shift
     ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 prefixed "$name" pytest "$@" --durations=15 --junitxml="${log%.log}.$name.xml"
 }
+# beside parts 1 and 2: the molecule scenarios, then lane own; the status is the first failure's
+beside() {
+    prefixed molecule scenarios postgresql redis rabbitmq cluster_node mariadb
+    local molecule_status=$?
+    lane own "${own[@]/#/tests/integration/}"
+    local own_status=$?
+    echo "lane own (after molecule, beside parts 1 and 2): exit $own_status"
+    if [[ $molecule_status -ne 0 ]]; then return "$molecule_status"; fi
+    return "$own_status"
+}
 
 started=$SECONDS
 pytest "tests/integration/${first[0]}" --durations=15 --junitxml="${log%.log}.converge.xml"
 converge_status=$?
-prefixed molecule scenarios postgresql redis rabbitmq cluster_node mariadb &
-molecule_pid=$!
-# unbuffered: its lines whole beside molecule's (the failure summary at the end greps them)
+beside &
+beside_pid=$!
+# unbuffered: its lines whole beside molecule's and lane own's (the failure summary at the end greps them)
 rest_of_first=("${first[@]:1}")
 ZERODOWNTIME_LAB_CONVERGED=1 PYTHONUNBUFFERED=1 pytest "${rest_of_first[@]/#/tests/integration/}" --durations=15 --junitxml="${log%.log}.first.xml"
 first_status=$?
@@ -87,20 +101,20 @@ wait "$main_pid"
 main_status=$?
 wait "$side_pid"
 side_status=$?
-wait "$molecule_pid"
-molecule_status=$?
-echo "integration part 2 (lanes main and side at once) took $((SECONDS - started)) s: main exit $main_status, side exit $side_status; molecule exit $molecule_status"
+wait "$beside_pid"
+beside_status=$?
+echo "integration part 2 (lanes main and side at once) took $((SECONDS - started)) s: main exit $main_status, side exit $side_status; beside them, exit $beside_status"
 started=$SECONDS
 scenarios monitoring
 monitoring_status=$?
 echo "integration part 3 (molecule monitoring, alone) took $((SECONDS - started)) s"
 status=0
-for part_status in "$converge_status" "$first_status" "$molecule_status" "$main_status" "$side_status" "$monitoring_status"; do
+for part_status in "$converge_status" "$first_status" "$beside_status" "$main_status" "$side_status" "$monitoring_status"; do
     if [[ $status -eq 0 && $part_status -ne 0 ]]; then status=$part_status; fi
 done
 if [[ $status -ne 0 ]]; then
     echo "integration failed (exit $status); what failed, in every part (the full output: $log):"
-    grep -aE '^(\[(main|side|molecule)\] )?(FAILED|ERROR) |: exit [1-9]' "$log" || echo "no test failed: a part itself failed (see its output above)"
+    grep -aE '^(\[(main|side|own|molecule)\] )?(FAILED|ERROR) |: exit [1-9]' "$log" || echo "no test failed: a part itself failed (see its output above)"
 fi
 exec >&- 2>&-  # tee ends with the output: wait for it, so the last lines come before make's
 wait "$tee_pid"

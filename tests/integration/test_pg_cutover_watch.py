@@ -1,6 +1,6 @@
 """zerodowntime.migration.pg_cutover_watch on real servers: writers through a real PgBouncer into a
 PostgreSQL of the test's own (pg_stat_statements preloaded, as roles/postgresql does; nothing of the
-lab is touched, so the file runs in the side lane), a baseline taken under them, then each fault the watch must
+lab is touched, so the file runs in lane own, beside the rest), a baseline taken under them, then each fault the watch must
 catch injected for real - slow statements (pg_sleep in a trigger), transactions rolled back (a
 trigger failing a fifth of the inserts), clients waiting in PgBouncer (a lock held on the hot
 table), the replication behind a watched slot stopped - and caught within one or two intervals.

@@ -63,12 +63,12 @@ SITE_PLAYS = {play["name"] for play in yaml.safe_load((ROOT / "playbooks" / "sit
 
 
 def test_phase1_second_run_changes_nothing(lab, phase1):
-    """A second run of phase 1 changes nothing. When the lab was converged before the phase 1
-    fixture ran (by this session's lab fixture, or by an earlier session: run_integration.sh
-    converges it before the pytest session this test is in), that run's site.yml plays were
-    already the second provisioning: they changed nothing, and the run again starts at cluster.yml
-    (the Raft members, then phase 1's own tasks) instead of converging every service a third time.
-    Otherwise the whole playbook runs again."""
+    """A second run of phase 1 changes nothing. If the site.yml plays of the phase 1 fixture's run
+    changed nothing (the lab was converged before it: by this session's lab fixture, where they
+    must have changed nothing, or by an earlier session - run_integration.sh converges it in a
+    pytest session of its own), they were already a second provisioning, and the run again starts
+    at cluster.yml (the Raft members, then phase 1's own tasks) instead of converging every service
+    a third time. Otherwise the whole playbook runs again."""
     provisioning = [] if phase1 is None else [change for change in phase1.changes() if change["play"] in SITE_PLAYS]
     if lab is not None:
         assert provisioning == [], provisioning
