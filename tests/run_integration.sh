@@ -46,17 +46,25 @@ for path in tests/integration/test_*.py; do
     [[ " ${first[*]} ${own[*]} ${side[*]} " == *" $name "* ]] || main+=("$path")
 done
 
-# molecule scenarios one after another; the status is the first failure's (each runs whatever came before)
+# the first non-zero status of those given, else 0: every part, scenario and lane runs whatever failed before it
+first_failure() {
+    local status
+    for status in "$@"; do
+        if [[ $status -ne 0 ]]; then return "$status"; fi
+    done
+    return 0
+}
+# molecule scenarios one after another
 scenarios() {
-    local status=0 scenario
+    local statuses=() scenario
     for scenario in "$@"; do
         local started=$SECONDS rc
         molecule test -s "$scenario"
         rc=$?
         echo "molecule $scenario took $((SECONDS - started)) s: exit $rc"
-        if [[ $status -eq 0 ]]; then status=$rc; fi
+        statuses+=("$rc")
     done
-    return "$status"
+    first_failure "${statuses[@]}"
 }
 # -u: each lane's lines as they come; PYTHONUNBUFFERED so pytest's do not wait in a pipe buffer
 prefixed() {
@@ -65,30 +73,35 @@ prefixed() {
     PYTHONUNBUFFERED=1 "$@" 2>&1 | sed -u "s/^/[$name] /"
     return "${PIPESTATUS[0]}"
 }
+# a pytest run named `name`: its 15 slowest tests at its end, its JUnit report <log>.<name>.xml
+run_pytest() {
+    local name=$1
+    shift
+    pytest "$@" --durations=15 --junitxml="${log%.log}.$name.xml"
+}
 lane() {
     local name=$1
     shift
-    ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 prefixed "$name" pytest "$@" --durations=15 --junitxml="${log%.log}.$name.xml"
+    ZERODOWNTIME_LAB_CONVERGED=1 ZERODOWNTIME_PHASE1_DONE=1 prefixed "$name" run_pytest "$name" "$@"
 }
-# beside parts 1 and 2: the molecule scenarios, then lane own; the status is the first failure's
+# beside parts 1 and 2: the molecule scenarios, then lane own
 beside() {
     prefixed molecule scenarios postgresql redis rabbitmq cluster_node mariadb
     local molecule_status=$?
     lane own "${own[@]/#/tests/integration/}"
     local own_status=$?
     echo "lane own (after molecule, beside parts 1 and 2): exit $own_status"
-    if [[ $molecule_status -ne 0 ]]; then return "$molecule_status"; fi
-    return "$own_status"
+    first_failure "$molecule_status" "$own_status"
 }
 
 started=$SECONDS
-pytest "tests/integration/${first[0]}" --durations=15 --junitxml="${log%.log}.converge.xml"
+run_pytest converge "tests/integration/${first[0]}"
 converge_status=$?
 beside &
 beside_pid=$!
 # unbuffered: its lines whole beside molecule's and lane own's (the failure summary at the end greps them)
 rest_of_first=("${first[@]:1}")
-ZERODOWNTIME_LAB_CONVERGED=1 PYTHONUNBUFFERED=1 pytest "${rest_of_first[@]/#/tests/integration/}" --durations=15 --junitxml="${log%.log}.first.xml"
+ZERODOWNTIME_LAB_CONVERGED=1 PYTHONUNBUFFERED=1 run_pytest first "${rest_of_first[@]/#/tests/integration/}"
 first_status=$?
 echo "integration part 1 (without the lanes) took $((SECONDS - started)) s"
 
@@ -108,10 +121,8 @@ started=$SECONDS
 scenarios monitoring
 monitoring_status=$?
 echo "integration part 3 (molecule monitoring, alone) took $((SECONDS - started)) s"
-status=0
-for part_status in "$converge_status" "$first_status" "$beside_status" "$main_status" "$side_status" "$monitoring_status"; do
-    if [[ $status -eq 0 && $part_status -ne 0 ]]; then status=$part_status; fi
-done
+first_failure "$converge_status" "$first_status" "$beside_status" "$main_status" "$side_status" "$monitoring_status"
+status=$?
 if [[ $status -ne 0 ]]; then
     echo "integration failed (exit $status); what failed, in every part (the full output: $log):"
     grep -aE '^(\[(main|side|own|molecule)\] )?(FAILED|ERROR) |: exit [1-9]' "$log" || echo "no test failed: a part itself failed (see its output above)"
