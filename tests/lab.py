@@ -47,6 +47,11 @@ PG_PORT = 5432
 BLUE_ADDRESS, GREEN_ADDRESS, GREEN_R1_ADDRESS = "127.0.0.11", "127.0.0.12", "127.0.0.13"
 BLUE = {"login_host": BLUE_ADDRESS, "login_port": PG_PORT, "login_user": "migrator", "login_password": LAB_PASSWORD, "login_db": "novacron"}
 GREEN = dict(BLUE, login_host=GREEN_ADDRESS)
+# A PostgreSQL of the suite's own (not an inventory host), shaped like GREEN, for the module tests
+# that need a server but none of the lab's: they run in the side lane while main switches blue and
+# green over, freezes and restarts them. conftest's session fixture `scratch_postgres` starts it.
+SCRATCH_PG_ADDRESS = "127.0.0.90"
+SCRATCH_PG = dict(GREEN, login_host=SCRATCH_PG_ADDRESS)
 PG_SERVERS = {BLUE_ADDRESS: "blue", GREEN_ADDRESS: "green", GREEN_R1_ADDRESS: "green_r1"}
 # MariaDB, the SQLite path's target, on a host of its own (inventories/lab hosts.yml: db-mariadb)
 MARIADB_ADDRESS, MARIADB_PORT = "127.0.0.14", 3306
@@ -228,6 +233,17 @@ def run_playbook(
         return PlaybookRun(runner)
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def converged_again(fixture_run: PlaybookRun, playbook, **kwargs) -> PlaybookRun:
+    """The run a "second converge changes nothing" test asserts on. When the fixture's converge of the
+    same play changed nothing, the hosts had been converged already (the lab's converge and phase 1
+    ran before; run_integration.sh runs them first), so that run was the second converge, and a third
+    would prove no more; otherwise the play runs again now. A task that changes on every run still
+    fails the test: the fixture's run then changed, so the play runs again and changes again."""
+    if fixture_run.status == "successful" and fixture_run.changed() == 0:
+        return fixture_run
+    return run_playbook(playbook, **kwargs)
 
 
 def run_playbook_ok(playbook: str, **kwargs) -> PlaybookRun:
@@ -600,10 +616,10 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def throwaway_postgres(prefix: str, **settings):
-    """A PostgreSQL 15 of a test's own (initdb, pg_ctl as postgres) on a free loopback port, with
-    `settings` on its command line (e.g. wal_level="replica"); stopped and removed afterwards.
-    Yields connection options for its superuser."""
+def throwaway_postgres(prefix: str, address: str = "127.0.0.1", port: int | None = None, **settings):
+    """A PostgreSQL 15 of a test's own (initdb, pg_ctl as postgres) on `address` (a free port unless
+    told), with `settings` on its command line (e.g. wal_level="replica"); stopped and removed
+    afterwards. Yields connection options for its superuser."""
     bindir = Path("/usr/lib/postgresql/15/bin")
     datadir = Path(tempfile.mkdtemp(prefix=prefix))
     shutil.chown(datadir, "postgres", "postgres")
@@ -616,11 +632,11 @@ def throwaway_postgres(prefix: str, **settings):
 
     try:
         as_postgres(bindir / "initdb", "-D", datadir, "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}")
-        port = free_port()
-        options = " ".join([f"-p {port} -c listen_addresses=127.0.0.1 -k {datadir}", *(f"-c {k}={v}" for k, v in settings.items())])
+        port = port or free_port(address)
+        options = " ".join([f"-p {port} -c listen_addresses={address} -k {datadir}", *(f"-c {k}={v}" for k, v in settings.items())])
         as_postgres(bindir / "pg_ctl", "-D", datadir, "-w", "-l", datadir / "log", "start", "-o", options)
         yield {
-            "login_host": "127.0.0.1",
+            "login_host": address,
             "login_port": port,
             "login_user": "postgres",
             "login_password": LAB_PASSWORD,
@@ -634,6 +650,29 @@ def throwaway_postgres(prefix: str, **settings):
         )
         shutil.rmtree(datadir, ignore_errors=True)
         pwfile.unlink(missing_ok=True)
+
+
+@contextmanager
+def scratch_postgres_server():
+    """SCRATCH_PG's server for a test session: a throwaway PostgreSQL on SCRATCH_PG_ADDRESS:PG_PORT with
+    the lab's `migrator` (a superuser, the lab's password). One a killed session left is stopped first."""
+    bindir = Path("/usr/lib/postgresql/15/bin")
+    for left in Path(tempfile.gettempdir()).glob("zdm-scratch-pg-*"):
+        if left.is_dir():
+            subprocess.run(
+                ["runuser", "-u", "postgres", "--", bindir / "pg_ctl", "-D", left, "-m", "immediate", "stop"],
+                check=False,
+                capture_output=True,
+            )
+            shutil.rmtree(left, ignore_errors=True)
+        else:  # its password file
+            left.unlink(missing_ok=True)
+    with throwaway_postgres("zdm-scratch-pg-", address=SCRATCH_PG_ADDRESS, port=PG_PORT) as admin:
+        with connect(admin) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(sql.Identifier(SCRATCH_PG["login_user"]), LAB_PASSWORD)
+            )
+        yield SCRATCH_PG
 
 
 @contextmanager

@@ -11,13 +11,14 @@
 #    another: the roles' molecule scenarios on instances of their own (own ports, instance names,
 #    local connections), their lines prefixed [molecule], then lane own: the tests that use no
 #    service of the lab (SQLite files, a throwaway HAProxy, the PostgreSQL servers of
-#    test_pg_replicas and test_pg_cutover_watch). Nothing waits for them before part 2 (the two
+#    test_pg_replicas, test_pg_cutover_watch, test_sqlite_phases and test_sqlite_cutover). Nothing waits for them before part 2 (the two
 #    lanes keep both cores busy: whatever runs beside part 1 is work they do not do; what outlasts
 #    part 1 runs on beside them), only before part 3.
 # 2. Then two lanes at once, on services they do not share:
-#    - side: RabbitMQ, etcd (over SSH), Redis, MariaDB - their roles and modules - and
-#      test_role_postgresql_addresses (PostgreSQL servers of its own, converged by the role);
-#    - main: everything else (PostgreSQL, PgBouncer, HAProxy, the phases, SQLite sources), in
+#    - side: RabbitMQ, etcd (over SSH), Redis, MariaDB - their roles and modules -,
+#      test_role_postgresql_addresses (PostgreSQL servers of its own, converged by the role) and the
+#      module tests that need a PostgreSQL but none of the lab's (SCRATCH_PG, the session's own);
+#    - main: everything else (PostgreSQL, PgBouncer, HAProxy, the phases), in
 #      which phase 1 is not run again (ZERODOWNTIME_PHASE1_DONE=1: part 1 ran it; the phase1
 #      fixture checks it is recorded as succeeded).
 #    A test file not listed below runs in main. Each lane's lines are prefixed with its name.
@@ -35,10 +36,12 @@ exec > >(tee -a "$log") 2>&1
 tee_pid=$!
 
 first=(test_collection.py test_lab_ssh.py test_phase1_infra.py test_lab_state.py test_monitoring.py test_tls.py)
-own=(test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py test_sqlite_readonly.py test_haproxy_shift.py
+own=(test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py test_sqlite_readonly.py test_sqlite_phases.py
+    test_sqlite_cutover.py test_haproxy_shift.py
     test_pg_replicas.py test_pg_cutover_watch.py)
 side=(test_role_mariadb.py test_table_copy_mariadb.py test_role_postgresql_addresses.py
-    test_rabbitmq.py test_rabbitmq_cluster.py test_raft_bootstrap.py test_raft_hosts.py test_redis.py)
+    test_rabbitmq.py test_rabbitmq_cluster.py test_raft_bootstrap.py test_raft_hosts.py test_redis.py
+    test_pg_index.py test_pg_partition.py test_pg_schema_apply.py test_pg_validate.py test_table_copy.py test_table_compare.py)
 
 main=()
 for path in tests/integration/test_*.py; do

@@ -16,6 +16,7 @@ from tests.lab import (
     connect,
     run_playbook,
     run_playbook_ok,
+    scratch_postgres_server,
     throwaway_postgres,
 )
 
@@ -32,6 +33,14 @@ def lab():
     except RuntimeError as exc:
         pytest.exit(str(exc), returncode=3)
     return run
+
+
+@pytest.fixture(scope="session")
+def scratch_postgres():
+    """SCRATCH_PG (tests.lab): a PostgreSQL of the session's own, shaped like green, for the module
+    tests that need no server of the lab; stopped and removed at the session's end."""
+    with scratch_postgres_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ from tests.lab import (
     SHIFT_BACK,
     SHIFT_FORWARD,
     connect,
+    converged_again,
     free_port,
     run_module,
     run_playbook,
@@ -199,7 +200,7 @@ def haproxy(lab):
 
 
 def test_second_converge_changes_nothing(haproxy):
-    again = run_playbook(HAPROXY_PLAY)
+    again = converged_again(haproxy, HAPROXY_PLAY)
     assert again.status == "successful", again.stdout
     assert again.changed(HAPROXY_HOST) == 0, again.changed_tasks()
 

@@ -24,6 +24,7 @@ from tests.lab import (
     PG_PORT,
     PROMETHEUS_URL,
     connect,
+    converged_again,
     drop_replication,
     run_playbook,
     scratch_database,
@@ -55,7 +56,7 @@ def query(expr: str) -> list[dict]:
 
 
 def test_second_converge_changes_nothing(monitoring):
-    again = run_playbook(MONITORING_PLAY)
+    again = converged_again(monitoring, MONITORING_PLAY)
     assert again.status == "successful", again.stdout
     assert again.changed(MONITORING_HOST) == 0, again.changed_tasks()
 

@@ -1,5 +1,5 @@
-"""zerodowntime.migration.pg_index run against green, in a scratch database of its own
-(zdm_index_test), so concurrent runs of other tests are not disturbed."""
+"""zerodowntime.migration.pg_index run against the suite's own PostgreSQL (SCRATCH_PG, not the
+lab's: main's tests switch blue and green over meanwhile), in a scratch database (zdm_index_test)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from psycopg import sql
 
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client, PgError
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.sql_text import parse_only
-from tests.lab import GREEN, LAB_PASSWORD, connect, drop_database, recreate_database, run_module, run_playbook, where
+from tests.lab import LAB_PASSWORD, SCRATCH_PG, connect, drop_database, recreate_database, run_module, run_playbook, where
 
 MODULE = "zerodowntime.migration.pg_index"
 DB = "zdm_index_test"
-ARGS = dict(GREEN, login_db=DB)
+ARGS = dict(SCRATCH_PG, login_db=DB)
 HOSTILE = 'a"; DROP TABLE zdm_victim; --'
 # An IMMUTABLE function that takes 2 ms per call: an index on slow_key(v) over 1000 rows takes about
 # 2 s to build, long enough to watch, without a big table. (It lies about being immutable; fine here.)
@@ -24,13 +24,13 @@ SLOW_KEY = "CREATE FUNCTION slow_key(v int) RETURNS int LANGUAGE plpgsql IMMUTAB
 
 
 @pytest.fixture(scope="module")
-def scratch(lab):
-    recreate_database(GREEN, DB)
+def scratch(scratch_postgres):
+    recreate_database(SCRATCH_PG, DB)
     with connect(ARGS) as conn:
         conn.execute("CREATE TABLE zdm_victim (id int)")
         conn.execute(SLOW_KEY)
     yield
-    drop_database(GREEN, DB)
+    drop_database(SCRATCH_PG, DB)
 
 
 @pytest.fixture()
@@ -605,7 +605,7 @@ def test_hostile_names_are_quoted_and_execute_nothing(db):
 def test_a_missing_table_names_the_table_and_the_database(db):
     result = run_module(MODULE, index("x_idx", "sales.nowhere", columns=["id"]), check=True)[1]
     assert result["failed"] is True
-    assert f"table sales.nowhere not found in database 'zdm_index_test' on {where(GREEN)}" in result["msg"]
+    assert f"table sales.nowhere not found in database 'zdm_index_test' on {where(SCRATCH_PG)}" in result["msg"]
     assert result["queries"] == []
 
 

@@ -1,12 +1,12 @@
-"""zerodowntime.migration.pg_partition run against green, in a scratch database of its
-own (other sessions run tests against the same lab)."""
+"""zerodowntime.migration.pg_partition run against the suite's own PostgreSQL (SCRATCH_PG, not
+the lab's: main's tests switch blue and green over meanwhile), in a scratch database."""
 
 from __future__ import annotations
 
 import pytest
 from psycopg import sql
 
-from tests.lab import GREEN, connect, run_module, scratch_database, where
+from tests.lab import SCRATCH_PG, connect, run_module, scratch_database, where
 
 MODULE = "zerodowntime.migration.pg_partition"
 SCRATCH = "zdm_partition_test"
@@ -14,9 +14,9 @@ HOSTILE = 'a"; DROP TABLE zdm_victim; --'
 
 
 @pytest.fixture(scope="module")
-def scratch(lab):
-    """A database of our own on green, dropped at the end."""
-    with scratch_database(GREEN, SCRATCH) as endpoint:
+def scratch(scratch_postgres):
+    """A database of our own, dropped at the end."""
+    with scratch_database(SCRATCH_PG, SCRATCH) as endpoint:
         yield endpoint
 
 
@@ -287,19 +287,19 @@ def test_check_mode_retention_changes_nothing(scratch, db):
         pytest.param(
             None,
             dict(table="app.no_such_table", strategy="hash", modulus=4),
-            [f"table app.no_such_table does not exist in database '{SCRATCH}' on {where(GREEN)}", "PARTITION BY HASH"],
+            [f"table app.no_such_table does not exist in database '{SCRATCH}' on {where(SCRATCH_PG)}", "PARTITION BY HASH"],
             id="missing table",
         ),
         pytest.param(
             "CREATE TABLE vms (id bigint)",
             dict(table="vms", strategy="hash", modulus=4),
-            [f"table public.vms on {where(GREEN)} is not partitioned", "PARTITION BY HASH"],
+            [f"table public.vms on {where(SCRATCH_PG)} is not partitioned", "PARTITION BY HASH"],
             id="plain table",
         ),
         pytest.param(
             "CREATE TABLE vms (tenant_id bigint) PARTITION BY LIST (tenant_id)",
             dict(table="vms", strategy="hash", modulus=4),
-            [f"table public.vms on {where(GREEN)} is partitioned by LIST (tenant_id), not by hash: set strategy: list"],
+            [f"table public.vms on {where(SCRATCH_PG)} is partitioned by LIST (tenant_id), not by hash: set strategy: list"],
             id="strategy mismatch",
         ),
         pytest.param(
@@ -349,5 +349,5 @@ def test_hostile_identifier_round_trips_and_executes_nothing(scratch, db):
 def test_wrong_credentials_give_the_connection_helper_message(scratch):
     result = pg_partition(dict(scratch, login_password="Wrong-Secret-9"), table="vms", strategy="hash", modulus=4)
     assert result["failed"] is True
-    assert f"authentication failed for user 'migrator' on {where(GREEN)}" in result["msg"]
+    assert f"authentication failed for user 'migrator' on {where(SCRATCH_PG)}" in result["msg"]
     assert "Wrong-Secret-9" not in result["msg"]

@@ -1,19 +1,19 @@
-"""zerodowntime.migration.pg_schema_apply against a scratch database on green."""
+"""zerodowntime.migration.pg_schema_apply against a scratch database on the suite's own PostgreSQL (SCRATCH_PG)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.lab import GREEN, connect, run_module, scratch_database
+from tests.lab import SCRATCH_PG, connect, run_module, scratch_database
 
 MODULE = "zerodowntime.migration.pg_schema_apply"
 DB = "zdm_schema_test"
-TARGET = dict(GREEN, login_db=DB)
+TARGET = dict(SCRATCH_PG, login_db=DB)
 
 
 @pytest.fixture()
-def database(lab):
-    with scratch_database(GREEN, DB):
+def database(scratch_postgres):
+    with scratch_database(SCRATCH_PG, DB):
         yield
 
 

@@ -1,4 +1,4 @@
-"""zerodowntime.migration.pg_validate run against green, in a scratch database of its
+"""zerodowntime.migration.pg_validate run against the suite's own PostgreSQL (SCRATCH_PG), in a scratch database of its
 own (zdm_validate_test) with a role of its own (zdm_validate_reader, dropped afterwards). Every
 test starts from the same sound schema (tenants, vms, vm_events, a partitioned metrics table, a
 materialized view), damages it in one way, and shows the check that should catch it does."""
@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from tests.lab import GREEN, connect, drop_database, recreate_database, run_module, where
+from tests.lab import SCRATCH_PG, connect, drop_database, recreate_database, run_module, where
 
 MODULE = "zerodowntime.migration.pg_validate"
 DB = "zdm_validate_test"
-ARGS = dict(GREEN, login_db=DB)
+ARGS = dict(SCRATCH_PG, login_db=DB)
 ROLE = "zdm_validate_reader"
 HOSTILE = 'a"; DROP TABLE zdm_victim; --'
 REFERENCE = {"table": "vm_events", "columns": ["tenant_id", "vm_id"], "ref_table": "vms", "ref_columns": ["tenant_id", "id"]}
@@ -50,14 +50,14 @@ SCHEMA = [
 
 
 @pytest.fixture(scope="module")
-def scratch(lab):
-    recreate_database(GREEN, DB)
-    with connect(GREEN, login_db="postgres") as conn:
+def scratch(scratch_postgres):
+    recreate_database(SCRATCH_PG, DB)
+    with connect(SCRATCH_PG, login_db="postgres") as conn:
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone():
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ROLE)))
     yield
-    drop_database(GREEN, DB)
-    with connect(GREEN, login_db="postgres") as conn:
+    drop_database(SCRATCH_PG, DB)
+    with connect(SCRATCH_PG, login_db="postgres") as conn:
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ROLE)))
 
 
@@ -302,7 +302,7 @@ def test_fail_on_error_fails_with_the_failures_listed(db):
     orphan(db, "INSERT INTO vms VALUES (99, 99, 'ghost')")
     result = validate(fail_on_error=True)[1]
     assert result["failed"] is True
-    assert result["msg"].startswith(f"1 integrity check(s) failed in database '{DB}' on {where(GREEN)}: ")
+    assert result["msg"].startswith(f"1 integrity check(s) failed in database '{DB}' on {where(SCRATCH_PG)}: ")
     assert (
         "foreign key vms_tenant_id_fkey on public.vms (tenant_id) -> public.tenants (id): 1 orphaned row(s), e.g. key(s) 99"
         in result["msg"]

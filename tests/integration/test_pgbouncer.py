@@ -36,6 +36,7 @@ from tests.lab import (
     POOL_1,
     POOL_2,
     POOLER_PORT,
+    converged_again,
     run_module,
     run_playbook,
     server_reached,
@@ -124,7 +125,7 @@ def pool_restored(pgbouncer):
 
 
 def test_role_converges_again_without_changes(pgbouncer):
-    again = run_playbook(ROLE_PLAY)
+    again = converged_again(pgbouncer, ROLE_PLAY)
     assert again.status == "successful", again.stdout
     assert again.changed() == 0, again.changed_tasks()
 

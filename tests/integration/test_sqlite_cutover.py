@@ -1,11 +1,12 @@
-"""sqlite_cutover on a real vMiner-like SQLite file (tmp dir) and a scratch database on the lab's
-green PostgreSQL, with the file's workload writing: the switch (freeze, last changes, tail
-validated, configuration renamed, the freeze made permanent) with nothing acknowledged lost and the
-write window measured; a second run changes nothing; check mode changes nothing; the bad input
-refused before anything changes; a tail that differs undoes the cutover; SIGTERM or SIGHUP after
-any step before the switch undoes the freeze at once, after the switch completes the cutover;
-SIGKILL leaves a freeze that lapses by itself at its deadline and the next run repairs; the
-rollback brings the target's writes back into the file."""
+"""sqlite_cutover on a real vMiner-like SQLite file (tmp dir) and a scratch database on a PostgreSQL of
+the file's own (the lab's blue and green are left to the tests that switch them over), with the
+file's workload writing: the switch (freeze, last changes, tail validated, configuration renamed,
+the freeze made permanent) with nothing acknowledged lost and the write window measured; a second
+run changes nothing; check mode changes nothing; the bad input refused before anything changes; a
+tail that differs undoes the cutover; SIGTERM or SIGHUP after any step before the switch undoes the
+freeze at once, after the switch completes the cutover; SIGKILL leaves a freeze that lapses by
+itself at its deadline and the next run repairs; the rollback brings the target's writes back into
+the file."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.cl
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import ensure_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
 from tests.lab import (
-    GREEN,
     SqliteApplication,
     connect,
     kill_tree,
@@ -32,6 +32,7 @@ from tests.lab import (
     run_module,
     scratch_database,
     start_held_module,
+    throwaway_postgres,
     vminer_sample,
     wait_for,
 )
@@ -46,14 +47,20 @@ def defaults(options: dict) -> dict:
     return {name: spec.get("default") for name, spec in options.items()}
 
 
+@pytest.fixture(scope="module")
+def server():
+    with throwaway_postgres("zdm-sqlite-cutover-") as admin:
+        yield admin
+
+
 @pytest.fixture()
-def lab(tmp_path):
+def lab(tmp_path, server):
     """A copied file (capture installed, copy complete) and the application's two configurations."""
     path = tmp_path / "vminer.db"
     sample.build(str(path), vms=2000, vcenters=20, hosts_per_vcenter=2, datastores_per_vcenter=2)
     with SqliteClient({"path": str(path), "busy_timeout": 5.0}) as client:
         ensure_capture(client, {"change_table": "zdm_changes", "tables": None, "key_columns": None, "state": "present", "force": False})
-    with scratch_database(GREEN, DATABASE) as target:
+    with scratch_database(server, DATABASE) as target:
         copy(path, target)
         config = tmp_path / "database.json"
         config.write_text(json.dumps({"engine": "sqlite", "path": str(path)}))
@@ -61,9 +68,9 @@ def lab(tmp_path):
             json.dumps(
                 {
                     "engine": "postgresql",
-                    "host": GREEN["login_host"],
-                    "port": GREEN["login_port"],
-                    "user": GREEN["login_user"],
+                    "host": server["login_host"],
+                    "port": server["login_port"],
+                    "user": server["login_user"],
                     "dbname": DATABASE,
                 }
             )
@@ -123,7 +130,7 @@ def readonly_triggers(path) -> list[str]:
 
 
 def application(lab: dict) -> SqliteApplication:
-    return SqliteApplication(lab["config"], lab["tmp"], password=GREEN["login_password"])
+    return SqliteApplication(lab["config"], lab["tmp"], password=lab["target"]["login_password"])
 
 
 def test_the_switch_moves_the_application_with_every_acknowledged_write(lab):

@@ -1,6 +1,7 @@
 """playbooks/sqlite_migration.yml, the SQLite -> PostgreSQL path's stages up to validation, driven
-through ansible-runner on a small vMiner file in a tmp dir into a scratch database on the lab's
-green, with vMiner's workload writing: the backup taken before the capture, virtual_machines
+through ansible-runner on a small vMiner file in a tmp dir into a scratch database on a PostgreSQL of
+the file's own (the lab's blue and green are left to the tests that switch them over), with vMiner's
+workload writing: the backup taken before the capture, virtual_machines
 hash-partitioned, the copy, validation equal; a re-run skips every stage that succeeded and changes
 nothing; each rollback trigger (sqlite_max_time, sqlite_max_errors, a validation difference) stops
 the run naming it and records its stage failed with the error; after the switch the watch
@@ -17,7 +18,7 @@ import uuid
 
 import pytest
 
-from tests.lab import GREEN, SqliteApplication, connect, run_playbook, scratch_database, vminer_sample
+from tests.lab import LAB_PASSWORD, SqliteApplication, connect, run_playbook, scratch_database, throwaway_postgres, vminer_sample
 
 PLAYBOOK = "sqlite_migration.yml"
 HOST = "localhost"  # sqlite_app_servers in inventories/lab
@@ -29,14 +30,24 @@ NO_WATCH = {"sqlite_watch_seconds": 0}
 sample = vminer_sample()
 
 
+@pytest.fixture(scope="module")
+def server():
+    """The target's PostgreSQL with pg_stat_statements (preloaded, and in database postgres, where
+    the watch after the switch reads it)."""
+    with throwaway_postgres("zdm-sqlite-phases-", shared_preload_libraries="pg_stat_statements") as admin:
+        with connect(admin) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+        yield admin
+
+
 @pytest.fixture()
-def lab(tmp_path):
-    """A vMiner file (3000 VMs over 50 vCenters), a scratch database on green, and the playbook's
-    variables pointing at both."""
+def lab(tmp_path, server):
+    """A vMiner file (3000 VMs over 50 vCenters), a scratch database on the target's server, and the
+    playbook's variables pointing at both."""
     path = tmp_path / "vminer.db"
     sample.build(str(path), vms=3000, vcenters=50)
     name = f"zdm_sqlite_phases_{uuid.uuid4().hex[:8]}"
-    with scratch_database(GREEN, name) as target:
+    with scratch_database(server, name) as target:
         yield {
             "path": path,
             "target": target,
@@ -44,6 +55,11 @@ def lab(tmp_path):
                 "sqlite_path": str(path),
                 "sqlite_backup_dest": str(tmp_path / "vminer.db.zdm-backup"),
                 "sqlite_target_db": name,
+                # the server has no TLS listener: the inventory's verify-full would be refused
+                "sqlite_target": {key: target[key] for key in ("login_host", "login_port", "login_user", "login_db")},
+                "sqlite_target_password": LAB_PASSWORD,
+                "sqlite_app_db_user": target["login_user"],
+                "sqlite_app_db_sslmode": "disable",
                 "sqlite_app_config": str(tmp_path / "vminer.json"),
                 "sqlite_partition_count": 4,
                 "sqlite_batch_size": 500,
@@ -152,7 +168,7 @@ def test_a_target_row_changed_before_validation_fails_it(lab):
 
 def test_every_stage_then_the_rollback_playbook_with_the_application_writing_loses_nothing(lab, tmp_path):
     """The application follows its configuration file (vminer_sample.py workload --config): every stage
-    moves it to green, sqlite_rollback.yml brings it back with what it wrote there; its own check after."""
+    moves it to the target, sqlite_rollback.yml brings it back with what it wrote there; its own check after."""
     config = tmp_path / "vminer.json"
     config.write_text(json.dumps({"engine": "sqlite", "path": str(lab["path"])}))
     app = SqliteApplication(config, tmp_path, rate=50)

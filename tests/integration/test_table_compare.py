@@ -1,5 +1,5 @@
 """table_compare: a vMiner-like SQLite file copied by table_copy into a throwaway database on the
-lab's green PostgreSQL compares equal with the right row counts (SQLite's text dates and loose
+suite's own PostgreSQL (SCRATCH_PG) compares equal with the right row counts (SQLite's text dates and loose
 types against PostgreSQL's timestamptz, bigint, double precision); a row changed, one deleted and
 one added on the PostgreSQL side are exactly the three keys reported; check mode reports the same
 and changes nothing; the bad input (a table the target lacks, a table without a key, a target
@@ -16,7 +16,7 @@ from ansible_collections.zerodowntime.migration.plugins.module_utils.copy.run im
 from ansible_collections.zerodowntime.migration.plugins.module_utils.postgres.client import Client
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.capture import ensure_capture
 from ansible_collections.zerodowntime.migration.plugins.module_utils.sqlite.client import Client as SqliteClient
-from tests.lab import GREEN, connect, run_module, scratch_database, vminer_sample
+from tests.lab import SCRATCH_PG, connect, run_module, scratch_database, vminer_sample
 
 MODULE = "zerodowntime.migration.table_compare"
 VMINER = ["vcenters", "hosts", "datastores", "virtual_machines"]
@@ -37,8 +37,8 @@ def vminer(tmp_path):
 
 
 @pytest.fixture()
-def green_db(lab):
-    with scratch_database(GREEN, "zdm_table_compare_test") as target:
+def target_db(scratch_postgres):
+    with scratch_database(SCRATCH_PG, "zdm_table_compare_test") as target:
         yield target
 
 
@@ -69,11 +69,11 @@ def differing(result: dict, table: str = "virtual_machines") -> set:
     return {(entry["key"]["id"], entry["kind"]) for entry in by_table(result)[table]["differing_keys"]}
 
 
-def test_a_copied_file_compares_equal_then_exactly_the_changed_keys_are_reported(vminer, green_db):
-    done = copy(vminer, green_db, column_types=DATES)
+def test_a_copied_file_compares_equal_then_exactly_the_changed_keys_are_reported(vminer, target_db):
+    done = copy(vminer, target_db, column_types=DATES)
     assert done["complete"] is True and done["errors"] == 0
 
-    equal = module(vminer, green_db, column_types=DATES)
+    equal = module(vminer, target_db, column_types=DATES)
     assert equal.get("failed") is not True, equal
     assert equal["changed"] is False and equal["equal"] is True and equal["differing_tables"] == []
     tables = by_table(equal)
@@ -88,7 +88,7 @@ def test_a_copied_file_compares_equal_then_exactly_the_changed_keys_are_reported
 
     with sqlite3.connect(vminer) as conn:
         last = conn.execute("SELECT max(id) FROM virtual_machines").fetchone()[0]
-    with connect(green_db) as conn:
+    with connect(target_db) as conn:
         conn.execute("UPDATE virtual_machines SET num_cpu = num_cpu + 1 WHERE id = 123")
         conn.execute("DELETE FROM virtual_machines WHERE id = 4567")
         conn.execute("CREATE TEMP TABLE one AS SELECT * FROM virtual_machines WHERE id = 10")
@@ -97,7 +97,7 @@ def test_a_copied_file_compares_equal_then_exactly_the_changed_keys_are_reported
     expected = {(123, "changed"), (4567, "missing"), (last + 1, "extra")}
 
     # small chunks and leaves: the three keys are found by bisection, not by one big diff
-    found = compare(vminer, green_db, column_types=DATES, chunk_rows=2000, leaf_rows=50)
+    found = compare(vminer, target_db, column_types=DATES, chunk_rows=2000, leaf_rows=50)
     assert found["equal"] is False and found["differing_tables"] == ["virtual_machines"]
     assert differing(found) == expected
     entry = by_table(found)["virtual_machines"]
@@ -105,29 +105,29 @@ def test_a_copied_file_compares_equal_then_exactly_the_changed_keys_are_reported
     assert (entry["rows_source"], entry["rows_target"]) == (20000, 20000)
     assert entry["chunks"] >= 5 and 1 <= entry["chunks_differing"] <= 3
 
-    checked = module(vminer, green_db, check=True, column_types=DATES, fail_on_difference=False)
+    checked = module(vminer, target_db, check=True, column_types=DATES, fail_on_difference=False)
     assert checked.get("failed") is not True, checked
     assert checked["changed"] is False and differing(checked) == expected
 
-    failed = module(vminer, green_db, column_types=DATES)
+    failed = module(vminer, target_db, column_types=DATES)
     assert failed["failed"] is True and failed["changed"] is False
     assert "virtual_machines (1 missing, 1 extra, 1 changed)" in failed["msg"]
 
 
-def test_bad_input_names_the_object_and_the_fix(vminer, green_db):
-    copy(vminer, green_db, column_types={"vcenters": DATES["vcenters"]}, tables=["vcenters"])
+def test_bad_input_names_the_object_and_the_fix(vminer, target_db):
+    copy(vminer, target_db, column_types={"vcenters": DATES["vcenters"]}, tables=["vcenters"])
 
-    missing = module(vminer, green_db, tables=["vcenters", "hosts"], column_types={"vcenters": DATES["vcenters"]})
+    missing = module(vminer, target_db, tables=["vcenters", "hosts"], column_types={"vcenters": DATES["vcenters"]})
     assert missing["failed"] is True
     assert "public.hosts does not exist on" in missing["msg"] and "table_copy" in missing["msg"]
 
     with sqlite3.connect(vminer) as conn:
         conn.execute("CREATE TABLE notes (body TEXT)")
-    keyless = module(vminer, green_db, tables=["notes"])
+    keyless = module(vminer, target_db, tables=["notes"])
     assert keyless["failed"] is True and "'notes' has no primary key" in keyless["msg"] and "key_columns" in keyless["msg"]
 
-    with connect(green_db) as conn:
+    with connect(target_db) as conn:
         conn.execute("ALTER TABLE vcenters ALTER COLUMN url TYPE point USING point(0, 0)")
-    unmapped = module(vminer, green_db, tables=["vcenters"], column_types={"vcenters": DATES["vcenters"]})
+    unmapped = module(vminer, target_db, tables=["vcenters"], column_types={"vcenters": DATES["vcenters"]})
     assert unmapped["failed"] is True
     assert "column 'url' of target table public.vcenters" in unmapped["msg"] and "no mapping" in unmapped["msg"]
