@@ -36,9 +36,11 @@ exec > >(tee -a "$log") 2>&1
 tee_pid=$!
 
 first=(test_collection.py test_lab_ssh.py test_phase1_infra.py test_lab_state.py test_monitoring.py test_tls.py)
-own=(test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py test_sqlite_readonly.py test_sqlite_phases.py
-    test_sqlite_cutover.py test_haproxy_shift.py
-    test_pg_replicas.py test_pg_cutover_watch.py)
+# own runs on into part 2 when it outlasts part 1: first the tests that make what part 2's tests do
+# too (test_pg_replicas converges PostgreSQL clusters with the role, as test_role_postgresql_addresses
+# in side does; test_haproxy_shift runs an HAProxy), then those whose servers are theirs alone
+own=(test_pg_replicas.py test_haproxy_shift.py test_sqlite_sample_data.py test_sqlite_capture.py test_sqlite_backup.py
+    test_sqlite_readonly.py test_sqlite_phases.py test_sqlite_cutover.py test_pg_cutover_watch.py)
 side=(test_role_mariadb.py test_table_copy_mariadb.py test_role_postgresql_addresses.py
     test_rabbitmq.py test_rabbitmq_cluster.py test_raft_bootstrap.py test_raft_hosts.py test_redis.py
     test_pg_index.py test_pg_partition.py test_pg_schema_apply.py test_pg_validate.py test_table_copy.py test_table_compare.py)
