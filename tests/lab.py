@@ -615,12 +615,24 @@ def free_port(address: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
+
+
+def remove_postgres(datadir: Path) -> None:
+    """Stop a throwaway PostgreSQL at once (if it runs) and remove its data directory."""
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", PG_BINDIR / "pg_ctl", "-D", datadir, "-m", "immediate", "stop"],
+        check=False,
+        capture_output=True,
+    )
+    shutil.rmtree(datadir, ignore_errors=True)
+
+
 @contextmanager
 def throwaway_postgres(prefix: str, address: str = "127.0.0.1", port: int | None = None, **settings):
     """A PostgreSQL 15 of a test's own (initdb, pg_ctl as postgres) on `address` (a free port unless
     told), with `settings` on its command line (e.g. wal_level="replica"); stopped and removed
     afterwards. Yields connection options for its superuser."""
-    bindir = Path("/usr/lib/postgresql/15/bin")
     datadir = Path(tempfile.mkdtemp(prefix=prefix))
     shutil.chown(datadir, "postgres", "postgres")
     pwfile = datadir.parent / (datadir.name + ".pw")
@@ -631,10 +643,10 @@ def throwaway_postgres(prefix: str, address: str = "127.0.0.1", port: int | None
         subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], check=True, capture_output=True)
 
     try:
-        as_postgres(bindir / "initdb", "-D", datadir, "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}")
+        as_postgres(PG_BINDIR / "initdb", "-D", datadir, "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}")
         port = port or free_port(address)
         options = " ".join([f"-p {port} -c listen_addresses={address} -k {datadir}", *(f"-c {k}={v}" for k, v in settings.items())])
-        as_postgres(bindir / "pg_ctl", "-D", datadir, "-w", "-l", datadir / "log", "start", "-o", options)
+        as_postgres(PG_BINDIR / "pg_ctl", "-D", datadir, "-w", "-l", datadir / "log", "start", "-o", options)
         yield {
             "login_host": address,
             "login_port": port,
@@ -643,12 +655,7 @@ def throwaway_postgres(prefix: str, address: str = "127.0.0.1", port: int | None
             "login_db": "postgres",
         }
     finally:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(datadir, ignore_errors=True)
+        remove_postgres(datadir)
         pwfile.unlink(missing_ok=True)
 
 
@@ -656,15 +663,9 @@ def throwaway_postgres(prefix: str, address: str = "127.0.0.1", port: int | None
 def scratch_postgres_server():
     """SCRATCH_PG's server for a test session: a throwaway PostgreSQL on SCRATCH_PG_ADDRESS:PG_PORT with
     the lab's `migrator` (a superuser, the lab's password). One a killed session left is stopped first."""
-    bindir = Path("/usr/lib/postgresql/15/bin")
     for left in Path(tempfile.gettempdir()).glob("zdm-scratch-pg-*"):
         if left.is_dir():
-            subprocess.run(
-                ["runuser", "-u", "postgres", "--", bindir / "pg_ctl", "-D", left, "-m", "immediate", "stop"],
-                check=False,
-                capture_output=True,
-            )
-            shutil.rmtree(left, ignore_errors=True)
+            remove_postgres(left)
         else:  # its password file
             left.unlink(missing_ok=True)
     with throwaway_postgres("zdm-scratch-pg-", address=SCRATCH_PG_ADDRESS, port=PG_PORT) as admin:

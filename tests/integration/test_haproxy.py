@@ -45,6 +45,7 @@ from tests.lab import (
     run_playbook,
     server_reached,
     through_haproxy,
+    wait_for,
     where,
 )
 
@@ -206,14 +207,6 @@ def test_second_converge_changes_nothing(haproxy):
     assert again.changed(HAPROXY_HOST) == 0, again.changed_tasks()
 
 
-def running(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 def test_converge_starts_haproxy_after_an_unclean_stop(haproxy):
     """A killed HAProxy leaves its pid file and socket behind; Debian's init script then reports
     "haproxy dead, but /var/run/haproxy.pid exists.", which must not pass for running."""
@@ -222,10 +215,7 @@ def test_converge_starts_haproxy_after_an_unclean_stop(haproxy):
     pids = [int(pid) for pid in PIDFILE.read_text().split()]
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while any(running(pid) for pid in pids):
-        assert time.monotonic() < deadline, "haproxy survived SIGKILL"
-        time.sleep(0.1)
+    wait_for("the lab's HAProxy to die", lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), timeout=10, interval=0.1)
     assert PIDFILE.exists() and Path(SOCKET).exists()
     run = run_playbook(HAPROXY_PLAY)
     assert run.status == "successful", run.stdout

@@ -1,7 +1,8 @@
-"""zerodowntime.migration.pg_validate run against the suite's own PostgreSQL (SCRATCH_PG), in a scratch database of its
-own (zdm_validate_test) with a role of its own (zdm_validate_reader, dropped afterwards). Every
-test starts from the same sound schema (tenants, vms, vm_events, a partitioned metrics table, a
-materialized view), damages it in one way, and shows the check that should catch it does."""
+"""zerodowntime.migration.pg_validate run against the suite's own PostgreSQL (SCRATCH_PG), in a scratch
+database of its own (zdm_validate_test) with a role of its own (zdm_validate_reader, dropped
+afterwards). Every test starts from the same sound schema (tenants, vms, vm_events, a partitioned
+metrics table, a materialized view), damages it in one way, and shows the check that should catch it
+does."""
 
 from __future__ import annotations
 

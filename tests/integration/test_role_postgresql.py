@@ -93,7 +93,7 @@ def test_reload_for_reloadable_settings_restart_only_where_needed(lab):
         # A reload-only setting on blue and green (their hosts alone: green's read replica is not
         # part of the claim, and each host converged costs the suite's two cores ~36 tasks): applied,
         # nobody restarts.
-        converge_postgresql({"postgresql_settings": {"log_min_duration_statement": "250ms"}}, limit="db-blue,db-green")
+        converge_postgresql({"postgresql_settings": {"log_min_duration_statement": "250ms"}}, limit=",".join(LAB_INSTANCES))
         for endpoint in (BLUE, GREEN):
             with connect(endpoint) as conn:
                 assert conn.execute("SHOW log_min_duration_statement").fetchone()[0] == "250ms"
@@ -110,7 +110,7 @@ def test_reload_for_reloadable_settings_restart_only_where_needed(lab):
         assert started_at(GREEN) > green_started
         assert started_at(BLUE) == blue_started
     finally:
-        converge_postgresql(limit="db-blue,db-green")  # the two hosts changed above, back as the inventory says
+        converge_postgresql(limit=",".join(LAB_INSTANCES))  # the hosts changed above, back as the inventory says
     with connect(GREEN) as conn:
         assert conn.execute("SHOW max_files_per_process").fetchone()[0] == "1000"
 

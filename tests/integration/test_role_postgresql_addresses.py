@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from cryptography import x509
 
-from tests.lab import LAB_PASSWORD, converge_of_own, inventory_of_own, run_playbook
+from tests.lab import LAB_PASSWORD, PG_SERVERS, converge_of_own, inventory_of_own, run_playbook
 
 HOST = "zdm-addresses"
 PORT = 5432
@@ -98,7 +98,7 @@ def inventory():
     drop_clusters()
     # only the lab's clusters and Debian's 15/main: a test in another lane may make and drop clusters
     # of its own meanwhile (test_pg_replicas)
-    before = {name: state for name, state in clusters().items() if name in ("blue", "green", "green_r1", "main")}
+    before = {name: state for name, state in clusters().items() if name in {*PG_SERVERS.values(), "main"}}
     try:
         with inventory_of_own(HOST, HOST_VARS, "zdm-addresses-") as path:
             yield path
