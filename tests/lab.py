@@ -157,6 +157,10 @@ MONITORING_PLAY = provision_play(
 LAB_SSH_INVENTORY = str(ROOT / "inventories" / "lab-ssh")
 LAB_SSH_PLAY = provision_play("the lab's SSH", "lab_ssh", ROOT / "inventories" / "lab" / "group_vars" / "lab_ssh_servers.yml")
 
+# phase1_infra.yml from cluster.yml's first task: its site.yml plays (every service's converge) left out
+# (tests/integration/conftest.py's phase1 fixture says why)
+PHASE1_FROM_CLUSTER = "--start-at-task 'zerodowntime.migration.cluster_node : Check the platform'"
+
 
 # The two haproxy_shift tasks of roles/haproxy tasks_from shift_gated (playbooks/shift_reads.yml, shift_app.yml).
 SHIFT_BACK = "Move traffic back toward the old side through the steps, watching the old side's gates (the new side may be down)"
@@ -235,13 +239,14 @@ def run_playbook(
         shutil.rmtree(private_dir, ignore_errors=True)
 
 
-def converged_again(fixture_run: PlaybookRun, playbook, **kwargs) -> PlaybookRun:
+def converged_again(fixture_run: PlaybookRun | None, playbook, **kwargs) -> PlaybookRun:
     """The run a "second converge changes nothing" test asserts on. When the fixture's converge of the
-    same play changed nothing, the hosts had been converged already (the lab's converge and phase 1
-    ran before; run_integration.sh runs them first), so that run was the second converge, and a third
-    would prove no more; otherwise the play runs again now. A task that changes on every run still
-    fails the test: the fixture's run then changed, so the play runs again and changes again."""
-    if fixture_run.status == "successful" and fixture_run.changed() == 0:
+    same play changed nothing, the hosts had been converged already (the lab's converge ran before;
+    run_integration.sh runs it first), so that run was the second converge, and a third would prove
+    no more; otherwise (or when the fixture converged nothing: None) the play runs again now. A task
+    that changes on every run still fails the test: the fixture's run then changed, so the play runs
+    again and changes again."""
+    if fixture_run is not None and fixture_run.status == "successful" and fixture_run.changed() == 0:
         return fixture_run
     return run_playbook(playbook, **kwargs)
 
@@ -606,6 +611,15 @@ def wait_for(what: str, probe, timeout: float = 60, interval: float = 1):
             return result
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         time.sleep(interval)
+
+
+def answers(url: str) -> bool:
+    """Whether an HTTP GET of url (a loopback address of the lab) answers 200 within 5 s."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (the lab's loopback URLs)
+            return response.status == 200
+    except OSError:  # refused, timed out, or an HTTP error status (HTTPError is an OSError)
+        return False
 
 
 def free_port(address: str = "127.0.0.1") -> int:

@@ -3,7 +3,7 @@
 # the roles' molecule scenarios (`make molecule` runs them alone).
 #
 # 1. First, without the lanes: the tests that converge every service of the lab (the lab fixture's
-#    site.yml, phase1_infra.yml with cluster.yml) or check them all at once (monitoring), and the
+#    site.yml, then phase1_infra.yml from cluster.yml on) or check them all at once (monitoring), and the
 #    SSH tests (they cut SSH connections other tests would share). test_collection.py runs first,
 #    alone: its lab fixture converges the lab (site.yml: every service's packages except etcd's, which
 #    phase 1's cluster.yml installs; the roles' apt tasks wait for each other's lock). Then, beside
@@ -13,7 +13,7 @@
 #    service of the lab (SQLite files, a throwaway HAProxy, the PostgreSQL servers of
 #    test_pg_replicas, test_pg_cutover_watch, test_sqlite_phases and test_sqlite_cutover). Nothing
 #    waits for them before part 2 (the two lanes keep both cores busy: whatever runs beside part 1 is work they do not do; what outlasts
-#    part 1 runs on beside them), only before part 3.
+#    part 1 runs on beside them), only before the end.
 # 2. Then two lanes at once, on services they do not share:
 #    - side: RabbitMQ, etcd (over SSH), Redis, MariaDB - their roles and modules -,
 #      test_role_postgresql_addresses (PostgreSQL servers of its own, converged by the role) and the
@@ -22,8 +22,8 @@
 #      which phase 1 is not run again (ZERODOWNTIME_PHASE1_DONE=1: part 1 ran it; the phase1
 #      fixture checks it is recorded as succeeded).
 #    A test file not listed below runs in main. Each lane's lines are prefixed with its name.
-# 3. Last, alone: the monitoring scenario (it converges the lab's own Prometheus and Alertmanager,
-#    which main's alert tests read).
+#    Once main is done, beside what is left of side: the monitoring scenario (it converges the
+#    lab's own Prometheus and Alertmanager, which main's alert tests read; side reads neither).
 # Every part always runs; the exit status is the first failure's. `pytest tests/integration` still
 # runs the whole suite in one process (slower, nothing else needed).
 set -uo pipefail
@@ -110,22 +110,31 @@ ZERODOWNTIME_LAB_CONVERGED=1 PYTHONUNBUFFERED=1 run_pytest first "${rest_of_firs
 first_status=$?
 echo "integration part 1 (without the lanes) took $((SECONDS - started)) s"
 
+# lane main, then the monitoring scenario: the exit status of each in a file, as a background job has one
+main_then_monitoring() {
+    lane main "${main[@]}"
+    echo $? >"$statuses/main"
+    echo "lane main took $((SECONDS - started)) s"
+    prefixed molecule scenarios monitoring
+    echo $? >"$statuses/monitoring"
+}
+
 started=$SECONDS
-lane main "${main[@]}" &
+statuses=$(mktemp -d /tmp/zdm-integration-status.XXXXXX)
+main_then_monitoring &
 main_pid=$!
 lane side "${side[@]/#/tests/integration/}" &
 side_pid=$!
-wait "$main_pid"
-main_status=$?
 wait "$side_pid"
 side_status=$?
+echo "lane side took $((SECONDS - started)) s"
+wait "$main_pid"
+main_status=$(cat "$statuses/main" 2>/dev/null || echo 1)
+monitoring_status=$(cat "$statuses/monitoring" 2>/dev/null || echo 1)
+rm -rf "$statuses"
 wait "$beside_pid"
 beside_status=$?
-echo "integration part 2 (lanes main and side at once) took $((SECONDS - started)) s: main exit $main_status, side exit $side_status; beside them, exit $beside_status"
-started=$SECONDS
-scenarios monitoring
-monitoring_status=$?
-echo "integration part 3 (molecule monitoring, alone) took $((SECONDS - started)) s"
+echo "integration part 2 (lanes main, then molecule monitoring, and side at once) took $((SECONDS - started)) s: main exit $main_status, monitoring exit $monitoring_status, side exit $side_status; beside them, exit $beside_status"
 first_failure "$converge_status" "$first_status" "$beside_status" "$main_status" "$side_status" "$monitoring_status"
 status=$?
 if [[ $status -ne 0 ]]; then

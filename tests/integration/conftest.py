@@ -8,16 +8,21 @@ import os
 import pytest
 
 from tests.lab import (
+    ALERTMANAGER_URL,
     BLUE,
     GREEN,
     LAB_SSH_PLAY,
     MONITORING_PLAY,
+    PHASE1_FROM_CLUSTER,
+    PROMETHEUS_URL,
+    answers,
     bring_lab_to_start,
     connect,
     run_playbook,
     run_playbook_ok,
     scratch_postgres_server,
     throwaway_postgres,
+    wait_for,
 )
 
 
@@ -45,7 +50,19 @@ def scratch_postgres():
 
 @pytest.fixture(scope="session")
 def monitoring(lab):
-    """roles/monitoring converged on the lab's monitor-1 (127.0.0.41): Prometheus :9090, Alertmanager :9093, the exporters."""
+    """roles/monitoring converged on the lab's monitor-1 (127.0.0.41): Prometheus :9090, Alertmanager :9093, the exporters.
+
+    With ZERODOWNTIME_LAB_CONVERGED=1 (the lab converged before the session, site.yml's monitoring
+    play with it) nothing is converged again: Prometheus and Alertmanager must answer, and the
+    fixture is None (tests.lab.converged_again then converges itself)."""
+    if os.environ.get("ZERODOWNTIME_LAB_CONVERGED") == "1":
+        for url in (PROMETHEUS_URL, ALERTMANAGER_URL):
+            wait_for(
+                f"{url}/-/ready (ZERODOWNTIME_LAB_CONVERGED=1; converge it: ansible-playbook playbooks/site.yml --tags monitoring)",
+                lambda url=url: answers(f"{url}/-/ready"),
+                timeout=30,
+            )
+        return None
     run = run_playbook(MONITORING_PLAY)
     assert run.status == "successful", run.stdout
     return run
@@ -68,14 +85,18 @@ def sample_data(lab):
 
 @pytest.fixture(scope="session")
 def phase1(sample_data):
-    """playbooks/phase1_infra.yml run on the lab: every service provisioned and healthy, blue's
-    tables published with a slot.
+    """playbooks/phase1_infra.yml run on the lab from cluster.yml on (PHASE1_FROM_CLUSTER): the
+    Raft members bootstrapped, every service healthy, blue's tables published with a slot. Its
+    first plays are site.yml's, which the lab fixture converged (or, with
+    ZERODOWNTIME_LAB_CONVERGED=1, an earlier session): run here they would be a second converge of
+    every service, which each role's own test asserts changes nothing (test_role_postgresql,
+    test_haproxy, test_pgbouncer, test_redis, ...). `make demo` runs the whole playbook.
 
     With ZERODOWNTIME_PHASE1_DONE=1 (tests/run_integration.sh's lanes: its first part ran phase 1,
     which converges every service, and the other lane is using some of them now) it is not run
     again: phase 1 must be recorded as succeeded, and the fixture is None."""
     if os.environ.get("ZERODOWNTIME_PHASE1_DONE") != "1":
-        return run_playbook_ok("phase1_infra.yml")
+        return run_playbook_ok("phase1_infra.yml", cmdline=PHASE1_FROM_CLUSTER)
     with connect(dict(BLUE, login_db="zerodowntime_state")) as state:
         recorded = state.execute("SELECT status FROM migration_progress WHERE phase = 'phase1_infra'").fetchone()
     assert recorded == ("succeeded",), f"ZERODOWNTIME_PHASE1_DONE=1 but phase 1 is recorded as {recorded}: run phase1_infra.yml"

@@ -86,6 +86,11 @@ def test_a_module_runs_over_ssh_and_delegates_to_another_ssh_host(lab_ssh):
     module_run, result = run_module("ansible.builtin.command", command, host="lab-ssh-3", inventory=LAB_SSH_INVENTORY)
     assert result["stdout"].split()[2:] == ["127.0.0.4", "22"], module_run.stdout
 
+    # roles/lab_ssh's SetEnv SHLVL=1: the login shell sshd starts counts as nested, so Debian's bash
+    # skips root's ~/.bashrc (without it a module sees SHLVL 0: bash counted 1, sh -c counted down)
+    module_run, result = run_module("ansible.builtin.command", {"cmd": "printenv SHLVL"}, host="lab-ssh-3", inventory=LAB_SSH_INVENTORY)
+    assert int(result["stdout"]) >= 1, module_run.stdout
+
 
 BAD_HOSTS = {
     "unreachable": ({"ansible_host": CLOSED}, "Connection refused"),

@@ -420,8 +420,8 @@ def second_restored(second_converged):
         repoint(console, POOL, str(SECOND_DIR / "pgbouncer.ini"), **TO_HOME, dbname=POOL)
 
 
-def test_second_instance_runs_from_its_own_files(second_restored):
-    again = run_playbook(SECOND_PLAY)
+def test_second_instance_runs_from_its_own_files(second_converged, second_restored):
+    again = converged_again(second_converged, SECOND_PLAY)
     assert again.status == "successful", again.stdout
     assert again.changed(SECOND) == 0, again.changed_tasks()
     startup = (SECOND_DIR / "pgbouncer-startup.ini").read_text()

@@ -24,6 +24,7 @@ from tests.lab import (
     SHIFT_BACK,
     SHIFT_FORWARD,
     Clients,
+    converged_again,
     gate_breached_told,
     run_playbook,
     webhook_receiver,
@@ -154,7 +155,7 @@ def test_instances_answer_with_their_name_and_a_second_converge_changes_nothing(
         assert get(f"{APP}:{port}/health") == (200, {"instance": instance, "status": "ok"})
         status, body = get(f"{APP}:{port}/")
         assert (status, body["instance"], body["path"]) == (200, instance, "/"), body
-    again = run_playbook(SAMPLE_APP_PLAY)
+    again = converged_again(sample_app, SAMPLE_APP_PLAY)
     assert again.status == "successful", again.stdout
     assert again.changed() == 0, again.changes()
 
