@@ -613,6 +613,21 @@ def wait_for(what: str, probe, timeout: float = 60, interval: float = 1):
         time.sleep(interval)
 
 
+def running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not: it is dead, its parent has yet to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def kill_outright(what: str, pids: list[int], timeout: float = 10) -> None:
+    """SIGKILL `pids` and wait until none runs: an unclean stop, whose pid files stay behind."""
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(f"{what} to die", lambda: not any(running(pid) for pid in pids), timeout=timeout, interval=0.1)
+
+
 def answers(url: str) -> bool:
     """Whether an HTTP GET of url (a loopback address of the lab) answers 200 within 5 s."""
     try:

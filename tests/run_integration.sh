@@ -12,8 +12,8 @@
 #    local connections), their lines prefixed [molecule], then lane own: the tests that use no
 #    service of the lab (SQLite files, a throwaway HAProxy, the PostgreSQL servers of
 #    test_pg_replicas, test_pg_cutover_watch, test_sqlite_phases and test_sqlite_cutover). Nothing
-#    waits for them before part 2 (the two lanes keep both cores busy: whatever runs beside part 1 is work they do not do; what outlasts
-#    part 1 runs on beside them), only before the end.
+#    waits for them before part 2 (the two lanes keep both cores busy: whatever runs beside part 1
+#    is work they do not do; what outlasts part 1 runs on beside them), only before the end.
 # 2. Then two lanes at once, on services they do not share:
 #    - side: RabbitMQ, etcd (over SSH), Redis, MariaDB - their roles and modules -,
 #      test_role_postgresql_addresses (PostgreSQL servers of its own, converged by the role) and the

@@ -11,7 +11,6 @@ import csv
 import http.client
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -41,11 +40,11 @@ from tests.lab import (
     connect,
     converged_again,
     free_port,
+    kill_outright,
     run_module,
     run_playbook,
     server_reached,
     through_haproxy,
-    wait_for,
     where,
 )
 
@@ -212,10 +211,7 @@ def test_converge_starts_haproxy_after_an_unclean_stop(haproxy):
     "haproxy dead, but /var/run/haproxy.pid exists.", which must not pass for running."""
     # the lab's HAProxy alone, by its pid file: a throwaway HAProxy of another test may run beside it
     # (test_haproxy_shift, in lane own)
-    pids = [int(pid) for pid in PIDFILE.read_text().split()]
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    wait_for("the lab's HAProxy to die", lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), timeout=10, interval=0.1)
+    kill_outright("the lab's HAProxy", [int(pid) for pid in PIDFILE.read_text().split()])
     assert PIDFILE.exists() and Path(SOCKET).exists()
     run = run_playbook(HAPROXY_PLAY)
     assert run.status == "successful", run.stdout

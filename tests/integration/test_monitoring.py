@@ -26,6 +26,7 @@ from tests.lab import (
     connect,
     converged_again,
     drop_replication,
+    kill_outright,
     run_playbook,
     scratch_database,
     wait_for,
@@ -204,8 +205,7 @@ def test_converge_starts_an_exporter_after_an_unclean_stop(monitoring):
     """A killed exporter leaves its pid file behind: the converge must start it again."""
     pidfile = Path("/run/prometheus/prometheus-postgres-exporter-blue.pid")
     pid = int(pidfile.read_text().split()[0])
-    subprocess.run(["kill", "-KILL", str(pid)], check=True)
-    wait_for("the exporter to die", lambda: not Path(f"/proc/{pid}").exists(), timeout=10, interval=0.1)
+    kill_outright("the exporter", [pid])
     assert pidfile.exists()
     run = run_playbook(MONITORING_PLAY)
     assert run.status == "successful", run.stdout

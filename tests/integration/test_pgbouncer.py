@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
-import signal
 import stat
 import subprocess
 import threading
@@ -37,10 +36,10 @@ from tests.lab import (
     POOL_2,
     POOLER_PORT,
     converged_again,
+    kill_outright,
     run_module,
     run_playbook,
     server_reached,
-    wait_for,
     where,
 )
 
@@ -137,8 +136,7 @@ def test_a_stale_pid_file_naming_another_live_process_is_removed_and_pgbouncer_s
     pid = int(pidfile.read_text())
     stranger = subprocess.Popen(["sleep", "600"])
     try:
-        os.kill(pid, signal.SIGKILL)
-        wait_for("PgBouncer to die", lambda: not Path(f"/proc/{pid}").exists(), timeout=10, interval=0.1)
+        kill_outright("PgBouncer", [pid])
         pidfile.write_text(f"{stranger.pid}\n")
         run = run_playbook(ROLE_PLAY)
     finally:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -33,6 +31,7 @@ from tests.lab import (
     ROOT,
     converged_again,
     free_port,
+    kill_outright,
     run_playbook,
     wait_for,
     write_wrong_ca,
@@ -217,8 +216,7 @@ def test_a_node_killed_outright_starts_again_through_its_init_script(all_nodes_r
     the init script starts the node again all the same and it rejoins the cluster."""
     pid_file = Path("/run/rabbitmq-rabbit3/pid")
     pid = int(pid_file.read_text().strip())
-    os.kill(pid, signal.SIGKILL)
-    wait_for("rabbit3's VM gone", lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
+    kill_outright("rabbit3's VM", [pid], timeout=30)
     assert pid_file.exists()  # what the next start has to cope with
     service(RABBIT3, "start")
     wait_for("rabbit3 running again", lambda: running_nodes() == set(NODES), timeout=120)
