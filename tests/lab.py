@@ -548,17 +548,21 @@ def drop_replication(endpoint: dict, name: str) -> None:
         for (subscription,) in rows.fetchall():
             for statement in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)", "DROP SUBSCRIPTION {}"):
                 conn.execute(sql.SQL(statement).format(sql.Identifier(subscription)))
+    # A subscriber elsewhere (the other server of a pair) reconnects within moments of its
+    # walsender being terminated, so a slot seen inactive may be active again when dropped.
     with connect(endpoint, login_db="postgres") as conn:
-        for _attempt in range(50):
+        for _attempt in range(100):
             slots = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)).fetchall()
             if not slots:
                 return
             for slot, pid in slots:
                 if pid:
                     conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                else:
+                    continue
+                with contextlib.suppress(psycopg.errors.ObjectInUse):
                     conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
             time.sleep(0.1)
+    raise AssertionError(f"replication slots of {name} still in use after 10 s: {slots}")
 
 
 def drop_database(endpoint: dict, name: str) -> None:
