@@ -536,33 +536,39 @@ def writable_again(*endpoints: dict) -> None:
             conn.execute("SELECT pg_reload_conf()")
 
 
-def drop_replication(endpoint: dict, name: str) -> None:
-    """Every subscription of database `name` on this server (slots detached, so the publisher
-    need not answer), then every slot of that database (walsenders terminated first)."""
-    with connect(endpoint, login_db="postgres") as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            return
-    with connect(endpoint, login_db=name) as conn:
-        conn.execute("SET default_transaction_read_only = off")
-        rows = conn.execute("SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE datname = %s", (name,))
-        for (subscription,) in rows.fetchall():
-            for statement in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)", "DROP SUBSCRIPTION {}"):
-                conn.execute(sql.SQL(statement).format(sql.Identifier(subscription)))
-    # A subscriber elsewhere (the other server of a pair) reconnects within moments of its
-    # walsender being terminated, so a slot seen inactive may be active again when dropped.
-    with connect(endpoint, login_db="postgres") as conn:
-        for _attempt in range(100):
-            slots = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)).fetchall()
-            if not slots:
-                return
-            for slot, pid in slots:
-                if pid:
-                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                    continue
-                with contextlib.suppress(psycopg.errors.ObjectInUse):
-                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            time.sleep(0.1)
-    raise AssertionError(f"replication slots of {name} still in use after 10 s: {slots}")
+def drop_replication(name: str, *endpoints: dict) -> None:
+    """Every subscription of database `name` on these servers (slots detached, so the publisher
+    need not answer), then every slot of that database on them (walsenders terminated first).
+    Subscriptions go first on every server: a subscriber left on one (the other server of a pair)
+    would reconnect to its slot within moments of its walsender being terminated."""
+    present = []
+    for endpoint in endpoints:
+        with connect(endpoint, login_db="postgres") as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                present.append(endpoint)
+    for endpoint in present:
+        with connect(endpoint, login_db=name) as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            rows = conn.execute("SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE datname = %s", (name,))
+            for (subscription,) in rows.fetchall():
+                for statement in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)", "DROP SUBSCRIPTION {}"):
+                    conn.execute(sql.SQL(statement).format(sql.Identifier(subscription)))
+    for endpoint in present:
+        with connect(endpoint, login_db="postgres") as conn:
+            wait_for(f"the slots of {name} dropped", lambda conn=conn: drop_inactive_slots(conn, name), timeout=10, interval=0.1)
+
+
+def drop_inactive_slots(conn, name: str) -> bool:
+    """One pass over the slots of database `name`: a slot in use has its walsender terminated (dropped
+    on a later pass), one not in use is dropped. True when none was left."""
+    slots = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)).fetchall()
+    for slot, pid in slots:
+        if pid:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            continue
+        with contextlib.suppress(psycopg.errors.ObjectInUse):  # taken again since it was read
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    return not slots
 
 
 def drop_database(endpoint: dict, name: str) -> None:

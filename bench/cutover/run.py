@@ -124,8 +124,8 @@ def prepare_pair() -> tuple[dict, dict]:
 def drop_pair() -> None:
     """The benchmark's databases with their replication; both instances writable again."""
     writable_again(BLUE, GREEN)
+    drop_replication(DB, BLUE, GREEN)
     for side in (BLUE, GREEN):
-        drop_replication(side, DB)
         drop_database(side, DB)
 
 

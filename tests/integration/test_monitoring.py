@@ -195,8 +195,7 @@ def test_failing_subscription_fires_an_alert(monitoring):
             with connect(green) as conn:  # DROP SUBSCRIPTION drops its slot on blue
                 if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (subscription,)).fetchone():
                     conn.execute(f"DROP SUBSCRIPTION {subscription}")
-            for endpoint in (GREEN, BLUE):
-                drop_replication(endpoint, db)
+            drop_replication(db, GREEN, BLUE)
     with connect(BLUE, login_db="postgres") as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE database = %s", (db,)).fetchone()[0] == 0
 

@@ -59,8 +59,7 @@ def slots_on_blue() -> list[str]:
 def replication(lab):
     """audit_log on blue and green, blue -> green subscribed and ready. Afterwards the
     subscription is dropped (with its slot), then both databases."""
-    for endpoint in (GREEN, BLUE):
-        drop_replication(endpoint, DB)
+    drop_replication(DB, GREEN, BLUE)
     recreate_database(BLUE, DB)
     recreate_database(GREEN, DB)
     try:
@@ -81,8 +80,8 @@ def replication(lab):
         with connect(GREEN_DB) as conn:  # DROP SUBSCRIPTION drops its slot on blue
             if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (SUBSCRIPTION,)).fetchone():
                 conn.execute(f"DROP SUBSCRIPTION {SUBSCRIPTION}")
+        drop_replication(DB, GREEN, BLUE)
         for endpoint in (GREEN, BLUE):
-            drop_replication(endpoint, DB)
             drop_database(endpoint, DB)
         assert slots_on_blue() == []
 

@@ -37,8 +37,7 @@ CAPTURE, APPLY = "zerodowntime.migration.pg_ddl_capture", "zerodowntime.migratio
 
 @pytest.fixture(scope="module")
 def databases(lab):
-    for endpoint in (GREEN, BLUE):
-        drop_replication(endpoint, DB)
+    drop_replication(DB, GREEN, BLUE)
     recreate_database(BLUE, DB)
     recreate_database(GREEN, DB)
     try:
@@ -62,8 +61,8 @@ def databases(lab):
         with connect(GREEN_DB) as conn:
             if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (SUBSCRIPTION,)).fetchone():
                 conn.execute(f"DROP SUBSCRIPTION {SUBSCRIPTION}")
+        drop_replication(DB, GREEN, BLUE)
         for endpoint in (GREEN, BLUE):
-            drop_replication(endpoint, DB)
             drop_database(endpoint, DB)
 
 

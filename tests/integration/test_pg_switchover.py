@@ -77,8 +77,7 @@ def lab_pair(lab):
     """Blue and green databases with blue -> green replication and a PgBouncer pool on blue.
     Afterwards: replication dropped, both instances writable again, databases dropped."""
     writable_again(BLUE, GREEN)
-    drop_replication(BLUE, DB)
-    drop_replication(GREEN, DB)
+    drop_replication(DB, BLUE, GREEN)
     blue, green = recreate_database(BLUE, DB), recreate_database(GREEN, DB)
     with connect(blue) as conn:
         for statement in SCHEMA + BLUE_EVENTS:
@@ -101,8 +100,7 @@ def lab_pair(lab):
             yield {"blue": blue, "green": green, "bouncer": bouncer}
     finally:
         writable_again(BLUE, GREEN)
-        drop_replication(BLUE, DB)
-        drop_replication(GREEN, DB)
+        drop_replication(DB, BLUE, GREEN)
         drop_database(BLUE, DB)
         drop_database(GREEN, DB)
 

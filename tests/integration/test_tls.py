@@ -171,8 +171,7 @@ def test_the_streaming_replica_replicates_over_tls(lab):
 
 
 def drop_everything() -> None:
-    drop_replication(GREEN, DB)
-    drop_replication(BLUE, DB)
+    drop_replication(DB, GREEN, BLUE)
     for endpoint in (GREEN, BLUE):
         drop_database(endpoint, DB)
 
